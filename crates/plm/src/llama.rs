@@ -1,0 +1,439 @@
+//! Llama-style causal decoder: RMSNorm, rotary position embedding (rotate-half, as HF
+//! `LlamaForCausalLM`), grouped-query attention and a SwiGLU feed-forward.
+//!
+//! Field names follow HF's `LlamaForCausalLM` (`embed_tokens`, `layers.N.self_attn.q_proj`,
+//! `mlp.gate_proj`, `input_layernorm`, `norm`, `lm_head`) so checkpoints map one to one.
+
+use burn::module::Module;
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
+};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, silu, softmax};
+
+use crate::Error;
+
+/// Configuration of a [`Llama`] decoder.
+#[derive(Config, Debug)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub d_model: usize,
+    /// Number of decoder layers.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention); must divide `n_heads`.
+    pub n_kv_heads: usize,
+    /// SwiGLU inner width.
+    pub d_ff: usize,
+    /// RoPE base θ. Default 10000.
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    /// Longest sequence the rotary tables are built for. Default 2048.
+    #[config(default = 2048)]
+    pub max_seq_len: usize,
+    /// RMSNorm epsilon. Default 1e-5.
+    #[config(default = 1e-5)]
+    pub rms_norm_eps: f64,
+    /// Share the input embedding with the output projection. Default true.
+    #[config(default = true)]
+    pub tie_embeddings: bool,
+    /// Standard deviation of the normal initialisation of every weight matrix (HF's
+    /// `initializer_range`). Default 0.02.
+    #[config(default = 0.02)]
+    pub initializer_range: f64,
+}
+
+impl LlamaConfig {
+    /// Head width.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Checks divisibility constraints.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.vocab_size == 0 || self.d_model == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
+            return bad("vocab_size, d_model, n_heads and n_kv_heads must be positive".into());
+        }
+        if self.d_model % self.n_heads != 0 {
+            return bad(format!(
+                "d_model {} is not divisible by n_heads {}",
+                self.d_model, self.n_heads
+            ));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "n_heads {} is not divisible by n_kv_heads {}",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Builds the decoder with random weights on `device`.
+    pub fn init(&self, device: &Device) -> crate::Result<Llama> {
+        self.validate()?;
+        let hd = self.head_dim();
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: self.initializer_range,
+        };
+        let linear = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_bias(false)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let layers = (0..self.n_layers)
+            .map(|_| DecoderLayer {
+                self_attn: Attention {
+                    q_proj: linear(self.d_model, self.n_heads * hd),
+                    k_proj: linear(self.d_model, self.n_kv_heads * hd),
+                    v_proj: linear(self.d_model, self.n_kv_heads * hd),
+                    o_proj: linear(self.n_heads * hd, self.d_model),
+                    n_heads: self.n_heads,
+                    n_kv_heads: self.n_kv_heads,
+                },
+                mlp: SwiGlu {
+                    gate_proj: linear(self.d_model, self.d_ff),
+                    up_proj: linear(self.d_model, self.d_ff),
+                    down_proj: linear(self.d_ff, self.d_model),
+                },
+                input_layernorm: RmsNormConfig::new(self.d_model)
+                    .with_epsilon(self.rms_norm_eps)
+                    .init(device),
+                post_attention_layernorm: RmsNormConfig::new(self.d_model)
+                    .with_epsilon(self.rms_norm_eps)
+                    .init(device),
+            })
+            .collect();
+        let lm_head = (!self.tie_embeddings).then(|| linear(self.d_model, self.vocab_size));
+        Ok(Llama {
+            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model)
+                .with_initializer(init.clone())
+                .init(device),
+            layers,
+            norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.rms_norm_eps)
+                .init(device),
+            lm_head,
+            rope: Rope::new(hd, self.max_seq_len, self.rope_theta),
+        })
+    }
+}
+
+/// Rotary tables, computed on the host once and moved to the device per forward.
+#[derive(Module, Debug)]
+pub struct Rope {
+    head_dim: usize,
+    max_seq_len: usize,
+    theta: f64,
+}
+
+impl Rope {
+    fn new(head_dim: usize, max_seq_len: usize, theta: f64) -> Self {
+        Self {
+            head_dim,
+            max_seq_len,
+            theta,
+        }
+    }
+
+    /// `cos` and `sin` tables `[seq, head_dim]` for positions `start..start + seq`, laid out as
+    /// HF's rotate-half convention expects (the half-width table repeated twice).
+    fn tables(&self, start: usize, seq: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(seq * self.head_dim);
+        let mut sin = Vec::with_capacity(seq * self.head_dim);
+        for pos in start..start + seq {
+            for _ in 0..2 {
+                for i in 0..half {
+                    let inv_freq = self.theta.powf(-((2 * i) as f64) / self.head_dim as f64);
+                    let angle = pos as f64 * inv_freq;
+                    cos.push(angle.cos() as f32);
+                    sin.push(angle.sin() as f32);
+                }
+            }
+        }
+        let shape = [seq, self.head_dim];
+        (
+            Tensor::from_data(TensorData::new(cos, shape), device),
+            Tensor::from_data(TensorData::new(sin, shape), device),
+        )
+    }
+
+    /// Applies the rotation to `x` `[batch, heads, seq, head_dim]`.
+    fn apply(&self, x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+        let [b, h, s, d] = x.dims();
+        let half = d / 2;
+        let x1 = x.clone().slice(s![.., .., .., 0..half]);
+        let x2 = x.clone().slice(s![.., .., .., half..d]);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, h, s, d]
+        let cos = cos.reshape([1, 1, s, d]).expand([b, h, s, d]);
+        let sin = sin.reshape([1, 1, s, d]).expand([b, h, s, d]);
+        x * cos + rotated * sin
+    }
+}
+
+/// Multi-head attention with grouped key/value heads.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// Query projection.
+    pub q_proj: Linear,
+    /// Key projection.
+    pub k_proj: Linear,
+    /// Value projection.
+    pub v_proj: Linear,
+    /// Output projection.
+    pub o_proj: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `x` `[batch, seq, d_model]` → (`[batch, seq, d_model]`, attention `[batch, heads, seq, seq]`).
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        cos: Tensor<2>,
+        sin: Tensor<2>,
+        mask: Tensor<4, Bool>,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let [b, s, _] = x.dims();
+        let hd = self.q_proj.weight.dims()[1] / self.n_heads;
+        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2); // [b, n, s, hd]
+        let q = heads(self.q_proj.forward(x.clone()), self.n_heads);
+        let k = heads(self.k_proj.forward(x.clone()), self.n_kv_heads);
+        let v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        let q = rope.apply(q, cos.clone(), sin.clone());
+        let k = rope.apply(k, cos, sin);
+        let group = self.n_heads / self.n_kv_heads;
+        let repeat = |t: Tensor<4>| {
+            if group == 1 {
+                t
+            } else {
+                // [b, kv, s, hd] -> [b, kv, group, s, hd] -> [b, heads, s, hd]
+                t.unsqueeze_dim::<5>(2)
+                    .expand([b, self.n_kv_heads, group, s, hd])
+                    .reshape([b, self.n_heads, s, hd])
+            }
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, s]
+        let scores = scores.mask_fill(mask, f32::MIN);
+        let probs = softmax(scores, 3);
+        let ctx = probs.clone().matmul(v); // [b, h, s, hd]
+        let ctx = ctx.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]);
+        (self.o_proj.forward(ctx), probs)
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct SwiGlu {
+    /// Gate projection.
+    pub gate_proj: Linear,
+    /// Up projection.
+    pub up_proj: Linear,
+    /// Down projection.
+    pub down_proj: Linear,
+}
+
+impl SwiGlu {
+    /// # Shapes
+    /// `[batch, seq, d_model]` → `[batch, seq, d_model]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Attention.
+    pub self_attn: Attention,
+    /// Feed-forward.
+    pub mlp: SwiGlu,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the feed-forward.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// What a forward pass returns.
+#[derive(Debug)]
+pub struct LlamaOutput {
+    /// Next-token logits `[batch, seq, vocab]`.
+    pub logits: Tensor<3>,
+    /// Attention probabilities per layer, `[batch, heads, seq, seq]` each.
+    pub attentions: Vec<Tensor<4>>,
+}
+
+/// Llama-style causal LM.
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// Token embedding.
+    pub embed_tokens: Embedding,
+    /// Decoder blocks.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection (absent when tied to `embed_tokens`).
+    pub lm_head: Option<Linear>,
+    rope: Rope,
+}
+
+impl Llama {
+    /// # Shapes
+    /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> LlamaOutput {
+        let [_, s] = tokens.dims();
+        let device = tokens.device();
+        let (cos, sin) = self.rope.tables(0, s, &device);
+        // burn's `tril_mask` is true strictly above the diagonal: the future positions to hide.
+        let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
+        let mut h = self.embed_tokens.forward(tokens); // [b, s, d]
+        let mut attentions = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let [b, _, _] = h.dims();
+            let n = layer.self_attn.n_heads;
+            let (a, probs) = layer.self_attn.forward(
+                layer.input_layernorm.forward(h.clone()),
+                &self.rope,
+                cos.clone(),
+                sin.clone(),
+                mask.clone().expand([b, n, s, s]),
+            );
+            h = h + a;
+            h = h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h));
+            attentions.push(probs);
+        }
+        let h = self.norm.forward(h);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze_dim(0)),
+        };
+        LlamaOutput { logits, attentions }
+    }
+
+    /// Mean next-token cross-entropy (nats) of `targets` `[batch, seq]` under the logits of `tokens`.
+    pub fn lm_loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
+        cross_entropy(self.forward(tokens).logits, targets)
+    }
+}
+
+/// Mean cross-entropy of integer `targets` `[batch, seq]` under `logits` `[batch, seq, vocab]`.
+pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let logp = log_softmax(logits, 2);
+    let picked = logp.gather(2, targets.unsqueeze_dim(2)); // [b, s, 1]
+    picked.mean().neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> LlamaConfig {
+        LlamaConfig::new(50, 16, 2, 4, 2, 24).with_max_seq_len(32)
+    }
+
+    #[test]
+    fn logits_have_vocab_width_and_rows_of_attention_sum_to_one() {
+        let d = Device::flex();
+        d.seed(0);
+        let m = tiny().init(&d).unwrap();
+        let toks =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [2, 3]), &d);
+        let out = m.forward(toks);
+        assert_eq!(out.logits.dims(), [2, 3, 50]);
+        assert_eq!(out.attentions.len(), 2);
+        let sums = out.attentions[0]
+            .clone()
+            .sum_dim(3)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(sums.iter().all(|v| (v - 1.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn future_tokens_do_not_change_past_logits() {
+        let d = Device::flex();
+        d.seed(1);
+        let m = tiny().init(&d).unwrap();
+        let a = Tensor::<2, Int>::from_data(TensorData::new(vec![7i64, 8, 9, 10], [1, 4]), &d);
+        let b = Tensor::<2, Int>::from_data(TensorData::new(vec![7i64, 8, 9, 33], [1, 4]), &d);
+        let la = m
+            .forward(a)
+            .logits
+            .slice(s![.., 0..3, ..])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let lb = m
+            .forward(b)
+            .logits
+            .slice(s![.., 0..3, ..])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (x, y) in la.iter().zip(&lb) {
+            assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn rope_preserves_vector_norms() {
+        let d = Device::flex();
+        let rope = Rope::new(8, 16, 10000.0);
+        let x = Tensor::<4>::random(
+            [1, 2, 5, 8],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &d,
+        );
+        let (c, s) = rope.tables(3, 5, &d);
+        let y = rope.apply(x.clone(), c, s);
+        let nx = x
+            .powi_scalar(2)
+            .sum_dim(3)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let ny = y
+            .powi_scalar(2)
+            .sum_dim(3)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (a, b) in nx.iter().zip(&ny) {
+            assert!((a - b).abs() < 1e-4 * a.max(1.0));
+        }
+    }
+
+    #[test]
+    fn uniform_logits_give_log_vocab_cross_entropy() {
+        let d = Device::flex();
+        let logits = Tensor::<3>::zeros([2, 3, 10], &d);
+        let t = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4, 5], [2, 3]), &d);
+        let l: f32 = cross_entropy(logits, t).into_scalar();
+        assert!((l - (10f32).ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn invalid_head_counts_are_rejected() {
+        assert!(LlamaConfig::new(10, 16, 1, 3, 1, 8).validate().is_err());
+        assert!(LlamaConfig::new(10, 16, 1, 4, 3, 8).validate().is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! Errors of the data layer.
+
+use std::path::PathBuf;
+
+/// What can go wrong while reading or batching text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A corpus folder held no usable document.
+    #[error("no documents with extension .{ext} under {dir}")]
+    EmptyCorpus {
+        /// The folder searched.
+        dir: PathBuf,
+        /// The extension looked for.
+        ext: String,
+    },
+    /// The token stream is shorter than one training window.
+    #[error("corpus has {tokens} tokens, fewer than one window of {needed}")]
+    TooShort {
+        /// Tokens available.
+        tokens: usize,
+        /// Tokens one window needs (`seq_len + 1`).
+        needed: usize,
+    },
+    /// A registry asset has not been fetched.
+    #[error("asset '{name}' is missing at {path}: run `cargo xtask assets` to fetch it")]
+    MissingAsset {
+        /// The asset name (see `textdata::assets::ASSETS`).
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A window index past the end was asked for.
+    #[error("window {index} is out of range (the corpus has {count} windows)")]
+    OutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// How many windows exist.
+        count: usize,
+    },
+}
+
+impl Error {
+    /// Wraps an io error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, Error>;

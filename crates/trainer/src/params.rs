@@ -1,0 +1,227 @@
+//! Parameter inventory by module path: freezing, gradient clipping and adapters.
+//!
+//! Paths are the field names joined by dots, as burn's optimizer and records name them
+//! (`layers.3.mlp.experts.7.up.weight`). A trainable predicate over these paths decides which
+//! parameters receive gradients; the rest are never touched by the optimizer (not even weight
+//! decay), so they stay bit-identical.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+
+use crate::{Error, Result};
+
+/// One float parameter of a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamInfo {
+    /// Dotted module path.
+    pub path: String,
+    /// burn's parameter id (stable across optimizer steps and records).
+    pub id: ParamId,
+    /// Tensor shape.
+    pub shape: Vec<usize>,
+}
+
+impl ParamInfo {
+    /// Number of scalars in the parameter.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Default)]
+struct Inventory {
+    stack: Vec<String>,
+    out: Vec<ParamInfo>,
+}
+
+impl ModuleVisitor for Inventory {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.out.push(ParamInfo {
+            path: self.stack.join("."),
+            id: param.id,
+            shape: param.val().dims().to_vec(),
+        });
+    }
+}
+
+/// All float parameters of `module`, in visiting order.
+pub fn inventory<M: Module>(module: &M) -> Vec<ParamInfo> {
+    let mut v = Inventory::default();
+    module.visit(&mut v);
+    v.out
+}
+
+/// Which parameters the optimizer may update.
+#[derive(Clone, Debug)]
+pub struct TrainableSet {
+    params: Vec<ParamInfo>,
+    ids: HashSet<ParamId>,
+}
+
+impl TrainableSet {
+    /// Every parameter of `module` for which `trainable(path)` holds.
+    pub fn select<M: Module>(module: &M, trainable: impl Fn(&str) -> bool) -> Self {
+        let params: Vec<ParamInfo> = inventory(module)
+            .into_iter()
+            .filter(|p| trainable(&p.path))
+            .collect();
+        let ids = params.iter().map(|p| p.id).collect();
+        Self { params, ids }
+    }
+
+    /// All parameters of `module`.
+    pub fn all<M: Module>(module: &M) -> Self {
+        Self::select(module, |_| true)
+    }
+
+    /// The selected parameters.
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    /// Number of trainable scalars.
+    pub fn numel(&self) -> usize {
+        self.params.iter().map(ParamInfo::numel).sum()
+    }
+
+    /// Whether `id` is trainable.
+    pub fn contains(&self, id: &ParamId) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// The gradients of the trainable parameters only (frozen ones are dropped).
+    pub fn gradients<M: Module>(
+        &self,
+        grads: &mut burn::tensor::Gradients,
+        module: &M,
+    ) -> GradientsParams {
+        let ids: Vec<ParamId> = self.params.iter().map(|p| p.id).collect();
+        GradientsParams::from_params(grads, module, &ids)
+    }
+
+    /// Saves only the trainable parameters (an adapter) as a burnpack file, atomically.
+    pub fn save_adapter<M: Module>(&self, module: &M, path: &Path) -> Result<()> {
+        let paths: Vec<String> = self.params.iter().map(|p| p.path.clone()).collect();
+        let record = module
+            .clone()
+            .into_record_group(ParamGroup::from_paths(paths));
+        let bytes = record.into_bytes()?;
+        crate::fs::write_atomic(path, &bytes)
+    }
+}
+
+/// Loads an adapter written by [`TrainableSet::save_adapter`] over `module`: the parameters it
+/// names are replaced, all others are kept.
+pub fn load_adapter<M: Module>(module: M, path: &Path) -> Result<M> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))?
+        .allow_partial(true);
+    Ok(module.try_load_record(record)?)
+}
+
+struct ForEachGrad<'a, F: FnMut(&mut GradientsParams, ParamId, usize)> {
+    grads: &'a mut GradientsParams,
+    f: F,
+}
+
+impl<F: FnMut(&mut GradientsParams, ParamId, usize)> ModuleVisitor for ForEachGrad<'_, F> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        (self.f)(self.grads, param.id, D);
+    }
+}
+
+/// Calls `f(grads, id, rank)` for every float parameter of `module` (the rank is only known
+/// inside the visitor, so the rank-generic work is dispatched from there).
+fn for_each_grad<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    f: impl FnMut(&mut GradientsParams, ParamId, usize),
+) {
+    module.visit(&mut ForEachGrad { grads, f });
+}
+
+/// Squared L2 norm of one gradient as a device scalar, or `None` if absent.
+fn sq_norm(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<Tensor<1>> {
+    macro_rules! by_rank {
+        ($($d:literal),*) => {
+            match rank {
+                $($d => grads.get::<$d>(id).map(|g| g.powi_scalar(2).sum()),)*
+                _ => None,
+            }
+        };
+    }
+    by_rank!(1, 2, 3, 4, 5, 6)
+}
+
+fn scale(grads: &mut GradientsParams, id: ParamId, rank: usize, factor: f32) {
+    macro_rules! by_rank {
+        ($($d:literal),*) => {
+            match rank {
+                $($d => if let Some(g) = grads.remove::<$d>(id) {
+                    grads.register(id, g.mul_scalar(factor));
+                },)*
+                _ => {}
+            }
+        };
+    }
+    by_rank!(1, 2, 3, 4, 5, 6)
+}
+
+/// The joint L2 norm of all gradients in `grads`.
+pub fn global_grad_norm<M: Module>(module: &M, grads: &mut GradientsParams) -> Result<f32> {
+    let mut total: Option<Tensor<1>> = None;
+    for_each_grad(module, grads, |g, id, rank| {
+        if let Some(s) = sq_norm(g, id, rank) {
+            total = Some(match total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    });
+    match total {
+        None => Ok(0.0),
+        Some(t) => {
+            let sq: f32 = t
+                .try_into_scalar::<f32>()
+                .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+            Ok(sq.sqrt())
+        }
+    }
+}
+
+/// Multiplies every gradient in `grads` by `factor`.
+pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f32) {
+    for_each_grad(module, grads, |g, id, rank| scale(g, id, rank, factor));
+}
+
+/// Clips each gradient tensor to `max_norm` separately, or each element to `[-v, v]`.
+pub fn clip_each<M: Module>(module: &M, grads: &mut GradientsParams, clip: &crate::GradClip) {
+    let clipper = match *clip {
+        crate::GradClip::PerTensorNorm(v) => burn::optim::grad_clipping::GradientClipping::Norm(v),
+        crate::GradClip::Value(v) => burn::optim::grad_clipping::GradientClipping::Value(v),
+        crate::GradClip::GlobalNorm(_) => return,
+    };
+    for_each_grad(module, grads, |g, id, rank| {
+        macro_rules! by_rank {
+            ($($d:literal),*) => {
+                match rank {
+                    $($d => if let Some(t) = g.remove::<$d>(id) {
+                        g.register(id, clipper.clip_gradient(t));
+                    },)*
+                    _ => {}
+                }
+            };
+        }
+        by_rank!(1, 2, 3, 4, 5, 6)
+    });
+}

@@ -1,0 +1,99 @@
+//! `cargo xtask ci`: what `.ci/run` does.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+fn cargo(args: &[&str], target_dir: Option<&str>) -> Result<()> {
+    println!("+ cargo {}", args.join(" "));
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(crate::workspace_root());
+    if let Some(t) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
+    let status = cmd.status()?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn timed(label: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let t = std::time::Instant::now();
+    let r = f();
+    println!("== {label}: {:.0} s", t.elapsed().as_secs_f64());
+    r
+}
+
+/// The CI pipeline on `backend`.
+pub fn ci(backend: &str) -> Result<()> {
+    match backend {
+        "flex" => {
+            timed("assets", || crate::assets::assets(false, &[]))?;
+            timed("format", || cargo(&["fmt", "--all", "--", "--check"], None))?;
+            timed("golden fixtures", || {
+                let root = crate::workspace_root();
+                crate::golden::golden(&root.join("fixtures"), &root.join("target"), true, &[])
+            })?;
+            timed("tests", || {
+                cargo(
+                    &[
+                        "test",
+                        "--release",
+                        "--workspace",
+                        "--exclude",
+                        "benches",
+                        "--no-fail-fast",
+                    ],
+                    None,
+                )
+            })?;
+            timed("hello-lm --quick", || {
+                let out = std::env::temp_dir().join(format!("xtask-ci-{}", std::process::id()));
+                let r = cargo(
+                    &[
+                        "run",
+                        "--quiet",
+                        "--release",
+                        "-p",
+                        "xtask",
+                        "--",
+                        "run",
+                        "hello-lm",
+                        "--quick",
+                        "--out",
+                        &out.to_string_lossy(),
+                    ],
+                    None,
+                );
+                let _ = std::fs::remove_dir_all(&out);
+                r
+            })
+        }
+        "wgpu" => {
+            // A separate target folder: the wgpu build changes burn's features, and the flex
+            // build of tests and experiments must not be invalidated by it.
+            let target = crate::workspace_root().join("target/wgpu");
+            let target = target.to_string_lossy().into_owned();
+            timed("wgpu smoke", || {
+                cargo(
+                    &[
+                        "run",
+                        "--release",
+                        "-p",
+                        "xtask",
+                        "--no-default-features",
+                        "--features",
+                        "wgpu",
+                        "--",
+                        "smoke",
+                        "--device",
+                        "wgpu",
+                    ],
+                    Some(&target),
+                )
+            })
+        }
+        other => bail!("unknown CI backend '{other}' (expected flex or wgpu)"),
+    }
+}

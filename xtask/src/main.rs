@@ -1,0 +1,288 @@
+//! `cargo xtask`: the experiment runner and the project's chores (assets, golden fixtures, CI).
+//!
+//! ```text
+//! cargo xtask list
+//! cargo xtask run NAME [--quick] [--device D] [--seed S] [--config FILE] [--out DIR] [--resume]
+//! cargo xtask assets [--check] [--only NAME ...]
+//! cargo xtask golden [--check] [CASE ...]
+//! cargo xtask ci [--backend flex|wgpu]
+//! ```
+
+mod assets;
+mod ci;
+mod device;
+mod experiments;
+mod golden;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use experiments::{ConfigSource, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use trainer::RunCtx;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Experiments and chores of the burn-papers workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the experiments, one line each.
+    List,
+    /// Run an experiment; writes <out>/<name>/<run-id>/{config.json, metrics.json, report.md, *.svg}.
+    Run(RunArgs),
+    /// Fetch, verify (sha256) and unpack the registry assets into the assets folder.
+    Assets {
+        /// Only verify that the assets are present; download nothing.
+        #[arg(long)]
+        check: bool,
+        /// Fetch only these assets.
+        #[arg(long, num_args = 1..)]
+        only: Vec<String>,
+    },
+    /// Regenerate golden fixtures with their Python generators, or check they are current.
+    Golden {
+        /// Only check that fixtures match their generators (no Python needed).
+        #[arg(long)]
+        check: bool,
+        /// Fixture cases (folder names under fixtures/); all when empty.
+        cases: Vec<String>,
+    },
+    /// Exactly what .ci/run does: fetch assets, run the tests, check fixtures, smoke-run hello-lm.
+    Ci {
+        /// Backend for the run: `flex` (default, the full CI) or `wgpu` (the trainer smoke test on
+        /// burn's wgpu backend; builds the wgpu stack in target/wgpu, ~15 min cold on 2 cores).
+        #[arg(long, default_value = "flex")]
+        backend: String,
+    },
+    /// Run the hello-lm training smoke test on one device (used by `ci --backend wgpu`).
+    Smoke {
+        /// Device name.
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Experiment name (see `cargo xtask list`).
+    name: String,
+    /// The small size that finishes in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Device: flex, wgpu, wgpu-cpu, tch, tch-cuda, cuda.
+    #[arg(long, default_value = "flex")]
+    device: String,
+    /// Seed (overrides the config's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A JSON config file (the experiment's burn Config).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// Continue the newest interrupted run of this experiment under --out.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::List => {
+            for e in experiments::EXPERIMENTS {
+                println!("{:<12} {}", e.name, e.about);
+            }
+            Ok(())
+        }
+        Cmd::Run(args) => run(&args).map(|_| ()),
+        Cmd::Assets { check, only } => assets::assets(check, &only),
+        Cmd::Golden { check, cases } => {
+            let root = workspace_root();
+            golden::golden(&root.join("fixtures"), &root.join("target"), check, &cases)
+        }
+        Cmd::Ci { backend } => ci::ci(&backend),
+        Cmd::Smoke { device } => smoke(&device),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The newest run folder of `name` that did not finish (`<run-id>.partial`).
+fn interrupted_run(exp_dir: &Path) -> Result<Option<PathBuf>> {
+    if !exp_dir.is_dir() {
+        return Ok(None);
+    }
+    let mut partial: Vec<PathBuf> = std::fs::read_dir(exp_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.extension().is_some_and(|x| x == "partial"))
+        .collect();
+    partial.sort();
+    Ok(partial.pop())
+}
+
+fn run(args: &RunArgs) -> Result<PathBuf> {
+    let exp = experiments::find(&args.name)?;
+    let (device, device_name) = device::from_name(&args.device)?;
+    let exp_dir = args.out.join(exp.name);
+
+    let (dir, prepared) = if args.resume {
+        if args.config.is_some() || args.quick {
+            bail!("--resume continues a run with its saved config; drop --config/--quick");
+        }
+        let dir = interrupted_run(&exp_dir)?.with_context(|| {
+            format!(
+                "no interrupted run of {} to resume under {}",
+                exp.name,
+                exp_dir.display()
+            )
+        })?;
+        let spec = RunSpec {
+            source: ConfigSource::File(dir.join("config.json")),
+            seed: None,
+        };
+        (dir, (exp.prepare)(&spec)?)
+    } else {
+        let source = match (&args.config, args.quick) {
+            (Some(p), false) => ConfigSource::File(p.clone()),
+            (Some(_), true) => bail!("--config and --quick exclude each other"),
+            (None, true) => ConfigSource::Quick,
+            (None, false) => ConfigSource::Full,
+        };
+        let prepared = (exp.prepare)(&RunSpec {
+            source,
+            seed: args.seed,
+        })?;
+        let id = trainer::report::run_id(prepared.seed());
+        let dir = exp_dir.join(format!("{id}.partial"));
+        if dir.exists() || exp_dir.join(&id).exists() {
+            bail!("run folder {} already exists", dir.display());
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        trainer::fs::write_atomic(&dir.join("config.json"), prepared.config_json()?.as_bytes())?;
+        (dir, prepared)
+    };
+
+    let bar = progress_bar();
+    let mut ctx = RunCtx::new(device, &dir, device_name);
+    ctx.resume = args.resume;
+    let bar_cb = bar.clone();
+    ctx.progress = Some(Box::new(move |p: &trainer::Progress| {
+        bar_cb.set_length(p.total as u64);
+        bar_cb.set_position(p.step as u64);
+        let eval = p
+            .eval
+            .as_ref()
+            .and_then(|m| m.iter().next().map(|(k, v)| format!("  {k} {v:.4}")))
+            .unwrap_or_default();
+        bar_cb.set_message(format!(
+            "loss {:.4}  lr {:.2e}  {:.1} it/s{eval}",
+            p.loss, p.lr, p.steps_per_sec
+        ));
+    }));
+    let result = prepared.run(&mut ctx);
+    drop(ctx);
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            let final_dir = dir.with_extension("");
+            std::fs::rename(&dir, &final_dir).with_context(|| {
+                format!("cannot rename {} to {}", dir.display(), final_dir.display())
+            })?;
+            println!("{}", report.table_md);
+            println!("results: {}", final_dir.display());
+            Ok(final_dir)
+        }
+        Err(e) => {
+            if !args.resume {
+                if trainer::latest_checkpoint(&dir).ok().flatten().is_some() {
+                    eprintln!(
+                        "the interrupted run is kept in {}: continue it with `cargo xtask run {} --resume --out {}`",
+                        dir.display(),
+                        exp.name,
+                        args.out.display()
+                    );
+                } else {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Trains hello-lm's quick size for a few steps on `device` and checks the loss fell.
+fn smoke(device: &str) -> Result<()> {
+    let (dev, name) = device::from_name(device)?;
+    let tmp = std::env::temp_dir().join(format!("xtask-smoke-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let cfg = plm::hello_lm::HelloLmConfig::quick()
+        .with_sample_bytes(8)
+        .with_eval_windows(4)
+        .with_train(
+            trainer::TrainerConfig::new(5)
+                .with_lr(3e-3)
+                .with_eval_every(5)
+                .with_checkpoint_every(5),
+        );
+    let began = std::time::Instant::now();
+    let mut ctx = RunCtx::new(dev, &tmp, name.clone());
+    ctx.progress = Some(Box::new(|p: &trainer::Progress| {
+        println!(
+            "step {}/{} loss {:.4} ({:.2} s/step)",
+            p.step,
+            p.total,
+            p.loss,
+            1.0 / p.steps_per_sec
+        );
+    }));
+    let report = plm::hello_lm::run(&cfg, &mut ctx)?;
+    let text = std::fs::read_to_string(report.dir().join("metrics.json"))?;
+    let m: serde_json::Value = serde_json::from_str(&text)?;
+    let start = m["initial_valid_loss"].as_f64().unwrap_or(f64::NAN);
+    let end = m["final_valid_loss"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "smoke on {name}: valid loss {start:.4} -> {end:.4} in 5 steps, {:.1} s wall",
+        began.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    if !(end < start) {
+        bail!("validation loss did not fall on {name}: {start} -> {end}");
+    }
+    Ok(())
+}
