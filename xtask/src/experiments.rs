@@ -46,11 +46,33 @@ pub trait Prepared {
     fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report>;
 }
 
-/// Reads a burn `Config` JSON file with a one-line error.
-pub fn load_config<C: Config>(path: &Path) -> Result<C> {
+/// Reads a burn `Config` JSON file over `base`: keys the file leaves out keep `base`'s values,
+/// so a config file only needs the settings it changes.
+pub fn load_config<C: Config>(path: &Path, base: &C) -> Result<C> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    let overlay: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("invalid config file {}", path.display()))?;
+    let mut merged = serde_json::to_value(base)?;
+    merge(&mut merged, overlay);
+    serde_json::from_value(merged)
+        .with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn merge(base: &mut serde_json::Value, overlay: serde_json::Value) {
+    match (base, overlay) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
 }
 
 struct HelloLm(plm::hello_lm::HelloLmConfig);
@@ -72,7 +94,7 @@ fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     let mut cfg = match &spec.source {
         ConfigSource::Quick => HelloLmConfig::quick(),
         ConfigSource::Full => HelloLmConfig::full(),
-        ConfigSource::File(p) => load_config(p)?,
+        ConfigSource::File(p) => load_config(p, &HelloLmConfig::full())?,
     };
     if !matches!(spec.source, ConfigSource::File(_)) && cfg.corpus_dir.is_none() {
         // The real corpus when it has been fetched, the embedded text otherwise.
@@ -98,4 +120,27 @@ pub fn find(name: &str) -> Result<&'static Experiment> {
     EXPERIMENTS.iter().find(|e| e.name == name).ok_or_else(|| {
         anyhow::anyhow!("unknown experiment '{name}' (`cargo xtask list` shows the experiments)")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_config_files_keep_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"seq_len": 32, "train": {"max_steps": 7}}"#).unwrap();
+        let c: plm::hello_lm::HelloLmConfig =
+            load_config(&p, &plm::hello_lm::HelloLmConfig::full()).unwrap();
+        assert_eq!((c.seq_len, c.train.max_steps), (32, 7));
+        assert_eq!(c.d_model, plm::hello_lm::HelloLmConfig::full().d_model);
+        assert_eq!(c.train.lr, plm::hello_lm::HelloLmConfig::full().train.lr);
+    }
+
+    #[test]
+    fn unknown_experiments_point_at_list() {
+        let e = find("x").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("cargo xtask list"));
+    }
 }

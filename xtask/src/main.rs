@@ -159,6 +159,8 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
     let (device, device_name) = device::from_name(&args.device)?;
     let exp_dir = args.out.join(exp.name);
 
+    // Folders this run creates, removed again if it fails before its first checkpoint.
+    let mut created: Vec<PathBuf> = Vec::new();
     let (dir, prepared) = if args.resume {
         if args.config.is_some() || args.quick {
             bail!("--resume continues a run with its saved config; drop --config/--quick");
@@ -191,6 +193,11 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
         if dir.exists() || exp_dir.join(&id).exists() {
             bail!("run folder {} already exists", dir.display());
         }
+        created = [&args.out, &exp_dir]
+            .into_iter()
+            .filter(|d| !d.exists())
+            .cloned()
+            .collect();
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         trainer::fs::write_atomic(&dir.join("config.json"), prepared.config_json()?.as_bytes())?;
@@ -238,6 +245,9 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
                     );
                 } else {
                     let _ = std::fs::remove_dir_all(&dir);
+                    for d in created.iter().rev() {
+                        let _ = std::fs::remove_dir(d);
+                    }
                 }
             }
             Err(e)

@@ -138,7 +138,10 @@ pub fn find(name: &str) -> Option<&'static Asset> {
 pub fn assets_dir() -> PathBuf {
     match std::env::var_os(ENV) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/assets"),
+        _ => {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/assets");
+            std::fs::canonicalize(&p).unwrap_or(p)
+        }
     }
 }
 

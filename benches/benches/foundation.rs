@@ -1,0 +1,73 @@
+//! Foundation benches: a Llama decoder forward pass and one full training step (forward,
+//! backward, AdamW) of the hello-lm quick model, on the backend selected by this crate's
+//! features (flex by default).
+//!
+//! `cargo bench -p benches --bench foundation`
+
+use burn::prelude::*;
+use criterion::{Criterion, criterion_group, criterion_main};
+use plm::llama::LlamaConfig;
+use trainer::{BatchCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+fn device() -> Device {
+    benches::bench_device()
+}
+
+fn tokens(b: usize, s: usize, device: &Device) -> Tensor<2, Int> {
+    let ids: Vec<i64> = (0..b * s).map(|i| (i * 37 % 256) as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [b, s]), device)
+}
+
+fn llama_forward(c: &mut Criterion) {
+    let d = device();
+    d.seed(0);
+    // hello-lm full size: 4 layers, d_model 128, GQA 4/2, d_ff 344, 16 x 128 bytes.
+    let m = LlamaConfig::new(256, 128, 4, 4, 2, 344)
+        .with_max_seq_len(128)
+        .init(&d)
+        .expect("valid config");
+    let x = tokens(16, 128, &d);
+    c.bench_function("llama_forward_b16_s128_d128_l4", |bench| {
+        bench.iter(|| {
+            let out = m.forward(x.clone());
+            d.sync().expect("device sync");
+            out
+        })
+    });
+}
+
+struct Fixed(Tensor<2, Int>, Tensor<2, Int>);
+impl Task<plm::llama::Llama> for Fixed {
+    fn loss(
+        &mut self,
+        model: &plm::llama::Llama,
+        _ctx: &mut BatchCtx<'_>,
+    ) -> trainer::Result<StepLoss> {
+        Ok(model.lm_loss(self.0.clone(), self.1.clone()).into())
+    }
+}
+
+fn train_step(c: &mut Criterion) {
+    let d = device().autodiff();
+    d.seed(0);
+    let cfg = LlamaConfig::new(256, 128, 4, 4, 2, 344).with_max_seq_len(128);
+    let x = tokens(16, 128, &d);
+    let y = tokens(16, 128, &d);
+    let mut group = c.benchmark_group("trainer");
+    group.sample_size(10);
+    group.bench_function("train_step_b16_s128_d128_l4", |bench| {
+        bench.iter_batched(
+            || cfg.init(&d).expect("valid config"),
+            |m| {
+                Trainer::new(TrainerConfig::new(1), &d)
+                    .fit(m, &mut Fixed(x.clone(), y.clone()))
+                    .expect("training step")
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(foundation, llama_forward, train_step);
+criterion_main!(foundation);

@@ -1,0 +1,293 @@
+//! The runner as a user meets it: the real `xtask` binary, its outputs and its error lines.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str], assets: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args);
+    if let Some(a) = assets {
+        cmd.env("PAPERS_ASSETS_DIR", a);
+    }
+    cmd.output().expect("xtask binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails with exactly one `error:` line, no panic, exit code 1.
+fn assert_one_error_line(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "'{needle}' not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn only_run_dir(out: &Path) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.join("hello-lm"))
+        .expect("run folder")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+#[test]
+fn list_names_hello_lm() {
+    let o = xtask(&["list"], None);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello-lm"));
+}
+
+#[test]
+fn quick_run_writes_all_four_artifacts() {
+    let out = tempfile::tempdir().unwrap();
+    let empty_assets = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--quick",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        Some(empty_assets.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run_dir(out.path());
+    assert!(!run.to_string_lossy().ends_with(".partial"));
+    for f in ["config.json", "metrics.json", "report.md", "loss.svg"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["corpus"], "embedded");
+    assert!(m["final_valid_loss"].as_f64().unwrap() < m["initial_valid_loss"].as_f64().unwrap());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("| corpus |"));
+}
+
+#[test]
+fn resume_reaches_the_same_final_metrics_as_the_uninterrupted_run() {
+    let out = tempfile::tempdir().unwrap();
+    let empty_assets = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--quick",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        Some(empty_assets.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run_dir(out.path());
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+
+    // Turn it into a run that was killed after its step-20 checkpoint.
+    let partial = run.with_extension("partial");
+    std::fs::rename(&run, &partial).unwrap();
+    std::fs::remove_dir_all(partial.join("checkpoints/step-000040")).unwrap();
+    std::fs::write(partial.join("checkpoints/latest"), "step-000020").unwrap();
+    for f in ["metrics.json", "report.md", "loss.svg"] {
+        std::fs::remove_file(partial.join(f)).unwrap();
+    }
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--resume",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        Some(empty_assets.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(resumed["resumed_from"], 20);
+    for k in [
+        "final_valid_loss",
+        "final_train_loss",
+        "valid_curve",
+        "sample",
+    ] {
+        assert_eq!(resumed[k], full[k], "{k}");
+    }
+}
+
+#[test]
+fn unknown_experiment_is_one_error_line_and_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &["run", "nope", "--out", &out.path().to_string_lossy()],
+        None,
+    );
+    assert_one_error_line(&o, "unknown experiment 'nope'");
+    assert!(tree(out.path()).is_empty());
+}
+
+#[test]
+fn unknown_device_is_one_error_line_and_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--quick",
+            "--device",
+            "tpu",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        None,
+    );
+    assert_one_error_line(&o, "unknown device 'tpu'");
+    assert!(tree(out.path()).is_empty());
+}
+
+#[test]
+fn unreadable_config_is_one_error_line_and_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let bad = out.path().join("bad.json");
+    std::fs::write(&bad, "{ not json").unwrap();
+    let runs = out.path().join("runs");
+    for path in [bad.clone(), out.path().join("absent.json")] {
+        let o = xtask(
+            &[
+                "run",
+                "hello-lm",
+                "--config",
+                &path.to_string_lossy(),
+                "--out",
+                &runs.to_string_lossy(),
+            ],
+            None,
+        );
+        assert_one_error_line(&o, "config file");
+    }
+    assert!(!runs.exists());
+}
+
+#[test]
+fn missing_corpus_is_one_error_line_naming_the_fetch_command() {
+    let out = tempfile::tempdir().unwrap();
+    let cfg = out.path().join("cfg.json");
+    std::fs::write(&cfg, r#"{"corpus_dir": "/nonexistent/bbc"}"#).unwrap();
+    let runs = out.path().join("runs");
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--config",
+            &cfg.to_string_lossy(),
+            "--out",
+            &runs.to_string_lossy(),
+        ],
+        None,
+    );
+    assert_one_error_line(&o, "cargo xtask assets");
+    assert!(!runs.exists(), "{:?}", tree(&runs));
+}
+
+#[test]
+fn missing_asset_check_is_one_error_line() {
+    let empty = tempfile::tempdir().unwrap();
+    let o = xtask(&["assets", "--check", "--only", "bbc"], Some(empty.path()));
+    assert_one_error_line(&o, "cargo xtask assets");
+    assert!(tree(empty.path()).is_empty());
+}
+
+#[test]
+fn corrupt_checkpoint_on_resume_is_one_error_line_and_changes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let empty_assets = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--quick",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        Some(empty_assets.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = only_run_dir(out.path());
+    let partial = run.with_extension("partial");
+    std::fs::rename(&run, &partial).unwrap();
+    let model = partial.join("checkpoints/step-000040/model.bpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let n = bytes.len();
+    bytes[n / 3] ^= 0x5a;
+    std::fs::write(&model, &bytes).unwrap();
+    let before: Vec<(PathBuf, Vec<u8>)> = tree(out.path())
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--resume",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        Some(empty_assets.path()),
+    );
+    assert_one_error_line(&o, "corrupt checkpoint");
+    let after: Vec<(PathBuf, Vec<u8>)> = tree(out.path())
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn resume_without_an_interrupted_run_is_one_error_line() {
+    let out = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--resume",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        None,
+    );
+    assert_one_error_line(&o, "no interrupted run");
+}
