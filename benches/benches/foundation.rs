@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p benches --bench foundation`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 use burn::prelude::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 use plm::llama::LlamaConfig;

@@ -73,6 +73,16 @@ pub fn ci(backend: &str) -> Result<()> {
         "wgpu" => {
             // A separate target folder: the wgpu build changes burn's features, and the flex
             // build of tests and experiments must not be invalidated by it.
+            let icd = std::env::var_os("VK_ICD_FILENAMES").is_some()
+                || ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+                    .iter()
+                    .any(|d| std::fs::read_dir(d).is_ok_and(|mut r| r.next().is_some()));
+            if cfg!(target_os = "linux") && !icd {
+                bail!(
+                    "no Vulkan driver found: install one (on a machine without a GPU: \
+                     `apt-get install mesa-vulkan-drivers libvulkan1`) or set VK_ICD_FILENAMES"
+                );
+            }
             let target = crate::workspace_root().join("target/wgpu");
             let target = target.to_string_lossy().into_owned();
             timed("wgpu smoke", || {

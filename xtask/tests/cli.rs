@@ -1,5 +1,7 @@
 //! The runner as a user meets it: the real `xtask` binary, its outputs and its error lines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -16,6 +16,28 @@ pub enum Error {
         /// Actual shape.
         found: Vec<usize>,
     },
+    /// A checkpoint lacks a tensor the module needs.
+    #[error("tensor {tensor} is missing from {file}")]
+    MissingTensor {
+        /// Module path of the tensor.
+        tensor: String,
+        /// The weights file.
+        file: std::path::PathBuf,
+    },
+    /// A weights file is malformed or does not fit the module.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// A `config.json` could not be parsed.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The checkpoint uses a feature this crate does not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] textdata::Error),
@@ -23,8 +45,24 @@ pub enum Error {
     #[error(transparent)]
     Train(#[from] trainer::Error),
     /// A file could not be read or written.
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an io error with its path.
+    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 /// Result alias of this crate.

@@ -18,8 +18,10 @@
 //! # Ok::<(), plm::Error>(())
 //! ```
 
+pub mod bert;
 mod error;
 pub mod hello_lm;
 pub mod llama;
+pub mod safetensors;
 
 pub use error::{Error, Result};

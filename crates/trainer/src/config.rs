@@ -160,7 +160,7 @@ impl LrSchedule {
                         "milestones {milestones:?} must lie in [0, 1]"
                     )));
                 }
-                if !(*factor > 0.0) {
+                if !(factor.is_finite() && *factor > 0.0) {
                     return Err(Error::InvalidConfig(format!(
                         "decay factor {factor} must be positive"
                     )));
@@ -240,7 +240,7 @@ impl TrainerConfig {
         }
         if let Some(GradClip::GlobalNorm(v) | GradClip::PerTensorNorm(v) | GradClip::Value(v)) =
             &self.grad_clip
-            && !(*v > 0.0)
+            && !(v.is_finite() && *v > 0.0)
         {
             return Err(Error::InvalidConfig(format!(
                 "clipping threshold {v} must be positive"

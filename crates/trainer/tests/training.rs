@@ -1,5 +1,7 @@
 //! End-to-end behaviour of the training loop on a tiny regression model (flex CPU device).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
@@ -79,12 +81,10 @@ impl Regression {
 
 impl Task<Mlp> for Regression {
     fn loss(&mut self, model: &Mlp, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        if let Some((step, kind)) = self.fail_at
+        if let Some((step, FailKind::Crash)) = self.fail_at
             && ctx.step == step
         {
-            if let FailKind::Crash = kind {
-                return Err(Error::task(Crash));
-            }
+            return Err(Error::task(Crash));
         }
         let idx: Vec<usize> = (0..self.batch)
             .map(|_| ctx.rng.below(self.xs.len()))

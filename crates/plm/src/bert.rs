@@ -1,0 +1,422 @@
+//! BERT encoder with HF `BertModel` names: embeddings with token types, post-LN layers, pooler,
+//! and a sequence-classification head.
+//!
+//! | HF key (`model.safetensors`)                   | module path                                  |
+//! |------------------------------------------------|----------------------------------------------|
+//! | `embeddings.{word,position,token_type}_embeddings.weight` | same                              |
+//! | `embeddings.LayerNorm.{weight,bias}`           | `embeddings.layer_norm.{gamma,beta}`         |
+//! | `encoder.layer.N.attention.self.{query,key,value}` | `encoder.layer.N.attention.self_attn.*`  |
+//! | `encoder.layer.N.attention.output.dense`       | same                                         |
+//! | `encoder.layer.N.attention.output.LayerNorm`   | `encoder.layer.N.attention.output.layer_norm` |
+//! | `encoder.layer.N.intermediate.dense`           | same                                         |
+//! | `encoder.layer.N.output.{dense,LayerNorm}`     | `encoder.layer.N.output.{dense,layer_norm}`  |
+//! | `pooler.dense`                                 | `pooler.dense`                               |
+//!
+//! A leading `bert.` (task checkpoints such as `BertForSequenceClassification`) is stripped.
+//! Linear weights are transposed from PyTorch's `[out, in]` by burn's `PyTorchToBurnAdapter`.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::activation::{gelu, softmax};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Configuration of a [`Bert`] encoder (burn names; see [`BertHfConfig`] for HF's).
+#[derive(Config, Debug)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub d_model: usize,
+    /// Encoder layers.
+    pub n_layers: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Feed-forward width.
+    pub d_ff: usize,
+    /// Learned positions. Default 512.
+    #[config(default = 512)]
+    pub max_position_embeddings: usize,
+    /// Segment (token type) vocabulary. Default 2.
+    #[config(default = 2)]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon. Default 1e-12.
+    #[config(default = 1e-12)]
+    pub layer_norm_eps: f64,
+    /// Build the pooler (`tanh(dense(h[CLS]))`). Default true.
+    #[config(default = true)]
+    pub with_pooler: bool,
+    /// Normal initialisation std of weights. Default 0.02.
+    #[config(default = 0.02)]
+    pub initializer_range: f64,
+}
+
+/// HF `config.json` of a BERT checkpoint (only the keys this encoder uses).
+#[derive(Deserialize, Debug, Clone)]
+pub struct BertHfConfig {
+    /// `vocab_size`.
+    pub vocab_size: usize,
+    /// `hidden_size`.
+    pub hidden_size: usize,
+    /// `num_hidden_layers`.
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads`.
+    pub num_attention_heads: usize,
+    /// `intermediate_size`.
+    pub intermediate_size: usize,
+    /// `max_position_embeddings`.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// `type_vocab_size`.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// `layer_norm_eps`.
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    /// `hidden_act`; only `gelu` (erf) is supported.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// `position_embedding_type`; only `absolute` is supported.
+    #[serde(default = "default_pos_type")]
+    pub position_embedding_type: String,
+}
+
+fn default_max_pos() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_pos_type() -> String {
+    "absolute".into()
+}
+
+impl BertHfConfig {
+    /// The burn configuration, or an error for features this encoder does not implement.
+    pub fn to_config(&self) -> crate::Result<BertConfig> {
+        if self.hidden_act != "gelu" {
+            return Err(Error::Unsupported(format!(
+                "hidden_act '{}' (only exact gelu)",
+                self.hidden_act
+            )));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(Error::Unsupported(format!(
+                "position_embedding_type '{}'",
+                self.position_embedding_type
+            )));
+        }
+        Ok(BertConfig::new(
+            self.vocab_size,
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
+        .with_max_position_embeddings(self.max_position_embeddings)
+        .with_type_vocab_size(self.type_vocab_size)
+        .with_layer_norm_eps(self.layer_norm_eps))
+    }
+}
+
+impl BertConfig {
+    /// Builds the encoder with random weights.
+    pub fn init(&self, device: &Device) -> crate::Result<Bert> {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(Error::InvalidConfig(format!(
+                "d_model {} is not divisible by n_heads {}",
+                self.d_model, self.n_heads
+            )));
+        }
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: self.initializer_range,
+        };
+        let linear = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let ln = || {
+            LayerNormConfig::new(self.d_model)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
+        let emb = |n: usize| {
+            EmbeddingConfig::new(n, self.d_model)
+                .with_initializer(init.clone())
+                .init(device)
+        };
+        let layer = (0..self.n_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attn: BertSelfAttention {
+                        query: linear(self.d_model, self.d_model),
+                        key: linear(self.d_model, self.d_model),
+                        value: linear(self.d_model, self.d_model),
+                        n_heads: self.n_heads,
+                    },
+                    output: DenseNorm {
+                        dense: linear(self.d_model, self.d_model),
+                        layer_norm: ln(),
+                    },
+                },
+                intermediate: Intermediate {
+                    dense: linear(self.d_model, self.d_ff),
+                },
+                output: DenseNorm {
+                    dense: linear(self.d_ff, self.d_model),
+                    layer_norm: ln(),
+                },
+            })
+            .collect();
+        Ok(Bert {
+            embeddings: BertEmbeddings {
+                word_embeddings: emb(self.vocab_size),
+                position_embeddings: emb(self.max_position_embeddings),
+                token_type_embeddings: emb(self.type_vocab_size),
+                layer_norm: ln(),
+            },
+            encoder: BertEncoder { layer },
+            pooler: self.with_pooler.then(|| Pooler {
+                dense: linear(self.d_model, self.d_model),
+            }),
+        })
+    }
+}
+
+/// Word + position + token-type embeddings, then LayerNorm.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    /// Token embedding.
+    pub word_embeddings: Embedding,
+    /// Learned absolute positions.
+    pub position_embeddings: Embedding,
+    /// Segment embedding.
+    pub token_type_embeddings: Embedding,
+    /// Norm.
+    pub layer_norm: LayerNorm,
+}
+
+/// The three projections of self-attention.
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    /// Query.
+    pub query: Linear,
+    /// Key.
+    pub key: Linear,
+    /// Value.
+    pub value: Linear,
+    n_heads: usize,
+}
+
+/// A dense layer followed by residual add and LayerNorm (post-LN).
+#[derive(Module, Debug)]
+pub struct DenseNorm {
+    /// Projection.
+    pub dense: Linear,
+    /// Norm after the residual.
+    pub layer_norm: LayerNorm,
+}
+
+/// Self-attention and its output block.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// Q/K/V.
+    pub self_attn: BertSelfAttention,
+    /// Output projection + norm.
+    pub output: DenseNorm,
+}
+
+/// The first feed-forward projection.
+#[derive(Module, Debug)]
+pub struct Intermediate {
+    /// `d_model → d_ff`.
+    pub dense: Linear,
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    /// Attention block.
+    pub attention: BertAttention,
+    /// `gelu(dense(x))`.
+    pub intermediate: Intermediate,
+    /// `d_ff → d_model` + norm.
+    pub output: DenseNorm,
+}
+
+/// The layer stack.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    /// Layers (HF name `layer`).
+    pub layer: Vec<BertLayer>,
+}
+
+/// `tanh(dense(h[CLS]))`.
+#[derive(Module, Debug)]
+pub struct Pooler {
+    /// Projection.
+    pub dense: Linear,
+}
+
+/// BERT encoder.
+#[derive(Module, Debug)]
+pub struct Bert {
+    /// Embeddings.
+    pub embeddings: BertEmbeddings,
+    /// Layers.
+    pub encoder: BertEncoder,
+    /// Pooler, when built.
+    pub pooler: Option<Pooler>,
+}
+
+/// What [`Bert::forward`] returns.
+#[derive(Debug)]
+pub struct BertOutput {
+    /// Last layer `[batch, seq, d_model]`.
+    pub last_hidden_state: Tensor<3>,
+    /// Pooler output `[batch, d_model]`, when the model has a pooler.
+    pub pooler_output: Option<Tensor<2>>,
+    /// Embedding output and every layer's output, `n_layers + 1` tensors `[batch, seq, d_model]`.
+    pub hidden_states: Vec<Tensor<3>>,
+    /// Attention probabilities of every layer `[batch, heads, seq, seq]`.
+    pub attentions: Vec<Tensor<4>>,
+}
+
+impl Bert {
+    /// # Shapes
+    /// `input_ids`, `token_type_ids`, `attention_mask` `[batch, seq]` (mask: 1 = real token,
+    /// 0 = padding; padded keys get no attention) → [`BertOutput`].
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> BertOutput {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
+            .reshape([1, s])
+            .expand([b, s]);
+        let types = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, s], &device));
+        let e = &self.embeddings;
+        let h = e.word_embeddings.forward(input_ids)
+            + e.position_embeddings.forward(positions)
+            + e.token_type_embeddings.forward(types); // [b, s, d]
+        let mut h = e.layer_norm.forward(h);
+        // Padded keys are masked with the most negative float, as HF's extended attention mask.
+        let key_mask: Option<Tensor<4, Bool>> =
+            attention_mask.map(|m| m.equal_elem(0).reshape([b, 1, 1, s]));
+        let mut hidden_states = vec![h.clone()];
+        let mut attentions = Vec::with_capacity(self.encoder.layer.len());
+        for layer in &self.encoder.layer {
+            let (ctx, probs) = layer
+                .attention
+                .self_attn
+                .forward(h.clone(), key_mask.clone());
+            let a = &layer.attention.output;
+            let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
+            let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
+            let o = &layer.output;
+            h = o.layer_norm.forward(o.dense.forward(ff) + h1);
+            hidden_states.push(h.clone());
+            attentions.push(probs);
+        }
+        let pooler_output = self.pooler.as_ref().map(|p| {
+            let [_, _, d] = h.dims();
+            let cls = h.clone().slice(s![.., 0..1, ..]).reshape([b, d]);
+            p.dense.forward(cls).tanh()
+        });
+        BertOutput {
+            last_hidden_state: h,
+            pooler_output,
+            hidden_states,
+            attentions,
+        }
+    }
+
+    /// Loads an HF BERT folder (`config.json` + `model.safetensors`).
+    pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let hf: BertHfConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: cfg_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let weights = dir.join("model.safetensors");
+        // The pooler is built only when the checkpoint has one.
+        let has_pooler = crate::safetensors::tensor_names(&weights)?
+            .iter()
+            .any(|n| n.ends_with("pooler.dense.weight"));
+        let model = hf.to_config()?.with_with_pooler(has_pooler).init(device)?;
+        model.load_safetensors(&weights)
+    }
+
+    /// Replaces every parameter with the tensors of an HF safetensors file.
+    pub fn load_safetensors(mut self, path: &Path) -> crate::Result<Self> {
+        crate::safetensors::validate(path)?;
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"^bert\.", "")
+            .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
+            .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
+            .with_key_remapping(r"^embeddings\.LayerNorm\.", "embeddings.layer_norm.")
+            .allow_partial(true);
+        let res = self
+            .load_from(&mut store)
+            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
+        crate::safetensors::check_apply(path, &res)?;
+        Ok(self)
+    }
+}
+
+impl BertSelfAttention {
+    /// # Shapes
+    /// `x` `[batch, seq, d_model]`, `key_mask` `[batch, 1, 1, seq]` (true = hide) →
+    /// (context `[batch, seq, d_model]`, probabilities `[batch, heads, seq, seq]`).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        key_mask: Option<Tensor<4, Bool>>,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let [b, s, d] = x.dims();
+        let hd = d / self.n_heads;
+        let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2); // [b, h, s, hd]
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, s]
+        if let Some(m) = key_mask {
+            scores = scores.mask_fill(m.expand([b, self.n_heads, s, s]), f32::MIN);
+        }
+        let probs = softmax(scores, 3);
+        let ctx = probs.clone().matmul(v).swap_dims(1, 2).reshape([b, s, d]);
+        (ctx, probs)
+    }
+}
+
+/// Mean of the token states over real (mask = 1) positions: sentence-transformers' mean pooling.
+///
+/// # Shapes
+/// `hidden` `[batch, seq, d]`, `mask` `[batch, seq]` → `[batch, d]`.
+pub fn mean_pool(hidden: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
+    let [b, s, d] = hidden.dims();
+    let m = mask.float().reshape([b, s, 1]); // [b, s, 1]
+    let summed = (hidden * m.clone()).sum_dim(1).reshape([b, d]);
+    let counts = m.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+    summed / counts
+}
