@@ -211,6 +211,7 @@ pub fn assets(check: bool, only: &[String]) -> Result<()> {
     let root = assets_dir();
     let selected = select(only)?;
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let mut failures = Vec::new();
     let mut apt_updated = false;
     for a in &selected {

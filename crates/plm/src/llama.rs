@@ -1,8 +1,21 @@
 //! Llama-style causal decoder: RMSNorm, rotary position embedding (rotate-half, as HF
 //! `LlamaForCausalLM`), grouped-query attention and a SwiGLU feed-forward.
 //!
-//! Field names follow HF's `LlamaForCausalLM` (`embed_tokens`, `layers.N.self_attn.q_proj`,
-//! `mlp.gate_proj`, `input_layernorm`, `norm`, `lm_head`) so checkpoints map one to one.
+//! Field names follow HF's `LlamaForCausalLM`, so checkpoints map one to one:
+//!
+//! | HF key (safetensors)                          | GGUF tensor                 | module path                       |
+//! |-----------------------------------------------|-----------------------------|-----------------------------------|
+//! | `model.embed_tokens.weight`                   | `token_embd.weight`         | `embed_tokens.weight`             |
+//! | `model.layers.N.self_attn.{q,k,v,o}_proj.weight` | `blk.N.attn_{q,k,v,output}.weight` | `layers.N.self_attn.{q,k,v,o}_proj.weight` |
+//! | `model.layers.N.mlp.{gate,up,down}_proj.weight` | `blk.N.ffn_{gate,up,down}.weight` | `layers.N.mlp.*`            |
+//! | `model.layers.N.input_layernorm.weight`       | `blk.N.attn_norm.weight`    | `layers.N.input_layernorm.gamma`  |
+//! | `model.layers.N.post_attention_layernorm.weight` | `blk.N.ffn_norm.weight`  | `layers.N.post_attention_layernorm.gamma` |
+//! | `model.norm.weight`                           | `output_norm.weight`        | `norm.gamma`                      |
+//! | `lm_head.weight` (absent when tied)           | `output.weight`             | `lm_head.weight`                  |
+//!
+//! llama.cpp's converter stores the rows of `attn_q` / `attn_k` interleaved per head for its
+//! pairwise RoPE (`[heads, head_dim/2, 2]` instead of HF's `[heads, 2, head_dim/2]`); the GGUF
+//! loader undoes that permutation so one rotate-half RoPE serves both formats.
 
 use burn::module::Module;
 use burn::nn::{
@@ -11,7 +24,13 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 
+use std::path::Path;
+
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use serde::Deserialize;
+
 use crate::Error;
+use crate::gguf::{Gguf, Value};
 
 /// Configuration of a [`Llama`] decoder.
 #[derive(Config, Debug)]
@@ -331,6 +350,264 @@ impl Llama {
     /// Mean next-token cross-entropy (nats) of `targets` `[batch, seq]` under the logits of `tokens`.
     pub fn lm_loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         cross_entropy(self.forward(tokens).logits, targets)
+    }
+}
+
+/// HF `config.json` of a Llama checkpoint (the keys this decoder uses).
+#[derive(Deserialize, Debug, Clone)]
+pub struct LlamaHfConfig {
+    /// `vocab_size`.
+    pub vocab_size: usize,
+    /// `hidden_size`.
+    pub hidden_size: usize,
+    /// `num_hidden_layers`.
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads`.
+    pub num_attention_heads: usize,
+    /// `num_key_value_heads` (defaults to the query heads).
+    pub num_key_value_heads: Option<usize>,
+    /// `intermediate_size`.
+    pub intermediate_size: usize,
+    /// `rope_theta`.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// `rms_norm_eps`.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// `max_position_embeddings`.
+    #[serde(default = "default_ctx")]
+    pub max_position_embeddings: usize,
+    /// `tie_word_embeddings`.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// `hidden_act`; only `silu`.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// `rope_scaling`; only absent/null is supported so far.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+}
+
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_ctx() -> usize {
+    2048
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl LlamaHfConfig {
+    /// The burn configuration, or an error for features not implemented.
+    pub fn to_config(&self) -> crate::Result<LlamaConfig> {
+        if self.hidden_act != "silu" {
+            return Err(Error::Unsupported(format!(
+                "hidden_act '{}'",
+                self.hidden_act
+            )));
+        }
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(Error::Unsupported("rope_scaling".into()));
+        }
+        Ok(LlamaConfig::new(
+            self.vocab_size,
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            self.intermediate_size,
+        )
+        .with_rope_theta(self.rope_theta)
+        .with_rms_norm_eps(self.rms_norm_eps)
+        .with_max_seq_len(self.max_position_embeddings)
+        .with_tie_embeddings(self.tie_word_embeddings))
+    }
+}
+
+/// `rows` of a `[rows, cols]` matrix regrouped from llama.cpp's per-head `[heads, hd/2, 2]`
+/// order to HF's `[heads, 2, hd/2]`.
+fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * hd + i * 2 + j) * cols;
+                let dst = (h * hd + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+fn meta_usize(g: &Gguf, key: &str) -> crate::Result<usize> {
+    g.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| Error::Weights(format!("GGUF metadata {key} is missing")))
+}
+
+impl Llama {
+    /// Loads an HF Llama folder (`config.json` + `model.safetensors`).
+    pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let hf: LlamaHfConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: cfg_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let path = dir.join("model.safetensors");
+        crate::safetensors::validate(&path)?;
+        let model = hf.to_config()?.init(device)?;
+        model.load_store(SafetensorsStore::from_file(&path), &path)
+    }
+
+    fn load_store(mut self, store: SafetensorsStore, origin: &Path) -> crate::Result<Self> {
+        let mut store = store
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"^model\.", "")
+            .allow_partial(true);
+        let res = self
+            .load_from(&mut store)
+            .map_err(|e| Error::Weights(format!("{}: {e}", origin.display())))?;
+        crate::safetensors::check_apply(origin, &res)?;
+        Ok(self)
+    }
+
+    /// Loads a llama-architecture GGUF file (F32/F16/BF16/Q4_0/Q4_1/Q8_0/Q6_K tensors are
+    /// dequantised to f32). Returns the model and the parsed file (metadata, tokenizer).
+    pub fn load_gguf(path: &Path, device: &Device) -> crate::Result<(Self, Gguf)> {
+        let g = Gguf::open(path)?;
+        let arch = g
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if arch != "llama" {
+            return Err(Error::Unsupported(format!(
+                "GGUF architecture '{arch}' (only llama)"
+            )));
+        }
+        let n_layers = meta_usize(&g, "llama.block_count")?;
+        let d_model = meta_usize(&g, "llama.embedding_length")?;
+        let n_heads = meta_usize(&g, "llama.attention.head_count")?;
+        let n_kv = g
+            .get("llama.attention.head_count_kv")
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .unwrap_or(n_heads);
+        let d_ff = meta_usize(&g, "llama.feed_forward_length")?;
+        let (vocab, _) = g
+            .info("token_embd.weight")
+            .map(|t| (t.shape()[0], ()))
+            .ok_or_else(|| Error::MissingTensor {
+                tensor: "token_embd.weight".into(),
+                file: path.to_path_buf(),
+            })?;
+        let tied = g.info("output.weight").is_none();
+        let cfg = LlamaConfig::new(vocab, d_model, n_layers, n_heads, n_kv, d_ff)
+            .with_rope_theta(
+                g.get("llama.rope.freq_base")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(10000.0),
+            )
+            .with_rms_norm_eps(
+                g.get("llama.attention.layer_norm_rms_epsilon")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1e-5),
+            )
+            .with_max_seq_len(meta_usize(&g, "llama.context_length").unwrap_or(2048))
+            .with_tie_embeddings(tied);
+        if g.get("llama.rope.scaling.type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "none")
+        {
+            return Err(Error::Unsupported("GGUF rope scaling".into()));
+        }
+
+        let mut tensors = Vec::new();
+        let mut take =
+            |gguf_name: &str, hf_name: String, heads: Option<usize>| -> crate::Result<()> {
+                let (shape, mut data) = g.tensor_f32(gguf_name).map_err(|e| match e {
+                    Error::MissingTensor { tensor, .. } => Error::MissingTensor {
+                        tensor,
+                        file: path.to_path_buf(),
+                    },
+                    other => other,
+                })?;
+                if let Some(h) = heads {
+                    data = unpermute_rows(&data, shape[0], shape.iter().skip(1).product(), h);
+                }
+                tensors.push((hf_name, shape, data));
+                Ok(())
+            };
+        take(
+            "token_embd.weight",
+            "model.embed_tokens.weight".into(),
+            None,
+        )?;
+        take("output_norm.weight", "model.norm.weight".into(), None)?;
+        if !tied {
+            take("output.weight", "lm_head.weight".into(), None)?;
+        }
+        for i in 0..n_layers {
+            let p = format!("model.layers.{i}");
+            take(
+                &format!("blk.{i}.attn_q.weight"),
+                format!("{p}.self_attn.q_proj.weight"),
+                Some(n_heads),
+            )?;
+            take(
+                &format!("blk.{i}.attn_k.weight"),
+                format!("{p}.self_attn.k_proj.weight"),
+                Some(n_kv),
+            )?;
+            take(
+                &format!("blk.{i}.attn_v.weight"),
+                format!("{p}.self_attn.v_proj.weight"),
+                None,
+            )?;
+            take(
+                &format!("blk.{i}.attn_output.weight"),
+                format!("{p}.self_attn.o_proj.weight"),
+                None,
+            )?;
+            take(
+                &format!("blk.{i}.ffn_gate.weight"),
+                format!("{p}.mlp.gate_proj.weight"),
+                None,
+            )?;
+            take(
+                &format!("blk.{i}.ffn_up.weight"),
+                format!("{p}.mlp.up_proj.weight"),
+                None,
+            )?;
+            take(
+                &format!("blk.{i}.ffn_down.weight"),
+                format!("{p}.mlp.down_proj.weight"),
+                None,
+            )?;
+            take(
+                &format!("blk.{i}.attn_norm.weight"),
+                format!("{p}.input_layernorm.weight"),
+                None,
+            )?;
+            take(
+                &format!("blk.{i}.ffn_norm.weight"),
+                format!("{p}.post_attention_layernorm.weight"),
+                None,
+            )?;
+        }
+        let bytes = crate::safetensors::to_bytes(&tensors);
+        drop(tensors);
+        let model = cfg.init(device)?;
+        let model = model.load_store(SafetensorsStore::from_bytes(Some(bytes)), path)?;
+        Ok((model, g))
     }
 }
 

@@ -246,3 +246,31 @@ pub fn read_i64(path: &Path, name: &str) -> crate::Result<HostTensor<i64>> {
         data,
     })
 }
+
+/// Serialises f32 tensors `(name, shape, values)` as a safetensors file in memory (used to feed
+/// tensors from other formats, such as dequantised GGUF, through the same loader as HF files).
+pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, shape, data) in tensors {
+        let len = 4 * data.len() as u64;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset as usize);
+    out.extend((h.len() as u64).to_le_bytes());
+    out.extend(h);
+    for (_, _, data) in tensors {
+        for v in data {
+            out.extend(v.to_le_bytes());
+        }
+    }
+    out
+}

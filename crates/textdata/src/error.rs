@@ -38,6 +38,17 @@ pub enum Error {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// A tokenizer file could not be loaded.
+    #[error("tokenizer {source_file}: {reason}")]
+    Tokenizer {
+        /// The file.
+        source_file: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// Encoding or decoding failed.
+    #[error("tokenizer: {0}")]
+    Encode(String),
     /// A window index past the end was asked for.
     #[error("window {index} is out of range (the corpus has {count} windows)")]
     OutOfRange {

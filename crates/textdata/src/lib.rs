@@ -18,7 +18,9 @@ pub mod assets;
 mod corpus;
 mod error;
 mod lm;
+mod tokenize;
 
 pub use corpus::{Document, read_text_dir, split_every_kth};
 pub use error::{Error, Result};
 pub use lm::{ByteTokenizer, LmWindows};
+pub use tokenize::{EncodedBatch, TextTokenizer};
