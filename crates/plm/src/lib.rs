@@ -22,6 +22,7 @@ pub mod bert;
 mod error;
 pub mod gguf;
 pub mod hello_lm;
+pub mod hooks;
 pub mod llama;
 pub mod safetensors;
 

@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 use crate::Error;
 use crate::gguf::{Gguf, Value};
+use crate::hooks::AttentionHooks;
 
 /// Configuration of a [`Llama`] decoder.
 #[derive(Config, Debug)]
@@ -220,7 +221,10 @@ pub struct Attention {
 
 impl Attention {
     /// # Shapes
-    /// `x` `[batch, seq, d_model]` → (`[batch, seq, d_model]`, attention `[batch, heads, seq, seq]`).
+    /// `x` `[batch, seq, d_model]`, `past` K/V `[batch, kv_heads, past, head_dim]`, `mask`
+    /// `[batch, heads, seq, past + seq]` (true = hide) → (output `[batch, seq, d_model]`,
+    /// attention `[batch, heads, seq, past + seq]`, this call's full K/V including `past`).
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor<3>,
@@ -228,7 +232,10 @@ impl Attention {
         cos: Tensor<2>,
         sin: Tensor<2>,
         mask: Tensor<4, Bool>,
-    ) -> (Tensor<3>, Tensor<4>) {
+        past: Option<(Tensor<4>, Tensor<4>)>,
+        hooks: &AttentionHooks,
+        layer: usize,
+    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
         let [b, s, _] = x.dims();
         let hd = self.q_proj.weight.dims()[1] / self.n_heads;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2); // [b, n, s, hd]
@@ -237,24 +244,29 @@ impl Attention {
         let v = heads(self.v_proj.forward(x), self.n_kv_heads);
         let q = rope.apply(q, cos.clone(), sin.clone());
         let k = rope.apply(k, cos, sin);
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        }; // [b, kv, t, hd]
+        let t = k.dims()[2];
         let group = self.n_heads / self.n_kv_heads;
-        let repeat = |t: Tensor<4>| {
+        let repeat = |x: Tensor<4>| {
             if group == 1 {
-                t
+                x
             } else {
-                // [b, kv, s, hd] -> [b, kv, group, s, hd] -> [b, heads, s, hd]
-                t.unsqueeze_dim::<5>(2)
-                    .expand([b, self.n_kv_heads, group, s, hd])
-                    .reshape([b, self.n_heads, s, hd])
+                // [b, kv, t, hd] -> [b, kv, group, t, hd] -> [b, heads, t, hd]
+                x.unsqueeze_dim::<5>(2)
+                    .expand([b, self.n_kv_heads, group, t, hd])
+                    .reshape([b, self.n_heads, t, hd])
             }
         };
-        let (k, v) = (repeat(k), repeat(v));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, s]
-        let scores = scores.mask_fill(mask, f32::MIN);
-        let probs = softmax(scores, 3);
-        let ctx = probs.clone().matmul(v); // [b, h, s, hd]
+        let (kr, vr) = (repeat(k.clone()), repeat(v.clone()));
+        let scores = q.matmul(kr.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, t]
+        let scores = hooks.pre_softmax(layer, scores.mask_fill(mask, f32::MIN));
+        let probs = hooks.post_softmax(layer, softmax(scores, 3));
+        let ctx = probs.clone().matmul(vr); // [b, h, s, hd]
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]);
-        (self.o_proj.forward(ctx), probs)
+        (self.o_proj.forward(ctx), probs, (k, v))
     }
 }
 
@@ -296,8 +308,36 @@ pub struct DecoderLayer {
 pub struct LlamaOutput {
     /// Next-token logits `[batch, seq, vocab]`.
     pub logits: Tensor<3>,
-    /// Attention probabilities per layer, `[batch, heads, seq, seq]` each.
+    /// Attention probabilities per layer (after hooks), `[batch, heads, seq, past + seq]`.
     pub attentions: Vec<Tensor<4>>,
+    /// Embedding output and every layer's output: `n_layers + 1` tensors `[batch, seq, d_model]`.
+    pub hidden_states: Vec<Tensor<3>>,
+    /// Keys and values per layer after RoPE, `[batch, kv_heads, past + seq, head_dim]`.
+    pub kv: Vec<(Tensor<4>, Tensor<4>)>,
+}
+
+/// Keys and values of the tokens seen so far, for incremental decoding.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<(Tensor<4>, Tensor<4>)>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tokens cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Llama-style causal LM.
@@ -318,38 +358,93 @@ impl Llama {
     /// # Shapes
     /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> LlamaOutput {
-        let [_, s] = tokens.dims();
+        self.forward_with(tokens, &AttentionHooks::none(), None)
+    }
+
+    /// Forward pass with attention hooks and, optionally, a KV cache: `tokens` are the new
+    /// tokens, placed after the `cache.len()` cached ones, and the cache is extended by them.
+    ///
+    /// # Shapes
+    /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
+    pub fn forward_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        hooks: &AttentionHooks,
+        mut cache: Option<&mut KvCache>,
+    ) -> LlamaOutput {
+        let [b, s] = tokens.dims();
         let device = tokens.device();
-        let (cos, sin) = self.rope.tables(0, s, &device);
-        // burn's `tril_mask` is true strictly above the diagonal: the future positions to hide.
-        let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        let t = past + s;
+        let (cos, sin) = self.rope.tables(past, s, &device);
+        // burn's `tril_mask(.., past)` is true right of the diagonal shifted by `past`: the
+        // future positions a query must not see.
+        let mask = Tensor::<2, Bool>::tril_mask([s, t], past as i64, &device).reshape([1, 1, s, t]);
         let mut h = self.embed_tokens.forward(tokens); // [b, s, d]
         let mut attentions = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let [b, _, _] = h.dims();
+        let mut hidden_states = vec![h.clone()];
+        let mut kv = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
             let n = layer.self_attn.n_heads;
-            let (a, probs) = layer.self_attn.forward(
+            let past_kv = cache.as_ref().and_then(|c| c.layers.get(l).cloned());
+            let (a, probs, layer_kv) = layer.self_attn.forward(
                 layer.input_layernorm.forward(h.clone()),
                 &self.rope,
                 cos.clone(),
                 sin.clone(),
-                mask.clone().expand([b, n, s, s]),
+                mask.clone().expand([b, n, s, t]),
+                past_kv,
+                hooks,
+                l,
             );
             h = h + a;
             h = h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h));
             attentions.push(probs);
+            hidden_states.push(h.clone());
+            kv.push(layer_kv);
+        }
+        if let Some(c) = cache.as_mut() {
+            c.layers = kv.clone();
+            c.len = t;
         }
         let h = self.norm.forward(h);
         let logits = match &self.lm_head {
             Some(head) => head.forward(h),
             None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze_dim(0)),
         };
-        LlamaOutput { logits, attentions }
+        LlamaOutput {
+            logits,
+            attentions,
+            hidden_states,
+            kv,
+        }
     }
 
     /// Mean next-token cross-entropy (nats) of `targets` `[batch, seq]` under the logits of `tokens`.
     pub fn lm_loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         cross_entropy(self.forward(tokens).logits, targets)
+    }
+
+    /// Greedy decoding of `n` tokens after `prompt` (batch 1) with the KV cache.
+    pub fn generate_greedy(&self, prompt: &[i64], n: usize, device: &Device) -> Vec<i64> {
+        let mut cache = KvCache::new();
+        let mut out = Vec::with_capacity(n);
+        let mut input = prompt.to_vec();
+        for _ in 0..n {
+            let len = input.len();
+            let x = Tensor::<2, Int>::from_data(TensorData::new(input, [1, len]), device);
+            let logits = self
+                .forward_with(x, &AttentionHooks::none(), Some(&mut cache))
+                .logits;
+            let next: i64 = logits
+                .slice(s![.., len - 1..len, ..])
+                .argmax(2)
+                .flatten::<1>(0, 2)
+                .into_scalar();
+            out.push(next);
+            input = vec![next];
+        }
+        out
     }
 }
 
@@ -706,6 +801,120 @@ mod tests {
         let t = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4, 5], [2, 3]), &d);
         let l: f32 = cross_entropy(logits, t).into_scalar();
         assert!((l - (10f32).ln()).abs() < 1e-5);
+    }
+
+    fn ids(v: &[i64], d: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), d)
+    }
+
+    #[test]
+    fn cached_decoding_equals_full_forwards() {
+        let d = Device::flex();
+        d.seed(3);
+        let m = tiny().init(&d).unwrap();
+        let prompt = [3i64, 14, 15, 9, 2];
+        let cached = m.generate_greedy(&prompt, 6, &d);
+        let mut seq = prompt.to_vec();
+        for _ in 0..6 {
+            let n = seq.len();
+            let next: i64 = m
+                .forward(ids(&seq, &d))
+                .logits
+                .slice(s![.., n - 1..n, ..])
+                .argmax(2)
+                .flatten::<1>(0, 2)
+                .into_scalar();
+            seq.push(next);
+        }
+        assert_eq!(cached, seq[prompt.len()..].to_vec());
+        // And the cached logits themselves agree with the full forward.
+        let mut cache = KvCache::new();
+        m.forward_with(
+            ids(&prompt[..3], &d),
+            &AttentionHooks::none(),
+            Some(&mut cache),
+        );
+        let step = m.forward_with(
+            ids(&prompt[3..], &d),
+            &AttentionHooks::none(),
+            Some(&mut cache),
+        );
+        let full = m.forward(ids(&prompt, &d)).logits.slice(s![.., 3..5, ..]);
+        let a = step.logits.into_data().try_to_vec::<f32>().unwrap();
+        let b = full.into_data().try_to_vec::<f32>().unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+        assert_eq!(cache.len(), 5);
+    }
+
+    #[test]
+    fn a_blocked_key_gets_no_attention_and_scale_one_changes_nothing() {
+        let d = Device::flex();
+        d.seed(4);
+        let m = tiny().init(&d).unwrap();
+        let x = ids(&[1, 2, 3, 4, 5], &d);
+        let hooks = AttentionHooks::none().block(1, None, &[2, 3, 4], &[1], 4, 5, &d);
+        let out = m.forward_with(x.clone(), &hooks, None);
+        let a = out.attentions[1].clone().slice(s![.., .., 2..5, 1..2]);
+        assert!(
+            a.into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        let rows = out.attentions[1]
+            .clone()
+            .sum_dim(3)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(rows.iter().all(|v| (v - 1.0).abs() < 1e-5));
+        let mut ones = AttentionHooks::none();
+        ones.scale.insert(0, Tensor::ones([1, 1, 1, 1], &d));
+        let a = m
+            .forward_with(x.clone(), &ones, None)
+            .logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = m.forward(x).logits.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn probe_gradients_match_finite_differences() {
+        let d = Device::flex().autodiff();
+        d.seed(5);
+        let m = tiny().init(&d).unwrap();
+        let x = ids(&[4, 8, 15, 16], &d);
+        let w = Tensor::<3>::random([1, 4, 50], burn::tensor::Distribution::Normal(0.0, 1.0), &d);
+        let loss_of = |hooks: &AttentionHooks| {
+            (m.forward_with(x.clone(), hooks, None).logits * w.clone()).sum()
+        };
+        let hooks = AttentionHooks::none().with_probes(2, [1, 4, 4, 4], &d);
+        let grads = loss_of(&hooks).backward();
+        let g = hooks.probe_grads(&grads);
+        let g1 = g[&1].clone().into_data().try_to_vec::<f32>().unwrap();
+        let eps = 1e-2f32;
+        for &(h, q, k) in &[(0usize, 3usize, 1usize), (2, 2, 0), (3, 3, 3)] {
+            let idx = (h * 4 + q) * 4 + k;
+            let bump = |sign: f32| {
+                let mut p = vec![0f32; 64];
+                p[idx] = sign * eps;
+                let mut hk = AttentionHooks::none();
+                hk.probes
+                    .insert(1, Tensor::from_data(TensorData::new(p, [1, 4, 4, 4]), &d));
+                loss_of(&hk).into_scalar::<f32>()
+            };
+            let fd = (bump(1.0) - bump(-1.0)) / (2.0 * eps);
+            assert!(
+                (fd - g1[idx]).abs() < 2e-2 * fd.abs().max(1.0),
+                "({h},{q},{k}): fd {fd} vs {}",
+                g1[idx]
+            );
+        }
+        // Parameters still get gradients alongside the probes.
+        assert!(m.layers[0].self_attn.q_proj.weight.grad(&grads).is_some());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! SmolLM2-135M-Instruct from its real GGUF Q4_1 file gives the next-token logits and greedy
-//! continuations of HF transformers' GGUF loading (fixture: `fixtures/smollm2`).
+//! continuations of HF transformers' GGUF loading (fixture: `fixtures/smollm2`); greedy decoding
+//! with the KV cache equals decoding by repeated full forwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,0 +1,138 @@
+//! One attention-hook interface honoured by every architecture of this crate.
+//!
+//! For each layer `l`, attention is computed as
+//! ```text
+//! S = Q Kᵀ / √d + causal/padding mask + bias[l]        (a) additive pre-softmax bias
+//! A = softmax(S) ⊙ scale[l] + probe[l]                 (b) multiplicative post-softmax scale
+//!                                                      (c) zero probe: ∂L/∂probe = ∂L/∂A
+//! out = A V
+//! ```
+//! and `A` is returned for every layer. (a) isolates or blocks chosen (head, query, key) cells
+//! (Label Words are Anchors, §2.3); (b) re-weights anchors and may be a learnable parameter
+//! (§3.1); (c) gives dL/dA after one backward pass — burn keeps no gradients of intermediate
+//! tensors, so a zero leaf is added to A and its gradient read instead (saliency
+//! `I = |Σ_h A_h ⊙ ∂L/∂A_h|`, §2.1). Every tensor broadcasts to `[batch, heads, q, k]`.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::*;
+use burn::tensor::Gradients;
+
+/// Additive bias that removes attention (large and finite, so a fully blocked row stays finite).
+pub const BLOCK: f32 = -1e9;
+
+/// Interventions for one forward pass, keyed by layer index.
+#[derive(Clone, Debug, Default)]
+pub struct AttentionHooks {
+    /// (a) Added to the scores before softmax; `[1|b, 1|h, 1|q, 1|k]`.
+    pub bias: BTreeMap<usize, Tensor<4>>,
+    /// (b) Multiplies the probabilities after softmax; `[1|b, 1|h, 1|q, 1|k]`.
+    pub scale: BTreeMap<usize, Tensor<4>>,
+    /// (c) Zero leaves added to the probabilities; `[b, h, q, k]`.
+    pub probes: BTreeMap<usize, Tensor<4>>,
+}
+
+impl AttentionHooks {
+    /// No intervention.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether any hook is set.
+    pub fn is_empty(&self) -> bool {
+        self.bias.is_empty() && self.scale.is_empty() && self.probes.is_empty()
+    }
+
+    /// Blocks attention from `queries` to `keys` in `layer` for the given heads (all heads when
+    /// `None`), for a sequence of length `seq` with `n_heads` heads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn block(
+        mut self,
+        layer: usize,
+        heads: Option<&[usize]>,
+        queries: &[usize],
+        keys: &[usize],
+        n_heads: usize,
+        seq: usize,
+        device: &Device,
+    ) -> Self {
+        let mut m = vec![0f32; n_heads * seq * seq];
+        let all: Vec<usize> = (0..n_heads).collect();
+        for &h in heads.unwrap_or(&all) {
+            for &q in queries {
+                for &k in keys {
+                    if h < n_heads && q < seq && k < seq {
+                        m[(h * seq + q) * seq + k] = BLOCK;
+                    }
+                }
+            }
+        }
+        let t = Tensor::<4>::from_data(TensorData::new(m, [1, n_heads, seq, seq]), device);
+        let t = match self.bias.remove(&layer) {
+            Some(prev) => prev + t,
+            None => t,
+        };
+        self.bias.insert(layer, t);
+        self
+    }
+
+    /// Adds zero probes `[batch, n_heads, seq, seq]` on every layer (an autodiff device is
+    /// needed for their gradients).
+    pub fn with_probes(mut self, n_layers: usize, shape: [usize; 4], device: &Device) -> Self {
+        for l in 0..n_layers {
+            self.probes
+                .insert(l, Tensor::<4>::zeros(shape, device).require_grad());
+        }
+        self
+    }
+
+    /// ∂L/∂A of every probed layer after `loss.backward()`.
+    pub fn probe_grads(&self, grads: &Gradients) -> BTreeMap<usize, Tensor<4>> {
+        self.probes
+            .iter()
+            .filter_map(|(&l, p)| p.grad(grads).map(|g| (l, g)))
+            .collect()
+    }
+
+    /// Applies hooks (a) for `layer` to raw scores `[b, h, q, k]`.
+    pub fn pre_softmax(&self, layer: usize, scores: Tensor<4>) -> Tensor<4> {
+        match self.bias.get(&layer) {
+            Some(b) => {
+                let dims = scores.dims();
+                scores + b.clone().expand(dims)
+            }
+            None => scores,
+        }
+    }
+
+    /// Applies hooks (b) and (c) for `layer` to probabilities `[b, h, q, k]`.
+    pub fn post_softmax(&self, layer: usize, probs: Tensor<4>) -> Tensor<4> {
+        let dims = probs.dims();
+        let probs = match self.scale.get(&layer) {
+            Some(s) => probs * s.clone().expand(dims),
+            None => probs,
+        };
+        match self.probes.get(&layer) {
+            Some(p) => probs + p.clone(),
+            None => probs,
+        }
+    }
+}
+
+/// Saliency `I = |Σ_h A_h ⊙ ∂L/∂A_h|` per layer: `[batch, q, k]`.
+pub fn saliency(
+    attentions: &[Tensor<4>],
+    grads: &BTreeMap<usize, Tensor<4>>,
+) -> BTreeMap<usize, Tensor<3>> {
+    grads
+        .iter()
+        .filter_map(|(&l, g)| {
+            attentions.get(l).map(|a| {
+                let a = a.clone().detach().without_autodiff();
+                let g = g.clone().without_autodiff();
+                let [b, _, q, k] = a.dims();
+                (l, (a * g).sum_dim(1).reshape([b, q, k]).abs())
+            })
+        })
+        .collect()
+}
