@@ -27,6 +27,7 @@ use burn::tensor::activation::{gelu, softmax};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::hooks::AttentionHooks;
 
 /// Configuration of a [`Bert`] encoder (burn names; see [`BertHfConfig`] for HF's).
 #[derive(Config, Debug)]
@@ -307,6 +308,22 @@ impl Bert {
         token_type_ids: Option<Tensor<2, Int>>,
         attention_mask: Option<Tensor<2, Int>>,
     ) -> BertOutput {
+        self.forward_with(
+            input_ids,
+            token_type_ids,
+            attention_mask,
+            &AttentionHooks::none(),
+        )
+    }
+
+    /// [`Bert::forward`] with attention hooks (see [`crate::hooks`]).
+    pub fn forward_with(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        attention_mask: Option<Tensor<2, Int>>,
+        hooks: &AttentionHooks,
+    ) -> BertOutput {
         let [b, s] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
@@ -323,11 +340,12 @@ impl Bert {
             attention_mask.map(|m| m.equal_elem(0).reshape([b, 1, 1, s]));
         let mut hidden_states = vec![h.clone()];
         let mut attentions = Vec::with_capacity(self.encoder.layer.len());
-        for layer in &self.encoder.layer {
-            let (ctx, probs) = layer
-                .attention
-                .self_attn
-                .forward(h.clone(), key_mask.clone());
+        for (l, layer) in self.encoder.layer.iter().enumerate() {
+            let (ctx, probs) =
+                layer
+                    .attention
+                    .self_attn
+                    .forward(h.clone(), key_mask.clone(), hooks, l);
             let a = &layer.attention.output;
             let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
             let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
@@ -392,6 +410,8 @@ impl BertSelfAttention {
         &self,
         x: Tensor<3>,
         key_mask: Option<Tensor<4, Bool>>,
+        hooks: &AttentionHooks,
+        layer: usize,
     ) -> (Tensor<3>, Tensor<4>) {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
@@ -403,9 +423,77 @@ impl BertSelfAttention {
         if let Some(m) = key_mask {
             scores = scores.mask_fill(m.expand([b, self.n_heads, s, s]), f32::MIN);
         }
-        let probs = softmax(scores, 3);
+        let probs = hooks.post_softmax(layer, softmax(hooks.pre_softmax(layer, scores), 3));
         let ctx = probs.clone().matmul(v).swap_dims(1, 2).reshape([b, s, d]);
         (ctx, probs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(d: &Device) -> Bert {
+        d.seed(7);
+        BertConfig::new(40, 16, 2, 4, 32)
+            .with_max_position_embeddings(16)
+            .init(d)
+            .unwrap()
+    }
+
+    fn ids(v: Vec<i64>, shape: [usize; 2], d: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(TensorData::new(v, shape), d)
+    }
+
+    #[test]
+    fn padding_never_changes_the_unpadded_outputs() {
+        let d = Device::flex();
+        let m = tiny(&d);
+        let short = m.forward(ids(vec![2, 5, 9], [1, 3], &d), None, None);
+        let padded = m.forward(
+            ids(vec![2, 5, 9, 0, 0], [1, 5], &d),
+            None,
+            Some(ids(vec![1, 1, 1, 0, 0], [1, 5], &d)),
+        );
+        let a = short
+            .last_hidden_state
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = padded
+            .last_hidden_state
+            .slice(s![.., 0..3, ..])
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+
+    #[test]
+    fn hooks_reach_every_encoder_layer() {
+        let d = Device::flex();
+        let m = tiny(&d);
+        let x = ids(vec![3, 4, 5, 6], [1, 4], &d);
+        let hooks = AttentionHooks::none().block(1, Some(&[2]), &[0, 1, 2, 3], &[0], 4, 4, &d);
+        let out = m.forward_with(x, None, None, &hooks);
+        let a = out.attentions[1].clone().slice(s![.., 2..3, .., 0..1]);
+        assert!(
+            a.into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        let other = out.attentions[1].clone().slice(s![.., 1..2, .., 0..1]);
+        assert!(
+            other
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .any(|&v| v > 0.0)
+        );
+        assert_eq!(out.hidden_states.len(), 3);
     }
 }
 
