@@ -2,7 +2,7 @@
 //! checkpoint and write what it computes for one sequence, so a user can check it loads right.
 //!
 //! - a `.gguf` file (llama architecture) or an HF folder whose `config.json` says
-//!   `"model_type": "llama"` → the logits at the last position, shape `[vocab]`;
+//!   `"model_type": "llama"` or `"gpt2"` → the logits at the last position, shape `[vocab]`;
 //! - an HF folder with `"model_type": "bert"` → the last hidden states, shape `[seq, d_model]`.
 //!
 //! Output: JSON `{"shape": [...], "data": [...]}` to `--out` (written atomically) or stdout.
@@ -69,6 +69,19 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
         serde_json::from_str(&text).with_context(|| format!("invalid {}", cfg.display()))?;
     match v["model_type"].as_str() {
         Some("llama") => last_logits(&plm::llama::Llama::load_hf(model, device)?),
+        Some("gpt2") => {
+            let m = plm::gpt2::Gpt2::load_hf(model, device)?;
+            check_vocab(&ids, m.wte.weight.dims()[0])?;
+            let logits = m.forward(tokens()).logits;
+            let [_, _, v] = logits.dims();
+            let data = logits
+                .slice(s![.., n - 1..n, ..])
+                .reshape([v])
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok((vec![v], data))
+        }
         Some("bert") => {
             let m = plm::bert::Bert::load_hf(model, device)?;
             check_vocab(&ids, m.embeddings.word_embeddings.weight.dims()[0])?;
@@ -82,7 +95,7 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
             Ok((vec![s, d], data))
         }
         Some(other) => bail!(
-            "unknown architecture '{other}' in {} (supported: bert, llama, .gguf llama)",
+            "unknown architecture '{other}' in {} (supported: bert, gpt2, llama, .gguf llama)",
             cfg.display()
         ),
         None => bail!("{} has no model_type", cfg.display()),

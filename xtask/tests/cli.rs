@@ -355,3 +355,27 @@ fn forward_rejects_unknown_architectures_and_out_of_vocabulary_ids() {
     );
     assert_one_error_line(&o, "outside the vocabulary");
 }
+
+#[test]
+fn forward_on_the_tiny_gpt2_matches_its_fixture() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/gpt2_tiny");
+    let o = xtask(
+        &[
+            "forward",
+            "--model",
+            &root.join("model").to_string_lossy(),
+            "--ids",
+            "5 17 3 99 42 0 64",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["shape"], serde_json::json!([101]));
+    let want = plm::safetensors::read_f32(&root.join("expected.safetensors"), "logits").unwrap();
+    // Row 0, last position of the fixture's first sequence.
+    let last = &want.data[6 * 101..7 * 101];
+    for (g, w) in v["data"].as_array().unwrap().iter().zip(last) {
+        assert!((g.as_f64().unwrap() as f32 - w).abs() < 1e-5);
+    }
+}

@@ -21,6 +21,7 @@
 pub mod bert;
 mod error;
 pub mod gguf;
+pub mod gpt2;
 pub mod hello_lm;
 pub mod hooks;
 pub mod llama;
