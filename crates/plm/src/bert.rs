@@ -385,9 +385,54 @@ impl Bert {
     }
 
     /// Replaces every parameter with the tensors of an HF safetensors file.
-    pub fn load_safetensors(mut self, path: &Path) -> crate::Result<Self> {
+    pub fn load_safetensors(self, path: &Path) -> crate::Result<Self> {
         crate::safetensors::validate(path)?;
-        let mut store = SafetensorsStore::from_file(path)
+        self.load_store(SafetensorsStore::from_file(path), path)
+    }
+
+    /// Loads a sentence-transformers BERT exported to ONNX (e.g. paraphrase-MiniLM-L3-v2): the
+    /// float initializers are read in Rust and mapped back to HF names (see [`crate::onnx`]).
+    /// ONNX keeps no config, so the head count is an argument; the other sizes come from the
+    /// weight shapes.
+    pub fn load_onnx(path: &Path, n_heads: usize, device: &Device) -> crate::Result<Self> {
+        let graph = crate::onnx::Graph::open(path)?;
+        let tensors = graph
+            .hf_tensors("auto_model.")
+            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
+        let shape = |name: &str| -> crate::Result<Vec<usize>> {
+            tensors
+                .iter()
+                .find(|t| t.0 == name)
+                .map(|t| t.1.clone())
+                .ok_or_else(|| Error::MissingTensor {
+                    tensor: name.into(),
+                    file: path.to_path_buf(),
+                })
+        };
+        let word = shape("embeddings.word_embeddings.weight")?;
+        let pos = shape("embeddings.position_embeddings.weight")?;
+        let types = shape("embeddings.token_type_embeddings.weight")?;
+        let ff = shape("encoder.layer.0.intermediate.dense.weight")?;
+        let n_layers = (0..)
+            .take_while(|i| {
+                tensors
+                    .iter()
+                    .any(|t| t.0 == format!("encoder.layer.{i}.output.dense.weight"))
+            })
+            .count();
+        let has_pooler = tensors.iter().any(|t| t.0 == "pooler.dense.weight");
+        let cfg = BertConfig::new(word[0], word[1], n_layers, n_heads, ff[0])
+            .with_max_position_embeddings(pos[0])
+            .with_type_vocab_size(types[0])
+            .with_with_pooler(has_pooler);
+        let bytes = crate::safetensors::to_bytes(&tensors);
+        drop(tensors);
+        cfg.init(device)?
+            .load_store(SafetensorsStore::from_bytes(Some(bytes)), path)
+    }
+
+    fn load_store(mut self, store: SafetensorsStore, path: &Path) -> crate::Result<Self> {
+        let mut store = store
             .with_from_adapter(PyTorchToBurnAdapter)
             .with_key_remapping(r"^bert\.", "")
             .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")

@@ -25,6 +25,7 @@ pub mod gpt2;
 pub mod hello_lm;
 pub mod hooks;
 pub mod llama;
+pub mod onnx;
 pub mod safetensors;
 
 pub use error::{Error, Result};
