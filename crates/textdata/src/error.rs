@@ -49,6 +49,16 @@ pub enum Error {
     /// Encoding or decoding failed.
     #[error("tokenizer: {0}")]
     Encode(String),
+    /// A data file is malformed.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when the problem is not tied to a line).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A window index past the end was asked for.
     #[error("window {index} is out of range (the corpus has {count} windows)")]
     OutOfRange {

@@ -18,6 +18,7 @@ pub mod assets;
 mod corpus;
 mod error;
 mod lm;
+pub mod readers;
 mod tokenize;
 
 pub use corpus::{Document, read_text_dir, split_every_kth};
