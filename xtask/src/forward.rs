@@ -42,9 +42,8 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
     let ids = parse_ids(ids)?;
     let n = ids.len();
     let tokens = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, n]), device);
-    let last_logits = |m: &plm::llama::Llama| -> Result<(Vec<usize>, Vec<f32>)> {
-        check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
-        let logits = m.forward(tokens()).logits;
+    // [1, n, vocab] -> the last position's logits.
+    let last = |logits: Tensor<3>| -> Result<(Vec<usize>, Vec<f32>)> {
         let [_, _, v] = logits.dims();
         let data = logits
             .slice(s![.., n - 1..n, ..])
@@ -53,6 +52,10 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         Ok((vec![v], data))
+    };
+    let last_logits = |m: &plm::llama::Llama| -> Result<(Vec<usize>, Vec<f32>)> {
+        check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
+        last(m.forward(tokens()).logits)
     };
     if model.extension().is_some_and(|e| e == "gguf") {
         let (m, _) = plm::llama::Llama::load_gguf(model, device)?;
@@ -72,15 +75,7 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
         Some("gpt2") => {
             let m = plm::gpt2::Gpt2::load_hf(model, device)?;
             check_vocab(&ids, m.wte.weight.dims()[0])?;
-            let logits = m.forward(tokens()).logits;
-            let [_, _, v] = logits.dims();
-            let data = logits
-                .slice(s![.., n - 1..n, ..])
-                .reshape([v])
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            Ok((vec![v], data))
+            last(m.forward(tokens()).logits)
         }
         Some("bert") => {
             let m = plm::bert::Bert::load_hf(model, device)?;

@@ -48,6 +48,38 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    tree(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// A finished `hello-lm --quick` run under `out` (embedded corpus); returns its folder and
+/// what it printed.
+fn quick_run(out: &Path, assets: &Path) -> (PathBuf, String) {
+    let o = xtask(
+        &[
+            "run",
+            "hello-lm",
+            "--quick",
+            "--out",
+            &out.to_string_lossy(),
+        ],
+        Some(assets),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    (
+        only_run_dir(out),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
 fn only_run_dir(out: &Path) -> PathBuf {
     let runs: Vec<PathBuf> = std::fs::read_dir(out.join("hello-lm"))
         .expect("run folder")
@@ -69,18 +101,7 @@ fn list_names_hello_lm() {
 fn quick_run_writes_all_four_artifacts() {
     let out = tempfile::tempdir().unwrap();
     let empty_assets = tempfile::tempdir().unwrap();
-    let o = xtask(
-        &[
-            "run",
-            "hello-lm",
-            "--quick",
-            "--out",
-            &out.path().to_string_lossy(),
-        ],
-        Some(empty_assets.path()),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let run = only_run_dir(out.path());
+    let (run, stdout) = quick_run(out.path(), empty_assets.path());
     assert!(!run.to_string_lossy().ends_with(".partial"));
     for f in ["config.json", "metrics.json", "report.md", "loss.svg"] {
         assert!(run.join(f).is_file(), "{f} missing");
@@ -89,25 +110,14 @@ fn quick_run_writes_all_four_artifacts() {
         serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(m["corpus"], "embedded");
     assert!(m["final_valid_loss"].as_f64().unwrap() < m["initial_valid_loss"].as_f64().unwrap());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("| corpus |"));
+    assert!(stdout.contains("| corpus |"));
 }
 
 #[test]
 fn resume_reaches_the_same_final_metrics_as_the_uninterrupted_run() {
     let out = tempfile::tempdir().unwrap();
     let empty_assets = tempfile::tempdir().unwrap();
-    let o = xtask(
-        &[
-            "run",
-            "hello-lm",
-            "--quick",
-            "--out",
-            &out.path().to_string_lossy(),
-        ],
-        Some(empty_assets.path()),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let run = only_run_dir(out.path());
+    let (run, _) = quick_run(out.path(), empty_assets.path());
     let full: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
 
@@ -229,18 +239,7 @@ fn missing_asset_check_is_one_error_line() {
 fn corrupt_checkpoint_on_resume_is_one_error_line_and_changes_nothing() {
     let out = tempfile::tempdir().unwrap();
     let empty_assets = tempfile::tempdir().unwrap();
-    let o = xtask(
-        &[
-            "run",
-            "hello-lm",
-            "--quick",
-            "--out",
-            &out.path().to_string_lossy(),
-        ],
-        Some(empty_assets.path()),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let run = only_run_dir(out.path());
+    let (run, _) = quick_run(out.path(), empty_assets.path());
     let partial = run.with_extension("partial");
     std::fs::rename(&run, &partial).unwrap();
     let model = partial.join("checkpoints/step-000040/model.bpk");
@@ -248,14 +247,7 @@ fn corrupt_checkpoint_on_resume_is_one_error_line_and_changes_nothing() {
     let n = bytes.len();
     bytes[n / 3] ^= 0x5a;
     std::fs::write(&model, &bytes).unwrap();
-    let before: Vec<(PathBuf, Vec<u8>)> = tree(out.path())
-        .into_iter()
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let before = snapshot(out.path());
     let o = xtask(
         &[
             "run",
@@ -267,14 +259,7 @@ fn corrupt_checkpoint_on_resume_is_one_error_line_and_changes_nothing() {
         Some(empty_assets.path()),
     );
     assert_one_error_line(&o, "corrupt checkpoint");
-    let after: Vec<(PathBuf, Vec<u8>)> = tree(out.path())
-        .into_iter()
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let after = snapshot(out.path());
     assert_eq!(before, after);
 }
 

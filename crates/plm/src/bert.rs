@@ -18,9 +18,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{gelu, softmax};
@@ -142,25 +140,13 @@ impl BertConfig {
                 self.d_model, self.n_heads
             )));
         }
-        let init = Initializer::Normal {
-            mean: 0.0,
+        let init = crate::layers::Init {
             std: self.initializer_range,
+            device,
         };
-        let linear = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_initializer(init.clone())
-                .init(device)
-        };
-        let ln = || {
-            LayerNormConfig::new(self.d_model)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
-        let emb = |n: usize| {
-            EmbeddingConfig::new(n, self.d_model)
-                .with_initializer(init.clone())
-                .init(device)
-        };
+        let linear = |i: usize, o: usize| init.linear(i, o, true);
+        let ln = || init.layer_norm(self.d_model, self.layer_norm_eps);
+        let emb = |n: usize| init.embedding(n, self.d_model);
         let layer = (0..self.n_layers)
             .map(|_| BertLayer {
                 attention: BertAttention {
@@ -369,19 +355,13 @@ impl Bert {
 
     /// Loads an HF BERT folder (`config.json` + `model.safetensors`).
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let hf: BertHfConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: cfg_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let weights = dir.join("model.safetensors");
+        let (hf, weights) = crate::layers::read_hf_folder::<BertHfConfig>(dir)?;
         // The pooler is built only when the checkpoint has one.
         let has_pooler = crate::safetensors::tensor_names(&weights)?
             .iter()
             .any(|n| n.ends_with("pooler.dense.weight"));
         let model = hf.to_config()?.with_with_pooler(has_pooler).init(device)?;
-        model.load_safetensors(&weights)
+        model.load_store(SafetensorsStore::from_file(&weights), &weights)
     }
 
     /// Replaces every parameter with the tensors of an HF safetensors file.

@@ -17,9 +17,7 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::{gelu_approximate, softmax};
@@ -177,25 +175,13 @@ impl Gpt2Config {
                 self.d_model, self.n_heads
             )));
         }
-        let init = Initializer::Normal {
-            mean: 0.0,
+        let init = crate::layers::Init {
             std: self.initializer_range,
+            device,
         };
-        let linear = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_initializer(init.clone())
-                .init(device)
-        };
-        let ln = || {
-            LayerNormConfig::new(self.d_model)
-                .with_epsilon(self.layer_norm_eps)
-                .init(device)
-        };
-        let emb = |n: usize| {
-            EmbeddingConfig::new(n, self.d_model)
-                .with_initializer(init.clone())
-                .init(device)
-        };
+        let linear = |i: usize, o: usize| init.linear(i, o, true);
+        let ln = || init.layer_norm(self.d_model, self.layer_norm_eps);
+        let emb = |n: usize| init.embedding(n, self.d_model);
         Ok(Gpt2 {
             wte: emb(self.vocab_size),
             wpe: emb(self.max_positions),
@@ -303,14 +289,7 @@ impl Gpt2 {
 
     /// Loads an HF GPT-2 folder (`config.json` + `model.safetensors`).
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let hf: Gpt2HfConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: cfg_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let path = dir.join("model.safetensors");
-        crate::safetensors::validate(&path)?;
+        let (hf, path) = crate::layers::read_hf_folder::<Gpt2HfConfig>(dir)?;
         let mut model = hf.to_config()?.init(device)?;
         let mut store = SafetensorsStore::from_file(&path)
             .with_key_remapping(r"^transformer\.", "")

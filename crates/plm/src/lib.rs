@@ -24,6 +24,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod hello_lm;
 pub mod hooks;
+pub mod layers;
 pub mod llama;
 pub mod onnx;
 pub mod safetensors;

@@ -18,9 +18,7 @@
 //! loader undoes that permutation so one rotate-half RoPE serves both formats.
 
 use burn::module::Module;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
-};
+use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 
@@ -103,16 +101,11 @@ impl LlamaConfig {
     pub fn init(&self, device: &Device) -> crate::Result<Llama> {
         self.validate()?;
         let hd = self.head_dim();
-        let init = Initializer::Normal {
-            mean: 0.0,
+        let init = crate::layers::Init {
             std: self.initializer_range,
+            device,
         };
-        let linear = |i: usize, o: usize| {
-            LinearConfig::new(i, o)
-                .with_bias(false)
-                .with_initializer(init.clone())
-                .init(device)
-        };
+        let linear = |i: usize, o: usize| init.linear(i, o, false);
         let layers = (0..self.n_layers)
             .map(|_| DecoderLayer {
                 self_attn: Attention {
@@ -138,9 +131,7 @@ impl LlamaConfig {
             .collect();
         let lm_head = (!self.tie_embeddings).then(|| linear(self.d_model, self.vocab_size));
         Ok(Llama {
-            embed_tokens: EmbeddingConfig::new(self.vocab_size, self.d_model)
-                .with_initializer(init.clone())
-                .init(device),
+            embed_tokens: init.embedding(self.vocab_size, self.d_model),
             layers,
             norm: RmsNormConfig::new(self.d_model)
                 .with_epsilon(self.rms_norm_eps)
@@ -551,14 +542,7 @@ fn meta_usize(g: &Gguf, key: &str) -> crate::Result<usize> {
 impl Llama {
     /// Loads an HF Llama folder (`config.json` + `model.safetensors`).
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let hf: LlamaHfConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: cfg_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let path = dir.join("model.safetensors");
-        crate::safetensors::validate(&path)?;
+        let (hf, path) = crate::layers::read_hf_folder::<LlamaHfConfig>(dir)?;
         let model = hf.to_config()?.init(device)?;
         model.load_store(SafetensorsStore::from_file(&path), &path)
     }

