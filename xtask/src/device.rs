@@ -29,7 +29,8 @@ pub fn from_name(name: &str) -> Result<(Device, String)> {
                 } else {
                     burn::tensor::DeviceKind::DefaultDevice
                 };
-                return Ok((Device::wgpu(kind), format!("wgpu ({kind:?})")));
+                let what = format!("wgpu ({kind:?})");
+                return Ok((Device::wgpu(kind), what));
             }
             missing("wgpu")
         }

@@ -253,7 +253,17 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
             p.loss, p.lr, p.steps_per_sec
         ));
     }));
-    let result = prepared.run(&mut ctx);
+    // A backend that fails at run time (no GPU adapter, driver error) panics inside burn; catch
+    // it so the run folder is cleaned up like after any other error.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepared.run(&mut ctx)))
+        .unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(anyhow::anyhow!("the {} backend failed: {msg}", args.device))
+        });
     drop(ctx);
     bar.finish_and_clear();
     match result {
