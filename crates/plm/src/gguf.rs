@@ -355,6 +355,43 @@ impl Gguf {
     }
 }
 
+impl Gguf {
+    /// The byte-level BPE tokenizer embedded in the file (`tokenizer.ggml.model = "gpt2"`).
+    pub fn tokenizer(&self) -> crate::Result<textdata::TextTokenizer> {
+        let strings = |key: &str| -> crate::Result<Vec<String>> {
+            self.get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| Error::Weights(format!("GGUF metadata {key} is missing")))?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| Error::Weights(format!("{key} holds a non-string")))
+                })
+                .collect()
+        };
+        let model = self
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if model != "gpt2" {
+            return Err(Error::Unsupported(format!(
+                "GGUF tokenizer model '{model}' (only gpt2 byte-level BPE)"
+            )));
+        }
+        let pre = self
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let split_digits = matches!(pre, "smollm" | "llama-bpe" | "qwen2" | "deepseek-llm");
+        Ok(textdata::TextTokenizer::byte_level_bpe(
+            &strings("tokenizer.ggml.tokens")?,
+            &strings("tokenizer.ggml.merges")?,
+            split_digits,
+        )?)
+    }
+}
+
 /// Dequantises raw blocks of `ty` (a whole number of blocks) to f32; `None` for unknown types.
 pub fn dequantize(ty: GgmlType, raw: &[u8]) -> Option<Vec<f32>> {
     let (per, size) = ty.block()?;

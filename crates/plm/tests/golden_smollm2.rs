@@ -72,6 +72,32 @@ fn smollm2_gguf_logits_and_greedy_tokens_match_transformers() {
 }
 
 #[test]
+fn the_embedded_tokenizer_gives_the_reference_ids() {
+    let g = plm::gguf::Gguf::open(&gguf()).unwrap();
+    let tok = g.tokenizer().unwrap();
+    assert_eq!(tok.vocab_size(), 49152);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/smollm2/tokenizer_ids.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    for (s, ids) in v["strings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(v["ids"].as_array().unwrap())
+    {
+        let s = s.as_str().unwrap();
+        let want: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let got = tok.encode(s, false).unwrap();
+        assert_eq!(got, want, "{s:?}");
+        assert_eq!(tok.decode(&got, false).unwrap(), s);
+    }
+}
+
+#[test]
 fn a_truncated_gguf_is_a_typed_error() {
     let bytes = std::fs::read(gguf()).unwrap();
     let dir = tempfile::tempdir().unwrap();

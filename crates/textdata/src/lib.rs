@@ -15,6 +15,7 @@
 //! ```
 
 pub mod assets;
+pub mod batch;
 mod corpus;
 mod error;
 mod lm;

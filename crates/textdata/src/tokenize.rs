@@ -77,6 +77,48 @@ impl TextTokenizer {
         Ok(Self { inner })
     }
 
+    /// A byte-level BPE from its parts, as GGUF files embed them (`tokenizer.ggml.tokens`, and
+    /// `tokenizer.ggml.merges` as `"a b"` strings). `split_digits` puts every digit in its own
+    /// pre-token first, as SmolLM's tokenizer (`tokenizer.ggml.pre = "smollm"`) does.
+    pub fn byte_level_bpe(
+        tokens: &[String],
+        merges: &[String],
+        split_digits: bool,
+    ) -> Result<Self> {
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::Encode(format!("merge '{m}' is not 'a b'")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        let mut inner = Tokenizer::new(bpe);
+        let byte_level = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true);
+        let pre: tokenizers::PreTokenizerWrapper = if split_digits {
+            tokenizers::pre_tokenizers::sequence::Sequence::new(vec![
+                tokenizers::pre_tokenizers::digits::Digits::new(true).into(),
+                byte_level.into(),
+            ])
+            .into()
+        } else {
+            byte_level.into()
+        };
+        inner
+            .with_pre_tokenizer(Some(pre))
+            .with_decoder(Some(byte_level));
+        Ok(Self { inner })
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
