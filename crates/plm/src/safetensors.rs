@@ -228,6 +228,18 @@ pub fn read_f32(path: &Path, name: &str) -> crate::Result<HostTensor<f32>> {
     })
 }
 
+/// Reads a `U8` tensor (host side).
+pub fn read_u8(path: &Path, name: &str) -> crate::Result<HostTensor<u8>> {
+    let (info, raw) = read_raw(path, name)?;
+    if info.dtype != "U8" {
+        return Err(Error::Weights(format!("{name} is {}, expected U8", info.dtype)));
+    }
+    Ok(HostTensor {
+        shape: info.shape,
+        data: raw,
+    })
+}
+
 /// Reads an `I64` tensor (host side).
 pub fn read_i64(path: &Path, name: &str) -> crate::Result<HostTensor<i64>> {
     let (info, raw) = read_raw(path, name)?;
