@@ -62,6 +62,62 @@ pub struct LlamaConfig {
     /// `initializer_range`). Default 0.02.
     #[config(default = 0.02)]
     pub initializer_range: f64,
+    /// RoPE frequency scaling for context extension. Default none.
+    #[config(default = "RopeScaling::None")]
+    pub rope_scaling: RopeScaling,
+}
+
+/// RoPE frequency scaling (HF `rope_scaling` / `rope_parameters`).
+#[derive(Config, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor` (HF `linear`).
+    Linear {
+        /// Divisor.
+        factor: f64,
+    },
+    /// Llama 3.1's band-wise scaling (HF `llama3`): low frequencies divided by `factor`, high
+    /// ones kept, the band between interpolated.
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original_max_position_embeddings / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_position_embeddings / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// Context length of pre-training.
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    /// Scales the inverse frequency of one rotary pair (HF `_compute_*_parameters`).
+    pub fn scale(&self, inv_freq: f64) -> f64 {
+        match *self {
+            Self::None => inv_freq,
+            Self::Linear { factor } => inv_freq / factor,
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                if wavelen > low_wavelen {
+                    inv_freq / factor
+                } else if wavelen < high_wavelen {
+                    inv_freq
+                } else {
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+                }
+            }
+        }
+    }
 }
 
 impl LlamaConfig {
@@ -137,25 +193,67 @@ impl LlamaConfig {
                 .with_epsilon(self.rms_norm_eps)
                 .init(device),
             lm_head,
-            rope: Rope::new(hd, self.max_seq_len, self.rope_theta),
+            rope: Rope::new(hd, self.max_seq_len, self.rope_theta, &self.rope_scaling),
         })
     }
 }
 
-/// Rotary tables, computed on the host once and moved to the device per forward.
+/// Rotary tables, computed on the host and moved to the device per forward.
 #[derive(Module, Debug)]
 pub struct Rope {
     head_dim: usize,
     max_seq_len: usize,
     theta: f64,
+    // RopeScaling flattened into constants: kind 0 none, 1 linear, 2 llama3.
+    scale_kind: usize,
+    scale_factor: f64,
+    scale_low: f64,
+    scale_high: f64,
+    scale_orig: f64,
 }
 
 impl Rope {
-    fn new(head_dim: usize, max_seq_len: usize, theta: f64) -> Self {
+    fn new(head_dim: usize, max_seq_len: usize, theta: f64, scaling: &RopeScaling) -> Self {
+        let (scale_kind, scale_factor, scale_low, scale_high, scale_orig) = match *scaling {
+            RopeScaling::None => (0, 1.0, 0.0, 0.0, 0.0),
+            RopeScaling::Linear { factor } => (1, factor, 0.0, 0.0, 0.0),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => (
+                2,
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            ),
+        };
         Self {
             head_dim,
             max_seq_len,
             theta,
+            scale_kind,
+            scale_factor,
+            scale_low,
+            scale_high,
+            scale_orig,
+        }
+    }
+
+    fn scaling(&self) -> RopeScaling {
+        match self.scale_kind {
+            1 => RopeScaling::Linear {
+                factor: self.scale_factor,
+            },
+            2 => RopeScaling::Llama3 {
+                factor: self.scale_factor,
+                low_freq_factor: self.scale_low,
+                high_freq_factor: self.scale_high,
+                original_max_position_embeddings: self.scale_orig,
+            },
+            _ => RopeScaling::None,
         }
     }
 
@@ -163,13 +261,16 @@ impl Rope {
     /// HF's rotate-half convention expects (the half-width table repeated twice).
     fn tables(&self, start: usize, seq: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
         let half = self.head_dim / 2;
+        let scaling = self.scaling();
+        let inv_freq: Vec<f64> = (0..half)
+            .map(|i| scaling.scale(self.theta.powf(-((2 * i) as f64) / self.head_dim as f64)))
+            .collect();
         let mut cos = Vec::with_capacity(seq * self.head_dim);
         let mut sin = Vec::with_capacity(seq * self.head_dim);
         for pos in start..start + seq {
             for _ in 0..2 {
-                for i in 0..half {
-                    let inv_freq = self.theta.powf(-((2 * i) as f64) / self.head_dim as f64);
-                    let angle = pos as f64 * inv_freq;
+                for &f in &inv_freq {
+                    let angle = pos as f64 * f;
                     cos.push(angle.cos() as f32);
                     sin.push(angle.sin() as f32);
                 }
@@ -454,9 +555,8 @@ pub struct LlamaHfConfig {
     pub num_key_value_heads: Option<usize>,
     /// `intermediate_size`.
     pub intermediate_size: usize,
-    /// `rope_theta`.
-    #[serde(default = "default_theta")]
-    pub rope_theta: f64,
+    /// `rope_theta` (transformers < 5; newer files keep it in `rope_parameters`).
+    pub rope_theta: Option<f64>,
     /// `rms_norm_eps`.
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
@@ -469,14 +569,16 @@ pub struct LlamaHfConfig {
     /// `hidden_act`; only `silu`.
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    /// `rope_scaling`; only absent/null is supported so far.
+    /// `rope_scaling` (transformers < 5).
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// `rope_parameters` (transformers ≥ 5: `rope_theta`, `rope_type` and the scaling keys).
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// `head_dim`, when given; must equal `hidden_size / num_attention_heads`.
+    pub head_dim: Option<usize>,
 }
 
-fn default_theta() -> f64 {
-    10000.0
-}
 fn default_eps() -> f64 {
     1e-6
 }
@@ -496,8 +598,50 @@ impl LlamaHfConfig {
                 self.hidden_act
             )));
         }
-        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            return Err(Error::Unsupported("rope_scaling".into()));
+        let params = self.rope_parameters.as_ref().filter(|v| !v.is_null());
+        let theta = self
+            .rope_theta
+            .or_else(|| params.and_then(|p| p["rope_theta"].as_f64()))
+            .unwrap_or(10000.0);
+        let scaling = self
+            .rope_scaling
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .or(params);
+        let rope_scaling = match scaling {
+            None => RopeScaling::None,
+            Some(v) => {
+                let kind = v["rope_type"]
+                    .as_str()
+                    .or(v["type"].as_str())
+                    .unwrap_or("default");
+                let num = |k: &str| {
+                    v[k].as_f64().ok_or_else(|| {
+                        Error::Unsupported(format!("rope scaling '{kind}' without {k}"))
+                    })
+                };
+                match kind {
+                    "default" => RopeScaling::None,
+                    "linear" => RopeScaling::Linear {
+                        factor: num("factor")?,
+                    },
+                    "llama3" => RopeScaling::Llama3 {
+                        factor: num("factor")?,
+                        low_freq_factor: num("low_freq_factor")?,
+                        high_freq_factor: num("high_freq_factor")?,
+                        original_max_position_embeddings: num("original_max_position_embeddings")?,
+                    },
+                    other => return Err(Error::Unsupported(format!("rope scaling '{other}'"))),
+                }
+            }
+        };
+        if let Some(hd) = self.head_dim
+            && hd * self.num_attention_heads != self.hidden_size
+        {
+            return Err(Error::Unsupported(format!(
+                "head_dim {hd} × {} heads ≠ hidden_size {}",
+                self.num_attention_heads, self.hidden_size
+            )));
         }
         Ok(LlamaConfig::new(
             self.vocab_size,
@@ -507,7 +651,8 @@ impl LlamaHfConfig {
             self.num_key_value_heads.unwrap_or(self.num_attention_heads),
             self.intermediate_size,
         )
-        .with_rope_theta(self.rope_theta)
+        .with_rope_theta(theta)
+        .with_rope_scaling(rope_scaling)
         .with_rms_norm_eps(self.rms_norm_eps)
         .with_max_seq_len(self.max_position_embeddings)
         .with_tie_embeddings(self.tie_word_embeddings))
@@ -753,7 +898,7 @@ mod tests {
     #[test]
     fn rope_preserves_vector_norms() {
         let d = Device::flex();
-        let rope = Rope::new(8, 16, 10000.0);
+        let rope = Rope::new(8, 16, 10000.0, &RopeScaling::None);
         let x = Tensor::<4>::random(
             [1, 2, 5, 8],
             burn::tensor::Distribution::Normal(0.0, 1.0),

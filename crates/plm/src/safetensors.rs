@@ -232,7 +232,10 @@ pub fn read_f32(path: &Path, name: &str) -> crate::Result<HostTensor<f32>> {
 pub fn read_u8(path: &Path, name: &str) -> crate::Result<HostTensor<u8>> {
     let (info, raw) = read_raw(path, name)?;
     if info.dtype != "U8" {
-        return Err(Error::Weights(format!("{name} is {}, expected U8", info.dtype)));
+        return Err(Error::Weights(format!(
+            "{name} is {}, expected U8",
+            info.dtype
+        )));
     }
     Ok(HostTensor {
         shape: info.shape,

@@ -25,7 +25,10 @@ fn q4_0_q4_1_q8_0_and_q6_k_match_the_reference() {
         let got = dequantize(ty, &raw).unwrap();
         assert_eq!(got.len(), want.len(), "{name}");
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{name}[{i}]: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{name}[{i}]: {g} vs {w}"
+            );
         }
     }
 }
