@@ -71,5 +71,23 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(foundation, llama_forward, train_step);
+/// The largest GEMM of a MiniLM encoder at batch 32 × 128 tokens: `[4096, 384] × [384, 1536]`
+/// (2.4 GFLOP); its rate bounds the encoder's (`benches/pytorch/matmul_bench.py` is the PyTorch side).
+fn matmul_minilm_ffn(c: &mut Criterion) {
+    let d = device();
+    let a = Tensor::<2>::random([4096, 384], burn::tensor::Distribution::Default, &d);
+    let b = Tensor::<2>::random([384, 1536], burn::tensor::Distribution::Default, &d);
+    let mut g = c.benchmark_group("matmul");
+    g.throughput(criterion::Throughput::Elements(2 * 4096 * 384 * 1536));
+    g.bench_function("f32_4096x384x1536", |bench| {
+        bench.iter(|| {
+            let y = a.clone().matmul(b.clone());
+            d.sync().expect("device sync");
+            y
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(foundation, llama_forward, train_step, matmul_minilm_ffn);
 criterion_main!(foundation);
