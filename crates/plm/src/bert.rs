@@ -526,6 +526,18 @@ impl BertClassifier {
     }
 }
 
+/// Mean of the token states over real (mask = 1) positions: sentence-transformers' mean pooling.
+///
+/// # Shapes
+/// `hidden` `[batch, seq, d]`, `mask` `[batch, seq]` → `[batch, d]`.
+pub fn mean_pool(hidden: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
+    let [b, s, d] = hidden.dims();
+    let m = mask.float().reshape([b, s, 1]); // [b, s, 1]
+    let summed = (hidden * m.clone()).sum_dim(1).reshape([b, d]);
+    let counts = m.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+    summed / counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,16 +604,4 @@ mod tests {
         );
         assert_eq!(out.hidden_states.len(), 3);
     }
-}
-
-/// Mean of the token states over real (mask = 1) positions: sentence-transformers' mean pooling.
-///
-/// # Shapes
-/// `hidden` `[batch, seq, d]`, `mask` `[batch, seq]` → `[batch, d]`.
-pub fn mean_pool(hidden: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
-    let [b, s, d] = hidden.dims();
-    let m = mask.float().reshape([b, s, 1]); // [b, s, 1]
-    let summed = (hidden * m.clone()).sum_dim(1).reshape([b, d]);
-    let counts = m.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
-    summed / counts
 }

@@ -224,7 +224,7 @@ impl Graph {
     /// The initializers under HF names, weights in PyTorch's `[out, in]` layout: named ones have
     /// everything up to and including `strip` removed; anonymous MatMul weights are named after
     /// the bias their product is added to, and transposed.
-    pub fn hf_tensors(&self, strip: &str) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, String> {
+    pub fn hf_tensors(&self, strip: &str) -> Result<Vec<crate::safetensors::NamedTensor>, String> {
         let by_name: HashMap<&str, &Initializer> = self
             .initializers
             .iter()

@@ -262,9 +262,12 @@ pub fn read_i64(path: &Path, name: &str) -> crate::Result<HostTensor<i64>> {
     })
 }
 
-/// Serialises f32 tensors `(name, shape, values)` as a safetensors file in memory (used to feed
-/// tensors from other formats, such as dequantised GGUF, through the same loader as HF files).
-pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+/// An f32 tensor on the host: `(name, shape, row-major values)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Serialises f32 tensors as a safetensors file in memory (used to feed tensors from other
+/// formats, such as dequantised GGUF or ONNX initializers, through the same loader as HF files).
+pub fn to_bytes(tensors: &[NamedTensor]) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
     for (name, shape, data) in tensors {
@@ -276,7 +279,7 @@ pub fn to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
         offset += len;
     }
     let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset as usize);

@@ -67,7 +67,7 @@ fn a_missing_tensor_is_named() {
     .unwrap();
     let src = dir().join("model/model.safetensors");
     let header = plm::safetensors::read_header(&src).unwrap();
-    let kept: Vec<(String, Vec<usize>, Vec<f32>)> = header
+    let kept: Vec<plm::safetensors::NamedTensor> = header
         .keys()
         .filter(|k| !k.ends_with("h.1.mlp.c_fc.weight"))
         .map(|k| {

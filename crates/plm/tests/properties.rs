@@ -32,7 +32,7 @@ fn valid_gguf() -> Vec<u8> {
     b.extend(32u64.to_le_bytes());
     b.extend(8u32.to_le_bytes()); // Q8_0
     b.extend(0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend([0u8; 34]);

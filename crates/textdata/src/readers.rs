@@ -491,16 +491,8 @@ mod tests {
             Err(Error::Parse { line, .. }) => assert_eq!(line, 2),
             other => panic!("{other:?}"),
         }
-        let p = write(
-            d.path(),
-            "ok.jsonl",
-            &std::fs::read_to_string(&p)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .to_string(),
-        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        let p = write(d.path(), "ok.jsonl", text.lines().next().unwrap());
         let v = read_gsm8k(&p).unwrap();
         assert_eq!(v[0].steps, vec!["She has 2+3=5.", "Then 5*2=10."]);
         assert_eq!(v[0].answer, "1010");
