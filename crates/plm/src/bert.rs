@@ -282,6 +282,8 @@ pub struct BertOutput {
     pub hidden_states: Vec<Tensor<3>>,
     /// Attention probabilities of every layer `[batch, heads, seq, seq]`.
     pub attentions: Vec<Tensor<4>>,
+    /// Keys and values of every layer `[batch, heads, seq, head_dim]`.
+    pub kv: Vec<(Tensor<4>, Tensor<4>)>,
 }
 
 impl Bert {
@@ -326,8 +328,9 @@ impl Bert {
             attention_mask.map(|m| m.equal_elem(0).reshape([b, 1, 1, s]));
         let mut hidden_states = vec![h.clone()];
         let mut attentions = Vec::with_capacity(self.encoder.layer.len());
+        let mut kv = Vec::with_capacity(self.encoder.layer.len());
         for (l, layer) in self.encoder.layer.iter().enumerate() {
-            let (ctx, probs) =
+            let (ctx, probs, layer_kv) =
                 layer
                     .attention
                     .self_attn
@@ -339,6 +342,7 @@ impl Bert {
             h = o.layer_norm.forward(o.dense.forward(ff) + h1);
             hidden_states.push(h.clone());
             attentions.push(probs);
+            kv.push(layer_kv);
         }
         let pooler_output = self.pooler.as_ref().map(|p| {
             let [_, _, d] = h.dims();
@@ -350,6 +354,7 @@ impl Bert {
             pooler_output,
             hidden_states,
             attentions,
+            kv,
         }
     }
 
@@ -430,27 +435,34 @@ impl Bert {
 impl BertSelfAttention {
     /// # Shapes
     /// `x` `[batch, seq, d_model]`, `key_mask` `[batch, 1, 1, seq]` (true = hide) →
-    /// (context `[batch, seq, d_model]`, probabilities `[batch, heads, seq, seq]`).
+    /// (context `[batch, seq, d_model]`, probabilities `[batch, heads, seq, seq]`, keys and
+    /// values `[batch, heads, seq, head_dim]`).
     pub fn forward(
         &self,
         x: Tensor<3>,
         key_mask: Option<Tensor<4, Bool>>,
         hooks: &AttentionHooks,
         layer: usize,
-    ) -> (Tensor<3>, Tensor<4>) {
+    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
         let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2); // [b, h, s, hd]
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, s]
+        let mut scores = q
+            .matmul(k.clone().swap_dims(2, 3))
+            .div_scalar((hd as f32).sqrt()); // [b, h, s, s]
         if let Some(m) = key_mask {
             scores = scores.mask_fill(m.expand([b, self.n_heads, s, s]), f32::MIN);
         }
         let probs = hooks.post_softmax(layer, softmax(hooks.pre_softmax(layer, scores), 3));
-        let ctx = probs.clone().matmul(v).swap_dims(1, 2).reshape([b, s, d]);
-        (ctx, probs)
+        let ctx = probs
+            .clone()
+            .matmul(v.clone())
+            .swap_dims(1, 2)
+            .reshape([b, s, d]);
+        (ctx, probs, (k, v))
     }
 }
 

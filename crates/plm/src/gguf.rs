@@ -538,6 +538,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unsupported_quantisation_names_the_tensor() {
+        let mut f = tiny_file();
+        // The tensor info holds dims 2 and 3 (u64 each), then the ggml type (u32, F32 = 0):
+        // make it 12 (Q4_K), which this reader does not dequantise.
+        let needle = [2u8, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let at = f
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("dims followed by the F32 type id");
+        f[at + 16] = 12;
+        let g = Gguf::parse(f).unwrap();
+        let err = g
+            .tensor_f32("w")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("tensor w") && err.contains("Other(12)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let f = tiny_file();
         for n in 0..f.len() {

@@ -86,3 +86,35 @@ fn a_missing_tensor_is_named() {
         other => panic!("unexpected {other}"),
     }
 }
+
+#[test]
+fn a_tensor_of_the_wrong_shape_is_a_typed_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir().join("model/config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
+    let src = dir().join("model/model.safetensors");
+    let header = plm::safetensors::read_header(&src).unwrap();
+    let tensors: Vec<plm::safetensors::NamedTensor> = header
+        .keys()
+        .map(|k| {
+            let mut t = read_f32(&src, k).unwrap();
+            if k.ends_with("h.0.mlp.c_fc.weight") {
+                // [32, 128] stored as [64, 64]: same size, wrong shape.
+                t.shape = vec![64, 64];
+            }
+            (k.clone(), t.shape, t.data)
+        })
+        .collect();
+    std::fs::write(
+        tmp.path().join("model.safetensors"),
+        plm::safetensors::to_bytes(&tensors),
+    )
+    .unwrap();
+    let err = Gpt2::load_hf(tmp.path(), &Device::flex()).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, plm::Error::Weights(_)), "{msg}");
+    assert!(msg.contains("c_fc"), "{msg}");
+}
