@@ -39,7 +39,18 @@ fn bbc_has_2225_articles_in_5_topics() {
 
 #[test]
 fn gsm8k_splits_have_their_published_sizes() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/gsm8k");
+    // The real splits live in shared/ beside the checkout (never committed); PAPERS_GSM8K_DIR
+    // points elsewhere.
+    let dir = std::env::var_os("PAPERS_GSM8K_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/gsm8k")
+        });
+    assert!(
+        dir.join("train.jsonl").is_file(),
+        "GSM8K not found in {}: put shared/ beside the checkout or set PAPERS_GSM8K_DIR",
+        dir.display()
+    );
     let train = read_gsm8k(&dir.join("train.jsonl")).unwrap();
     let test = read_gsm8k(&dir.join("test.jsonl")).unwrap();
     assert_eq!((train.len(), test.len()), (7_473, 1_319));
