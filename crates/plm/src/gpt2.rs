@@ -169,12 +169,7 @@ pub struct Gpt2Output {
 impl Gpt2Config {
     /// Builds the model with random weights.
     pub fn init(&self, device: &Device) -> crate::Result<Gpt2> {
-        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(Error::InvalidConfig(format!(
-                "d_model {} is not divisible by n_heads {}",
-                self.d_model, self.n_heads
-            )));
-        }
+        crate::layers::check_heads(self.d_model, self.n_heads)?;
         let init = crate::layers::Init {
             std: self.initializer_range,
             device,

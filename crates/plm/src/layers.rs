@@ -49,6 +49,16 @@ impl Init<'_> {
     }
 }
 
+/// Checks that `n_heads` divides `d_model`.
+pub fn check_heads(d_model: usize, n_heads: usize) -> crate::Result<()> {
+    if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
+        return Err(Error::InvalidConfig(format!(
+            "d_model {d_model} is not divisible by n_heads {n_heads}"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads `dir/config.json` into an HF config type; returns it and the weights path
 /// `dir/model.safetensors`, whose header has been checked.
 pub fn read_hf_folder<T: DeserializeOwned>(dir: &Path) -> crate::Result<(T, PathBuf)> {

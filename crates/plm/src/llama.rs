@@ -132,12 +132,7 @@ impl LlamaConfig {
         if self.vocab_size == 0 || self.d_model == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
             return bad("vocab_size, d_model, n_heads and n_kv_heads must be positive".into());
         }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return bad(format!(
-                "d_model {} is not divisible by n_heads {}",
-                self.d_model, self.n_heads
-            ));
-        }
+        crate::layers::check_heads(self.d_model, self.n_heads)?;
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads {} is not divisible by n_kv_heads {}",
