@@ -1,0 +1,415 @@
+//! The DeepSeekMoE layer: fine-grained routed experts plus always-active shared experts.
+//!
+//! `h = Σ_{shared} FFN(x) + Σ_{i ∈ TopK'} g_i FFN_i(x)` with `g = softmax(x Wᵀ)` over the routed
+//! experts (DeepSeekMoE §3, eq. 9–11); the residual is added by the caller. Parameter names follow
+//! HF's `DeepseekMoE` (`gate.weight` `[n_routed, d_model]`, `experts.{j}.{gate,up,down}_proj`,
+//! `shared_experts.{gate,up,down}_proj` — the shared experts fused into one MLP).
+//!
+//! Two execution paths compute the same function:
+//! - [`MoeLayer::forward`] (grouped dispatch): the `tokens × top_k` assignments are sorted by
+//!   expert on the device, each expert runs once on its contiguous block of tokens, and the
+//!   weighted results are scatter-added back. Only the per-expert counts (`n_routed` integers)
+//!   are read back to the host, to cut the blocks.
+//! - [`MoeLayer::forward_dense`] (reference): every expert on every token, weighted by a dense
+//!   gate matrix that is zero outside each token's top-k. Used by the tests.
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
+use burn::tensor::activation::softmax;
+use plm::layers::Init;
+use plm::llama::SwiGlu;
+
+use crate::Error;
+
+/// How routed experts are chosen.
+#[derive(Config, Debug, PartialEq)]
+pub enum TopkMethod {
+    /// Top-k over all routed experts.
+    Greedy,
+    /// DeepSeek-V2's device-limited routing: rank `n_group` equal groups of experts by their best
+    /// score, keep the best `topk_group` groups, take the top-k inside them.
+    GroupLimited {
+        /// Number of expert groups.
+        n_group: usize,
+        /// Groups a token may use.
+        topk_group: usize,
+    },
+}
+
+/// Configuration of a [`MoeLayer`] (HF names in comments).
+#[derive(Config, Debug)]
+pub struct MoeConfig {
+    /// Hidden size (`hidden_size`).
+    pub d_model: usize,
+    /// Routed experts N' (`n_routed_experts`).
+    pub n_experts: usize,
+    /// Routed experts per token K' (`num_experts_per_tok`).
+    pub top_k: usize,
+    /// Width of one expert (`moe_intermediate_size`).
+    pub d_ff: usize,
+    /// Shared experts K_s (`n_shared_experts`), fused into one MLP of width `n_shared · d_ff`.
+    #[config(default = 0)]
+    pub n_shared: usize,
+    /// Renormalise the top-k weights to sum to 1 (`norm_topk_prob`); otherwise they are the raw
+    /// softmax probabilities times `routed_scaling_factor`. Default false (DeepSeekMoE).
+    #[config(default = false)]
+    pub norm_topk_prob: bool,
+    /// Multiplier of the routed weights when they are not renormalised. Default 1.
+    #[config(default = 1.0)]
+    pub routed_scaling_factor: f64,
+    /// Expert selection. Default greedy.
+    #[config(default = "TopkMethod::Greedy")]
+    pub topk_method: TopkMethod,
+    /// Expert-level balance factor α1 (`aux_loss_alpha`). Default 0.001 (16B).
+    #[config(default = 0.001)]
+    pub aux_alpha: f64,
+    /// Compute the expert-level loss per sequence and average (`seq_aux`). Default true.
+    #[config(default = true)]
+    pub seq_aux: bool,
+    /// Device-level balance factor α2 (0 disables it).
+    #[config(default = 0.0)]
+    pub device_alpha: f64,
+    /// Devices D the routed experts are split over for the device-level loss.
+    #[config(default = 1)]
+    pub n_devices: usize,
+    /// Count padding positions in the balance losses, as HF's gate does (it sees no mask).
+    /// Default false: padding is excluded.
+    #[config(default = false)]
+    pub include_padding: bool,
+    /// Normal initialisation std. Default 0.02.
+    #[config(default = 0.02)]
+    pub initializer_range: f64,
+}
+
+/// The MoE feed-forward layer.
+#[derive(Module, Debug)]
+pub struct MoeLayer {
+    /// Router: `d_model → n_experts`, no bias (HF `gate.weight`).
+    pub gate: burn::nn::Linear,
+    /// Routed experts.
+    pub experts: Vec<SwiGlu>,
+    /// The shared experts as one fused MLP.
+    pub shared_experts: Option<SwiGlu>,
+    top_k: usize,
+    norm_topk_prob: bool,
+    routed_scaling_factor: f64,
+    n_group: usize,
+    topk_group: usize,
+    aux_alpha: f64,
+    seq_aux: bool,
+    device_alpha: f64,
+    n_devices: usize,
+    include_padding: bool,
+}
+
+/// What the layer returns.
+#[derive(Debug)]
+pub struct MoeOutput {
+    /// `[batch, seq, d_model]` (without the residual).
+    pub output: Tensor<3>,
+    /// Expert-level plus device-level balance loss (scalar), to add to the LM loss.
+    pub aux_loss: Tensor<1>,
+    /// The expert-level part.
+    pub expert_loss: Tensor<1>,
+    /// The device-level part.
+    pub device_loss: Tensor<1>,
+    /// Chosen routed experts `[tokens, top_k]` (tokens = batch · seq, row-major).
+    pub topk_idx: Tensor<2, Int>,
+    /// Their weights `[tokens, top_k]` (after normalisation or scaling).
+    pub topk_weight: Tensor<2>,
+    /// Router probabilities `[tokens, n_experts]`.
+    pub probs: Tensor<2>,
+}
+
+fn swiglu(init: &Init<'_>, d: usize, d_ff: usize) -> SwiGlu {
+    SwiGlu {
+        gate_proj: init.linear(d, d_ff, false),
+        up_proj: init.linear(d, d_ff, false),
+        down_proj: init.linear(d_ff, d, false),
+    }
+}
+
+impl MoeConfig {
+    /// Checks the configuration.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.n_experts == 0 || self.top_k == 0 || self.top_k > self.n_experts {
+            return bad(format!(
+                "top_k {} must be in 1..={} (n_experts)",
+                self.top_k, self.n_experts
+            ));
+        }
+        if self.n_devices == 0 || !self.n_experts.is_multiple_of(self.n_devices) {
+            return bad(format!(
+                "n_experts {} must split evenly over n_devices {}",
+                self.n_experts, self.n_devices
+            ));
+        }
+        if let TopkMethod::GroupLimited {
+            n_group,
+            topk_group,
+        } = self.topk_method
+        {
+            if n_group == 0 || !self.n_experts.is_multiple_of(n_group) {
+                return bad(format!(
+                    "n_group {n_group} must divide n_experts {}",
+                    self.n_experts
+                ));
+            }
+            if topk_group == 0 || topk_group > n_group {
+                return bad(format!("topk_group {topk_group} must be in 1..={n_group}"));
+            }
+            if topk_group * (self.n_experts / n_group) < self.top_k {
+                return bad(format!(
+                    "{topk_group} groups of {} experts cannot hold top_k {}",
+                    self.n_experts / n_group,
+                    self.top_k
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the layer with random weights.
+    pub fn init(&self, device: &Device) -> crate::Result<MoeLayer> {
+        self.validate()?;
+        let init = Init {
+            std: self.initializer_range,
+            device,
+        };
+        let (n_group, topk_group) = match self.topk_method {
+            TopkMethod::Greedy => (1, 1),
+            TopkMethod::GroupLimited {
+                n_group,
+                topk_group,
+            } => (n_group, topk_group),
+        };
+        Ok(MoeLayer {
+            gate: init.linear(self.d_model, self.n_experts, false),
+            experts: (0..self.n_experts)
+                .map(|_| swiglu(&init, self.d_model, self.d_ff))
+                .collect(),
+            shared_experts: (self.n_shared > 0)
+                .then(|| swiglu(&init, self.d_model, self.d_ff * self.n_shared)),
+            top_k: self.top_k,
+            norm_topk_prob: self.norm_topk_prob,
+            routed_scaling_factor: self.routed_scaling_factor,
+            n_group,
+            topk_group,
+            aux_alpha: self.aux_alpha,
+            seq_aux: self.seq_aux,
+            device_alpha: self.device_alpha,
+            n_devices: self.n_devices,
+            include_padding: self.include_padding,
+        })
+    }
+}
+
+/// The routing decision for a flat batch of tokens.
+struct Routing {
+    probs: Tensor<2>,    // [n, E]
+    idx: Tensor<2, Int>, // [n, k]
+    weight: Tensor<2>,   // [n, k]
+    selected: Tensor<2>, // [n, E], 1 where chosen
+}
+
+impl MoeLayer {
+    fn n_experts(&self) -> usize {
+        self.experts.len()
+    }
+
+    fn route(&self, x: Tensor<2>) -> Routing {
+        let [n, _] = x.dims();
+        let e = self.n_experts();
+        let device = x.device();
+        let probs = softmax(self.gate.forward(x), 1); // [n, E]
+        let candidates = if self.n_group > 1 {
+            let per = e / self.n_group;
+            let group_best = probs
+                .clone()
+                .reshape([n, self.n_group, per])
+                .max_dim(2)
+                .reshape([n, self.n_group]); // [n, G]
+            let (_, gidx) = group_best.topk_with_indices(self.topk_group, 1); // [n, tg]
+            let keep = Tensor::<2>::zeros([n, self.n_group], &device).scatter(
+                1,
+                gidx,
+                Tensor::ones([n, self.topk_group], &device),
+                IndexingUpdateOp::Add,
+            ); // [n, G]
+            let keep = keep
+                .reshape([n, self.n_group, 1])
+                .expand([n, self.n_group, per])
+                .reshape([n, e]);
+            probs.clone() * keep
+        } else {
+            probs.clone()
+        };
+        let (w, idx) = candidates.topk_with_indices(self.top_k, 1); // [n, k]
+        let weight = if self.top_k > 1 && self.norm_topk_prob {
+            w.clone() / (w.sum_dim(1) + 1e-20)
+        } else {
+            w.mul_scalar(self.routed_scaling_factor)
+        };
+        let arange = Tensor::<1, Int>::arange(0..e as i64, &device).reshape([1, 1, e]);
+        let selected = idx
+            .clone()
+            .reshape([n, self.top_k, 1])
+            .equal(arange.expand([n, self.top_k, e]))
+            .float()
+            .sum_dim(1)
+            .reshape([n, e]); // [n, E]
+        Routing {
+            probs,
+            idx,
+            weight,
+            selected,
+        }
+    }
+
+    /// Expert-level and device-level balance losses (DeepSeekMoE §3.3; HF `MoEGate` for seq_aux).
+    fn balance_losses(
+        &self,
+        r: &Routing,
+        batch: usize,
+        seq: usize,
+        token_mask: Option<Tensor<2, Int>>,
+    ) -> (Tensor<1>, Tensor<1>) {
+        let e = self.n_experts();
+        let k = self.top_k as f64;
+        let device = r.probs.device();
+        let mask = match (token_mask, self.include_padding) {
+            (Some(m), false) => m.float().reshape([batch, seq, 1]),
+            _ => Tensor::<3>::ones([batch, seq, 1], &device),
+        }; // [b, s, 1]
+        let sel = r.selected.clone().reshape([batch, seq, e]) * mask.clone();
+        let probs = r.probs.clone().reshape([batch, seq, e]) * mask.clone();
+        // f_i = N'/(K' T) Σ_t 1(t selects i);  P_i = (1/T) Σ_t s_{i,t}
+        let (f, p) = if self.seq_aux {
+            let t = mask.sum_dim(1).clamp_min(1.0); // [b, 1, 1]
+            let f = sel.sum_dim(1).mul_scalar(e as f64 / k) / t.clone(); // [b, 1, E]
+            let p = probs.sum_dim(1) / t; // [b, 1, E]
+            (f.reshape([batch, e]), p.reshape([batch, e]))
+        } else {
+            let t = mask.sum().clamp_min(1.0).reshape([1, 1]); // [1, 1]
+            let f = sel
+                .sum_dim(1)
+                .sum_dim(0)
+                .reshape([1, e])
+                .mul_scalar(e as f64 / k)
+                / t.clone();
+            let p = probs.sum_dim(1).sum_dim(0).reshape([1, e]) / t;
+            (f, p)
+        };
+        let rows = f.dims()[0];
+        let expert = (f.clone() * p.clone())
+            .sum_dim(1)
+            .mean()
+            .mul_scalar(self.aux_alpha);
+        let device_loss = if self.device_alpha > 0.0 && self.n_devices > 1 {
+            let per = e / self.n_devices;
+            let fd = f.reshape([rows, self.n_devices, per]).mean_dim(2); // [rows, D, 1]
+            let pd = p.reshape([rows, self.n_devices, per]).sum_dim(2);
+            (fd * pd).sum_dim(1).mean().mul_scalar(self.device_alpha)
+        } else {
+            Tensor::<1>::zeros([1], &device)
+        };
+        (expert.reshape([1]), device_loss.reshape([1]))
+    }
+
+    fn output(
+        &self,
+        y: Tensor<2>,
+        x: Tensor<2>,
+        r: Routing,
+        dims: [usize; 3],
+        token_mask: Option<Tensor<2, Int>>,
+    ) -> MoeOutput {
+        let [b, s, d] = dims;
+        let y = match &self.shared_experts {
+            Some(shared) => y + shared.forward(x.reshape([1, b * s, d])).reshape([b * s, d]),
+            None => y,
+        };
+        let (expert_loss, device_loss) = self.balance_losses(&r, b, s, token_mask);
+        MoeOutput {
+            output: y.reshape([b, s, d]),
+            aux_loss: expert_loss.clone() + device_loss.clone(),
+            expert_loss,
+            device_loss,
+            topk_idx: r.idx,
+            topk_weight: r.weight,
+            probs: r.probs,
+        }
+    }
+
+    /// Grouped dispatch.
+    ///
+    /// # Shapes
+    /// `x` `[batch, seq, d_model]`, `token_mask` `[batch, seq]` (1 = real token) → [`MoeOutput`].
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        token_mask: Option<Tensor<2, Int>>,
+    ) -> crate::Result<MoeOutput> {
+        let [b, s, d] = x.dims();
+        let n = b * s;
+        let k = self.top_k;
+        let device = x.device();
+        let flat = x.reshape([n, d]);
+        let r = self.route(flat.clone());
+        // Sort the n·k assignments by expert; token of assignment j is j / k.
+        let (_, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
+        let tokens = order.clone().div_scalar(k as i64); // [n k]
+        let weights = r.weight.clone().reshape([n * k, 1]).select(0, order); // [n k, 1]
+        let xs = flat.clone().select(0, tokens.clone()); // [n k, d]
+        let counts: Vec<f32> = r
+            .selected
+            .clone()
+            .sum_dim(0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let mut outs = Vec::with_capacity(self.n_experts());
+        let mut start = 0usize;
+        for (expert, &c) in self.experts.iter().zip(&counts) {
+            let c = c.round() as usize;
+            if c > 0 {
+                let block = xs.clone().slice(s![start..start + c, ..]); // [c, d]
+                outs.push(expert.forward(block.reshape([1, c, d])).reshape([c, d]));
+            }
+            start += c;
+        }
+        let ys = Tensor::cat(outs, 0) * weights; // [n k, d]
+        let y =
+            Tensor::<2>::zeros([n, d], &device).select_assign(0, tokens, ys, IndexingUpdateOp::Add);
+        Ok(self.output(y, flat, r, [b, s, d], token_mask))
+    }
+
+    /// Dense masked reference: every expert on every token.
+    ///
+    /// # Shapes
+    /// As [`MoeLayer::forward`].
+    pub fn forward_dense(&self, x: Tensor<3>, token_mask: Option<Tensor<2, Int>>) -> MoeOutput {
+        let [b, s, d] = x.dims();
+        let n = b * s;
+        let e = self.n_experts();
+        let device = x.device();
+        let flat = x.reshape([n, d]);
+        let r = self.route(flat.clone());
+        let dense = Tensor::<2>::zeros([n, e], &device).scatter(
+            1,
+            r.idx.clone(),
+            r.weight.clone(),
+            IndexingUpdateOp::Add,
+        ); // [n, E]
+        let mut y = Tensor::<2>::zeros([n, d], &device);
+        for (i, expert) in self.experts.iter().enumerate() {
+            let yi = expert
+                .forward(flat.clone().reshape([1, n, d]))
+                .reshape([n, d]);
+            y = y + yi * dense.clone().slice(s![.., i..i + 1]);
+        }
+        self.output(y, flat, r, [b, s, d], token_mask)
+    }
+}

@@ -1,0 +1,34 @@
+//! DeepSeekMoE: Towards Ultimate Expert Specialization in Mixture-of-Experts Language Models
+//! (Dai et al., ACL 2024, arXiv 2401.06066). Official code: github.com/deepseek-ai/DeepSeek-MoE
+//! (the modelling file lives with the checkpoints).
+//!
+//! [`MoeLayer`] is the paper's MoE feed-forward: `n_experts` fine-grained routed experts of width
+//! `d_ff`, `n_shared` always-active shared experts (one fused MLP, as in the released
+//! checkpoints), a softmax router with greedy or group-limited top-k, optional renormalisation or
+//! scaling of the top-k weights, and the expert- and device-level balance losses (padding
+//! excluded by default; `include_padding` reproduces HF). Its output carries the routing (top-k
+//! ids and weights) for analysis and for ESFT. GShard (top-2 of N, no shared) and Switch (top-1)
+//! are the same layer with other knobs.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use moe_arch::MoeConfig;
+//! let device = Device::flex();
+//! // 1 shared + 15 routed experts of width 32, 3 active per token.
+//! let moe = MoeConfig::new(64, 15, 3, 32).with_n_shared(1).init(&device)?;
+//! let x = Tensor::<3>::ones([2, 5, 64], &device);
+//! let out = moe.forward(x, None)?;
+//! assert_eq!(out.output.dims(), [2, 5, 64]);
+//! assert_eq!(out.topk_idx.dims(), [10, 3]);
+//! # Ok::<(), moe_arch::Error>(())
+//! ```
+//!
+//! Status: the layer, its two execution paths and the balance losses. The DeepSeek v1/v2 causal
+//! LMs, baselines (Hash routing, dense), analysis and the `moe-compare` experiment are still to
+//! come (issue 4).
+
+mod error;
+mod layer;
+
+pub use error::{Error, Result};
+pub use layer::{MoeConfig, MoeLayer, MoeOutput, TopkMethod};

@@ -1,0 +1,207 @@
+//! Properties of the MoE layer: grouped dispatch equals the dense reference, routing invariants,
+//! permutation equivariance and the balance losses' fixed points.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use moe_arch::{MoeConfig, MoeLayer, TopkMethod};
+use proptest::prelude::*;
+
+/// burn's device RNG is process-global; tests that seed it run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn vecf<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap()
+}
+
+fn layer(cfg: &MoeConfig, seed: u64) -> (MoeLayer, Device) {
+    let d = Device::flex();
+    d.seed(seed);
+    (cfg.init(&d).unwrap(), d)
+}
+
+fn input(b: usize, s: usize, dm: usize, d: &Device) -> Tensor<3> {
+    Tensor::random([b, s, dm], Distribution::Normal(0.0, 1.0), d)
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+}
+
+fn configs() -> impl Strategy<Value = MoeConfig> {
+    (
+        2usize..9,
+        1usize..4,
+        0usize..3,
+        any::<bool>(),
+        any::<bool>(),
+        0usize..2,
+    )
+        .prop_map(|(half, k, shared, norm, seq_aux, grouped)| {
+            let e = 2 * half;
+            let k = k.min(e);
+            let mut c = MoeConfig::new(16, e, k, 8)
+                .with_n_shared(shared)
+                .with_norm_topk_prob(norm)
+                .with_seq_aux(seq_aux)
+                .with_routed_scaling_factor(if norm { 1.0 } else { 1.5 })
+                .with_device_alpha(0.05)
+                .with_n_devices(2)
+                .with_initializer_range(0.3);
+            if grouped == 1 && k <= half {
+                c = c.with_topk_method(TopkMethod::GroupLimited {
+                    n_group: 2,
+                    topk_group: 1,
+                });
+            }
+            c
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn grouped_dispatch_equals_the_dense_reference(cfg in configs(), seed in 0u64..1000, b in 1usize..3, s in 1usize..7) {
+        let _g = serial();
+        let (m, d) = layer(&cfg, seed);
+        let x = input(b, s, 16, &d);
+        let mask = Tensor::<2, Int>::ones([b, s], &d);
+        let g = m.forward(x.clone(), Some(mask.clone())).unwrap();
+        let r = m.forward_dense(x, Some(mask));
+        prop_assert!(close(&vecf(g.output), &vecf(r.output), 1e-5));
+        prop_assert!(close(&vecf(g.aux_loss), &vecf(r.aux_loss), 1e-6));
+    }
+
+    #[test]
+    fn every_token_gets_k_distinct_experts_with_the_configured_weight_sum(cfg in configs(), seed in 0u64..1000) {
+        let _g = serial();
+        let (m, d) = layer(&cfg, seed);
+        let out = m.forward(input(2, 5, 16, &d), None).unwrap();
+        let idx = out.topk_idx.into_data().try_to_vec_as::<i64>().unwrap();
+        let w = vecf(out.topk_weight);
+        let p = vecf(out.probs.clone());
+        let e = cfg.n_experts;
+        for t in 0..10 {
+            let mut ids: Vec<i64> = idx[t * cfg.top_k..(t + 1) * cfg.top_k].to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), cfg.top_k);
+            prop_assert!(ids.iter().all(|&i| i >= 0 && (i as usize) < e));
+            let row: f32 = p[t * e..(t + 1) * e].iter().sum();
+            prop_assert!((row - 1.0).abs() < 1e-5);
+            let ws: f32 = w[t * cfg.top_k..(t + 1) * cfg.top_k].iter().sum();
+            if cfg.norm_topk_prob && cfg.top_k > 1 {
+                prop_assert!((ws - 1.0).abs() < 1e-5);
+            } else {
+                // raw probabilities of the chosen experts, times the scaling factor
+                let chosen: f32 = idx[t * cfg.top_k..(t + 1) * cfg.top_k].iter().map(|&i| p[t * e + i as usize]).sum();
+                prop_assert!((ws - chosen * cfg.routed_scaling_factor as f32).abs() < 1e-5);
+            }
+            if let TopkMethod::GroupLimited { n_group, topk_group } = cfg.topk_method {
+                let per = e / n_group;
+                let mut groups: Vec<i64> = ids.iter().map(|&i| i / per as i64).collect();
+                groups.dedup();
+                prop_assert!(groups.len() <= topk_group);
+            }
+        }
+    }
+
+    #[test]
+    fn permuting_tokens_permutes_the_outputs(seed in 0u64..1000, shift in 1usize..6) {
+        let _g = serial();
+        let cfg = MoeConfig::new(16, 8, 2, 8).with_n_shared(1).with_initializer_range(0.3);
+        let (m, d) = layer(&cfg, seed);
+        let x = input(1, 6, 16, &d);
+        let perm: Vec<i64> = (0..6).map(|i| ((i + shift) % 6) as i64).collect();
+        let p = Tensor::<1, Int>::from_data(TensorData::new(perm, [6]), &d);
+        let y = m.forward(x.clone(), None).unwrap().output.reshape([6, 16]).select(0, p.clone());
+        let yp = m.forward(x.reshape([6, 16]).select(0, p).reshape([1, 6, 16]), None).unwrap().output;
+        prop_assert!(close(&vecf(y), &vecf(yp.reshape([6, 16])), 1e-5));
+    }
+}
+
+#[test]
+fn uniform_routing_gives_an_expert_loss_of_exactly_alpha() {
+    let _g = serial();
+    for seq_aux in [true, false] {
+        let cfg = MoeConfig::new(16, 8, 3, 8)
+            .with_aux_alpha(0.01)
+            .with_seq_aux(seq_aux);
+        let (mut m, d) = layer(&cfg, 1);
+        // A zero router gives every expert probability 1/N'.
+        m.gate.weight = Param::from_tensor(Tensor::zeros([16, 8], &d));
+        let out = m.forward(input(2, 7, 16, &d), None).unwrap();
+        let l = vecf(out.expert_loss)[0];
+        assert!((l - 0.01).abs() < 1e-7, "seq_aux {seq_aux}: {l}");
+    }
+}
+
+#[test]
+fn padding_is_excluded_from_the_balance_losses_unless_asked() {
+    let _g = serial();
+    let cfg = MoeConfig::new(16, 8, 2, 8).with_initializer_range(0.5);
+    let (m, d) = layer(&cfg, 2);
+    let x = input(1, 6, 16, &d);
+    let mask = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 1, 1, 1, 0, 0], [1, 6]), &d);
+    let other = Tensor::cat(
+        vec![
+            x.clone().slice(s![.., 0..4, ..]),
+            input(1, 2, 16, &d).mul_scalar(5.0),
+        ],
+        1,
+    );
+    let a = vecf(m.forward(x.clone(), Some(mask.clone())).unwrap().aux_loss);
+    let b = vecf(
+        m.forward(other.clone(), Some(mask.clone()))
+            .unwrap()
+            .aux_loss,
+    );
+    assert!(close(&a, &b, 1e-6), "{a:?} vs {b:?}");
+    let short = vecf(
+        m.forward(x.clone().slice(s![.., 0..4, ..]), None)
+            .unwrap()
+            .aux_loss,
+    );
+    assert!(close(&a, &short, 1e-6), "{a:?} vs {short:?}");
+    let incl = MoeConfig::new(16, 8, 2, 8)
+        .with_initializer_range(0.5)
+        .with_include_padding(true);
+    let (mi, _) = layer(&incl, 2);
+    let ai = vecf(mi.forward(x, Some(mask.clone())).unwrap().aux_loss);
+    let bi = vecf(mi.forward(other, Some(mask)).unwrap().aux_loss);
+    assert!(
+        !close(&ai, &bi, 1e-6),
+        "HF mode should see the padded tokens"
+    );
+    drop(m);
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    assert!(MoeConfig::new(16, 4, 5, 8).validate().is_err());
+    assert!(
+        MoeConfig::new(16, 6, 2, 8)
+            .with_n_devices(4)
+            .validate()
+            .is_err()
+    );
+    assert!(
+        MoeConfig::new(16, 8, 4, 8)
+            .with_topk_method(TopkMethod::GroupLimited {
+                n_group: 4,
+                topk_group: 1
+            })
+            .validate()
+            .is_err()
+    );
+}
