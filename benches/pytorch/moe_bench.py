@@ -8,12 +8,11 @@ Usage: python benches/pytorch/moe_bench.py [--threads 2]
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _timing import timeit
 
 D, E, S, W, K, T = 512, 64, 2, 256, 6, 4096
 
@@ -69,15 +68,6 @@ class Moe(nn.Module):
         return y + self.shared_experts(x)
 
 
-def timeit(f, warm=2, runs=10):
-    for _ in range(warm):
-        f()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main():

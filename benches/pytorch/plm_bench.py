@@ -7,23 +7,13 @@ Prints one JSON line per workload with the median time of 10 runs after 2 warm-u
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import transformers
+from _timing import timeit
 
 
-def timeit(f, warm=2, runs=10):
-    for _ in range(warm):
-        f()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def main():

@@ -295,7 +295,6 @@ pub fn run(config: &HelloLmConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         eval_windows: config.eval_windows,
         device: device.clone(),
     };
-    let steps_before = std::cell::Cell::new(0usize);
     let train_began = Instant::now();
     let outcome = {
         let progress = &mut ctx.progress;
@@ -313,8 +312,7 @@ pub fn run(config: &HelloLmConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         }
     };
     let train_secs = train_began.elapsed().as_secs_f64();
-    steps_before.set(outcome.resumed_from.unwrap_or(0));
-    let steps_run = config.train.max_steps - steps_before.get();
+    let steps_run = config.train.max_steps - outcome.resumed_from.unwrap_or(0);
 
     let mut train_curve = Vec::new();
     let mut valid_curve = vec![(0usize, initial_valid_loss)];
