@@ -2,7 +2,8 @@
 //! checkpoint and write what it computes for one sequence, so a user can check it loads right.
 //!
 //! - a `.gguf` file (llama architecture) or an HF folder whose `config.json` says
-//!   `"model_type": "llama"` or `"gpt2"` → the logits at the last position, shape `[vocab]`;
+//!   `"model_type": "llama"`, `"gpt2"` or `"deepseek"` → the logits at the last position,
+//!   shape `[vocab]`;
 //! - an HF folder with `"model_type": "bert"` → the last hidden states, shape `[seq, d_model]`.
 //!
 //! Output: JSON `{"shape": [...], "data": [...]}` to `--out` (written atomically) or stdout.
@@ -77,6 +78,11 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
             check_vocab(&ids, m.wte.weight.dims()[0])?;
             last(m.forward(tokens()).logits)
         }
+        Some("deepseek") => {
+            let m = moe_arch::deepseek::DeepseekLm::load_hf(model, device)?;
+            check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
+            last(m.forward(tokens(), None)?.logits)
+        }
         Some("bert") => {
             let m = plm::bert::Bert::load_hf(model, device)?;
             check_vocab(&ids, m.embeddings.word_embeddings.weight.dims()[0])?;
@@ -90,7 +96,7 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
             Ok((vec![s, d], data))
         }
         Some(other) => bail!(
-            "unknown architecture '{other}' in {} (supported: bert, gpt2, llama, .gguf llama)",
+            "unknown architecture '{other}' in {} (supported: bert, deepseek, gpt2, llama, .gguf llama)",
             cfg.display()
         ),
         None => bail!("{} has no model_type", cfg.display()),

@@ -364,3 +364,26 @@ fn forward_on_the_tiny_gpt2_matches_its_fixture() {
         assert!((g.as_f64().unwrap() as f32 - w).abs() < 1e-5);
     }
 }
+
+#[test]
+fn forward_on_the_tiny_deepseek_matches_its_fixture() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/deepseek_v1_tiny");
+    let o = xtask(
+        &[
+            "forward",
+            "--model",
+            &root.join("model").to_string_lossy(),
+            "--ids",
+            "1 2 3 4 5 6 7",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want = plm::safetensors::read_f32(&root.join("expected.safetensors"), "logits").unwrap();
+    // Second sequence (ids 1..7), last position.
+    let last = &want.data[(7 + 6) * 97..(7 + 7) * 97];
+    for (g, w) in v["data"].as_array().unwrap().iter().zip(last) {
+        assert!((g.as_f64().unwrap() as f32 - w).abs() < 1e-4);
+    }
+}

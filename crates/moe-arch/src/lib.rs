@@ -27,6 +27,7 @@
 //! LMs, baselines (Hash routing, dense), analysis and the `moe-compare` experiment are still to
 //! come (issue 4).
 
+pub mod deepseek;
 mod error;
 mod layer;
 

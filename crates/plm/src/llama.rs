@@ -159,14 +159,7 @@ impl LlamaConfig {
         let linear = |i: usize, o: usize| init.linear(i, o, false);
         let layers = (0..self.n_layers)
             .map(|_| DecoderLayer {
-                self_attn: Attention {
-                    q_proj: linear(self.d_model, self.n_heads * hd),
-                    k_proj: linear(self.d_model, self.n_kv_heads * hd),
-                    v_proj: linear(self.d_model, self.n_kv_heads * hd),
-                    o_proj: linear(self.n_heads * hd, self.d_model),
-                    n_heads: self.n_heads,
-                    n_kv_heads: self.n_kv_heads,
-                },
+                self_attn: Attention::new(self.d_model, self.n_heads, self.n_kv_heads, &init),
                 mlp: SwiGlu {
                     gate_proj: linear(self.d_model, self.d_ff),
                     up_proj: linear(self.d_model, self.d_ff),
@@ -208,7 +201,8 @@ pub struct Rope {
 }
 
 impl Rope {
-    fn new(head_dim: usize, max_seq_len: usize, theta: f64, scaling: &RopeScaling) -> Self {
+    /// Rotary embedding for heads of `head_dim`, base `theta`, optional scaling.
+    pub fn new(head_dim: usize, max_seq_len: usize, theta: f64, scaling: &RopeScaling) -> Self {
         let (scale_kind, scale_factor, scale_low, scale_high, scale_orig) = match *scaling {
             RopeScaling::None => (0, 1.0, 0.0, 0.0, 0.0),
             RopeScaling::Linear { factor } => (1, factor, 0.0, 0.0, 0.0),
@@ -254,7 +248,7 @@ impl Rope {
 
     /// `cos` and `sin` tables `[seq, head_dim]` for positions `start..start + seq`, laid out as
     /// HF's rotate-half convention expects (the half-width table repeated twice).
-    fn tables(&self, start: usize, seq: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    pub fn tables(&self, start: usize, seq: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
         let half = self.head_dim / 2;
         let scaling = self.scaling();
         let inv_freq: Vec<f64> = (0..half)
@@ -279,7 +273,7 @@ impl Rope {
     }
 
     /// Applies the rotation to `x` `[batch, heads, seq, head_dim]`.
-    fn apply(&self, x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    pub fn apply(&self, x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
         let [b, h, s, d] = x.dims();
         let half = d / 2;
         let x1 = x.clone().slice(s![.., .., .., 0..half]);
@@ -307,12 +301,35 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Q/K/V/O projections without bias for `n_heads` query and `n_kv_heads` key/value heads.
+    pub fn new(
+        d_model: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        init: &crate::layers::Init<'_>,
+    ) -> Self {
+        let hd = d_model / n_heads;
+        Self {
+            q_proj: init.linear(d_model, n_heads * hd, false),
+            k_proj: init.linear(d_model, n_kv_heads * hd, false),
+            v_proj: init.linear(d_model, n_kv_heads * hd, false),
+            o_proj: init.linear(n_heads * hd, d_model, false),
+            n_heads,
+            n_kv_heads,
+        }
+    }
+
+    /// Query heads.
+    pub fn n_heads(&self) -> usize {
+        self.n_heads
+    }
+
     /// # Shapes
     /// `x` `[batch, seq, d_model]`, `past` K/V `[batch, kv_heads, past, head_dim]`, `mask`
     /// `[batch, heads, seq, past + seq]` (true = hide) → (output `[batch, seq, d_model]`,
     /// attention `[batch, heads, seq, past + seq]`, this call's full K/V including `past`).
     #[allow(clippy::too_many_arguments)]
-    fn forward(
+    pub fn forward(
         &self,
         x: Tensor<3>,
         rope: &Rope,

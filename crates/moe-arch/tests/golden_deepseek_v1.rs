@@ -1,0 +1,34 @@
+//! A tiny random DeepSeekMoE v1 (Llama attention + MoE MLPs, layer 0 dense) loads from HF-named
+//! safetensors and gives the reference logits (fixture `fixtures/deepseek_v1_tiny`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+
+use burn::prelude::*;
+use moe_arch::deepseek::{DeepseekLm, Ffn};
+use plm::safetensors::{read_f32, read_i64};
+
+#[test]
+fn tiny_deepseek_v1_matches_the_reference() {
+    let d = Device::flex();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/deepseek_v1_tiny");
+    let model = DeepseekLm::load_hf(&root.join("model"), &d).unwrap();
+    assert!(matches!(model.layers[0].mlp, Ffn::Dense(_)));
+    assert!(matches!(model.layers[1].mlp, Ffn::Moe(_)));
+    let exp = root.join("expected.safetensors");
+    let ids = read_i64(&exp, "input_ids").unwrap();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(ids.data, [2, 7]), &d);
+    let out = model.forward(x, None).unwrap();
+    let got = out.logits.into_data().try_to_vec::<f32>().unwrap();
+    let want = read_f32(&exp, "logits").unwrap().data;
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "logits differ by {diff}");
+    assert_eq!(out.routing.len(), 2);
+    let aux: f32 = out.aux_loss.into_scalar();
+    assert!(aux > 0.0 && aux.is_finite());
+}
