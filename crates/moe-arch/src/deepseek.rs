@@ -28,6 +28,9 @@ use serde::Deserialize;
 use crate::{Error, MoeConfig, MoeLayer};
 
 /// The feed-forward of one layer.
+// One per layer, so the size difference between the variants costs nothing worth a Box (which
+// burn's Module derive would also have to see through).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Ffn {
     /// A dense SwiGLU MLP.
