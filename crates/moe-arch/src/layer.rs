@@ -101,6 +101,7 @@ pub struct MoeLayer {
     device_alpha: f64,
     n_devices: usize,
     include_padding: bool,
+    mask_top: usize,
 }
 
 /// What the layer returns.
@@ -202,6 +203,7 @@ impl MoeConfig {
             device_alpha: self.device_alpha,
             n_devices: self.n_devices,
             include_padding: self.include_padding,
+            mask_top: 0,
         })
     }
 }
@@ -217,6 +219,26 @@ struct Routing {
 impl MoeLayer {
     fn n_experts(&self) -> usize {
         self.experts.len()
+    }
+
+    /// Routed experts per token.
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// The redundancy test of DeepSeekMoE §4.5: for every token, disable its `r` highest-scoring
+    /// routed experts and take the top-k from the rest (0 restores normal routing). The weights
+    /// stay the raw router probabilities of the experts chosen.
+    pub fn with_masked_top(mut self, r: usize) -> crate::Result<Self> {
+        if r + self.top_k > self.n_experts() {
+            return Err(Error::InvalidConfig(format!(
+                "masking {r} of {} experts leaves fewer than top_k {}",
+                self.n_experts(),
+                self.top_k
+            )));
+        }
+        self.mask_top = r;
+        Ok(self)
     }
 
     fn route(&self, x: Tensor<2>) -> Routing {
@@ -246,7 +268,25 @@ impl MoeLayer {
         } else {
             probs.clone()
         };
+        let candidates = if self.mask_top > 0 {
+            // Probabilities are ≥ 0, so −1 ranks the disabled experts last.
+            let (_, top) = probs.clone().topk_with_indices(self.mask_top, 1); // [n, r]
+            candidates.scatter(
+                1,
+                top,
+                Tensor::<2>::full([n, self.mask_top], -2.0, &device),
+                IndexingUpdateOp::Add,
+            )
+        } else {
+            candidates
+        };
         let (w, idx) = candidates.topk_with_indices(self.top_k, 1); // [n, k]
+        // With masking the values above were shifted; take the true probabilities back.
+        let w = if self.mask_top > 0 {
+            probs.clone().gather(1, idx.clone())
+        } else {
+            w
+        };
         let weight = if self.top_k > 1 && self.norm_topk_prob {
             w.clone() / (w.sum_dim(1) + 1e-20)
         } else {

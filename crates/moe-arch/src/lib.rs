@@ -30,6 +30,7 @@
 pub mod deepseek;
 mod error;
 mod layer;
+pub mod stats;
 
 pub use error::{Error, Result};
 pub use layer::{MoeConfig, MoeLayer, MoeOutput, TopkMethod};

@@ -205,3 +205,61 @@ fn invalid_configs_are_rejected() {
             .is_err()
     );
 }
+
+#[test]
+fn masking_the_top_experts_never_picks_them_and_both_paths_agree() {
+    let _g = serial();
+    let cfg = MoeConfig::new(16, 8, 2, 8)
+        .with_n_shared(1)
+        .with_initializer_range(0.5);
+    let (m, d) = layer(&cfg, 3);
+    let x = input(2, 5, 16, &d);
+    let plain = m.forward(x.clone(), None).unwrap();
+    let p = vecf(plain.probs.clone());
+    let masked = m.clone().with_masked_top(2).unwrap();
+    let out = masked.forward(x.clone(), None).unwrap();
+    let dense = masked.forward_dense(x, None);
+    assert!(close(&vecf(out.output.clone()), &vecf(dense.output), 1e-5));
+    let idx = out.topk_idx.into_data().try_to_vec_as::<i64>().unwrap();
+    let w = vecf(out.topk_weight);
+    for t in 0..10 {
+        let row = &p[t * 8..(t + 1) * 8];
+        let mut order: Vec<usize> = (0..8).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        // chosen = 3rd and 4th best, weighted by their own probabilities
+        let mut chosen: Vec<usize> = idx[t * 2..t * 2 + 2].iter().map(|&i| i as usize).collect();
+        chosen.sort_unstable();
+        let mut want = vec![order[2], order[3]];
+        want.sort_unstable();
+        assert_eq!(chosen, want, "token {t}");
+        for s in 0..2 {
+            assert!((w[t * 2 + s] - row[idx[t * 2 + s] as usize]).abs() < 1e-6);
+        }
+    }
+    assert!(m.with_masked_top(7).is_err());
+}
+
+#[test]
+fn routing_statistics_count_assignments_and_mean_gates() {
+    let d = Device::flex();
+    let idx = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 0, 2, 3, 0], [3, 2]), &d);
+    let w = Tensor::<2>::from_data(
+        TensorData::new(vec![0.5f32, 0.25, 0.75, 0.1, 0.2, 0.3], [3, 2]),
+        &d,
+    );
+    let s = moe_arch::stats::RoutingStats::from_routing(idx.clone(), w.clone(), 4, None).unwrap();
+    assert_eq!(s.assignments, 6);
+    assert!(close(
+        &s.token_share.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        &[0.5, 1.0 / 6.0, 1.0 / 6.0, 1.0 / 6.0],
+        1e-6
+    ));
+    assert!((s.mean_gate[0] - (0.5 + 0.75 + 0.3) / 3.0).abs() < 1e-6);
+    // The third token masked out.
+    let mask = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 1, 0], [3]), &d);
+    let s = moe_arch::stats::RoutingStats::from_routing(idx, w, 4, Some(mask)).unwrap();
+    assert_eq!(s.assignments, 4);
+    assert!((s.token_share[3]).abs() < 1e-9);
+    let svg = moe_arch::stats::load_heatmap_svg("load", &[(1, s)]);
+    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && svg.contains("expert 3"));
+}
