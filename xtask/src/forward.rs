@@ -2,7 +2,7 @@
 //! checkpoint and write what it computes for one sequence, so a user can check it loads right.
 //!
 //! - a `.gguf` file (llama architecture) or an HF folder whose `config.json` says
-//!   `"model_type": "llama"`, `"gpt2"` or `"deepseek"` → the logits at the last position,
+//!   `"model_type": "llama"`, `"gpt2"`, `"deepseek"` or `"deepseek_v2"` → the logits at the last position,
 //!   shape `[vocab]`;
 //! - an HF folder with `"model_type": "bert"` → the last hidden states, shape `[seq, d_model]`.
 //!
@@ -83,6 +83,11 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
             check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
             last(m.forward(tokens(), None)?.logits)
         }
+        Some("deepseek_v2") => {
+            let m = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf(model, device)?;
+            check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
+            last(m.forward(tokens(), None)?.0)
+        }
         Some("bert") => {
             let m = plm::bert::Bert::load_hf(model, device)?;
             check_vocab(&ids, m.embeddings.word_embeddings.weight.dims()[0])?;
@@ -96,7 +101,7 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
             Ok((vec![s, d], data))
         }
         Some(other) => bail!(
-            "unknown architecture '{other}' in {} (supported: bert, deepseek, gpt2, llama, .gguf llama)",
+            "unknown architecture '{other}' in {} (supported: bert, deepseek, deepseek_v2, gpt2, llama, .gguf llama)",
             cfg.display()
         ),
         None => bail!("{} has no model_type", cfg.display()),

@@ -28,6 +28,7 @@
 //! come (issue 4).
 
 pub mod deepseek;
+pub mod deepseek_v2;
 mod error;
 mod layer;
 pub mod stats;

@@ -1,0 +1,528 @@
+//! DeepSeek-V2 causal LM (`model_type: "deepseek_v2"`, the ESFT backbone): multi-head latent
+//! attention (MLA) with decoupled RoPE and YaRN, and the MoE layers of [`crate::MoeLayer`].
+//!
+//! MLA (DeepSeek-V2 §2.1): `q = q_proj(x)` (or `q_b(RMSNorm(q_a(x)))` with `q_lora_rank`) split into
+//! `q_nope` and `q_pe`; `[c, k_pe] = kv_a_proj_with_mqa(x)`; `[k_nope, v] = kv_b_proj(RMSNorm(c))`;
+//! RoPE only on `q_pe` and the single shared `k_pe`; scores scaled by
+//! `qk_head_dim^-½ · mscale(factor, mscale_all_dim)²`.
+//! The checkpoint stores the rope dimensions pairwise-interleaved, so the rotation is applied to
+//! pairs `(2i, 2i+1)` (transformers' complex multiplication; the remote code de-interleaves and
+//! uses rotate-half, which is the same function). YaRN blends interpolated and extrapolated
+//! frequencies over the correction range of `beta_fast`/`beta_slow`, and scales cos/sin by
+//! `mscale(factor, mscale) / mscale(factor, mscale_all_dim)`.
+//!
+//! HF keys: `model.layers.l.self_attn.{q_proj | q_a_proj, q_a_layernorm, q_b_proj,
+//! kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj}` (+ the v1 MLP/MoE names).
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::activation::softmax;
+use plm::layers::Init;
+use plm::llama::SwiGlu;
+use serde::Deserialize;
+
+use crate::deepseek::Ffn;
+use crate::{Error, MoeConfig, TopkMethod};
+
+/// HF `config.json` of a `deepseek_v2` checkpoint.
+#[derive(Deserialize, Debug, Clone)]
+pub struct DeepseekV2HfConfig {
+    /// `vocab_size`.
+    pub vocab_size: usize,
+    /// `hidden_size`.
+    pub hidden_size: usize,
+    /// `num_hidden_layers`.
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads`.
+    pub num_attention_heads: usize,
+    /// `intermediate_size`.
+    pub intermediate_size: usize,
+    /// `moe_intermediate_size`.
+    pub moe_intermediate_size: usize,
+    /// `n_routed_experts`.
+    pub n_routed_experts: Option<usize>,
+    /// `n_shared_experts`.
+    #[serde(default)]
+    pub n_shared_experts: Option<usize>,
+    /// `num_experts_per_tok`.
+    pub num_experts_per_tok: usize,
+    /// `first_k_dense_replace`.
+    #[serde(default)]
+    pub first_k_dense_replace: usize,
+    /// `moe_layer_freq`.
+    #[serde(default)]
+    pub moe_layer_freq: Option<usize>,
+    /// `norm_topk_prob`.
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+    /// `routed_scaling_factor`.
+    #[serde(default)]
+    pub routed_scaling_factor: Option<f64>,
+    /// `topk_method`.
+    #[serde(default)]
+    pub topk_method: Option<String>,
+    /// `n_group`.
+    #[serde(default)]
+    pub n_group: Option<usize>,
+    /// `topk_group`.
+    #[serde(default)]
+    pub topk_group: Option<usize>,
+    /// `q_lora_rank` (null: plain `q_proj`).
+    #[serde(default)]
+    pub q_lora_rank: Option<usize>,
+    /// `kv_lora_rank`.
+    pub kv_lora_rank: usize,
+    /// `qk_nope_head_dim`.
+    pub qk_nope_head_dim: usize,
+    /// `qk_rope_head_dim`.
+    pub qk_rope_head_dim: usize,
+    /// `v_head_dim`.
+    pub v_head_dim: usize,
+    /// `rms_norm_eps`.
+    #[serde(default)]
+    pub rms_norm_eps: Option<f64>,
+    /// `rope_theta` (transformers < 5).
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// `rope_scaling` (transformers < 5).
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    /// `rope_parameters` (transformers ≥ 5).
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// `aux_loss_alpha`.
+    #[serde(default)]
+    pub aux_loss_alpha: Option<f64>,
+    /// `seq_aux`.
+    #[serde(default)]
+    pub seq_aux: Option<bool>,
+}
+
+/// YaRN parameters (all from the checkpoint's rope scaling entry).
+#[derive(Config, Debug, PartialEq)]
+pub struct Yarn {
+    /// Context extension factor.
+    pub factor: f64,
+    /// Pre-training context.
+    pub original_max_position_embeddings: f64,
+    /// Fast boundary of the correction range (rotations).
+    #[config(default = 32.0)]
+    pub beta_fast: f64,
+    /// Slow boundary of the correction range.
+    #[config(default = 1.0)]
+    pub beta_slow: f64,
+    /// `mscale` (numerator of the cos/sin factor).
+    #[config(default = 1.0)]
+    pub mscale: f64,
+    /// `mscale_all_dim` (denominator of the cos/sin factor; squared into the softmax scale).
+    #[config(default = 0.0)]
+    pub mscale_all_dim: f64,
+}
+
+fn yarn_mscale(scale: f64, m: f64) -> f64 {
+    if scale <= 1.0 {
+        1.0
+    } else {
+        0.1 * m * scale.ln() + 1.0
+    }
+}
+
+/// Inverse frequencies of `dim` rope dimensions and the cos/sin multiplier.
+pub fn rope_frequencies(dim: usize, theta: f64, yarn: Option<&Yarn>) -> (Vec<f64>, f64) {
+    let extra: Vec<f64> = (0..dim / 2)
+        .map(|i| 1.0 / theta.powf((2 * i) as f64 / dim as f64))
+        .collect();
+    let Some(y) = yarn else {
+        return (extra, 1.0);
+    };
+    let correction = |rot: f64| {
+        (dim as f64
+            * (y.original_max_position_embeddings / (rot * 2.0 * std::f64::consts::PI)).ln())
+            / (2.0 * theta.ln())
+    };
+    let low = correction(y.beta_fast).floor().max(0.0);
+    let high = correction(y.beta_slow).ceil().min(dim as f64 - 1.0);
+    let high = if low == high { high + 0.001 } else { high };
+    let inv: Vec<f64> = extra
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| {
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolate = 1.0 - ramp;
+            (e / y.factor) * (1.0 - extrapolate) + e * extrapolate
+        })
+        .collect();
+    let attention = if y.mscale != 0.0 && y.mscale_all_dim != 0.0 {
+        yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim)
+    } else {
+        yarn_mscale(y.factor, 1.0)
+    };
+    (inv, attention)
+}
+
+/// The query path: plain or low-rank.
+// One per layer: not worth a Box (which burn's Module derive would also have to see through).
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum QueryProj {
+    /// `q_proj`.
+    Full(Linear),
+    /// `q_b_proj(RMSNorm(q_a_proj(x)))`.
+    LowRank(LowRankQuery),
+}
+
+/// DeepSeek-V2's low-rank query projection.
+#[derive(Module, Debug)]
+pub struct LowRankQuery {
+    /// `q_a_proj`.
+    pub q_a_proj: Linear,
+    /// `q_a_layernorm`.
+    pub q_a_layernorm: RmsNorm,
+    /// `q_b_proj`.
+    pub q_b_proj: Linear,
+}
+
+/// Multi-head latent attention.
+#[derive(Module, Debug)]
+pub struct MlaAttention {
+    /// Query projection(s); loaded from `q_proj` or `q_a_proj`/`q_a_layernorm`/`q_b_proj`.
+    pub q: QueryProj,
+    /// `kv_a_proj_with_mqa`: `d → kv_lora_rank + rope`.
+    pub kv_a_proj_with_mqa: Linear,
+    /// `kv_a_layernorm` over the latent.
+    pub kv_a_layernorm: RmsNorm,
+    /// `kv_b_proj`: latent → heads · (nope + v).
+    pub kv_b_proj: Linear,
+    /// `o_proj`.
+    pub o_proj: Linear,
+    n_heads: usize,
+    nope: usize,
+    rope: usize,
+    v_dim: usize,
+    kv_rank: usize,
+    scale: f64,
+}
+
+/// Rotates interleaved pairs `(2i, 2i+1)` of `x` `[b, h, s, d]` by `cos`/`sin` `[s, d/2]`.
+fn rope_interleaved(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
+    let [b, h, s, d] = x.dims();
+    let pairs = x.reshape([b, h, s, d / 2, 2]);
+    let even = pairs
+        .clone()
+        .slice(s![.., .., .., .., 0..1])
+        .reshape([b, h, s, d / 2]);
+    let odd = pairs
+        .slice(s![.., .., .., .., 1..2])
+        .reshape([b, h, s, d / 2]);
+    let cos = cos.reshape([1, 1, s, d / 2]).expand([b, h, s, d / 2]);
+    let sin = sin.reshape([1, 1, s, d / 2]).expand([b, h, s, d / 2]);
+    let re = even.clone() * cos.clone() - odd.clone() * sin.clone();
+    let im = even * sin + odd * cos;
+    Tensor::stack::<5>(vec![re, im], 4).reshape([b, h, s, d])
+}
+
+impl MlaAttention {
+    /// # Shapes
+    /// `x` `[b, s, d]`, `cos`/`sin` `[s, rope/2]`, `mask` `[b, h, s, s]` → (`[b, s, d]`, attention).
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: Tensor<2>,
+        sin: Tensor<2>,
+        mask: Tensor<4, Bool>,
+    ) -> (Tensor<3>, Tensor<4>) {
+        let [b, s, _] = x.dims();
+        let (h, nope, rope, vd, r) = (self.n_heads, self.nope, self.rope, self.v_dim, self.kv_rank);
+        let q = match &self.q {
+            QueryProj::Full(p) => p.forward(x.clone()),
+            QueryProj::LowRank(lr) => lr
+                .q_b_proj
+                .forward(lr.q_a_layernorm.forward(lr.q_a_proj.forward(x.clone()))),
+        };
+        let q = q.reshape([b, s, h, nope + rope]).swap_dims(1, 2); // [b, h, s, nope+rope]
+        let q_nope = q.clone().slice(s![.., .., .., 0..nope]);
+        let q_pe = q.slice(s![.., .., .., nope..nope + rope]);
+        let c = self.kv_a_proj_with_mqa.forward(x); // [b, s, r + rope]
+        let latent = c.clone().slice(s![.., .., 0..r]);
+        let k_pe = c.slice(s![.., .., r..r + rope]).reshape([b, 1, s, rope]);
+        let kv = self
+            .kv_b_proj
+            .forward(self.kv_a_layernorm.forward(latent))
+            .reshape([b, s, h, nope + vd])
+            .swap_dims(1, 2); // [b, h, s, nope+v]
+        let k_nope = kv.clone().slice(s![.., .., .., 0..nope]);
+        let v = kv.slice(s![.., .., .., nope..nope + vd]);
+        let q_pe = rope_interleaved(q_pe, cos.clone(), sin.clone());
+        let k_pe = rope_interleaved(k_pe, cos, sin).expand([b, h, s, rope]);
+        let qs = Tensor::cat(vec![q_nope, q_pe], 3);
+        let ks = Tensor::cat(vec![k_nope, k_pe], 3);
+        let scores = qs.matmul(ks.swap_dims(2, 3)).mul_scalar(self.scale); // [b, h, s, s]
+        let probs = softmax(scores.mask_fill(mask, f32::MIN), 3);
+        let ctx = probs
+            .clone()
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, s, h * vd]);
+        (self.o_proj.forward(ctx), probs)
+    }
+}
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct DeepseekV2Layer {
+    /// Attention.
+    pub self_attn: MlaAttention,
+    /// Feed-forward.
+    pub mlp: Ffn,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Norm before the feed-forward.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+/// DeepSeek-V2 causal LM.
+#[derive(Module, Debug)]
+pub struct DeepseekV2Lm {
+    /// Token embedding.
+    pub embed_tokens: Embedding,
+    /// Layers.
+    pub layers: Vec<DeepseekV2Layer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output projection.
+    pub lm_head: Linear,
+    inv_freq: Vec<f64>,
+    rope_mult: f64,
+}
+
+impl DeepseekV2HfConfig {
+    fn theta_and_yarn(&self) -> crate::Result<(f64, Option<Yarn>)> {
+        let params = self.rope_parameters.as_ref().filter(|v| !v.is_null());
+        let theta = self
+            .rope_theta
+            .or_else(|| params.and_then(|p| p["rope_theta"].as_f64()))
+            .unwrap_or(10000.0);
+        let scaling = self
+            .rope_scaling
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .or(params);
+        let Some(v) = scaling else {
+            return Ok((theta, None));
+        };
+        let kind = v["rope_type"]
+            .as_str()
+            .or(v["type"].as_str())
+            .unwrap_or("default");
+        match kind {
+            "default" => Ok((theta, None)),
+            "yarn" => {
+                let num = |k: &str| v[k].as_f64();
+                let factor = num("factor")
+                    .ok_or_else(|| Error::InvalidConfig("yarn without factor".into()))?;
+                let orig = num("original_max_position_embeddings").ok_or_else(|| {
+                    Error::InvalidConfig("yarn without original_max_position_embeddings".into())
+                })?;
+                let mut y = Yarn::new(factor, orig);
+                if let Some(x) = num("beta_fast") {
+                    y.beta_fast = x;
+                }
+                if let Some(x) = num("beta_slow") {
+                    y.beta_slow = x;
+                }
+                if let Some(x) = num("mscale") {
+                    y.mscale = x;
+                }
+                if let Some(x) = num("mscale_all_dim") {
+                    y.mscale_all_dim = x;
+                }
+                Ok((theta, Some(y)))
+            }
+            other => Err(Error::InvalidConfig(format!(
+                "rope scaling '{other}' for deepseek_v2"
+            ))),
+        }
+    }
+
+    /// Builds the model with random weights (std 0.02).
+    pub fn init(&self, device: &Device) -> crate::Result<DeepseekV2Lm> {
+        let init = Init { std: 0.02, device };
+        let d = self.hidden_size;
+        let h = self.num_attention_heads;
+        let eps = self.rms_norm_eps.unwrap_or(1e-6);
+        let norm = |n: usize| RmsNormConfig::new(n).with_epsilon(eps).init(device);
+        let (theta, yarn) = self.theta_and_yarn()?;
+        let (inv_freq, rope_mult) = rope_frequencies(self.qk_rope_head_dim, theta, yarn.as_ref());
+        let qk = self.qk_nope_head_dim + self.qk_rope_head_dim;
+        let m_all = yarn
+            .as_ref()
+            .map(|y| {
+                if y.mscale_all_dim != 0.0 {
+                    yarn_mscale(y.factor, y.mscale_all_dim)
+                } else {
+                    1.0
+                }
+            })
+            .unwrap_or(1.0);
+        let scale = (qk as f64).powf(-0.5) * m_all * m_all;
+        let freq = self.moe_layer_freq.unwrap_or(1).max(1);
+        let topk_method = match (self.topk_method.as_deref(), self.n_group, self.topk_group) {
+            (Some("group_limited_greedy"), Some(n_group), Some(topk_group)) => {
+                TopkMethod::GroupLimited {
+                    n_group,
+                    topk_group,
+                }
+            }
+            (None | Some("greedy"), _, _) => TopkMethod::Greedy,
+            (Some(other), _, _) => {
+                return Err(Error::InvalidConfig(format!("topk_method '{other}'")));
+            }
+        };
+        let mut layers = Vec::with_capacity(self.num_hidden_layers);
+        for l in 0..self.num_hidden_layers {
+            let is_moe = self.n_routed_experts.is_some()
+                && l >= self.first_k_dense_replace
+                && l.is_multiple_of(freq);
+            let mlp = if is_moe {
+                Ffn::Moe(
+                    MoeConfig::new(
+                        d,
+                        self.n_routed_experts.unwrap_or(0),
+                        self.num_experts_per_tok,
+                        self.moe_intermediate_size,
+                    )
+                    .with_n_shared(self.n_shared_experts.unwrap_or(0))
+                    .with_norm_topk_prob(self.norm_topk_prob)
+                    .with_routed_scaling_factor(self.routed_scaling_factor.unwrap_or(1.0))
+                    .with_topk_method(topk_method.clone())
+                    .with_aux_alpha(self.aux_loss_alpha.unwrap_or(0.001))
+                    .with_seq_aux(self.seq_aux.unwrap_or(true))
+                    .init(device)?,
+                )
+            } else {
+                Ffn::Dense(SwiGlu {
+                    gate_proj: init.linear(d, self.intermediate_size, false),
+                    up_proj: init.linear(d, self.intermediate_size, false),
+                    down_proj: init.linear(self.intermediate_size, d, false),
+                })
+            };
+            let q = match self.q_lora_rank {
+                None => QueryProj::Full(init.linear(d, h * qk, false)),
+                Some(rank) => QueryProj::LowRank(LowRankQuery {
+                    q_a_proj: init.linear(d, rank, false),
+                    q_a_layernorm: norm(rank),
+                    q_b_proj: init.linear(rank, h * qk, false),
+                }),
+            };
+            layers.push(DeepseekV2Layer {
+                self_attn: MlaAttention {
+                    q,
+                    kv_a_proj_with_mqa: init.linear(
+                        d,
+                        self.kv_lora_rank + self.qk_rope_head_dim,
+                        false,
+                    ),
+                    kv_a_layernorm: norm(self.kv_lora_rank),
+                    kv_b_proj: init.linear(
+                        self.kv_lora_rank,
+                        h * (self.qk_nope_head_dim + self.v_head_dim),
+                        false,
+                    ),
+                    o_proj: init.linear(h * self.v_head_dim, d, false),
+                    n_heads: h,
+                    nope: self.qk_nope_head_dim,
+                    rope: self.qk_rope_head_dim,
+                    v_dim: self.v_head_dim,
+                    kv_rank: self.kv_lora_rank,
+                    scale,
+                },
+                mlp,
+                input_layernorm: norm(d),
+                post_attention_layernorm: norm(d),
+            });
+        }
+        Ok(DeepseekV2Lm {
+            embed_tokens: init.embedding(self.vocab_size, d),
+            layers,
+            norm: norm(d),
+            lm_head: init.linear(d, self.vocab_size, false),
+            inv_freq,
+            rope_mult,
+        })
+    }
+}
+
+impl DeepseekV2Lm {
+    /// # Shapes
+    /// `tokens` `[batch, seq]` → (logits `[batch, seq, vocab]`, summed balance loss).
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        token_mask: Option<Tensor<2, Int>>,
+    ) -> crate::Result<(Tensor<3>, Tensor<1>)> {
+        let [b, s] = tokens.dims();
+        let device = tokens.device();
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(s * half);
+        let mut sin = Vec::with_capacity(s * half);
+        for p in 0..s {
+            for &f in &self.inv_freq {
+                let a = p as f64 * f;
+                cos.push((a.cos() * self.rope_mult) as f32);
+                sin.push((a.sin() * self.rope_mult) as f32);
+            }
+        }
+        let cos = Tensor::<2>::from_data(TensorData::new(cos, [s, half]), &device);
+        let sin = Tensor::<2>::from_data(TensorData::new(sin, [s, half]), &device);
+        // burn's `tril_mask` is true strictly above the diagonal: the future positions.
+        let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
+        let mut h = self.embed_tokens.forward(tokens);
+        let mut aux = Tensor::<1>::zeros([1], &device);
+        for layer in &self.layers {
+            let n = layer.self_attn.n_heads;
+            let (a, _) = layer.self_attn.forward(
+                layer.input_layernorm.forward(h.clone()),
+                cos.clone(),
+                sin.clone(),
+                mask.clone().expand([b, n, s, s]),
+            );
+            h = h + a;
+            let x = layer.post_attention_layernorm.forward(h.clone());
+            let f = match &layer.mlp {
+                Ffn::Dense(m) => m.forward(x),
+                Ffn::Moe(m) => {
+                    let out = m.forward(x, token_mask.clone())?;
+                    aux = aux + out.aux_loss;
+                    out.output
+                }
+            };
+            h = h + f;
+        }
+        Ok((self.lm_head.forward(self.norm.forward(h)), aux))
+    }
+
+    /// Loads an HF `deepseek_v2` folder.
+    pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
+        let (hf, path) = plm::layers::read_hf_folder::<DeepseekV2HfConfig>(dir)?;
+        let mut model = hf.init(device)?;
+        let mut store = SafetensorsStore::from_file(&path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"^model\.", "")
+            .with_key_remapping(r"self_attn\.q_proj\.", "self_attn.q.")
+            .with_key_remapping(
+                r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj)\.",
+                "self_attn.q.$1.",
+            )
+            .skip_enum_variants(true)
+            .allow_partial(true);
+        let res = model
+            .load_from(&mut store)
+            .map_err(|e| plm::Error::Weights(format!("{}: {e}", path.display())))?;
+        plm::safetensors::check_apply(&path, &res)?;
+        Ok(model)
+    }
+}
