@@ -25,7 +25,7 @@ use plm::layers::Init;
 use plm::llama::{Attention, Rope, RopeScaling, SwiGlu};
 use serde::Deserialize;
 
-use crate::{Error, MoeConfig, MoeLayer};
+use crate::{Error, MoeConfig, MoeLayer, TopkMethod};
 
 /// The feed-forward of one layer.
 // One per layer, so the size difference between the variants costs nothing worth a Box (which
@@ -66,6 +66,114 @@ pub struct DeepseekLm {
     rope: Rope,
 }
 
+/// The MoE keys shared by the `deepseek` and `deepseek_v2` `config.json` files.
+#[derive(Deserialize, Debug, Clone)]
+pub struct MoeHfFields {
+    /// `n_routed_experts` (null: no MoE layer).
+    pub n_routed_experts: Option<usize>,
+    /// `n_shared_experts`.
+    #[serde(default)]
+    pub n_shared_experts: Option<usize>,
+    /// `num_experts_per_tok`.
+    pub num_experts_per_tok: usize,
+    /// `moe_intermediate_size`.
+    pub moe_intermediate_size: usize,
+    /// `first_k_dense_replace`.
+    #[serde(default)]
+    pub first_k_dense_replace: usize,
+    /// `moe_layer_freq`.
+    #[serde(default)]
+    pub moe_layer_freq: Option<usize>,
+    /// `norm_topk_prob`.
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+    /// `routed_scaling_factor`.
+    #[serde(default)]
+    pub routed_scaling_factor: Option<f64>,
+    /// `topk_method` (`greedy` | `group_limited_greedy`).
+    #[serde(default)]
+    pub topk_method: Option<String>,
+    /// `n_group`.
+    #[serde(default)]
+    pub n_group: Option<usize>,
+    /// `topk_group`.
+    #[serde(default)]
+    pub topk_group: Option<usize>,
+    /// `aux_loss_alpha` (default 0.001).
+    #[serde(default)]
+    pub aux_loss_alpha: Option<f64>,
+    /// `seq_aux` (default true).
+    #[serde(default)]
+    pub seq_aux: Option<bool>,
+    /// `scoring_func`; only softmax.
+    #[serde(default)]
+    pub scoring_func: Option<String>,
+}
+
+impl MoeHfFields {
+    /// Whether layer `l` is an MoE layer (HF: experts configured, `l >= first_k_dense_replace`
+    /// and `l % moe_layer_freq == 0`).
+    pub fn is_moe(&self, l: usize) -> bool {
+        self.n_routed_experts.is_some()
+            && l >= self.first_k_dense_replace
+            && l.is_multiple_of(self.moe_layer_freq.unwrap_or(1).max(1))
+    }
+
+    /// The MoE layer configuration for hidden size `d_model`.
+    pub fn moe_config(&self, d_model: usize) -> crate::Result<MoeConfig> {
+        if let Some(f) = self.scoring_func.as_deref().filter(|f| *f != "softmax") {
+            return Err(Error::InvalidConfig(format!(
+                "scoring_func '{f}' (only softmax)"
+            )));
+        }
+        let topk_method = match (self.topk_method.as_deref(), self.n_group, self.topk_group) {
+            (Some("group_limited_greedy"), Some(n_group), Some(topk_group)) => {
+                TopkMethod::GroupLimited {
+                    n_group,
+                    topk_group,
+                }
+            }
+            (None | Some("greedy"), _, _) => TopkMethod::Greedy,
+            (Some(other), _, _) => {
+                return Err(Error::InvalidConfig(format!(
+                    "topk_method '{other}' (with n_group/topk_group)"
+                )));
+            }
+        };
+        Ok(MoeConfig::new(
+            d_model,
+            self.n_routed_experts.unwrap_or(0),
+            self.num_experts_per_tok,
+            self.moe_intermediate_size,
+        )
+        .with_n_shared(self.n_shared_experts.unwrap_or(0))
+        .with_norm_topk_prob(self.norm_topk_prob)
+        .with_routed_scaling_factor(self.routed_scaling_factor.unwrap_or(1.0))
+        .with_topk_method(topk_method)
+        .with_aux_alpha(self.aux_loss_alpha.unwrap_or(0.001))
+        .with_seq_aux(self.seq_aux.unwrap_or(true)))
+    }
+
+    /// The feed-forward of layer `l`: MoE or a dense SwiGLU of width `d_ff`.
+    pub fn ffn(
+        &self,
+        l: usize,
+        d_model: usize,
+        d_ff: usize,
+        init: &Init<'_>,
+    ) -> crate::Result<Ffn> {
+        Ok(if self.is_moe(l) {
+            Ffn::Moe(self.moe_config(d_model)?.init(init.device)?)
+        } else {
+            Ffn::Dense(SwiGlu {
+                gate_proj: init.linear(d_model, d_ff, false),
+                up_proj: init.linear(d_model, d_ff, false),
+                down_proj: init.linear(d_ff, d_model, false),
+            })
+        })
+    }
+}
+
 /// HF `config.json` of a `deepseek` (v1) checkpoint.
 #[derive(Deserialize, Debug, Clone)]
 pub struct DeepseekHfConfig {
@@ -81,117 +189,34 @@ pub struct DeepseekHfConfig {
     pub num_key_value_heads: Option<usize>,
     /// `intermediate_size` (dense layers).
     pub intermediate_size: usize,
-    /// `moe_intermediate_size`.
-    pub moe_intermediate_size: usize,
-    /// `n_routed_experts` (null: no MoE layer).
-    pub n_routed_experts: Option<usize>,
-    /// `n_shared_experts`.
-    #[serde(default)]
-    pub n_shared_experts: Option<usize>,
-    /// `num_experts_per_tok`.
-    pub num_experts_per_tok: usize,
-    /// `first_k_dense_replace`.
-    #[serde(default)]
-    pub first_k_dense_replace: usize,
-    /// `moe_layer_freq`.
-    #[serde(default = "one")]
-    pub moe_layer_freq: usize,
-    /// `norm_topk_prob`.
-    #[serde(default)]
-    pub norm_topk_prob: bool,
-    /// `aux_loss_alpha`.
-    #[serde(default = "alpha")]
-    pub aux_loss_alpha: f64,
-    /// `seq_aux`.
-    #[serde(default = "yes")]
-    pub seq_aux: bool,
+    /// The MoE keys.
+    #[serde(flatten)]
+    pub moe: MoeHfFields,
     /// `rms_norm_eps`.
-    #[serde(default = "eps")]
-    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub rms_norm_eps: Option<f64>,
     /// `rope_theta`.
-    #[serde(default = "theta")]
-    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
     /// `max_position_embeddings`.
-    #[serde(default = "ctx")]
-    pub max_position_embeddings: usize,
-    /// `scoring_func`; only softmax.
-    #[serde(default = "softmax")]
-    pub scoring_func: String,
-}
-
-fn one() -> usize {
-    1
-}
-fn alpha() -> f64 {
-    0.001
-}
-fn yes() -> bool {
-    true
-}
-fn eps() -> f64 {
-    1e-6
-}
-fn theta() -> f64 {
-    10000.0
-}
-fn ctx() -> usize {
-    4096
-}
-fn softmax() -> String {
-    "softmax".into()
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
 }
 
 impl DeepseekHfConfig {
-    /// Whether layer `l` is an MoE layer (HF: experts configured, `l >= first_k_dense_replace`
-    /// and `l % moe_layer_freq == 0`).
-    pub fn is_moe(&self, l: usize) -> bool {
-        self.n_routed_experts.is_some()
-            && l >= self.first_k_dense_replace
-            && l.is_multiple_of(self.moe_layer_freq.max(1))
-    }
-
     /// Builds the model with random weights (std 0.02).
     pub fn init(&self, device: &Device) -> crate::Result<DeepseekLm> {
-        if self.scoring_func != "softmax" {
-            return Err(Error::InvalidConfig(format!(
-                "scoring_func '{}' (only softmax)",
-                self.scoring_func
-            )));
-        }
         plm::layers::check_heads(self.hidden_size, self.num_attention_heads)?;
         let init = Init { std: 0.02, device };
         let d = self.hidden_size;
         let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        let norm = || {
-            RmsNormConfig::new(d)
-                .with_epsilon(self.rms_norm_eps)
-                .init(device)
-        };
+        let eps = self.rms_norm_eps.unwrap_or(1e-6);
+        let norm = || RmsNormConfig::new(d).with_epsilon(eps).init(device);
         let mut layers = Vec::with_capacity(self.num_hidden_layers);
         for l in 0..self.num_hidden_layers {
-            let mlp = if self.is_moe(l) {
-                let moe = MoeConfig::new(
-                    d,
-                    self.n_routed_experts.unwrap_or(0),
-                    self.num_experts_per_tok,
-                    self.moe_intermediate_size,
-                )
-                .with_n_shared(self.n_shared_experts.unwrap_or(0))
-                .with_norm_topk_prob(self.norm_topk_prob)
-                .with_aux_alpha(self.aux_loss_alpha)
-                .with_seq_aux(self.seq_aux)
-                .init(device)?;
-                Ffn::Moe(moe)
-            } else {
-                Ffn::Dense(SwiGlu {
-                    gate_proj: init.linear(d, self.intermediate_size, false),
-                    up_proj: init.linear(d, self.intermediate_size, false),
-                    down_proj: init.linear(self.intermediate_size, d, false),
-                })
-            };
             layers.push(DeepseekLayer {
                 self_attn: Attention::new(d, self.num_attention_heads, kv, &init),
-                mlp,
+                mlp: self.moe.ffn(l, d, self.intermediate_size, &init)?,
                 input_layernorm: norm(),
                 post_attention_layernorm: norm(),
             });
@@ -203,8 +228,8 @@ impl DeepseekHfConfig {
             lm_head: init.linear(d, self.vocab_size, false),
             rope: Rope::new(
                 d / self.num_attention_heads,
-                self.max_position_embeddings,
-                self.rope_theta,
+                self.max_position_embeddings.unwrap_or(4096),
+                self.rope_theta.unwrap_or(10000.0),
                 &RopeScaling::None,
             ),
         })

@@ -22,11 +22,10 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::softmax;
 use plm::layers::Init;
-use plm::llama::SwiGlu;
 use serde::Deserialize;
 
-use crate::deepseek::Ffn;
-use crate::{Error, MoeConfig, TopkMethod};
+use crate::Error;
+use crate::deepseek::{Ffn, MoeHfFields};
 
 /// HF `config.json` of a `deepseek_v2` checkpoint.
 #[derive(Deserialize, Debug, Clone)]
@@ -41,36 +40,9 @@ pub struct DeepseekV2HfConfig {
     pub num_attention_heads: usize,
     /// `intermediate_size`.
     pub intermediate_size: usize,
-    /// `moe_intermediate_size`.
-    pub moe_intermediate_size: usize,
-    /// `n_routed_experts`.
-    pub n_routed_experts: Option<usize>,
-    /// `n_shared_experts`.
-    #[serde(default)]
-    pub n_shared_experts: Option<usize>,
-    /// `num_experts_per_tok`.
-    pub num_experts_per_tok: usize,
-    /// `first_k_dense_replace`.
-    #[serde(default)]
-    pub first_k_dense_replace: usize,
-    /// `moe_layer_freq`.
-    #[serde(default)]
-    pub moe_layer_freq: Option<usize>,
-    /// `norm_topk_prob`.
-    #[serde(default)]
-    pub norm_topk_prob: bool,
-    /// `routed_scaling_factor`.
-    #[serde(default)]
-    pub routed_scaling_factor: Option<f64>,
-    /// `topk_method`.
-    #[serde(default)]
-    pub topk_method: Option<String>,
-    /// `n_group`.
-    #[serde(default)]
-    pub n_group: Option<usize>,
-    /// `topk_group`.
-    #[serde(default)]
-    pub topk_group: Option<usize>,
+    /// The MoE keys.
+    #[serde(flatten)]
+    pub moe: MoeHfFields,
     /// `q_lora_rank` (null: plain `q_proj`).
     #[serde(default)]
     pub q_lora_rank: Option<usize>,
@@ -94,12 +66,6 @@ pub struct DeepseekV2HfConfig {
     /// `rope_parameters` (transformers ≥ 5).
     #[serde(default)]
     pub rope_parameters: Option<serde_json::Value>,
-    /// `aux_loss_alpha`.
-    #[serde(default)]
-    pub aux_loss_alpha: Option<f64>,
-    /// `seq_aux`.
-    #[serde(default)]
-    pub seq_aux: Option<bool>,
 }
 
 /// YaRN parameters (all from the checkpoint's rope scaling entry).
@@ -369,47 +335,9 @@ impl DeepseekV2HfConfig {
             })
             .unwrap_or(1.0);
         let scale = (qk as f64).powf(-0.5) * m_all * m_all;
-        let freq = self.moe_layer_freq.unwrap_or(1).max(1);
-        let topk_method = match (self.topk_method.as_deref(), self.n_group, self.topk_group) {
-            (Some("group_limited_greedy"), Some(n_group), Some(topk_group)) => {
-                TopkMethod::GroupLimited {
-                    n_group,
-                    topk_group,
-                }
-            }
-            (None | Some("greedy"), _, _) => TopkMethod::Greedy,
-            (Some(other), _, _) => {
-                return Err(Error::InvalidConfig(format!("topk_method '{other}'")));
-            }
-        };
         let mut layers = Vec::with_capacity(self.num_hidden_layers);
         for l in 0..self.num_hidden_layers {
-            let is_moe = self.n_routed_experts.is_some()
-                && l >= self.first_k_dense_replace
-                && l.is_multiple_of(freq);
-            let mlp = if is_moe {
-                Ffn::Moe(
-                    MoeConfig::new(
-                        d,
-                        self.n_routed_experts.unwrap_or(0),
-                        self.num_experts_per_tok,
-                        self.moe_intermediate_size,
-                    )
-                    .with_n_shared(self.n_shared_experts.unwrap_or(0))
-                    .with_norm_topk_prob(self.norm_topk_prob)
-                    .with_routed_scaling_factor(self.routed_scaling_factor.unwrap_or(1.0))
-                    .with_topk_method(topk_method.clone())
-                    .with_aux_alpha(self.aux_loss_alpha.unwrap_or(0.001))
-                    .with_seq_aux(self.seq_aux.unwrap_or(true))
-                    .init(device)?,
-                )
-            } else {
-                Ffn::Dense(SwiGlu {
-                    gate_proj: init.linear(d, self.intermediate_size, false),
-                    up_proj: init.linear(d, self.intermediate_size, false),
-                    down_proj: init.linear(self.intermediate_size, d, false),
-                })
-            };
+            let mlp = self.moe.ffn(l, d, self.intermediate_size, &init)?;
             let q = match self.q_lora_rank {
                 None => QueryProj::Full(init.linear(d, h * qk, false)),
                 Some(rank) => QueryProj::LowRank(LowRankQuery {

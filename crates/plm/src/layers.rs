@@ -59,6 +59,26 @@ pub fn check_heads(d_model: usize, n_heads: usize) -> crate::Result<()> {
     Ok(())
 }
 
+/// RoPE base and scaling entry of an HF config, across transformers versions: `rope_theta` and
+/// `rope_scaling` (< 5) or `rope_parameters` (≥ 5, holding both). Returns θ (default 10000),
+/// the scaling entry if any, and its type (`"default"` when none).
+pub fn rope_settings<'a>(
+    rope_theta: Option<f64>,
+    rope_scaling: Option<&'a serde_json::Value>,
+    rope_parameters: Option<&'a serde_json::Value>,
+) -> (f64, Option<&'a serde_json::Value>, String) {
+    let params = rope_parameters.filter(|v| !v.is_null());
+    let theta = rope_theta
+        .or_else(|| params.and_then(|p| p["rope_theta"].as_f64()))
+        .unwrap_or(10000.0);
+    let scaling = rope_scaling.filter(|v| !v.is_null()).or(params);
+    let kind = scaling
+        .and_then(|v| v["rope_type"].as_str().or(v["type"].as_str()))
+        .unwrap_or("default")
+        .to_string();
+    (theta, scaling, kind)
+}
+
 /// Reads `dir/config.json` into an HF config type; returns it and the weights path
 /// `dir/model.safetensors`, whose header has been checked.
 pub fn read_hf_folder<T: DeserializeOwned>(dir: &Path) -> crate::Result<(T, PathBuf)> {

@@ -610,23 +610,15 @@ impl LlamaHfConfig {
                 self.hidden_act
             )));
         }
-        let params = self.rope_parameters.as_ref().filter(|v| !v.is_null());
-        let theta = self
-            .rope_theta
-            .or_else(|| params.and_then(|p| p["rope_theta"].as_f64()))
-            .unwrap_or(10000.0);
-        let scaling = self
-            .rope_scaling
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .or(params);
+        let (theta, scaling, kind) = crate::layers::rope_settings(
+            self.rope_theta,
+            self.rope_scaling.as_ref(),
+            self.rope_parameters.as_ref(),
+        );
+        let kind = kind.as_str();
         let rope_scaling = match scaling {
             None => RopeScaling::None,
             Some(v) => {
-                let kind = v["rope_type"]
-                    .as_str()
-                    .or(v["type"].as_str())
-                    .unwrap_or("default");
                 let num = |k: &str| {
                     v[k].as_f64().ok_or_else(|| {
                         Error::Unsupported(format!("rope scaling '{kind}' without {k}"))
