@@ -208,6 +208,28 @@ impl MoeConfig {
     }
 }
 
+/// A fixed random map from token id to expert, for [`MoeLayer::forward_hash`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct HashRouter {
+    table: Vec<i64>,
+    n_experts: usize,
+}
+
+impl HashRouter {
+    /// Maps each of `vocab` ids to one of `n_experts`, balanced (every expert gets ⌊vocab/N⌋ or
+    /// ⌈vocab/N⌉ ids) and shuffled by `seed`.
+    pub fn new(vocab: usize, n_experts: usize, seed: u64) -> Self {
+        let mut table: Vec<i64> = (0..vocab).map(|i| (i % n_experts.max(1)) as i64).collect();
+        trainer::Rng::seed_from(seed).shuffle(&mut table);
+        Self { table, n_experts }
+    }
+
+    /// The expert of token `id`.
+    pub fn expert(&self, id: usize) -> Option<usize> {
+        self.table.get(id).map(|&e| e as usize)
+    }
+}
+
 /// The routing decision for a flat batch of tokens.
 struct Routing {
     probs: Tensor<2>,    // [n, E]
@@ -393,16 +415,22 @@ impl MoeLayer {
         token_mask: Option<Tensor<2, Int>>,
     ) -> crate::Result<MoeOutput> {
         let [b, s, d] = x.dims();
-        let n = b * s;
-        let k = self.top_k;
-        let device = x.device();
-        let flat = x.reshape([n, d]);
+        let flat = x.reshape([b * s, d]);
         let r = self.route(flat.clone());
+        let y = self.dispatch(flat.clone(), &r)?;
+        Ok(self.output(y, flat, r, [b, s, d], token_mask))
+    }
+
+    /// Runs every expert once on the tokens routed to it and scatter-adds the weighted results.
+    fn dispatch(&self, flat: Tensor<2>, r: &Routing) -> crate::Result<Tensor<2>> {
+        let [n, d] = flat.dims();
+        let [_, k] = r.idx.dims();
+        let device = flat.device();
         // Sort the n·k assignments by expert; token of assignment j is j / k.
         let (_, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
         let tokens = order.clone().div_scalar(k as i64); // [n k]
         let weights = r.weight.clone().reshape([n * k, 1]).select(0, order); // [n k, 1]
-        let xs = flat.clone().select(0, tokens.clone()); // [n k, d]
+        let xs = flat.select(0, tokens.clone()); // [n k, d]
         let counts: Vec<f32> = r
             .selected
             .clone()
@@ -421,9 +449,64 @@ impl MoeLayer {
             start += c;
         }
         let ys = Tensor::cat(outs, 0) * weights; // [n k, d]
-        let y =
-            Tensor::<2>::zeros([n, d], &device).select_assign(0, tokens, ys, IndexingUpdateOp::Add);
-        Ok(self.output(y, flat, r, [b, s, d], token_mask))
+        Ok(Tensor::<2>::zeros([n, d], &device).select_assign(0, tokens, ys, IndexingUpdateOp::Add))
+    }
+
+    /// Hash-layer routing (Roller et al., 2021; the DeepSeekMoE paper's "Hash" baseline): every
+    /// token goes to the one expert its id hashes to, with weight 1; the router is unused and the
+    /// balance losses are zero (balance comes from the hash).
+    ///
+    /// # Shapes
+    /// `x` `[batch, seq, d_model]`, `token_ids` `[batch, seq]` → [`MoeOutput`] with top-1 routing.
+    pub fn forward_hash(
+        &self,
+        x: Tensor<3>,
+        token_ids: Tensor<2, Int>,
+        router: &HashRouter,
+    ) -> crate::Result<MoeOutput> {
+        let [b, s, d] = x.dims();
+        let n = b * s;
+        let e = self.n_experts();
+        if router.n_experts != e {
+            return Err(Error::InvalidConfig(format!(
+                "hash router maps to {} experts, the layer has {e}",
+                router.n_experts
+            )));
+        }
+        let device = x.device();
+        let flat = x.reshape([n, d]);
+        let table = Tensor::<1, Int>::from_data(
+            TensorData::new(router.table.clone(), [router.table.len()]),
+            &device,
+        );
+        let idx = table.select(0, token_ids.reshape([n])).reshape([n, 1]); // [n, 1]
+        let arange = Tensor::<1, Int>::arange(0..e as i64, &device).reshape([1, e]);
+        let selected = idx
+            .clone()
+            .expand([n, e])
+            .equal(arange.expand([n, e]))
+            .float(); // [n, E]
+        let r = Routing {
+            probs: selected.clone(),
+            idx,
+            weight: Tensor::ones([n, 1], &device),
+            selected,
+        };
+        let y = self.dispatch(flat.clone(), &r)?;
+        let y = match &self.shared_experts {
+            Some(shared) => y + shared.forward(flat.reshape([1, n, d])).reshape([n, d]),
+            None => y,
+        };
+        let zero = Tensor::<1>::zeros([1], &device);
+        Ok(MoeOutput {
+            output: y.reshape([b, s, d]),
+            aux_loss: zero.clone(),
+            expert_loss: zero.clone(),
+            device_loss: zero,
+            topk_idx: r.idx,
+            topk_weight: r.weight,
+            probs: r.probs,
+        })
     }
 
     /// Dense masked reference: every expert on every token.

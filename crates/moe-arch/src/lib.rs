@@ -34,4 +34,4 @@ mod layer;
 pub mod stats;
 
 pub use error::{Error, Result};
-pub use layer::{MoeConfig, MoeLayer, MoeOutput, TopkMethod};
+pub use layer::{HashRouter, MoeConfig, MoeLayer, MoeOutput, TopkMethod};

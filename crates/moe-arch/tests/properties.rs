@@ -263,3 +263,43 @@ fn routing_statistics_count_assignments_and_mean_gates() {
     let svg = moe_arch::stats::load_heatmap_svg("load", &[(1, s)]);
     assert!(svg.starts_with("<svg") && svg.ends_with("</svg>") && svg.contains("expert 3"));
 }
+
+#[test]
+fn hash_routing_sends_equal_ids_to_their_expert_and_matches_a_manual_dispatch() {
+    let _g = serial();
+    let cfg = MoeConfig::new(16, 4, 1, 8).with_initializer_range(0.5);
+    let (m, d) = layer(&cfg, 4);
+    let router = moe_arch::HashRouter::new(10, 4, 7);
+    // Balanced: each expert owns 2 or 3 of the 10 ids.
+    let mut per = [0usize; 4];
+    for id in 0..10 {
+        per[router.expert(id).unwrap()] += 1;
+    }
+    assert!(per.iter().all(|&c| c == 2 || c == 3), "{per:?}");
+    let ids_v = vec![3i64, 7, 3, 0, 9, 7];
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids_v.clone(), [1, 6]), &d);
+    let x = input(1, 6, 16, &d);
+    let out = m.forward_hash(x.clone(), ids, &router).unwrap();
+    let got = out.topk_idx.into_data().try_to_vec_as::<i64>().unwrap();
+    let want: Vec<i64> = ids_v
+        .iter()
+        .map(|&i| router.expert(i as usize).unwrap() as i64)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(vecf(out.aux_loss), vec![0.0]);
+    // Each token's output is exactly its expert applied to it.
+    let y = vecf(out.output);
+    for (t, &e) in want.iter().enumerate() {
+        let xt = x.clone().slice(s![.., t..t + 1, ..]);
+        let yt = vecf(m.experts[e as usize].forward(xt));
+        assert!(close(&y[t * 16..(t + 1) * 16], &yt, 1e-5), "token {t}");
+    }
+    assert!(
+        m.forward_hash(
+            input(1, 2, 16, &d),
+            Tensor::zeros([1, 2], &d),
+            &moe_arch::HashRouter::new(10, 3, 0)
+        )
+        .is_err()
+    );
+}
