@@ -6,24 +6,18 @@
 //! otherwise a small text embedded in the crate. Tokens are bytes (vocabulary 256), so no
 //! tokenizer file is needed and losses are in nats per byte.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
 use serde::Serialize;
-use textdata::{ByteTokenizer, Document, LmWindows, read_text_dir, split_every_kth};
+use textdata::{ByteCorpus, ByteTokenizer, LmWindows};
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{
     BatchCtx, LrSchedule, Metrics, Record, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig,
 };
 
-use crate::Error;
 use crate::llama::{Llama, LlamaConfig, cross_entropy};
-
-/// The text embedded as the offline fallback corpus (written for this project; paragraphs are
-/// the documents).
-pub const EMBEDDED_CORPUS: &str = include_str!("../data/embedded_corpus.txt");
 
 /// Configuration of the `hello-lm` experiment.
 #[derive(Config, Debug)]
@@ -228,58 +222,17 @@ pub struct HelloLmMetrics {
     pub sample: String,
 }
 
-fn load_docs(config: &HelloLmConfig) -> crate::Result<(Vec<Document>, String)> {
-    match &config.corpus_dir {
-        Some(dir) => {
-            let path = PathBuf::from(dir);
-            if !path.is_dir() {
-                return Err(Error::InvalidConfig(format!(
-                    "corpus folder {dir} does not exist (run `cargo xtask assets` to fetch the BBC News corpus)"
-                )));
-            }
-            Ok((read_text_dir(&path, "txt")?, dir.clone()))
-        }
-        None => Ok((
-            EMBEDDED_CORPUS
-                .split("\n\n")
-                .filter(|p| !p.trim().is_empty())
-                .map(|p| Document {
-                    path: PathBuf::from("embedded"),
-                    text: p.to_string(),
-                })
-                .collect(),
-            "embedded".to_string(),
-        )),
-    }
-}
-
-fn tokens_of(docs: &[Document], limit: usize) -> Vec<u32> {
-    let mut out = Vec::new();
-    for d in docs {
-        out.extend(ByteTokenizer.encode(&d.text));
-        out.push(u32::from(b'\n'));
-        if limit > 0 && out.len() >= limit {
-            out.truncate(limit);
-            break;
-        }
-    }
-    out
-}
-
 /// Runs the experiment into `ctx.dir`.
 pub fn run(config: &HelloLmConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let began = Instant::now();
-    let (docs, corpus) = load_docs(config)?;
-    let (train_docs, valid_docs) = split_every_kth(&docs, config.valid_fraction);
-    if valid_docs.is_empty() {
-        return Err(Error::InvalidConfig(
-            "the validation split is empty: raise valid_fraction or use a larger corpus".into(),
-        ));
-    }
-    let train_tokens = tokens_of(&train_docs, config.max_train_bytes);
-    let valid_tokens = tokens_of(&valid_docs, 0);
-    let train = LmWindows::new(train_tokens, config.seq_len, 1)?;
-    let valid = LmWindows::new(valid_tokens, config.seq_len, config.seq_len)?;
+    let data = ByteCorpus::load(
+        config.corpus_dir.as_deref().map(std::path::Path::new),
+        config.valid_fraction,
+        config.max_train_bytes,
+    )?;
+    let corpus = data.name.clone();
+    let train = LmWindows::new(data.train, config.seq_len, 1)?;
+    let valid = LmWindows::new(data.valid, config.seq_len, config.seq_len)?;
 
     let device = ctx.device.clone().autodiff();
     device.seed(config.train.seed);
@@ -360,8 +313,8 @@ pub fn run(config: &HelloLmConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
 
     let metrics = HelloLmMetrics {
         corpus: corpus.clone(),
-        train_docs: train_docs.len(),
-        valid_docs: valid_docs.len(),
+        train_docs: data.train_docs,
+        valid_docs: data.valid_docs,
         train_tokens: train.num_tokens(),
         valid_tokens: valid.num_tokens(),
         n_params,
@@ -412,8 +365,8 @@ pub fn run(config: &HelloLmConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         config.d_model,
         config.n_heads,
         config.n_kv_heads,
-        train_docs.len(),
-        valid_docs.len(),
+        data.train_docs,
+        data.valid_docs,
         train.num_tokens(),
         valid.num_tokens(),
         config.train.seed,

@@ -49,6 +49,11 @@ pub enum Error {
     /// Encoding or decoding failed.
     #[error("tokenizer: {0}")]
     Encode(String),
+    /// A corpus folder does not exist.
+    #[error(
+        "corpus folder {0} does not exist (run `cargo xtask assets` to fetch the BBC News corpus)"
+    )]
+    CorpusNotFound(PathBuf),
     /// A data file is malformed.
     #[error("{path}:{line}: {reason}")]
     Parse {

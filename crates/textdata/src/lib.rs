@@ -24,5 +24,5 @@ mod tokenize;
 
 pub use corpus::{Document, read_text_dir, split_every_kth};
 pub use error::{Error, Result};
-pub use lm::{ByteTokenizer, LmWindows};
+pub use lm::{ByteCorpus, ByteTokenizer, EMBEDDED_TEXT, LmWindows};
 pub use tokenize::{EncodedBatch, TextTokenizer};

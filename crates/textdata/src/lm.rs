@@ -25,6 +25,81 @@ impl ByteTokenizer {
     }
 }
 
+/// A small English text written for this project (paragraphs are the documents): the offline
+/// fallback corpus of the byte-level LM experiments.
+pub const EMBEDDED_TEXT: &str = include_str!("../data/embedded_corpus.txt");
+
+/// A byte-level LM corpus: the training and validation token streams of a document split.
+#[derive(Clone, Debug)]
+pub struct ByteCorpus {
+    /// Where the text came from (`embedded` or the folder).
+    pub name: String,
+    /// Documents in the training split.
+    pub train_docs: usize,
+    /// Documents held out.
+    pub valid_docs: usize,
+    /// Training bytes (documents joined by newlines, cut at `max_train_bytes` when > 0).
+    pub train: Vec<u32>,
+    /// Validation bytes.
+    pub valid: Vec<u32>,
+}
+
+impl ByteCorpus {
+    /// The `.txt` documents under `dir` (or [`EMBEDDED_TEXT`] when `None`), every k-th one held
+    /// out for validation (see [`crate::split_every_kth`]).
+    pub fn load(
+        dir: Option<&std::path::Path>,
+        valid_fraction: f64,
+        max_train_bytes: usize,
+    ) -> Result<Self> {
+        let (docs, name) = match dir {
+            Some(d) => {
+                if !d.is_dir() {
+                    return Err(Error::CorpusNotFound(d.to_path_buf()));
+                }
+                (crate::read_text_dir(d, "txt")?, d.display().to_string())
+            }
+            None => (
+                EMBEDDED_TEXT
+                    .split("\n\n")
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| crate::Document {
+                        path: "embedded".into(),
+                        text: p.to_string(),
+                    })
+                    .collect(),
+                "embedded".to_string(),
+            ),
+        };
+        let (train, valid) = crate::split_every_kth(&docs, valid_fraction);
+        if valid.is_empty() {
+            return Err(Error::EmptyCorpus {
+                dir: name.clone().into(),
+                ext: "txt (too few documents for a validation split)".into(),
+            });
+        }
+        let bytes = |docs: &[crate::Document], limit: usize| {
+            let mut out = Vec::new();
+            for d in docs {
+                out.extend(ByteTokenizer.encode(&d.text));
+                out.push(u32::from(b'\n'));
+                if limit > 0 && out.len() >= limit {
+                    out.truncate(limit);
+                    break;
+                }
+            }
+            out
+        };
+        Ok(Self {
+            name,
+            train_docs: train.len(),
+            valid_docs: valid.len(),
+            train: bytes(&train, max_train_bytes),
+            valid: bytes(&valid, 0),
+        })
+    }
+}
+
 /// Fixed-length next-token windows over one token stream: window `i` starts at `i · stride`,
 /// its input is `seq_len` tokens and its target the same tokens shifted by one.
 #[derive(Clone, Debug)]
@@ -103,6 +178,19 @@ impl LmWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_corpus_splits_and_a_missing_folder_is_named() {
+        let c = ByteCorpus::load(None, 0.1, 0).unwrap();
+        assert_eq!(c.name, "embedded");
+        assert!(c.valid_docs >= 1 && c.train_docs > c.valid_docs);
+        assert!(!c.train.is_empty() && !c.valid.is_empty());
+        let capped = ByteCorpus::load(None, 0.1, 100).unwrap();
+        assert_eq!(capped.train.len(), 100);
+        let err =
+            ByteCorpus::load(Some(std::path::Path::new("/nonexistent/bbc")), 0.1, 0).unwrap_err();
+        assert!(matches!(err, Error::CorpusNotFound(_)), "{err}");
+    }
 
     #[test]
     fn byte_tokenizer_round_trips_unicode() {
