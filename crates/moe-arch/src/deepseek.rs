@@ -303,6 +303,21 @@ impl DeepseekLm {
         })
     }
 
+    /// The redundancy test on every MoE layer: disable each token's `r` best routed experts
+    /// (see [`MoeLayer::with_masked_top`]).
+    pub fn with_masked_top(mut self, r: usize) -> crate::Result<Self> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for mut layer in self.layers {
+            layer.mlp = match layer.mlp {
+                Ffn::Moe(m) => Ffn::Moe(m.with_masked_top(r)?),
+                dense => dense,
+            };
+            layers.push(layer);
+        }
+        self.layers = layers;
+        Ok(self)
+    }
+
     /// Loads an HF `deepseek` folder (`config.json` + `model.safetensors`).
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
         let (hf, path) = plm::layers::read_hf_folder::<DeepseekHfConfig>(dir)?;

@@ -9,6 +9,9 @@ pub enum Error {
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
     TensorRead(String),
+    /// The training loop or the report failed.
+    #[error(transparent)]
+    Train(#[from] trainer::Error),
     /// The backbone crate failed.
     #[error(transparent)]
     Plm(#[from] plm::Error),

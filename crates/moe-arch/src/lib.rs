@@ -30,6 +30,7 @@
 pub mod deepseek;
 pub mod deepseek_v2;
 mod error;
+pub mod experiment;
 mod layer;
 pub mod stats;
 

@@ -1,0 +1,439 @@
+//! `moe-compare`: Dense vs GShard vs DeepSeekMoE (with and without the shared expert) at equal
+//! activated parameters and equal training tokens, on byte-level BBC News (DeepSeekMoE §4.2,
+//! Table 1 in direction), then the redundancy test (§4.5): validation loss as the top routed
+//! experts of every token are disabled, GShard vs DeepSeekMoE.
+//!
+//! With `w` the width of one GShard expert (a standard FFN), the variants are:
+//! - Dense: one SwiGLU of width 2w (the activated FFN width of the MoE models);
+//! - GShard: 16 experts of width w, top-2, no shared expert;
+//! - DeepSeekMoE: 1 shared + 63 routed experts of width w/4, top-7 (m = 4);
+//! - DeepSeekMoE without shared: 64 routed of width w/4, top-8.
+//!
+//! All four are [`DeepseekLm`]s (Llama attention, every layer's FFN replaced), trained with the
+//! expert-level balance loss (α1, logged apart from the LM loss).
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use serde::Serialize;
+use textdata::{ByteCorpus, LmWindows};
+use trainer::report::{Series, markdown_table, write_line_plot};
+use trainer::{BatchCtx, Record, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+use crate::Error;
+use crate::deepseek::{DeepseekHfConfig, DeepseekLm, MoeHfFields};
+
+/// Configuration of `moe-compare`.
+#[derive(Config, Debug)]
+pub struct MoeCompareConfig {
+    /// Folder of `.txt` documents; `None` uses the embedded text.
+    #[config(default = "None")]
+    pub corpus_dir: Option<String>,
+    /// Fraction of documents held out.
+    #[config(default = 0.1)]
+    pub valid_fraction: f64,
+    /// Training bytes used (0 = all).
+    #[config(default = 0)]
+    pub max_train_bytes: usize,
+    /// Bytes per window.
+    #[config(default = 128)]
+    pub seq_len: usize,
+    /// Windows per batch.
+    #[config(default = 16)]
+    pub batch_size: usize,
+    /// Validation windows evaluated.
+    #[config(default = 64)]
+    pub eval_windows: usize,
+    /// Hidden size.
+    #[config(default = 128)]
+    pub d_model: usize,
+    /// Layers.
+    #[config(default = 2)]
+    pub n_layers: usize,
+    /// Attention heads.
+    #[config(default = 4)]
+    pub n_heads: usize,
+    /// Width w of one GShard expert (divisible by 4).
+    #[config(default = 128)]
+    pub expert_width: usize,
+    /// Expert-level balance factor α1 (the paper's 2B models: 0.01).
+    #[config(default = 0.01)]
+    pub aux_alpha: f64,
+    /// Seeds; every variant trains once per seed.
+    #[config(default = "vec![1, 2, 3]")]
+    pub seeds: Vec<u64>,
+    /// Fractions of each token's routed experts disabled in the redundancy test.
+    #[config(default = "vec![0.0, 0.0625, 0.125, 0.1875, 0.25]")]
+    pub mask_fractions: Vec<f64>,
+    /// The training loop (its seed is replaced by each entry of `seeds`).
+    #[config(
+        default = "TrainerConfig::new(400).with_lr(2e-3).with_schedule(trainer::LrSchedule::deepseek(20)).with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))"
+    )]
+    pub train: TrainerConfig,
+}
+
+impl MoeCompareConfig {
+    /// The full size (400 steps, d 128, 2 layers, 3 seeds).
+    pub fn full() -> Self {
+        Self::new()
+    }
+
+    /// Seconds: 8 steps of d 32, 1 layer, w 32, 2 seeds, 64-byte windows.
+    pub fn quick() -> Self {
+        Self::new()
+            .with_seq_len(64)
+            .with_batch_size(4)
+            .with_eval_windows(8)
+            .with_d_model(32)
+            .with_n_layers(1)
+            .with_n_heads(2)
+            .with_expert_width(32)
+            .with_seeds(vec![1, 2])
+            .with_mask_fractions(vec![0.0, 0.125, 0.25])
+            .with_max_train_bytes(100_000)
+            .with_train(TrainerConfig::new(8).with_lr(3e-3))
+    }
+}
+
+/// The four models compared.
+pub const VARIANTS: [&str; 4] = ["dense", "gshard", "deepseekmoe", "deepseekmoe-no-shared"];
+
+fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> DeepseekHfConfig {
+    let w = cfg.expert_width;
+    let (n_routed, n_shared, k, width) = match variant {
+        "gshard" => (Some(16), 0, 2, w),
+        "deepseekmoe" => (Some(63), 1, 7, w / 4),
+        "deepseekmoe-no-shared" => (Some(64), 0, 8, w / 4),
+        _ => (None, 0, 1, w),
+    };
+    DeepseekHfConfig {
+        vocab_size: textdata::ByteTokenizer::VOCAB,
+        hidden_size: cfg.d_model,
+        num_hidden_layers: cfg.n_layers,
+        num_attention_heads: cfg.n_heads,
+        num_key_value_heads: None,
+        intermediate_size: 2 * w,
+        moe: MoeHfFields {
+            n_routed_experts: n_routed,
+            n_shared_experts: Some(n_shared),
+            num_experts_per_tok: k,
+            moe_intermediate_size: width,
+            first_k_dense_replace: 0,
+            moe_layer_freq: Some(1),
+            norm_topk_prob: false,
+            routed_scaling_factor: None,
+            topk_method: None,
+            n_group: None,
+            topk_group: None,
+            aux_loss_alpha: Some(cfg.aux_alpha),
+            seq_aux: Some(false),
+            scoring_func: None,
+        },
+        rms_norm_eps: Some(1e-6),
+        rope_theta: None,
+        max_position_embeddings: Some(cfg.seq_len),
+    }
+}
+
+/// (total parameters, activated parameters per token) of a variant, embeddings excluded.
+fn param_counts(cfg: &MoeCompareConfig, variant: &str) -> (usize, usize) {
+    let d = cfg.d_model;
+    let h = hf_config(cfg, variant);
+    let attn = 4 * d * d;
+    let (total, active) = match h.moe.n_routed_experts {
+        None => (3 * d * h.intermediate_size, 3 * d * h.intermediate_size),
+        Some(e) => {
+            let per = 3 * d * h.moe.moe_intermediate_size;
+            let shared = h.moe.n_shared_experts.unwrap_or(0) * per;
+            (
+                e * per + shared + d * e,
+                h.moe.num_experts_per_tok * per + shared + d * e,
+            )
+        }
+    };
+    (
+        cfg.n_layers * (attn + total),
+        cfg.n_layers * (attn + active),
+    )
+}
+
+struct LmTask {
+    train: LmWindows,
+    batch: usize,
+    device: Device,
+}
+
+impl Task<DeepseekLm> for LmTask {
+    fn loss(&mut self, model: &DeepseekLm, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let idx: Vec<usize> = (0..self.batch)
+            .map(|_| ctx.rng.below(self.train.len()))
+            .collect();
+        let (x, y) = self
+            .train
+            .batch(&idx, &self.device)
+            .map_err(trainer::Error::task)?;
+        let out = model.forward(x, None).map_err(trainer::Error::task)?;
+        let lm = plm::llama::cross_entropy(out.logits, y);
+        let aux: f32 = out.aux_loss.clone().into_scalar();
+        Ok(StepLoss {
+            loss: lm + out.aux_loss,
+            extra: [("aux_loss".to_string(), aux as f64)].into(),
+        })
+    }
+}
+
+fn valid_loss(
+    model: &DeepseekLm,
+    windows: &LmWindows,
+    n: usize,
+    device: &Device,
+) -> crate::Result<f64> {
+    let n = n.min(windows.len()).max(1);
+    let idx: Vec<usize> = (0..n).collect();
+    let mut total = 0.0;
+    for chunk in idx.chunks(16) {
+        let (x, y) = windows
+            .batch(chunk, device)
+            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let logits = model.forward(x, None)?.logits;
+        let l: f32 = plm::llama::cross_entropy(logits, y).into_scalar();
+        total += l as f64 * chunk.len() as f64;
+    }
+    Ok(total / n as f64)
+}
+
+/// One variant's results over the seeds.
+#[derive(Serialize, Debug)]
+pub struct VariantResult {
+    /// Variant name.
+    pub variant: String,
+    /// Validation loss (nats/byte) per seed.
+    pub valid_loss: Vec<f64>,
+    /// Mean over seeds.
+    pub valid_loss_mean: f64,
+    /// Standard deviation over seeds.
+    pub valid_loss_std: f64,
+    /// exp(mean loss): perplexity per byte.
+    pub perplexity: f64,
+    /// Parameters without embeddings.
+    pub params: usize,
+    /// Activated parameters per token without embeddings.
+    pub activated_params: usize,
+    /// ≈ 2 × activated parameters + the output projection: matmul FLOPs per token (forward).
+    pub flops_per_token: usize,
+    /// Mean training wall time per seed (s).
+    pub train_wall_s: f64,
+    /// `(fraction disabled, mean valid loss)` — MoE variants only.
+    pub redundancy: Vec<(f64, f64)>,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Serialize, Debug)]
+pub struct MoeCompareMetrics {
+    /// Corpus used.
+    pub corpus: String,
+    /// Training bytes.
+    pub train_tokens: usize,
+    /// Steps per run.
+    pub steps: usize,
+    /// Tokens seen per run.
+    pub tokens_per_run: usize,
+    /// Device.
+    pub device: String,
+    /// Per variant.
+    pub results: Vec<VariantResult>,
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
+/// Runs the comparison into `ctx.dir`.
+pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
+    if !cfg.expert_width.is_multiple_of(4) || cfg.seeds.is_empty() {
+        return Err(Error::InvalidConfig(
+            "expert_width must be divisible by 4 and seeds non-empty".into(),
+        ));
+    }
+    let data = ByteCorpus::load(
+        cfg.corpus_dir.as_deref().map(std::path::Path::new),
+        cfg.valid_fraction,
+        cfg.max_train_bytes,
+    )
+    .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let train_tokens = data.train.len();
+    let train = LmWindows::new(data.train, cfg.seq_len, 1)
+        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let valid = LmWindows::new(data.valid, cfg.seq_len, cfg.seq_len)
+        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let eval_device = ctx.device.clone();
+    let device = ctx.device.clone().autodiff();
+    let mut results = Vec::new();
+    let mut curves = Vec::new();
+    for variant in VARIANTS {
+        let hf = hf_config(cfg, variant);
+        let (params, active) = param_counts(cfg, variant);
+        let mut losses = Vec::new();
+        let mut walls = Vec::new();
+        let mut redundancy_runs: Vec<Vec<f64>> = Vec::new();
+        for (si, &seed) in cfg.seeds.iter().enumerate() {
+            device.seed(seed);
+            let model = hf.init(&device)?;
+            let began = Instant::now();
+            let mut task = LmTask {
+                train: train.clone(),
+                batch: cfg.batch_size,
+                device: device.clone(),
+            };
+            let progress = &mut ctx.progress;
+            let outcome = Trainer::new(cfg.train.clone().with_seed(seed), &device)
+                .with_progress(|p| {
+                    if let Some(cb) = progress.as_mut() {
+                        cb(p);
+                    }
+                })
+                .fit(model, &mut task)?;
+            walls.push(began.elapsed().as_secs_f64());
+            if si == 0 {
+                let pts: Vec<(f64, f64)> = outcome
+                    .records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Train { step, loss, .. } => Some((*step as f64, *loss)),
+                        _ => None,
+                    })
+                    .collect();
+                curves.push(Series::new(variant, pts));
+            }
+            let trained = outcome.model.valid();
+            losses.push(valid_loss(
+                &trained,
+                &valid,
+                cfg.eval_windows,
+                &eval_device,
+            )?);
+            if let Some(n_routed) = hf.moe.n_routed_experts {
+                let mut row = Vec::new();
+                for &f in &cfg.mask_fractions {
+                    let r = (f * n_routed as f64).round() as usize;
+                    let masked = trained.clone().with_masked_top(r)?;
+                    row.push(valid_loss(&masked, &valid, cfg.eval_windows, &eval_device)?);
+                }
+                redundancy_runs.push(row);
+            }
+        }
+        let (m, s) = mean_std(&losses);
+        let redundancy = cfg
+            .mask_fractions
+            .iter()
+            .enumerate()
+            .filter(|_| !redundancy_runs.is_empty())
+            .map(|(i, &f)| {
+                (
+                    f,
+                    redundancy_runs.iter().map(|r| r[i]).sum::<f64>()
+                        / redundancy_runs.len() as f64,
+                )
+            })
+            .collect();
+        results.push(VariantResult {
+            variant: variant.to_string(),
+            valid_loss: losses,
+            valid_loss_mean: m,
+            valid_loss_std: s,
+            perplexity: m.exp(),
+            params,
+            activated_params: active,
+            flops_per_token: 2 * active + 2 * cfg.d_model * textdata::ByteTokenizer::VOCAB,
+            train_wall_s: walls.iter().sum::<f64>() / walls.len() as f64,
+            redundancy,
+        });
+    }
+
+    write_line_plot(
+        &ctx.path("train_loss.svg"),
+        "moe-compare: training loss (first seed)",
+        "step",
+        "nats per byte",
+        &curves,
+    )?;
+    let red: Vec<Series> = results
+        .iter()
+        .filter(|r| r.variant == "gshard" || r.variant == "deepseekmoe")
+        .map(|r| Series::new(r.variant.clone(), r.redundancy.clone()))
+        .collect();
+    write_line_plot(
+        &ctx.path("redundancy.svg"),
+        "redundancy: top routed experts disabled per token",
+        "fraction of routed experts disabled",
+        "validation loss (nats/byte)",
+        &red,
+    )?;
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.variant.clone(),
+                format!("{:.4} ± {:.4}", r.valid_loss_mean, r.valid_loss_std),
+                format!("{:.3}", r.perplexity),
+                format!("{}", r.params),
+                format!("{}", r.activated_params),
+                format!("{}", r.flops_per_token),
+                format!("{:.2}", r.train_wall_s),
+            ]
+        })
+        .collect();
+    let table = markdown_table(
+        &[
+            "model",
+            "valid loss (mean ± std)",
+            "ppl/byte",
+            "params",
+            "activated",
+            "FLOPs/token",
+            "train s/seed",
+        ],
+        &rows,
+    );
+    let red_rows: Vec<Vec<String>> = cfg
+        .mask_fractions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = |name: &str| {
+                results
+                    .iter()
+                    .find(|r| r.variant == name)
+                    .and_then(|r| r.redundancy.get(i))
+                    .map(|p| format!("{:.4}", p.1))
+                    .unwrap_or_default()
+            };
+            vec![format!("{f:.4}"), at("gshard"), at("deepseekmoe")]
+        })
+        .collect();
+    let body = format!(
+        "Byte-level LMs ({} layers, d_model {}, expert width w = {}; {} steps × {} × {} bytes per run, seeds {:?}; corpus {}). Dense uses one SwiGLU of width 2w, the activated FFN width of the MoE models.\n\n![training loss](train_loss.svg)\n\n## Redundancy test\n\n{}\n![redundancy](redundancy.svg)\n",
+        cfg.n_layers,
+        cfg.d_model,
+        cfg.expert_width,
+        cfg.train.max_steps,
+        cfg.batch_size,
+        cfg.seq_len,
+        cfg.seeds,
+        data.name,
+        markdown_table(&["fraction disabled", "GShard", "DeepSeekMoE"], &red_rows),
+    );
+    let metrics = MoeCompareMetrics {
+        corpus: data.name.clone(),
+        train_tokens,
+        steps: cfg.train.max_steps,
+        tokens_per_run: cfg.train.max_steps * cfg.batch_size * cfg.seq_len,
+        device: ctx.device_name.clone(),
+        results,
+    };
+    Ok(ctx.finish(cfg, &metrics, "moe-compare", table, body)?)
+}
