@@ -12,6 +12,9 @@ pub enum Error {
     /// The training loop or the report failed.
     #[error(transparent)]
     Train(#[from] trainer::Error),
+    /// The data layer failed.
+    #[error(transparent)]
+    Data(#[from] textdata::Error),
     /// The backbone crate failed.
     #[error(transparent)]
     Plm(#[from] plm::Error),

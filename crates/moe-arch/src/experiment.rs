@@ -189,18 +189,7 @@ fn valid_loss(
     n: usize,
     device: &Device,
 ) -> crate::Result<f64> {
-    let n = n.min(windows.len()).max(1);
-    let idx: Vec<usize> = (0..n).collect();
-    let mut total = 0.0;
-    for chunk in idx.chunks(16) {
-        let (x, y) = windows
-            .batch(chunk, device)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        let logits = model.forward(x, None)?.logits;
-        let l: f32 = plm::llama::cross_entropy(logits, y).into_scalar();
-        total += l as f64 * chunk.len() as f64;
-    }
-    Ok(total / n as f64)
+    plm::llama::mean_window_loss(windows, n, device, |x| Ok(model.forward(x, None)?.logits))
 }
 
 /// One variant's results over the seeds.
@@ -263,13 +252,10 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         cfg.corpus_dir.as_deref().map(std::path::Path::new),
         cfg.valid_fraction,
         cfg.max_train_bytes,
-    )
-    .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    )?;
     let train_tokens = data.train.len();
-    let train = LmWindows::new(data.train, cfg.seq_len, 1)
-        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    let valid = LmWindows::new(data.valid, cfg.seq_len, cfg.seq_len)
-        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let train = LmWindows::new(data.train, cfg.seq_len, 1)?;
+    let valid = LmWindows::new(data.valid, cfg.seq_len, cfg.seq_len)?;
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
     let mut results = Vec::new();

@@ -17,7 +17,7 @@ use trainer::{
     BatchCtx, LrSchedule, Metrics, Record, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig,
 };
 
-use crate::llama::{Llama, LlamaConfig, cross_entropy};
+use crate::llama::{Llama, LlamaConfig};
 
 /// Configuration of the `hello-lm` experiment.
 #[derive(Config, Debug)]
@@ -146,15 +146,9 @@ impl Task<Llama> for LmTask {
 
 /// Mean cross-entropy over the first `n` windows, in batches of 16.
 fn mean_loss(model: &Llama, windows: &LmWindows, n: usize, device: &Device) -> crate::Result<f64> {
-    let n = n.min(windows.len()).max(1);
-    let idx: Vec<usize> = (0..n).collect();
-    let mut total = 0.0;
-    for chunk in idx.chunks(16) {
-        let (x, y) = windows.batch(chunk, device)?;
-        let l: f32 = cross_entropy(model.forward(x).logits, y).into_scalar();
-        total += l as f64 * chunk.len() as f64;
-    }
-    Ok(total / n as f64)
+    crate::llama::mean_window_loss(windows, n, device, |x| {
+        Ok::<_, crate::Error>(model.forward(x).logits)
+    })
 }
 
 /// Greedy continuation of `prompt` by `n` bytes (full re-forward per byte; the model is tiny).

@@ -839,6 +839,26 @@ impl Llama {
     }
 }
 
+/// Mean next-token cross-entropy over the first `n` windows of `windows` (batches of 16), with
+/// `logits` computing `[batch, seq, vocab]` for a `[batch, seq]` input: the validation loss of
+/// the byte-LM experiments, whatever the model.
+pub fn mean_window_loss<E: From<textdata::Error>>(
+    windows: &textdata::LmWindows,
+    n: usize,
+    device: &Device,
+    mut logits: impl FnMut(Tensor<2, Int>) -> std::result::Result<Tensor<3>, E>,
+) -> std::result::Result<f64, E> {
+    let n = n.min(windows.len()).max(1);
+    let idx: Vec<usize> = (0..n).collect();
+    let mut total = 0.0;
+    for chunk in idx.chunks(16) {
+        let (x, y) = windows.batch(chunk, device)?;
+        let l: f32 = cross_entropy(logits(x)?, y).into_scalar();
+        total += l as f64 * chunk.len() as f64;
+    }
+    Ok(total / n as f64)
+}
+
 /// Mean cross-entropy of integer `targets` `[batch, seq]` under `logits` `[batch, seq, vocab]`.
 pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let logp = log_softmax(logits, 2);
