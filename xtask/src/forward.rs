@@ -86,7 +86,7 @@ pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, 
         Some("deepseek_v2") => {
             let m = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf(model, device)?;
             check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
-            last(m.forward(tokens(), None)?.0)
+            last(m.forward(tokens(), None)?.logits)
         }
         Some("bert") => {
             let m = plm::bert::Bert::load_hf(model, device)?;

@@ -19,11 +19,11 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use plm::hooks::AttentionHooks;
 use plm::layers::Init;
 use plm::llama::{Attention, Rope, RopeScaling, SwiGlu};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, MoeConfig, MoeLayer, TopkMethod};
 
@@ -67,12 +67,12 @@ pub struct DeepseekLm {
 }
 
 /// The MoE keys shared by the `deepseek` and `deepseek_v2` `config.json` files.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Serialize, Debug, Clone)]
 pub struct MoeHfFields {
     /// `n_routed_experts` (null: no MoE layer).
     pub n_routed_experts: Option<usize>,
     /// `n_shared_experts`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_shared_experts: Option<usize>,
     /// `num_experts_per_tok`.
     pub num_experts_per_tok: usize,
@@ -82,31 +82,31 @@ pub struct MoeHfFields {
     #[serde(default)]
     pub first_k_dense_replace: usize,
     /// `moe_layer_freq`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moe_layer_freq: Option<usize>,
     /// `norm_topk_prob`.
     #[serde(default)]
     pub norm_topk_prob: bool,
     /// `routed_scaling_factor`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routed_scaling_factor: Option<f64>,
     /// `topk_method` (`greedy` | `group_limited_greedy`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topk_method: Option<String>,
     /// `n_group`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_group: Option<usize>,
     /// `topk_group`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topk_group: Option<usize>,
     /// `aux_loss_alpha` (default 0.001).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux_loss_alpha: Option<f64>,
     /// `seq_aux` (default true).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq_aux: Option<bool>,
     /// `scoring_func`; only softmax.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring_func: Option<String>,
 }
 
@@ -175,7 +175,7 @@ impl MoeHfFields {
 }
 
 /// HF `config.json` of a `deepseek` (v1) checkpoint.
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Serialize, Debug, Clone)]
 pub struct DeepseekHfConfig {
     /// `vocab_size`.
     pub vocab_size: usize,
@@ -193,13 +193,13 @@ pub struct DeepseekHfConfig {
     #[serde(flatten)]
     pub moe: MoeHfFields,
     /// `rms_norm_eps`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rms_norm_eps: Option<f64>,
     /// `rope_theta`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
     /// `max_position_embeddings`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_position_embeddings: Option<usize>,
 }
 
@@ -318,6 +318,25 @@ impl DeepseekLm {
         Ok(self)
     }
 
+    /// Writes an HF `deepseek` folder that [`DeepseekLm::load_hf`] (and the official modeling
+    /// file) reads back: `config.json` (from `config`, the one the model was built with) and
+    /// `model.safetensors` with the official tensor names. Each file is written atomically.
+    pub fn save_hf(&self, config: &DeepseekHfConfig, dir: &Path) -> crate::Result<()> {
+        let mut json = serde_json::to_value(config)
+            .map_err(|e| Error::InvalidConfig(format!("config: {e}")))?;
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("model_type".into(), "deepseek".into());
+            obj.insert("architectures".into(), serde_json::json!(["DeepseekForCausalLM"]));
+            obj.insert("tie_word_embeddings".into(), false.into());
+        }
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::InvalidConfig(format!("config: {e}")))?;
+        trainer::fs::write_atomic(&dir.join("config.json"), text.as_bytes())?;
+        let bytes = hf_safetensors_bytes(self, None, &[])?;
+        trainer::fs::write_atomic(&dir.join("model.safetensors"), &bytes)?;
+        Ok(())
+    }
+
     /// Loads an HF `deepseek` folder (`config.json` + `model.safetensors`).
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
         let (hf, path) = plm::layers::read_hf_folder::<DeepseekHfConfig>(dir)?;
@@ -333,4 +352,49 @@ impl DeepseekLm {
         plm::safetensors::check_apply(&path, &res)?;
         Ok(model)
     }
+}
+
+/// Serialises `module` (a [`DeepseekLm`] or any part of it with the same paths) as safetensors
+/// with HF names (`model.` prefix, enum variants dropped, linear weights transposed to
+/// `[out, in]`, norm `gamma` → `weight`). `only` limits it to those module paths.
+/// `remaps` are further `(regex, replacement)` renames applied to the HF names (see
+/// [`crate::deepseek_v2::HF_SAVE_REMAPS`]).
+pub fn hf_safetensors_bytes<M: Module>(
+    module: &M,
+    only: Option<&[String]>,
+    remaps: &[(&str, &str)],
+) -> crate::Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true)
+        .with_key_remapping(r"^", "model.")
+        .with_key_remapping(r"^model\.lm_head\.", "lm_head.");
+    for (from, to) in remaps {
+        store = store.with_key_remapping(*from, *to);
+    }
+    if let Some(paths) = only {
+        // The filter sees names after the adapter and the enum skipping: `…Moe.…` loses the
+        // variant, a norm's `gamma`/`beta` become `weight`/`bias`.
+        let names = paths.iter().map(|p| {
+            let mut seg: Vec<&str> = p
+                .split('.')
+                .filter(|s| !s.starts_with(|c: char| c.is_ascii_uppercase()))
+                .collect();
+            if let Some(last) = seg.last_mut() {
+                *last = match *last {
+                    "gamma" => "weight",
+                    "beta" => "bias",
+                    other => other,
+                };
+            }
+            seg.join(".")
+        });
+        store = store.with_full_paths(names);
+    }
+    module
+        .save_into(&mut store)
+        .map_err(|e| plm::Error::Weights(format!("saving safetensors: {e}")))?;
+    Ok(store
+        .get_bytes()
+        .map_err(|e| plm::Error::Weights(format!("saving safetensors: {e}")))?)
 }

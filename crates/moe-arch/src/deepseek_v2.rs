@@ -25,7 +25,7 @@ use plm::layers::Init;
 use serde::Deserialize;
 
 use crate::Error;
-use crate::deepseek::{Ffn, MoeHfFields};
+use crate::deepseek::{DeepseekOutput, Ffn, MoeHfFields};
 
 /// HF `config.json` of a `deepseek_v2` checkpoint.
 #[derive(Deserialize, Debug, Clone)]
@@ -384,14 +384,35 @@ impl DeepseekV2HfConfig {
     }
 }
 
+/// Renames from module paths (with `model.` prefix, enum variants dropped) to HF names, for
+/// [`crate::deepseek::hf_safetensors_bytes`]: the query projection lives under `self_attn.q`.
+pub const HF_SAVE_REMAPS: &[(&str, &str)] = &[
+    (r"self_attn\.q\.weight$", "self_attn.q_proj.weight"),
+    (
+        r"self_attn\.q\.(q_a_proj|q_a_layernorm|q_b_proj)\.",
+        "self_attn.$1.",
+    ),
+];
+
+/// The inverse of [`HF_SAVE_REMAPS`], applied after the `model.` prefix is dropped.
+pub const HF_LOAD_REMAPS: &[(&str, &str)] = &[
+    (r"self_attn\.q_proj\.", "self_attn.q."),
+    (
+        r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj)\.",
+        "self_attn.q.$1.",
+    ),
+];
+
 impl DeepseekV2Lm {
     /// # Shapes
-    /// `tokens` `[batch, seq]` → (logits `[batch, seq, vocab]`, summed balance loss).
+    /// `tokens` `[batch, seq]`, `token_mask` `[batch, seq]` (1 = real) → logits
+    /// `[batch, seq, vocab]`, the summed balance loss, the routing of every MoE layer and the
+    /// attention probabilities (see [`DeepseekOutput`]).
     pub fn forward(
         &self,
         tokens: Tensor<2, Int>,
         token_mask: Option<Tensor<2, Int>>,
-    ) -> crate::Result<(Tensor<3>, Tensor<1>)> {
+    ) -> crate::Result<DeepseekOutput> {
         let [b, s] = tokens.dims();
         let device = tokens.device();
         let half = self.inv_freq.len();
@@ -410,9 +431,11 @@ impl DeepseekV2Lm {
         let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
         let mut h = self.embed_tokens.forward(tokens);
         let mut aux = Tensor::<1>::zeros([1], &device);
-        for layer in &self.layers {
+        let mut routing = Vec::new();
+        let mut attentions = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
             let n = layer.self_attn.n_heads;
-            let (a, _) = layer.self_attn.forward(
+            let (a, probs) = layer.self_attn.forward(
                 layer.input_layernorm.forward(h.clone()),
                 cos.clone(),
                 sin.clone(),
@@ -425,12 +448,19 @@ impl DeepseekV2Lm {
                 Ffn::Moe(m) => {
                     let out = m.forward(x, token_mask.clone())?;
                     aux = aux + out.aux_loss;
+                    routing.push((l, out.topk_idx, out.topk_weight));
                     out.output
                 }
             };
             h = h + f;
+            attentions.push(probs);
         }
-        Ok((self.lm_head.forward(self.norm.forward(h)), aux))
+        Ok(DeepseekOutput {
+            logits: self.lm_head.forward(self.norm.forward(h)),
+            aux_loss: aux,
+            routing,
+            attentions,
+        })
     }
 
     /// Loads an HF `deepseek_v2` folder.
@@ -439,14 +469,11 @@ impl DeepseekV2Lm {
         let mut model = hf.init(device)?;
         let mut store = SafetensorsStore::from_file(&path)
             .with_from_adapter(PyTorchToBurnAdapter)
-            .with_key_remapping(r"^model\.", "")
-            .with_key_remapping(r"self_attn\.q_proj\.", "self_attn.q.")
-            .with_key_remapping(
-                r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj)\.",
-                "self_attn.q.$1.",
-            )
-            .skip_enum_variants(true)
-            .allow_partial(true);
+            .with_key_remapping(r"^model\.", "");
+        for (from, to) in HF_LOAD_REMAPS {
+            store = store.with_key_remapping(*from, *to);
+        }
+        let mut store = store.skip_enum_variants(true).allow_partial(true);
         let res = model
             .load_from(&mut store)
             .map_err(|e| plm::Error::Weights(format!("{}: {e}", path.display())))?;

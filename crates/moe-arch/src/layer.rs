@@ -239,7 +239,8 @@ struct Routing {
 }
 
 impl MoeLayer {
-    fn n_experts(&self) -> usize {
+    /// Number of routed experts.
+    pub fn n_experts(&self) -> usize {
         self.experts.len()
     }
 

@@ -32,3 +32,28 @@ fn tiny_deepseek_v1_matches_the_reference() {
     let aux: f32 = out.aux_loss.into_scalar();
     assert!(aux > 0.0 && aux.is_finite());
 }
+
+#[test]
+fn save_hf_writes_the_reference_names_and_loads_back_bit_for_bit() {
+    let d = Device::flex();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/deepseek_v1_tiny/model");
+    let model = DeepseekLm::load_hf(&root, &d).unwrap();
+    let text = std::fs::read_to_string(root.join("config.json")).unwrap();
+    let cfg: moe_arch::deepseek::DeepseekHfConfig = serde_json::from_str(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save_hf(&cfg, dir.path()).unwrap();
+    // Same tensor names and shapes as the reference file.
+    let want = plm::safetensors::read_header(&root.join("model.safetensors")).unwrap();
+    let got = plm::safetensors::read_header(&dir.path().join("model.safetensors")).unwrap();
+    let names = |h: &std::collections::BTreeMap<String, plm::safetensors::TensorInfo>| {
+        h.iter()
+            .map(|(k, v)| (k.clone(), v.shape.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&got), names(&want));
+    let back = DeepseekLm::load_hf(dir.path(), &d).unwrap();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 5, 9, 2], [1, 4]), &d);
+    let a = model.forward(x.clone(), None).unwrap().logits.into_data();
+    let b = back.forward(x, None).unwrap().logits.into_data();
+    assert_eq!(a, b);
+}

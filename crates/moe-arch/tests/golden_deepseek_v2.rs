@@ -23,7 +23,7 @@ fn tiny_deepseek_v2_models_match_transformers() {
             TensorData::new(ids.data, [ids.shape[0], ids.shape[1]]),
             &d,
         );
-        let (logits, _) = model.forward(x, None).unwrap();
+        let logits = model.forward(x, None).unwrap().logits;
         let got = logits.into_data().try_to_vec::<f32>().unwrap();
         let want = read_f32(&exp, "logits").unwrap().data;
         let diff = got

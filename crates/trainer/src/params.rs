@@ -129,6 +129,28 @@ pub fn load_adapter<M: Module>(module: M, path: &Path) -> Result<M> {
     Ok(module.try_load_record(record)?)
 }
 
+struct RequireGrad<'a> {
+    ids: &'a HashSet<ParamId>,
+    flag: bool,
+}
+
+impl burn::module::ModuleMapper for RequireGrad<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.ids.contains(&param.id) {
+            param.set_require_grad(self.flag)
+        } else {
+            param
+        }
+    }
+}
+
+/// Sets gradient tracking of the parameters in `ids` to `flag` (the rest are left as they are).
+/// The trainer turns it off for frozen parameters while it trains, so autodiff skips their
+/// weight gradients (ESFT's time saving), and turns it back on when it returns the model.
+pub fn set_require_grad<M: Module>(module: M, ids: &HashSet<ParamId>, flag: bool) -> M {
+    module.map(&mut RequireGrad { ids, flag })
+}
+
 struct ForEachGrad<'a, F: FnMut(&mut GradientsParams, ParamId, usize)> {
     grads: &'a mut GradientsParams,
     f: F,

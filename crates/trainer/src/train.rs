@@ -205,6 +205,18 @@ impl<'a> Trainer<'a> {
             ));
         }
 
+        // Frozen parameters stop tracking gradients while training (autodiff then skips their
+        // weight gradients); they are switched back on before the model is returned.
+        let frozen: std::collections::HashSet<burn::module::ParamId> =
+            crate::params::inventory(&model)
+                .into_iter()
+                .map(|p| p.id)
+                .filter(|id| !trainable.contains(id))
+                .collect();
+        if !frozen.is_empty() {
+            model = crate::params::set_require_grad(model, &frozen, false);
+        }
+
         let began = Instant::now();
         for step in start..cfg.max_steps {
             let lr = cfg.schedule.lr_at(step, cfg.max_steps, cfg.lr);
@@ -308,6 +320,9 @@ impl<'a> Trainer<'a> {
                     eval,
                 });
             }
+        }
+        if !frozen.is_empty() {
+            model = crate::params::set_require_grad(model, &frozen, true);
         }
         Ok(TrainOutcome {
             model,
