@@ -144,6 +144,51 @@ fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     Ok(Box::new(MoeCompare(cfg)))
 }
 
+/// Without a config file, an asset file when `cargo xtask assets` has fetched it.
+fn default_asset(spec: &RunSpec, slot: &mut Option<String>, asset: &str, rel: &str) {
+    if matches!(spec.source, ConfigSource::File(_)) || slot.is_some() {
+        return;
+    }
+    if let Ok(p) = textdata::assets::asset_file(asset, rel) {
+        *slot = Some(p.to_string_lossy().into_owned());
+    }
+}
+
+struct Esft(esft::experiment::EsftConfig);
+
+impl Prepared for Esft {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.0)?)
+    }
+    fn seed(&self) -> u64 {
+        self.0.seed
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        Ok(esft::experiment::run(&self.0, ctx)?)
+    }
+}
+
+fn esft_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use esft::experiment::EsftConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => EsftConfig::quick(),
+        ConfigSource::Full => EsftConfig::full(),
+        ConfigSource::File(p) => load_config(p, &EsftConfig::full())?,
+    };
+    default_corpus(spec, &mut cfg.corpus_dir);
+    default_asset(
+        spec,
+        &mut cfg.movie_path,
+        "vader",
+        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+    );
+    default_asset(spec, &mut cfg.fortunes_dir, "fortunes-zh", "usr/share/games/fortunes");
+    if let Some(s) = spec.seed {
+        cfg.seed = s;
+    }
+    Ok(Box::new(Esft(cfg)))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -155,6 +200,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "moe-compare",
         about: "DeepSeekMoE: Dense vs GShard vs DeepSeekMoE (± shared expert) at equal activated params, plus the redundancy test",
         prepare: moe_compare,
+    },
+    Experiment {
+        name: "esft",
+        about: "ESFT: expert-specialised fine-tuning vs FFT, LoRA, random and shared-only experts on three byte-level tasks, routing concentration, p sweep",
+        prepare: esft_experiment,
     },
 ];
 

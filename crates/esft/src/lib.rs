@@ -27,6 +27,7 @@ pub mod lora;
 pub mod model;
 pub mod scores;
 pub mod select;
+pub mod tasks;
 
 pub use adapter::{Adapter, AdapterStats, save_adapter};
 pub use error::{Error, Result};

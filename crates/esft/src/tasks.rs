@@ -1,0 +1,353 @@
+//! The downstream tasks of the `esft` experiment, as byte-level chat examples in ESFT's
+//! format (`User: {content}\n\nAssistant:` + ` {answer}` + end; the user turn is masked out
+//! of the loss), and their batching, masked loss and scoring.
+//!
+//! - `sentiment`: movie-review snippets (the SST stand-in of `shared/assets.md`) → ` positive`
+//!   / ` negative`; offline, templated reviews.
+//! - `arithmetic`: generated multi-step word problems → the number.
+//! - `chinese`: Chinese poems and sayings from fortunes-zh as plain LM text (every byte is a
+//!   target); offline, a few embedded Tang poems.
+//!
+//! Generation tasks are scored by greedy exact match, computed with one teacher-forced
+//! forward: greedy decoding reproduces the answer exactly iff the argmax at every answer
+//! position equals the answer byte (the end byte `\n` included), because each step then sees
+//! exactly the prefix it would have generated. The LM task is scored by next-byte accuracy.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use crate::Error;
+
+/// End of an answer.
+pub const END: u8 = b'\n';
+
+/// One example: a masked prompt and a scored answer (an empty prompt for LM text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Example {
+    /// Prompt bytes (no loss).
+    pub prompt: Vec<u8>,
+    /// Answer bytes, ending with [`END`] for generation tasks.
+    pub answer: Vec<u8>,
+}
+
+/// How a task is scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Scoring {
+    /// Greedy exact match of the answer.
+    ExactMatch,
+    /// Next-byte accuracy over the text.
+    NextByte,
+}
+
+/// A task's data.
+#[derive(Clone, Debug)]
+pub struct TaskData {
+    /// Name.
+    pub name: String,
+    /// Where the data came from.
+    pub source: String,
+    /// Training examples.
+    pub train: Vec<Example>,
+    /// Held-out examples.
+    pub test: Vec<Example>,
+    /// Scoring.
+    pub scoring: Scoring,
+}
+
+/// ESFT's chat format.
+pub fn chat(content: &str, answer: &str) -> Example {
+    let mut a = format!(" {answer}").into_bytes();
+    a.push(END);
+    Example {
+        prompt: format!("User: {content}\n\nAssistant:").into_bytes(),
+        answer: a,
+    }
+}
+
+fn split(mut v: Vec<Example>, n_test: usize, rng: &mut trainer::Rng) -> (Vec<Example>, Vec<Example>) {
+    rng.shuffle(&mut v);
+    let n_test = n_test.min(v.len() / 5).max(1);
+    let test = v.split_off(v.len() - n_test);
+    (v, test)
+}
+
+/// Sentiment from `movieReviewSnippets_GroundTruth.txt`, or templated reviews without a path.
+pub fn sentiment(path: Option<&Path>, n_test: usize, seed: u64) -> crate::Result<TaskData> {
+    let mut rng = trainer::Rng::seed_from(seed);
+    let label = |l: usize| if l == 1 { "positive" } else { "negative" };
+    let (items, source) = match path {
+        Some(p) => {
+            let rows = textdata::readers::read_movie_snippets(p)?;
+            (
+                rows.iter()
+                    .map(|r| chat(&format!("Review: {}\nSentiment?", r.text.trim()), label(r.label)))
+                    .collect::<Vec<_>>(),
+                p.display().to_string(),
+            )
+        }
+        None => {
+            let subj = ["the film", "the plot", "the acting", "this movie", "the script", "the ending", "the music", "the cast"];
+            let pos = ["wonderful", "moving", "brilliant", "funny", "charming", "gripping", "beautiful", "clever"];
+            let neg = ["boring", "dull", "clumsy", "tedious", "awful", "predictable", "messy", "lifeless"];
+            let mut v = Vec::new();
+            for _ in 0..2000 {
+                let l = rng.below(2);
+                let words = if l == 1 { &pos } else { &neg };
+                let s = subj[rng.below(subj.len())];
+                let (a, b) = (words[rng.below(8)], words[rng.below(8)]);
+                let text = match rng.below(4) {
+                    0 => format!("{s} is {a}"),
+                    1 => format!("{s} was {a} and {b}"),
+                    2 => format!("i found {s} {a}"),
+                    _ => format!("honestly, {s} felt {a}"),
+                };
+                v.push(chat(&format!("Review: {text}\nSentiment?"), label(l)));
+            }
+            (v, "templated reviews (embedded)".to_string())
+        }
+    };
+    let (train, test) = split(items, n_test, &mut rng);
+    Ok(TaskData {
+        name: "sentiment".into(),
+        source,
+        train,
+        test,
+        scoring: Scoring::ExactMatch,
+    })
+}
+
+/// Generated multi-step arithmetic word problems (two or three operations).
+pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
+    let mut rng = trainer::Rng::seed_from(seed);
+    let names = ["Tom", "Ann", "Li", "Sara", "Ravi", "Mia", "Omar", "Eva"];
+    let items = ["apples", "coins", "books", "eggs", "pens", "cards"];
+    let mut seen = std::collections::HashSet::new();
+    let mut v = Vec::new();
+    let mut tries = 0;
+    while v.len() < n_train + n_test && tries < 50 * (n_train + n_test) {
+        tries += 1;
+        let n = names[rng.below(names.len())];
+        let it = items[rng.below(items.len())];
+        let (q, ans) = match rng.below(3) {
+            0 => {
+                let (a, b) = (2 + rng.below(40), 1 + rng.below(30));
+                let c = rng.below(a + b);
+                (format!("{n} has {a} {it}, buys {b} more and gives {c} away. How many {it} now?"), a + b - c)
+            }
+            1 => {
+                let (a, b) = (2 + rng.below(9), 2 + rng.below(9));
+                let c = rng.below(a * b);
+                (format!("{n} buys {a} boxes of {b} {it} and loses {c}. How many {it} are left?"), a * b - c)
+            }
+            _ => {
+                let (a, b, c) = (1 + rng.below(30), 1 + rng.below(30), 1 + rng.below(30));
+                (format!("{n} has {a} {it}, gets {b} and then {c} more. How many {it} in total?"), a + b + c)
+            }
+        };
+        if seen.insert(q.clone()) {
+            v.push(chat(&q, &ans.to_string()));
+        }
+    }
+    let test = v.split_off(v.len().saturating_sub(n_test));
+    TaskData {
+        name: "arithmetic".into(),
+        source: format!("generated word problems (seed {seed})"),
+        train: v,
+        test,
+        scoring: Scoring::ExactMatch,
+    }
+}
+
+/// Embedded Tang poems, one per line (the offline stand-in for fortunes-zh).
+pub const EMBEDDED_ZH: &str = include_str!("../data/embedded_zh.txt");
+
+/// Chinese text as LM examples: the passages of the fortune files in `dir` (fortunes-zh's
+/// `usr/share/games/fortunes`), or the embedded poems.
+pub fn chinese(dir: Option<&Path>, n_test: usize, seed: u64) -> crate::Result<TaskData> {
+    let mut rng = trainer::Rng::seed_from(seed);
+    let (passages, source) = match dir {
+        Some(d) => {
+            let mut all = Vec::new();
+            for f in ["tang300", "song100", "chinese"] {
+                let p = d.join(f);
+                if p.exists() {
+                    all.extend(textdata::readers::read_fortunes(&p)?);
+                }
+            }
+            if all.is_empty() {
+                return Err(Error::InvalidConfig(format!(
+                    "no fortune files (tang300, song100, chinese) in {}",
+                    d.display()
+                )));
+            }
+            (all, d.display().to_string())
+        }
+        None => (
+            EMBEDDED_ZH.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
+            "embedded Tang poems".to_string(),
+        ),
+    };
+    let items: Vec<Example> = passages
+        .into_iter()
+        .map(|p| Example {
+            prompt: Vec::new(),
+            answer: p.into_bytes(),
+        })
+        .collect();
+    let (train, test) = split(items, n_test, &mut rng);
+    Ok(TaskData {
+        name: "chinese".into(),
+        source,
+        train,
+        test,
+        scoring: Scoring::NextByte,
+    })
+}
+
+/// A batch of examples, one per row, right-padded.
+pub struct Batch {
+    /// Inputs `[b, s]`.
+    pub x: Tensor<2, Int>,
+    /// Targets `[b, s]`.
+    pub y: Tensor<2, Int>,
+    /// Loss weight per target `[b, s]` (1 on answer bytes).
+    pub w: Tensor<2>,
+    /// Real input positions `[b, s]` (for the balance loss and the scores).
+    pub token_mask: Tensor<2, Int>,
+    /// Host copies for scoring.
+    pub y_host: Vec<i64>,
+    /// Host copy of `w`.
+    pub w_host: Vec<f32>,
+}
+
+/// Encodes examples into `[len, seq_len]` tensors. A prompt that does not fit loses its
+/// beginning; an answer that does not fit is cut at the end.
+pub fn batch(examples: &[&Example], seq_len: usize, device: &Device) -> Batch {
+    let b = examples.len();
+    let mut x = vec![0i64; b * seq_len];
+    let mut y = vec![0i64; b * seq_len];
+    let mut w = vec![0f32; b * seq_len];
+    let mut m = vec![0i64; b * seq_len];
+    for (r, e) in examples.iter().enumerate() {
+        let total = seq_len + 1;
+        let answer = &e.answer[..e.answer.len().min(total)];
+        let keep = (total - answer.len()).min(e.prompt.len());
+        let prompt = &e.prompt[e.prompt.len() - keep..];
+        let seq: Vec<u8> = prompt.iter().chain(answer).copied().collect();
+        for t in 0..seq.len().saturating_sub(1) {
+            let i = r * seq_len + t;
+            x[i] = i64::from(seq[t]);
+            y[i] = i64::from(seq[t + 1]);
+            m[i] = 1;
+            // Target t+1 is scored when it is an answer byte.
+            if t + 1 >= prompt.len() {
+                w[i] = 1.0;
+            }
+        }
+    }
+    let shape = [b, seq_len];
+    Batch {
+        x: Tensor::from_data(TensorData::new(x, shape), device),
+        y: Tensor::from_data(TensorData::new(y.clone(), shape), device),
+        w: Tensor::from_data(TensorData::new(w.clone(), shape), device),
+        token_mask: Tensor::from_data(TensorData::new(m, shape), device),
+        y_host: y,
+        w_host: w,
+    }
+}
+
+/// Cross-entropy averaged over the weighted targets.
+///
+/// # Shapes
+/// `logits` `[b, s, V]`, `y` `[b, s]`, `w` `[b, s]` → `[1]`.
+pub fn masked_cross_entropy(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) -> Tensor<1> {
+    let [b, s, _] = logits.dims();
+    let lp = log_softmax(logits, 2)
+        .gather(2, y.reshape([b, s, 1]))
+        .reshape([b, s]);
+    let total = w.clone().sum().clamp_min(1.0);
+    (lp * w).sum().neg() / total
+}
+
+/// (correct, counted) for a batch: whole answers for exact match, bytes for next-byte.
+pub fn score_batch(logits: Tensor<3>, batch: &Batch, scoring: Scoring) -> crate::Result<(usize, usize)> {
+    let [b, s, _] = logits.dims();
+    let pred = logits
+        .argmax(2)
+        .reshape([b * s])
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+    let mut correct = 0;
+    let mut counted = 0;
+    for r in 0..b {
+        let row = r * s..(r + 1) * s;
+        let scored: Vec<usize> = row.filter(|&i| batch.w_host[i] > 0.0).collect();
+        if scored.is_empty() {
+            continue;
+        }
+        let ok = scored.iter().filter(|&&i| pred[i] == batch.y_host[i]).count();
+        match scoring {
+            Scoring::ExactMatch => {
+                counted += 1;
+                correct += usize::from(ok == scored.len());
+            }
+            Scoring::NextByte => {
+                counted += scored.len();
+                correct += ok;
+            }
+        }
+    }
+    Ok((correct, counted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_are_masked_and_truncated_from_the_left() {
+        let d = Device::flex();
+        let e = chat("abcdefghij", "42");
+        let b = batch(&[&e], 8, &d);
+        // 9 bytes kept: the last 5 prompt bytes + " 42\n".
+        let ans: Vec<i64> = (0..8).filter(|&i| b.w_host[i] > 0.0).map(|i| b.y_host[i]).collect();
+        assert_eq!(ans, vec![i64::from(b' '), 52, 50, 10]);
+        let lm = Example { prompt: vec![], answer: b"xyz".to_vec() };
+        let b = batch(&[&lm], 8, &d);
+        assert_eq!(b.w_host.iter().filter(|&&w| w > 0.0).count(), 2);
+    }
+
+    #[test]
+    fn exact_match_needs_every_answer_byte() {
+        let d = Device::flex();
+        let e = chat("q", "7");
+        let bt = batch(&[&e], 16, &d);
+        let mut logits = vec![0f32; 16 * 256];
+        for t in 0..16 {
+            logits[t * 256 + bt.y_host[t] as usize] = 5.0;
+        }
+        let l = Tensor::<3>::from_data(TensorData::new(logits.clone(), [1, 16, 256]), &d);
+        assert_eq!(score_batch(l, &bt, Scoring::ExactMatch).unwrap(), (1, 1));
+        let last = (0..16).rfind(|&i| bt.w_host[i] > 0.0).unwrap();
+        logits[last * 256 + 3] = 9.0;
+        let l = Tensor::<3>::from_data(TensorData::new(logits, [1, 16, 256]), &d);
+        assert_eq!(score_batch(l, &bt, Scoring::ExactMatch).unwrap(), (0, 1));
+    }
+
+    #[test]
+    fn generated_problems_are_distinct_and_correct() {
+        let t = arithmetic(300, 50, 1);
+        assert_eq!(t.test.len(), 50);
+        let p = String::from_utf8(t.train[0].prompt.clone()).unwrap();
+        assert!(p.starts_with("User: ") && p.ends_with("Assistant:"));
+        let mut all: Vec<_> = t.train.iter().chain(&t.test).map(|e| e.prompt.clone()).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+}

@@ -1,0 +1,39 @@
+//! The `esft` experiment at its quick size, offline (embedded data): every artefact is written
+//! and the adapters it saves apply to the base it saved.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use burn::prelude::*;
+use esft::experiment::{EsftConfig, run};
+use esft::{Adapter, ExpertConfig};
+use moe_arch::deepseek::DeepseekLm;
+use trainer::RunCtx;
+
+#[test]
+fn quick_run_writes_its_results_and_loadable_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Device::flex();
+    let mut ctx = RunCtx::new(d.clone(), dir.path(), "flex");
+    let report = run(&EsftConfig::quick(), &mut ctx).unwrap();
+    for f in ["metrics.json", "report.md", "config.json", "concentration.svg", "p_sweep.svg"] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    assert!(report.table_md.contains("esft-token"));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap()).unwrap();
+    // 3 tasks × (vanilla, fft, lora, gate, token, random, shared-only).
+    assert_eq!(m["results"].as_array().unwrap().len(), 21);
+    assert_eq!(m["overlap"].as_array().unwrap().len(), 3);
+    for t in ["sentiment", "arithmetic", "chinese"] {
+        let tdir = dir.path().join("tasks").join(t);
+        ExpertConfig::read(&tdir.join("expert_config_token.json")).unwrap();
+        assert!(tdir.join("summary.json").exists());
+    }
+    let base = DeepseekLm::load_hf(&dir.path().join("base"), &d).unwrap();
+    let adapter = Adapter::read(&dir.path().join("tasks/arithmetic/esft-token")).unwrap();
+    let (tuned, _) = adapter.apply(&base).unwrap();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(vec![72i64, 105, 33], [1, 3]), &d);
+    let a = tuned.forward(x.clone(), None).unwrap().logits.into_data();
+    let b = base.forward(x, None).unwrap().logits.into_data();
+    assert_ne!(a, b, "the adapter changed nothing");
+}
