@@ -307,34 +307,15 @@ impl Bert {
         attention_mask: Option<Tensor<2, Int>>,
         hooks: &AttentionHooks,
     ) -> BertOutput {
-        let [b, s] = input_ids.dims();
-        let device = input_ids.device();
-        let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
-            .reshape([1, s])
-            .expand([b, s]);
-        let types = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, s], &device));
-        let e = &self.embeddings;
-        let h = e.word_embeddings.forward(input_ids)
-            + e.position_embeddings.forward(positions)
-            + e.token_type_embeddings.forward(types); // [b, s, d]
-        let mut h = e.layer_norm.forward(h);
-        // Padded keys are masked with the most negative float, as HF's extended attention mask.
-        let key_mask: Option<Tensor<4, Bool>> =
-            attention_mask.map(|m| m.equal_elem(0).reshape([b, 1, 1, s]));
+        let [b, _] = input_ids.dims();
+        let mut h = self.embed(input_ids, token_type_ids);
+        let key_mask = attention_mask.map(Self::key_mask);
         let mut hidden_states = vec![h.clone()];
         let mut attentions = Vec::with_capacity(self.encoder.layer.len());
         let mut kv = Vec::with_capacity(self.encoder.layer.len());
-        for (l, layer) in self.encoder.layer.iter().enumerate() {
-            let (ctx, probs, layer_kv) =
-                layer
-                    .attention
-                    .self_attn
-                    .forward(h.clone(), key_mask.clone(), hooks, l);
-            let a = &layer.attention.output;
-            let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
-            let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
-            let o = &layer.output;
-            h = o.layer_norm.forward(o.dense.forward(ff) + h1);
+        for l in 0..self.encoder.layer.len() {
+            let (out, probs, layer_kv) = self.layer_forward(l, h, key_mask.clone(), hooks);
+            h = out;
             hidden_states.push(h.clone());
             attentions.push(probs);
             kv.push(layer_kv);
@@ -351,6 +332,65 @@ impl Bert {
             attentions,
             kv,
         }
+    }
+
+    /// The embedding output (word + position + token type, LayerNorm).
+    ///
+    /// # Shapes
+    /// `input_ids`, `token_type_ids` `[batch, seq]` → `[batch, seq, d_model]`.
+    pub fn embed(&self, input_ids: Tensor<2, Int>, token_type_ids: Option<Tensor<2, Int>>) -> Tensor<3> {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
+            .reshape([1, s])
+            .expand([b, s]);
+        let types = token_type_ids.unwrap_or_else(|| Tensor::zeros([b, s], &device));
+        let e = &self.embeddings;
+        let h = e.word_embeddings.forward(input_ids)
+            + e.position_embeddings.forward(positions)
+            + e.token_type_embeddings.forward(types);
+        e.layer_norm.forward(h)
+    }
+
+    /// The attention key mask of an attention mask: `[batch, seq]` (1 = real) →
+    /// `[batch, 1, 1, seq]` (true = hide). Padded keys are masked with the most negative
+    /// float, as HF's extended attention mask.
+    pub fn key_mask(attention_mask: Tensor<2, Int>) -> Tensor<4, Bool> {
+        let [b, s] = attention_mask.dims();
+        attention_mask.equal_elem(0).reshape([b, 1, 1, s])
+    }
+
+    /// Runs layer `l` alone (for layer-by-layer inference such as early exits).
+    ///
+    /// # Shapes
+    /// `h` `[batch, seq, d_model]`, `key_mask` from [`Bert::key_mask`] → (output, attention
+    /// probabilities `[batch, heads, seq, seq]`, keys and values).
+    pub fn layer_forward(
+        &self,
+        l: usize,
+        h: Tensor<3>,
+        key_mask: Option<Tensor<4, Bool>>,
+        hooks: &AttentionHooks,
+    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
+        let layer = &self.encoder.layer[l];
+        let (ctx, probs, layer_kv) = layer.attention.self_attn.forward(h.clone(), key_mask, hooks, l);
+        let a = &layer.attention.output;
+        let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
+        let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
+        let o = &layer.output;
+        (o.layer_norm.forward(o.dense.forward(ff) + h1), probs, layer_kv)
+    }
+
+    /// Keeps the first `n` layers (a shallower complete model, e.g. the small members of a
+    /// cascade).
+    pub fn truncated(mut self, n: usize) -> Self {
+        self.encoder.layer.truncate(n);
+        self
+    }
+
+    /// Number of layers.
+    pub fn n_layers(&self) -> usize {
+        self.encoder.layer.len()
     }
 
     /// Loads an HF BERT folder (`config.json` + `model.safetensors`).
