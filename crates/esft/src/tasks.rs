@@ -88,23 +88,10 @@ pub fn sentiment(path: Option<&Path>, n_test: usize, seed: u64) -> crate::Result
             )
         }
         None => {
-            let subj = ["the film", "the plot", "the acting", "this movie", "the script", "the ending", "the music", "the cast"];
-            let pos = ["wonderful", "moving", "brilliant", "funny", "charming", "gripping", "beautiful", "clever"];
-            let neg = ["boring", "dull", "clumsy", "tedious", "awful", "predictable", "messy", "lifeless"];
-            let mut v = Vec::new();
-            for _ in 0..2000 {
-                let l = rng.below(2);
-                let words = if l == 1 { &pos } else { &neg };
-                let s = subj[rng.below(subj.len())];
-                let (a, b) = (words[rng.below(8)], words[rng.below(8)]);
-                let text = match rng.below(4) {
-                    0 => format!("{s} is {a}"),
-                    1 => format!("{s} was {a} and {b}"),
-                    2 => format!("i found {s} {a}"),
-                    _ => format!("honestly, {s} felt {a}"),
-                };
-                v.push(chat(&format!("Review: {text}\nSentiment?"), label(l)));
-            }
+            let v = textdata::synthetic::templated_reviews(2000, |k| rng.below(k))
+                .iter()
+                .map(|r| chat(&format!("Review: {}\nSentiment?", r.text), label(r.label)))
+                .collect();
             (v, "templated reviews (embedded)".to_string())
         }
     };

@@ -20,6 +20,7 @@ mod corpus;
 mod error;
 mod lm;
 pub mod readers;
+pub mod synthetic;
 mod tokenize;
 
 pub use corpus::{Document, read_text_dir, split_every_kth};

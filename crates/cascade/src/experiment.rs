@@ -1,0 +1,676 @@
+//! `cascade`: CascadeBERT against each model alone and against early exit inside the large
+//! model, on the SST stand-in and BBC topics, with real pretrained MiniLM encoders.
+//!
+//! Members (configurable): MiniLM-L3 cut to its first layer, MiniLM-L3, MiniLM-L6 — complete
+//! models with their own heads — so that a cascade can reach more than the 2× that the
+//! L3 → L6 pair allows; the two-member L3 → L6 cascade is reported too. For each task:
+//! 1. difficulty labels: the smallest member trained alone under `difficulty_seeds` seeds,
+//!    right or wrong on each training example, majority rule;
+//! 2. the cascade trained jointly (cross-entropy for every member), without and with DAR;
+//! 3. the early-exit baseline: MiniLM-L6 with a head after every layer (PABEE's loss), run with
+//!    entropy (DeeBERT) and patience (PABEE) exits;
+//! 4. threshold sweeps: accuracy against the layer-count speed-up and against the measured
+//!    wall-clock speed-up over MiniLM-L6 alone (same batches, same machine), ECE and
+//!    reliability diagrams of every member.
+//!
+//! Offline (no asset paths): templated reviews, a word-level vocabulary and small randomly
+//! initialised BERTs, so the pipeline runs anywhere; the numbers then say nothing about the paper.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use plm::bert::{Bert, BertConfig};
+use serde::{Deserialize, Serialize};
+use textdata::TextTokenizer;
+use trainer::report::{Series, markdown_table, write_line_plot};
+use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+use crate::calibration::{ece, write_reliability};
+use crate::cascade::{Cascade, ExitOutput, confidence};
+use crate::dar::{DifficultyRule, dar_loss, difficulty_labels};
+use crate::early_exit::{EarlyExit, ExitRule, cross_entropy};
+use crate::member::{Member, Pooling};
+use crate::Error;
+
+/// One cascade member: which encoder and how many of its layers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSpec {
+    /// `small` (MiniLM-L3) or `large` (MiniLM-L6).
+    pub encoder: String,
+    /// Layers kept (≤ the encoder's).
+    pub layers: usize,
+}
+
+impl MemberSpec {
+    fn new(encoder: &str, layers: usize) -> Self {
+        Self {
+            encoder: encoder.into(),
+            layers,
+        }
+    }
+}
+
+/// Configuration of the `cascade` experiment.
+#[derive(Config, Debug)]
+pub struct CascadeConfig {
+    /// `movieReviewSnippets_GroundTruth.txt` (SST stand-in).
+    #[config(default = "None")]
+    pub movie_path: Option<String>,
+    /// BBC News `bbcnews/data` folder.
+    #[config(default = "None")]
+    pub bbc_dir: Option<String>,
+    /// `paraphrase-MiniLM-L3-v2.onnx` (the small encoder).
+    #[config(default = "None")]
+    pub small_onnx: Option<String>,
+    /// all-MiniLM-L6-v2 HF folder (the large encoder and the tokenizer).
+    #[config(default = "None")]
+    pub large_dir: Option<String>,
+    /// Members, smallest first.
+    #[config(default = "vec![MemberSpec::new(\"small\", 1), MemberSpec::new(\"small\", 3), MemberSpec::new(\"large\", 6)]")]
+    pub members: Vec<MemberSpec>,
+    /// Head pooling.
+    #[config(default = "Pooling::Mean")]
+    pub pooling: Pooling,
+    /// Max tokens of an SST sentence.
+    #[config(default = 64)]
+    pub max_len_sst: usize,
+    /// Max tokens of a BBC article.
+    #[config(default = 128)]
+    pub max_len_bbc: usize,
+    /// Training examples used per task (0 = all).
+    #[config(default = 2000)]
+    pub max_train: usize,
+    /// Test examples per task (0 = all held out).
+    #[config(default = 1000)]
+    pub max_test: usize,
+    /// Fine-tuning steps of every model.
+    #[config(default = 250)]
+    pub steps: usize,
+    /// Batch size.
+    #[config(default = 16)]
+    pub batch_size: usize,
+    /// Learning rate.
+    #[config(default = 5e-5)]
+    pub lr: f64,
+    /// Seeds of the small model for the difficulty labels.
+    #[config(default = 3)]
+    pub difficulty_seeds: usize,
+    /// Rule turning per-seed correctness into labels.
+    #[config(default = "DifficultyRule::Majority")]
+    pub difficulty_rule: DifficultyRule,
+    /// DAR margin eps (the MRPC script: 0.5).
+    #[config(default = 0.5)]
+    pub dar_eps: f64,
+    /// DAR weight lambda (the MRPC script: 0.5).
+    #[config(default = 0.5)]
+    pub dar_lambda: f64,
+    /// Exit thresholds swept (one global threshold for every member, as the paper).
+    #[config(default = "vec![0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]")]
+    pub thresholds: Vec<f64>,
+    /// DeeBERT entropy thresholds swept (nats).
+    #[config(default = "vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]")]
+    pub entropies: Vec<f64>,
+    /// PABEE patience values swept.
+    #[config(default = "vec![1, 2, 3, 4, 5]")]
+    pub patiences: Vec<usize>,
+    /// Batch size of the timed inference.
+    #[config(default = 32)]
+    pub eval_batch: usize,
+    /// ECE bins.
+    #[config(default = 10)]
+    pub ece_bins: usize,
+    /// Seed.
+    #[config(default = 1234)]
+    pub seed: u64,
+}
+
+impl CascadeConfig {
+    /// The full size.
+    pub fn full() -> Self {
+        Self::new()
+    }
+
+    /// Seconds.
+    pub fn quick() -> Self {
+        Self::new()
+            .with_max_train(64)
+            .with_max_test(32)
+            .with_steps(4)
+            .with_batch_size(8)
+            .with_difficulty_seeds(2)
+            .with_max_len_bbc(32)
+            .with_thresholds(vec![0.6, 0.9])
+            .with_entropies(vec![0.3])
+            .with_patiences(vec![1])
+            .with_eval_batch(16)
+    }
+}
+
+/// Tokenised examples.
+#[derive(Clone, Debug, Default)]
+struct Split {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<usize>,
+}
+
+struct TaskSet {
+    name: String,
+    source: String,
+    n_labels: usize,
+    max_len: usize,
+    train: Split,
+    test: Split,
+}
+
+/// Word-level vocabulary for the offline mode: `[PAD]` 0, `[CLS]` 1, `[SEP]` 2, `[UNK]` 3.
+struct WordVocab(HashMap<String, u32>);
+
+impl WordVocab {
+    fn build<'a>(texts: impl Iterator<Item = &'a str>) -> Self {
+        let mut m = HashMap::new();
+        for t in texts {
+            for w in t.split_whitespace() {
+                let n = m.len() as u32 + 4;
+                m.entry(w.to_lowercase()).or_insert(n);
+            }
+        }
+        Self(m)
+    }
+    fn encode(&self, t: &str) -> Vec<u32> {
+        std::iter::once(1)
+            .chain(t.split_whitespace().map(|w| self.0.get(&w.to_lowercase()).copied().unwrap_or(3)))
+            .chain(std::iter::once(2))
+            .collect()
+    }
+    fn size(&self) -> usize {
+        self.0.len() + 4
+    }
+}
+
+enum Tok {
+    Real(TextTokenizer),
+    Words(WordVocab),
+}
+
+impl Tok {
+    fn encode(&self, t: &str, max_len: usize) -> crate::Result<Vec<u32>> {
+        let mut ids = match self {
+            Tok::Real(tk) => tk.encode(t, true)?,
+            Tok::Words(v) => v.encode(t),
+        };
+        if ids.len() > max_len && max_len >= 2 {
+            let sep = ids[ids.len() - 1];
+            ids.truncate(max_len - 1);
+            ids.push(sep);
+        }
+        Ok(ids)
+    }
+}
+
+fn make_split(items: &[(String, usize)], tok: &Tok, max_len: usize) -> crate::Result<Split> {
+    let mut s = Split::default();
+    for (t, l) in items {
+        s.ids.push(tok.encode(t, max_len)?);
+        s.labels.push(*l);
+    }
+    Ok(s)
+}
+
+fn split_items(mut items: Vec<(String, usize)>, cfg: &CascadeConfig, rng: &mut trainer::Rng) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+    rng.shuffle(&mut items);
+    let n_test = (items.len() / 5).max(1);
+    let mut test = items.split_off(items.len() - n_test);
+    if cfg.max_test > 0 {
+        test.truncate(cfg.max_test);
+    }
+    if cfg.max_train > 0 {
+        items.truncate(cfg.max_train);
+    }
+    (items, test)
+}
+
+fn batch_of(split: &Split, idx: &[usize], max_len: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<1, Int>) {
+    let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| split.ids[i].clone()).collect();
+    let pb = textdata::batch::pad_batch(&seqs, 0, max_len, device);
+    let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
+    (pb.ids, pb.mask, Tensor::from_data(TensorData::new(y, [idx.len()]), device))
+}
+
+fn sample(n: usize, k: usize, rng: &mut trainer::Rng) -> Vec<usize> {
+    (0..k).map(|_| rng.below(n)).collect()
+}
+
+struct MemberTask<'a> {
+    data: &'a Split,
+    max_len: usize,
+    batch: usize,
+    device: Device,
+}
+
+impl Task<Member> for MemberTask<'_> {
+    fn loss(&mut self, model: &Member, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let idx = sample(self.data.ids.len(), self.batch, ctx.rng);
+        let (ids, mask, y) = batch_of(self.data, &idx, self.max_len, &self.device);
+        Ok(cross_entropy(model.forward(ids, mask), y).into())
+    }
+}
+
+struct CascadeTask<'a> {
+    data: &'a Split,
+    hard: Option<&'a [bool]>,
+    max_len: usize,
+    batch: usize,
+    eps: f64,
+    lambda: f64,
+    device: Device,
+}
+
+impl Task<Cascade> for CascadeTask<'_> {
+    fn loss(&mut self, model: &Cascade, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let idx = sample(self.data.ids.len(), self.batch, ctx.rng);
+        let (ids, mask, y) = batch_of(self.data, &idx, self.max_len, &self.device);
+        let all = model.forward_all(ids, mask);
+        let n = all.len();
+        let mut loss = Tensor::<1>::zeros([1], &self.device);
+        let mut dar_total = 0.0;
+        for (i, logits) in all.into_iter().enumerate() {
+            loss = loss + cross_entropy(logits.clone(), y.clone());
+            if let Some(hard) = self.hard
+                && self.lambda > 0.0
+                && i + 1 < n
+            {
+                let flags: Vec<bool> = idx.iter().map(|&j| hard[j]).collect();
+                if let Some(d) = dar_loss(logits, &flags, self.eps, ctx.rng).map_err(trainer::Error::task)? {
+                    dar_total += f64::from(d.clone().into_scalar::<f32>());
+                    loss = loss + d.mul_scalar(self.lambda);
+                }
+            }
+        }
+        Ok(StepLoss {
+            loss,
+            extra: [("dar".to_string(), dar_total)].into(),
+        })
+    }
+}
+
+struct EarlyTask<'a> {
+    data: &'a Split,
+    max_len: usize,
+    batch: usize,
+    device: Device,
+}
+
+impl Task<EarlyExit> for EarlyTask<'_> {
+    fn loss(&mut self, model: &EarlyExit, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let idx = sample(self.data.ids.len(), self.batch, ctx.rng);
+        let (ids, mask, y) = batch_of(self.data, &idx, self.max_len, &self.device);
+        Ok(model.loss(ids, mask, y).into())
+    }
+}
+
+fn eval_batches(split: &Split, bs: usize) -> Vec<Vec<usize>> {
+    let idx: Vec<usize> = (0..split.ids.len()).collect();
+    idx.chunks(bs.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+/// Runs `f` on every test batch; returns the joined output and the wall time.
+fn timed(split: &Split, cfg: &CascadeConfig, max_len: usize, device: &Device, mut f: impl FnMut(Tensor<2, Int>, Tensor<2, Int>) -> crate::Result<ExitOutput>) -> crate::Result<(ExitOutput, f64)> {
+    let batches: Vec<_> = eval_batches(split, cfg.eval_batch)
+        .iter()
+        .map(|b| {
+            let (i, m, _) = batch_of(split, b, max_len, device);
+            (i, m)
+        })
+        .collect();
+    let began = Instant::now();
+    let mut out = ExitOutput::default();
+    for (i, m) in batches {
+        out.extend(f(i, m)?);
+    }
+    Ok((out, began.elapsed().as_secs_f64()))
+}
+
+fn member_output(m: &Member, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> crate::Result<ExitOutput> {
+    let [b, _] = ids.dims();
+    let (conf, pred) = confidence(m.forward(ids, mask))?;
+    Ok(ExitOutput {
+        predictions: pred,
+        exit_at: vec![0; b],
+        confidence: conf,
+        layers: vec![m.n_layers(); b],
+    })
+}
+
+/// One point of an accuracy / speed-up curve.
+#[derive(Serialize, Debug, Clone)]
+pub struct CurvePoint {
+    /// The setting (threshold, entropy or patience).
+    pub setting: f64,
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Layer-count speed-up over the large model alone.
+    pub layer_speedup: f64,
+    /// Measured wall-clock speed-up over the large model alone.
+    pub wall_speedup: f64,
+    /// Share of examples answered by each member (or layer).
+    pub exit_shares: Vec<f64>,
+}
+
+/// A single model's result.
+#[derive(Serialize, Debug, Clone)]
+pub struct ModelResult {
+    /// Name.
+    pub name: String,
+    /// Layers.
+    pub layers: usize,
+    /// Accuracy.
+    pub accuracy: f64,
+    /// ECE.
+    pub ece: f64,
+    /// Inference wall time over the test set (s).
+    pub wall_s: f64,
+}
+
+/// Results of one task.
+#[derive(Serialize, Debug)]
+pub struct TaskResult {
+    /// Task.
+    pub task: String,
+    /// Data source.
+    pub source: String,
+    /// Train / test sizes.
+    pub sizes: (usize, usize),
+    /// Share of training examples labelled hard.
+    pub hard_share: f64,
+    /// Members alone (cascade trained without DAR; members with DAR after them).
+    pub models: Vec<ModelResult>,
+    /// Curves by method.
+    pub curves: Vec<(String, Vec<CurvePoint>)>,
+    /// Best cascade speed-up (wall clock) within 1 point of the large model's accuracy.
+    pub best_within_1pt: Option<(String, CurvePoint)>,
+}
+
+/// Everything `metrics.json` holds.
+#[derive(Serialize, Debug)]
+pub struct CascadeMetrics {
+    /// Device.
+    pub device: String,
+    /// Encoders.
+    pub encoders: String,
+    /// Per task.
+    pub tasks: Vec<TaskResult>,
+}
+
+fn shares(o: &ExitOutput, n: usize) -> Vec<f64> {
+    let mut v = vec![0.0; n];
+    for &e in &o.exit_at {
+        if e < n {
+            v[e] += 1.0;
+        }
+    }
+    let t = o.exit_at.len().max(1) as f64;
+    v.iter().map(|x| x / t).collect()
+}
+
+fn load_tasks(cfg: &CascadeConfig, tok: &Tok, rng: &mut trainer::Rng) -> crate::Result<Vec<TaskSet>> {
+    let mut out = Vec::new();
+    let sst: Vec<(String, usize)> = match &cfg.movie_path {
+        Some(p) => textdata::readers::read_movie_snippets(Path::new(p))?
+            .into_iter()
+            .map(|r| (r.text, r.label))
+            .collect(),
+        None => textdata::synthetic::templated_reviews(1000, |k| rng.below(k))
+            .into_iter()
+            .map(|r| (r.text, r.label))
+            .collect(),
+    };
+    let (tr, te) = split_items(sst, cfg, rng);
+    out.push(TaskSet {
+        name: "sst".into(),
+        source: cfg.movie_path.clone().unwrap_or_else(|| "templated reviews (offline)".into()),
+        n_labels: 2,
+        max_len: cfg.max_len_sst,
+        train: make_split(&tr, tok, cfg.max_len_sst)?,
+        test: make_split(&te, tok, cfg.max_len_sst)?,
+    });
+    if let Some(dir) = &cfg.bbc_dir {
+        let (articles, topics) = textdata::readers::read_bbc(Path::new(dir))?;
+        let items: Vec<(String, usize)> = articles
+            .into_iter()
+            .map(|a| (format!("{}. {}", a.title, a.body), a.label))
+            .collect();
+        let (tr, te) = split_items(items, cfg, rng);
+        out.push(TaskSet {
+            name: "bbc".into(),
+            source: dir.clone(),
+            n_labels: topics.len(),
+            max_len: cfg.max_len_bbc,
+            train: make_split(&tr, tok, cfg.max_len_bbc)?,
+            test: make_split(&te, tok, cfg.max_len_bbc)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs the experiment into `ctx.dir`.
+pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
+    if cfg.members.is_empty() || cfg.steps == 0 {
+        return Err(Error::InvalidConfig("members non-empty and steps > 0".into()));
+    }
+    let eval_device = ctx.device.clone();
+    let device = ctx.device.clone().autodiff();
+    device.seed(cfg.seed);
+    let mut rng = trainer::Rng::seed_from(cfg.seed);
+    // Encoders and tokenizer.
+    let (small, large, tok, encoders) = match (&cfg.small_onnx, &cfg.large_dir) {
+        (Some(onnx), Some(dir)) => {
+            let small = Bert::load_onnx(Path::new(onnx), 12, &device)?;
+            let large = Bert::load_hf(Path::new(dir), &device)?;
+            let tk = TextTokenizer::from_file(&Path::new(dir).join("tokenizer.json"))?;
+            let (vs, vl) = (
+                small.embeddings.word_embeddings.weight.dims()[0],
+                large.embeddings.word_embeddings.weight.dims()[0],
+            );
+            if vs != vl {
+                return Err(Error::InvalidConfig(format!("the encoders' vocabularies differ ({vs} vs {vl})")));
+            }
+            (small, large, Tok::Real(tk), format!("small {onnx}, large {dir}"))
+        }
+        (None, None) => {
+            let texts: Vec<String> = textdata::synthetic::templated_reviews(1000, |k| rng.below(k))
+                .into_iter()
+                .map(|r| r.text)
+                .collect();
+            let vocab = WordVocab::build(texts.iter().map(String::as_str));
+            let mk = |layers| {
+                BertConfig::new(vocab.size(), 32, layers, 2, 64)
+                    .with_max_position_embeddings(cfg.max_len_sst.max(cfg.max_len_bbc))
+                    .with_with_pooler(true)
+                    .init(&device)
+            };
+            let (s, l) = (mk(3)?, mk(6)?);
+            (s, l, Tok::Words(vocab), "small random BERTs (offline)".to_string())
+        }
+        _ => return Err(Error::InvalidConfig("give both small_onnx and large_dir, or neither".into())),
+    };
+    let tasks = load_tasks(cfg, &tok, &mut rng)?;
+    let enc = |spec: &MemberSpec| -> crate::Result<Bert> {
+        let b = match spec.encoder.as_str() {
+            "small" => small.clone(),
+            "large" => large.clone(),
+            o => return Err(Error::InvalidConfig(format!("member encoder '{o}' (small | large)"))),
+        };
+        if spec.layers == 0 || spec.layers > b.n_layers() {
+            return Err(Error::InvalidConfig(format!("{} has {} layers, not {}", spec.encoder, b.n_layers(), spec.layers)));
+        }
+        Ok(b.truncated(spec.layers))
+    };
+    let tcfg = |seed: u64| TrainerConfig::new(cfg.steps).with_lr(cfg.lr).with_seed(seed).with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)));
+    let large_layers = large.n_layers();
+    let n_members = cfg.members.len();
+
+    let mut results = Vec::new();
+    for t in &tasks {
+        // 1. Difficulty labels from the smallest member.
+        let mut correct = Vec::new();
+        for s in 0..cfg.difficulty_seeds.max(1) {
+            let seed = cfg.seed + 100 + s as u64;
+            device.seed(seed);
+            let m = Member::new(enc(&cfg.members[0])?, t.n_labels, cfg.pooling, 0.1, &device);
+            let mut task = MemberTask { data: &t.train, max_len: t.max_len, batch: cfg.batch_size, device: device.clone() };
+            let m = Trainer::new(tcfg(seed), &device).with_progress(|p| ctx.report_progress(p)).fit(m, &mut task)?.model.valid();
+            let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| member_output(&m, i, mk))?;
+            correct.push(out.predictions.iter().zip(&t.train.labels).map(|(p, l)| p == l).collect::<Vec<_>>());
+        }
+        let hard = difficulty_labels(&correct, cfg.difficulty_rule)?;
+        let hard_share = hard.iter().filter(|&&h| h).count() as f64 / hard.len().max(1) as f64;
+
+        // 2. Cascades without and with DAR.
+        let mut trained = Vec::new();
+        for with_dar in [false, true] {
+            device.seed(cfg.seed);
+            let members = cfg
+                .members
+                .iter()
+                .map(|s| Ok(Member::new(enc(s)?, t.n_labels, cfg.pooling, 0.1, &device)))
+                .collect::<crate::Result<Vec<_>>>()?;
+            let mut task = CascadeTask {
+                data: &t.train,
+                hard: with_dar.then_some(hard.as_slice()),
+                max_len: t.max_len,
+                batch: cfg.batch_size,
+                eps: cfg.dar_eps,
+                lambda: cfg.dar_lambda,
+                device: device.clone(),
+            };
+            let c = Trainer::new(tcfg(cfg.seed), &device)
+                .with_progress(|p| ctx.report_progress(p))
+                .fit(Cascade::new(members)?, &mut task)?
+                .model
+                .valid();
+            trained.push(c);
+        }
+        // 3. Early exit inside the large model.
+        device.seed(cfg.seed);
+        let ee = EarlyExit::new(large.clone(), t.n_labels, cfg.pooling, 0.1, &device);
+        let mut task = EarlyTask { data: &t.train, max_len: t.max_len, batch: cfg.batch_size, device: device.clone() };
+        let ee = Trainer::new(tcfg(cfg.seed), &device).with_progress(|p| ctx.report_progress(p)).fit(ee, &mut task)?.model.valid();
+
+        // 4. Evaluation. The reference: the large member of the no-DAR cascade, alone.
+        let labels = &t.test.labels;
+        let mut models = Vec::new();
+        let mut reliability = Vec::new();
+        let mut ref_wall = 0.0;
+        let mut ref_acc = 0.0;
+        for (ci, c) in trained.iter().enumerate() {
+            for (mi, m) in c.members.iter().enumerate() {
+                // Warm-up pass, then the timed one.
+                timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| member_output(m, i, mk))?;
+                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| member_output(m, i, mk))?;
+                let ok: Vec<bool> = o.predictions.iter().zip(labels).map(|(p, l)| p == l).collect();
+                let (e, bins) = ece(&o.confidence, &ok, cfg.ece_bins);
+                let name = format!("{}{}-L{}", if ci == 1 { "DAR " } else { "" }, cfg.members[mi].encoder, m.n_layers());
+                if ci == 0 && mi + 1 == n_members {
+                    ref_wall = wall;
+                    ref_acc = o.accuracy(labels);
+                }
+                reliability.push((name.clone(), bins));
+                models.push(ModelResult { name, layers: m.n_layers(), accuracy: o.accuracy(labels), ece: e, wall_s: wall });
+            }
+        }
+        let point = |setting: f64, o: &ExitOutput, wall: f64, n: usize| CurvePoint {
+            setting,
+            accuracy: o.accuracy(labels),
+            layer_speedup: o.layer_speedup(large_layers),
+            wall_speedup: ref_wall / wall.max(1e-9),
+            exit_shares: shares(o, n),
+        };
+        let mut curves = Vec::new();
+        for (ci, c) in trained.iter().enumerate() {
+            let tag = if ci == 1 { "cascade+DAR" } else { "cascade" };
+            let mut pts = Vec::new();
+            for &tau in &cfg.thresholds {
+                let th = vec![tau; n_members];
+                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| c.infer(i, mk, &th))?;
+                pts.push(point(tau, &o, wall, n_members));
+            }
+            curves.push((format!("{tag} ({n_members} members)"), pts));
+            if n_members > 2 {
+                // The last two members alone: the L3 → L6 pair of the issue.
+                let pair = Cascade::new(c.members[n_members - 2..].to_vec())?;
+                let mut pts = Vec::new();
+                for &tau in &cfg.thresholds {
+                    let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| pair.infer(i, mk, &[tau]))?;
+                    pts.push(point(tau, &o, wall, 2));
+                }
+                curves.push((format!("{tag} (last 2 members)"), pts));
+            }
+        }
+        let mut pts = Vec::new();
+        for &s in &cfg.entropies {
+            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| ee.infer(i, mk, ExitRule::Entropy(s)))?;
+            pts.push(point(s, &o, wall, large_layers));
+        }
+        curves.push(("early exit, entropy (DeeBERT)".into(), pts));
+        let mut pts = Vec::new();
+        for &p in &cfg.patiences {
+            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| ee.infer(i, mk, ExitRule::Patience(p)))?;
+            pts.push(point(p as f64, &o, wall, large_layers));
+        }
+        curves.push(("early exit, patience (PABEE)".into(), pts));
+
+        let best_within_1pt = curves
+            .iter()
+            .filter(|(n, _)| n.starts_with("cascade"))
+            .flat_map(|(n, pts)| pts.iter().map(move |p| (n.clone(), p.clone())))
+            .filter(|(_, p)| p.accuracy >= ref_acc - 0.01)
+            .max_by(|a, b| a.1.wall_speedup.total_cmp(&b.1.wall_speedup));
+
+        let series = |f: &dyn Fn(&CurvePoint) -> f64| -> Vec<Series> {
+            curves
+                .iter()
+                .map(|(n, pts)| Series::new(n.clone(), pts.iter().map(|p| (f(p), p.accuracy)).collect()))
+                .collect()
+        };
+        write_line_plot(&ctx.path(&format!("{}_layer_speedup.svg", t.name)), &format!("{}: accuracy vs layer-count speed-up", t.name), "speed-up over the large model (layers)", "accuracy", &series(&|p| p.layer_speedup))?;
+        write_line_plot(&ctx.path(&format!("{}_wall_speedup.svg", t.name)), &format!("{}: accuracy vs measured speed-up", t.name), "speed-up over the large model (wall clock)", "accuracy", &series(&|p| p.wall_speedup))?;
+        write_reliability(&ctx.path(&format!("{}_reliability.svg", t.name)), &format!("{}: reliability", t.name), &reliability)?;
+        results.push(TaskResult {
+            task: t.name.clone(),
+            source: t.source.clone(),
+            sizes: (t.train.ids.len(), t.test.ids.len()),
+            hard_share,
+            models,
+            curves,
+            best_within_1pt,
+        });
+    }
+
+    let mut table = String::new();
+    let mut body = format!("Encoders: {encoders}. Members: {}. {} steps × {} examples per model, lr {}, DAR eps {} lambda {}, difficulty from {} seeds ({:?}). Speed-ups are over the large model alone; wall clock measured on {} with batches of {} (a warm-up pass first).\n\n", cfg.members.iter().map(|m| format!("{}:{}", m.encoder, m.layers)).collect::<Vec<_>>().join(" → "), cfg.steps, cfg.batch_size, cfg.lr, cfg.dar_eps, cfg.dar_lambda, cfg.difficulty_seeds, cfg.difficulty_rule, ctx.device_name, cfg.eval_batch);
+    for r in &results {
+        let rows: Vec<Vec<String>> = r.models.iter().map(|m| vec![m.name.clone(), m.layers.to_string(), format!("{:.4}", m.accuracy), format!("{:.4}", m.ece), format!("{:.3}", m.wall_s)]).collect();
+        table.push_str(&format!("### {} ({} train / {} test; {:.1} % of training examples hard)\n\n", r.task, r.sizes.0, r.sizes.1, 100.0 * r.hard_share));
+        table.push_str(&markdown_table(&["model alone", "layers", "accuracy", "ECE", "wall s"], &rows));
+        let crow: Vec<Vec<String>> = r
+            .curves
+            .iter()
+            .flat_map(|(n, pts)| {
+                pts.iter().map(move |p| {
+                    vec![n.clone(), format!("{}", p.setting), format!("{:.4}", p.accuracy), format!("{:.2}", p.layer_speedup), format!("{:.2}", p.wall_speedup), p.exit_shares.iter().map(|s| format!("{:.2}", s)).collect::<Vec<_>>().join(" / ")]
+                })
+            })
+            .collect();
+        body.push_str(&format!("## {}\n\nData: {}.\n\n{}\n", r.task, r.source, markdown_table(&["method", "setting", "accuracy", "layer speed-up", "wall speed-up", "exit shares"], &crow)));
+        match &r.best_within_1pt {
+            Some((n, p)) => body.push_str(&format!("Best cascade within 1 point of the large model: {n} at threshold {}: accuracy {:.4}, {:.2}× measured ({:.2}× by layers).\n\n", p.setting, p.accuracy, p.wall_speedup, p.layer_speedup)),
+            None => body.push_str("No cascade setting stays within 1 point of the large model.\n\n"),
+        }
+        body.push_str(&format!("![layers]({0}_layer_speedup.svg) ![wall]({0}_wall_speedup.svg) ![reliability]({0}_reliability.svg)\n\n", r.task));
+    }
+    let metrics = CascadeMetrics { device: ctx.device_name.clone(), encoders, tasks: results };
+    Ok(ctx.finish(cfg, &metrics, "cascade", table, body)?)
+}
