@@ -9,14 +9,15 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use plm::bert::Bert;
 use plm::hooks::AttentionHooks;
 use serde::{Deserialize, Serialize};
 
 use crate::cascade::{ExitOutput, compact, lengths};
 use crate::error::{host_f32, host_i64};
-use crate::member::{Pooling, pool};
+use crate::member::Pooling;
+use plm::bert::pool_hidden;
 use crate::Error;
 
 /// When an example leaves.
@@ -56,7 +57,8 @@ impl EarlyExit {
     }
 
     fn head(&self, l: usize, h: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
-        let pooled = pool(&self.bert, h, mask, self.mean_pool);
+        let pooling = if self.mean_pool { Pooling::Mean } else { Pooling::Cls };
+        let pooled = pool_hidden(&self.bert, h, mask, pooling);
         self.heads[l].forward(self.dropout.forward(pooled))
     }
 
@@ -157,12 +159,5 @@ impl EarlyExit {
     }
 }
 
-/// Mean cross-entropy of `logits` `[b, c]` against `labels` `[b]`.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let [b, _] = logits.dims();
-    log_softmax(logits, 1)
-        .gather(1, labels.reshape([b, 1]))
-        .mean()
-        .neg()
-        .reshape([1])
-}
+/// Mean cross-entropy of class logits against labels (`plm::bert::classification_loss`).
+pub use plm::bert::classification_loss as cross_entropy;

@@ -372,13 +372,26 @@ impl Bert {
         key_mask: Option<Tensor<4, Bool>>,
         hooks: &AttentionHooks,
     ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
+        let (out, probs, kv, _) = self.layer_forward_ffn(l, h, key_mask, hooks);
+        (out, probs, kv)
+    }
+
+    /// [`Bert::layer_forward`] that also returns the feed-forward activations after GELU
+    /// `[batch, seq, intermediate]` (for neuron statistics such as Fine-pruning's).
+    pub fn layer_forward_ffn(
+        &self,
+        l: usize,
+        h: Tensor<3>,
+        key_mask: Option<Tensor<4, Bool>>,
+        hooks: &AttentionHooks,
+    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>), Tensor<3>) {
         let layer = &self.encoder.layer[l];
         let (ctx, probs, layer_kv) = layer.attention.self_attn.forward(h.clone(), key_mask, hooks, l);
         let a = &layer.attention.output;
         let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
         let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
         let o = &layer.output;
-        (o.layer_norm.forward(o.dense.forward(ff) + h1), probs, layer_kv)
+        (o.layer_norm.forward(o.dense.forward(ff.clone()) + h1), probs, layer_kv, ff)
     }
 
     /// Keeps the first `n` layers (a shallower complete model, e.g. the small members of a
@@ -571,6 +584,93 @@ impl BertClassifier {
         });
         self.classifier.forward(self.dropout.forward(pooled))
     }
+}
+
+/// How a [`PooledClassifier`] turns token states into one vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Pooling {
+    /// The `[CLS]` state through the BERT pooler (dense + tanh) when the encoder has one, the
+    /// raw `[CLS]` state otherwise (the head of `BertForSequenceClassification`).
+    Cls,
+    /// The mean of the real tokens' states: the pooling the sentence-transformers MiniLM
+    /// checkpoints were trained with.
+    Mean,
+}
+
+/// A sentence classifier: encoder → pooling → dropout → linear, for any encoder (pooler or
+/// not) and either pooling.
+#[derive(Module, Debug)]
+pub struct PooledClassifier {
+    /// The encoder.
+    pub bert: Bert,
+    /// `d_model → n_labels`.
+    pub head: Linear,
+    /// Dropout before the head.
+    pub dropout: burn::nn::Dropout,
+    #[module(skip)]
+    mean_pool: bool,
+}
+
+impl PooledClassifier {
+    /// A fresh head of `n_labels` classes on `bert`.
+    pub fn new(bert: Bert, n_labels: usize, pooling: Pooling, dropout: f64, device: &Device) -> Self {
+        let d = bert.embeddings.word_embeddings.weight.dims()[1];
+        Self {
+            bert,
+            head: crate::layers::Init { std: 0.02, device }.linear(d, n_labels, true),
+            dropout: burn::nn::DropoutConfig::new(dropout).init(),
+            mean_pool: pooling == Pooling::Mean,
+        }
+    }
+
+    /// Encoder layers.
+    pub fn n_layers(&self) -> usize {
+        self.bert.n_layers()
+    }
+
+    /// The pooling in use.
+    pub fn pooling(&self) -> Pooling {
+        if self.mean_pool { Pooling::Mean } else { Pooling::Cls }
+    }
+
+    /// Pools a hidden state of this classifier's encoder.
+    ///
+    /// # Shapes
+    /// `h` `[batch, seq, d]`, `mask` `[batch, seq]` → `[batch, d]`.
+    pub fn pool(&self, h: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
+        pool_hidden(&self.bert, h, mask, self.pooling())
+    }
+
+    /// # Shapes
+    /// `ids`, `mask` `[batch, seq]` → logits `[batch, n_labels]`.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<2> {
+        let h = self.bert.forward(ids, None, Some(mask.clone())).last_hidden_state;
+        let pooled = self.pool(h, mask);
+        self.head.forward(self.dropout.forward(pooled))
+    }
+}
+
+/// Pools `h` `[batch, seq, d]` of `bert` → `[batch, d]`.
+pub fn pool_hidden(bert: &Bert, h: Tensor<3>, mask: Tensor<2, Int>, pooling: Pooling) -> Tensor<2> {
+    if pooling == Pooling::Mean {
+        return mean_pool(h, mask);
+    }
+    let [b, _, d] = h.dims();
+    let cls = h.slice(s![.., 0..1, ..]).reshape([b, d]);
+    match &bert.pooler {
+        Some(p) => p.dense.forward(cls).tanh(),
+        None => cls,
+    }
+}
+
+/// Mean cross-entropy of class logits `[batch, classes]` against labels `[batch]` → `[1]`.
+pub fn classification_loss(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let [b, _] = logits.dims();
+    burn::tensor::activation::log_softmax(logits, 1)
+        .gather(1, labels.reshape([b, 1]))
+        .mean()
+        .neg()
+        .reshape([1])
 }
 
 /// Mean of the token states over real (mask = 1) positions: sentence-transformers' mean pooling.

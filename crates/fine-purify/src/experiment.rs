@@ -1,0 +1,1 @@
+//! The fine-purify experiment.

@@ -1,0 +1,27 @@
+//! Fine-purifying (Zhang et al., "Diffusion Theory as a Scalpel", Findings of ACL 2023): find
+//! the dimensions of a fine-tuned model that a poisoning attack moved — drifts too large for
+//! their clean-loss curvature — reset them to the pre-trained values, then fine-tune on a small
+//! clean set. No official code exists; this crate is a clean-room implementation of the
+//! paper's pipeline (see `shared/specs/fine-purify.md` for what is reconstructed).
+//!
+//! - [`params`]: every parameter of any burn module by path (snapshots, drifts, write-back).
+//! - [`fisher`]: the empirical-Fisher diagonal of the clean loss, at the fine-tuned point or
+//!   averaged along the path from the pre-trained one.
+//! - [`purify`]: the indicator δ²/(H+ε), its ablations (δ² only, 1/H only, random =
+//!   Fine-mixing), global or per-tensor ranking by selection (no full sort), reset.
+//! - [`epur`]: E-PUR embedding purification; [`pruning`]: Fine-pruning for BERT encoders.
+//! - [`attack`]: rare-word, trigger-sentence and bias-injection poisoning; ASR.
+//! - [`experiment`]: the `fine-purify` experiment.
+
+mod error;
+pub mod attack;
+pub mod epur;
+pub mod experiment;
+pub mod fisher;
+pub mod params;
+pub mod pruning;
+pub mod purify;
+
+pub use error::{Error, Result};
+pub use params::{Entry, Snapshot};
+pub use purify::{PurifyConfig, PurifyStats, Score, Scope, purify};
