@@ -16,7 +16,6 @@
 //! Offline (no asset paths): templated reviews, a word-level vocabulary and small randomly
 //! initialised BERTs, so the pipeline runs anywhere; the numbers then say nothing about the paper.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -149,12 +148,7 @@ impl CascadeConfig {
     }
 }
 
-/// Tokenised examples.
-#[derive(Clone, Debug, Default)]
-struct Split {
-    ids: Vec<Vec<u32>>,
-    labels: Vec<usize>,
-}
+use textdata::classify::{LabeledIds as Split, SentenceTokenizer as Tok, WordVocab};
 
 struct TaskSet {
     name: String,
@@ -165,58 +159,8 @@ struct TaskSet {
     test: Split,
 }
 
-/// Word-level vocabulary for the offline mode: `[PAD]` 0, `[CLS]` 1, `[SEP]` 2, `[UNK]` 3.
-struct WordVocab(HashMap<String, u32>);
-
-impl WordVocab {
-    fn build<'a>(texts: impl Iterator<Item = &'a str>) -> Self {
-        let mut m = HashMap::new();
-        for t in texts {
-            for w in t.split_whitespace() {
-                let n = m.len() as u32 + 4;
-                m.entry(w.to_lowercase()).or_insert(n);
-            }
-        }
-        Self(m)
-    }
-    fn encode(&self, t: &str) -> Vec<u32> {
-        std::iter::once(1)
-            .chain(t.split_whitespace().map(|w| self.0.get(&w.to_lowercase()).copied().unwrap_or(3)))
-            .chain(std::iter::once(2))
-            .collect()
-    }
-    fn size(&self) -> usize {
-        self.0.len() + 4
-    }
-}
-
-enum Tok {
-    Real(TextTokenizer),
-    Words(WordVocab),
-}
-
-impl Tok {
-    fn encode(&self, t: &str, max_len: usize) -> crate::Result<Vec<u32>> {
-        let mut ids = match self {
-            Tok::Real(tk) => tk.encode(t, true)?,
-            Tok::Words(v) => v.encode(t),
-        };
-        if ids.len() > max_len && max_len >= 2 {
-            let sep = ids[ids.len() - 1];
-            ids.truncate(max_len - 1);
-            ids.push(sep);
-        }
-        Ok(ids)
-    }
-}
-
 fn make_split(items: &[(String, usize)], tok: &Tok, max_len: usize) -> crate::Result<Split> {
-    let mut s = Split::default();
-    for (t, l) in items {
-        s.ids.push(tok.encode(t, max_len)?);
-        s.labels.push(*l);
-    }
-    Ok(s)
+    Ok(Split::encode(items, tok, max_len)?)
 }
 
 fn split_items(mut items: Vec<(String, usize)>, cfg: &CascadeConfig, rng: &mut trainer::Rng) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
@@ -233,10 +177,7 @@ fn split_items(mut items: Vec<(String, usize)>, cfg: &CascadeConfig, rng: &mut t
 }
 
 fn batch_of(split: &Split, idx: &[usize], max_len: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<1, Int>) {
-    let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| split.ids[i].clone()).collect();
-    let pb = textdata::batch::pad_batch(&seqs, 0, max_len, device);
-    let y: Vec<i64> = idx.iter().map(|&i| split.labels[i] as i64).collect();
-    (pb.ids, pb.mask, Tensor::from_data(TensorData::new(y, [idx.len()]), device))
+    split.batch(idx, max_len, device)
 }
 
 fn sample(n: usize, k: usize, rng: &mut trainer::Rng) -> Vec<usize> {
@@ -312,8 +253,7 @@ impl Task<EarlyExit> for EarlyTask<'_> {
 }
 
 fn eval_batches(split: &Split, bs: usize) -> Vec<Vec<usize>> {
-    let idx: Vec<usize> = (0..split.ids.len()).collect();
-    idx.chunks(bs.max(1)).map(<[usize]>::to_vec).collect()
+    split.chunks(bs)
 }
 
 /// Runs `f` on every test batch; returns the joined output and the wall time.

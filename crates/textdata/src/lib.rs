@@ -16,6 +16,7 @@
 
 pub mod assets;
 pub mod batch;
+pub mod classify;
 mod corpus;
 mod error;
 mod lm;
