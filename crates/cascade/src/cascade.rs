@@ -11,9 +11,9 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
 
+use crate::Error;
 use crate::error::{host_f32, host_i64};
 use crate::member::Member;
-use crate::Error;
 
 /// A cascade: members in the order they run.
 #[derive(Module, Debug)]
@@ -46,7 +46,12 @@ impl ExitOutput {
 
     /// Accuracy against `labels`.
     pub fn accuracy(&self, labels: &[usize]) -> f64 {
-        let ok = self.predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+        let ok = self
+            .predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| p == l)
+            .count();
         ok as f64 / labels.len().max(1) as f64
     }
 
@@ -76,7 +81,10 @@ pub(crate) fn compact(
 ) -> (Tensor<2, Int>, Tensor<2, Int>, Vec<usize>) {
     let device = ids.device();
     let sel = Tensor::<1, Int>::from_data(
-        TensorData::new(keep.iter().map(|&i| i as i64).collect::<Vec<_>>(), [keep.len()]),
+        TensorData::new(
+            keep.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [keep.len()],
+        ),
         &device,
     );
     let lens: Vec<usize> = keep.iter().map(|&i| lengths[i]).collect();
@@ -97,7 +105,9 @@ impl Cascade {
     /// A cascade of `members` (at least one).
     pub fn new(members: Vec<Member>) -> crate::Result<Self> {
         if members.is_empty() {
-            return Err(Error::InvalidConfig("a cascade needs at least one member".into()));
+            return Err(Error::InvalidConfig(
+                "a cascade needs at least one member".into(),
+            ));
         }
         Ok(Self { members })
     }
@@ -126,7 +136,12 @@ impl Cascade {
     ///
     /// # Shapes
     /// `ids`, `mask` `[batch, seq]`, right-padded.
-    pub fn infer(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>, thresholds: &[f64]) -> crate::Result<ExitOutput> {
+    pub fn infer(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<2, Int>,
+        thresholds: &[f64],
+    ) -> crate::Result<ExitOutput> {
         let n = self.members.len();
         if thresholds.len() + 1 < n {
             return Err(Error::InvalidConfig(format!(

@@ -14,11 +14,11 @@ use plm::bert::Bert;
 use plm::hooks::AttentionHooks;
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::cascade::{ExitOutput, compact, lengths};
 use crate::error::{host_f32, host_i64};
 use crate::member::Pooling;
 use plm::bert::pool_hidden;
-use crate::Error;
 
 /// When an example leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,10 +44,18 @@ pub struct EarlyExit {
 
 impl EarlyExit {
     /// Fresh heads of `n_labels` classes after every layer of `bert`.
-    pub fn new(bert: Bert, n_labels: usize, pooling: Pooling, dropout: f64, device: &Device) -> Self {
+    pub fn new(
+        bert: Bert,
+        n_labels: usize,
+        pooling: Pooling,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
         let d = bert.embeddings.word_embeddings.weight.dims()[1];
         let init = plm::layers::Init { std: 0.02, device };
-        let heads = (0..bert.n_layers()).map(|_| init.linear(d, n_labels, true)).collect();
+        let heads = (0..bert.n_layers())
+            .map(|_| init.linear(d, n_labels, true))
+            .collect();
         Self {
             bert,
             heads,
@@ -57,7 +65,11 @@ impl EarlyExit {
     }
 
     fn head(&self, l: usize, h: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
-        let pooling = if self.mean_pool { Pooling::Mean } else { Pooling::Cls };
+        let pooling = if self.mean_pool {
+            Pooling::Mean
+        } else {
+            Pooling::Cls
+        };
         let pooled = pool_hidden(&self.bert, h, mask, pooling);
         self.heads[l].forward(self.dropout.forward(pooled))
     }
@@ -69,14 +81,22 @@ impl EarlyExit {
         let mut h = self.bert.embed(ids, None);
         let mut out = Vec::with_capacity(self.heads.len());
         for l in 0..self.heads.len() {
-            h = self.bert.layer_forward(l, h, Some(key_mask.clone()), &hooks).0;
+            h = self
+                .bert
+                .layer_forward(l, h, Some(key_mask.clone()), &hooks)
+                .0;
             out.push(self.head(l, h.clone(), mask.clone()));
         }
         out
     }
 
     /// PABEE's weighted loss over the layers: Σ_j j·CE_j / Σ_j j.
-    pub fn loss(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>, labels: Tensor<1, Int>) -> Tensor<1> {
+    pub fn loss(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<2, Int>,
+        labels: Tensor<1, Int>,
+    ) -> Tensor<1> {
         let all = self.forward_all(ids, mask);
         let n = all.len();
         let total = (n * (n + 1) / 2) as f64;
@@ -92,11 +112,18 @@ impl EarlyExit {
     }
 
     /// Layer-by-layer inference with exits and batch compaction.
-    pub fn infer(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>, rule: ExitRule) -> crate::Result<ExitOutput> {
+    pub fn infer(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<2, Int>,
+        rule: ExitRule,
+    ) -> crate::Result<ExitOutput> {
         let [b, _] = ids.dims();
         let n = self.heads.len();
         if n == 0 {
-            return Err(Error::InvalidConfig("an early-exit model needs at least one layer".into()));
+            return Err(Error::InvalidConfig(
+                "an early-exit model needs at least one layer".into(),
+            ));
         }
         let hooks = AttentionHooks::none();
         let mut out = ExitOutput {
@@ -112,9 +139,16 @@ impl EarlyExit {
         let mut mask = mask;
         let mut h = self.bert.embed(ids, None);
         for l in 0..n {
-            h = self.bert.layer_forward(l, h, Some(Bert::key_mask(mask.clone())), &hooks).0;
+            h = self
+                .bert
+                .layer_forward(l, h, Some(Bert::key_mask(mask.clone())), &hooks)
+                .0;
             let p = softmax(self.head(l, h.clone(), mask.clone()), 1);
-            let entropy = host_f32((p.clone() * p.clone().clamp_min(1e-12).log()).sum_dim(1).neg())?;
+            let entropy = host_f32(
+                (p.clone() * p.clone().clamp_min(1e-12).log())
+                    .sum_dim(1)
+                    .neg(),
+            )?;
             let (conf, idx) = p.max_dim_with_indices(1);
             let conf = host_f32(conf)?;
             let pred: Vec<usize> = host_i64(idx)?.into_iter().map(|v| v as usize).collect();
@@ -145,7 +179,10 @@ impl EarlyExit {
             if keep.len() < rows.len() {
                 let width = keep.iter().map(|&r| lens[r]).max().unwrap_or(1).max(1);
                 let sel = Tensor::<1, Int>::from_data(
-                    TensorData::new(keep.iter().map(|&r| r as i64).collect::<Vec<_>>(), [keep.len()]),
+                    TensorData::new(
+                        keep.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                        [keep.len()],
+                    ),
                     &h.device(),
                 );
                 h = h.select(0, sel).slice(s![.., 0..width, ..]);

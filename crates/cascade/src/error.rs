@@ -33,7 +33,9 @@ pub(crate) fn host_f32<const D: usize>(t: burn::prelude::Tensor<D>) -> Result<Ve
         .map_err(|e| Error::TensorRead(format!("{e:?}")))
 }
 
-pub(crate) fn host_i64<const D: usize>(t: burn::prelude::Tensor<D, burn::prelude::Int>) -> Result<Vec<i64>> {
+pub(crate) fn host_i64<const D: usize>(
+    t: burn::prelude::Tensor<D, burn::prelude::Int>,
+) -> Result<Vec<i64>> {
     t.into_data()
         .convert::<i64>()
         .try_to_vec::<i64>()

@@ -27,12 +27,12 @@ use textdata::TextTokenizer;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
+use crate::Error;
 use crate::calibration::{ece, write_reliability};
 use crate::cascade::{Cascade, ExitOutput, confidence};
 use crate::dar::{DifficultyRule, dar_loss, difficulty_labels};
 use crate::early_exit::{EarlyExit, ExitRule, cross_entropy};
 use crate::member::{Member, Pooling};
-use crate::Error;
 
 /// One cascade member: which encoder and how many of its layers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +68,9 @@ pub struct CascadeConfig {
     #[config(default = "None")]
     pub large_dir: Option<String>,
     /// Members, smallest first.
-    #[config(default = "vec![MemberSpec::new(\"small\", 1), MemberSpec::new(\"small\", 3), MemberSpec::new(\"large\", 6)]")]
+    #[config(
+        default = "vec![MemberSpec::new(\"small\", 1), MemberSpec::new(\"small\", 3), MemberSpec::new(\"large\", 6)]"
+    )]
     pub members: Vec<MemberSpec>,
     /// Head pooling.
     #[config(default = "Pooling::Mean")]
@@ -163,7 +165,14 @@ fn make_split(items: &[(String, usize)], tok: &Tok, max_len: usize) -> crate::Re
     Ok(Split::encode(items, tok, max_len)?)
 }
 
-fn split_items(mut items: Vec<(String, usize)>, cfg: &CascadeConfig, rng: &mut trainer::Rng) -> (Vec<(String, usize)>, Vec<(String, usize)>) {
+/// A text and its label.
+type Labeled = (String, usize);
+
+fn split_items(
+    mut items: Vec<(String, usize)>,
+    cfg: &CascadeConfig,
+    rng: &mut trainer::Rng,
+) -> (Vec<Labeled>, Vec<Labeled>) {
     rng.shuffle(&mut items);
     let n_test = (items.len() / 5).max(1);
     let mut test = items.split_off(items.len() - n_test);
@@ -176,7 +185,12 @@ fn split_items(mut items: Vec<(String, usize)>, cfg: &CascadeConfig, rng: &mut t
     (items, test)
 }
 
-fn batch_of(split: &Split, idx: &[usize], max_len: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<1, Int>) {
+fn batch_of(
+    split: &Split,
+    idx: &[usize],
+    max_len: usize,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<1, Int>) {
     split.batch(idx, max_len, device)
 }
 
@@ -224,7 +238,9 @@ impl Task<Cascade> for CascadeTask<'_> {
                 && i + 1 < n
             {
                 let flags: Vec<bool> = idx.iter().map(|&j| hard[j]).collect();
-                if let Some(d) = dar_loss(logits, &flags, self.eps, ctx.rng).map_err(trainer::Error::task)? {
+                if let Some(d) =
+                    dar_loss(logits, &flags, self.eps, ctx.rng).map_err(trainer::Error::task)?
+                {
                     dar_total += f64::from(d.clone().into_scalar::<f32>());
                     loss = loss + d.mul_scalar(self.lambda);
                 }
@@ -257,7 +273,13 @@ fn eval_batches(split: &Split, bs: usize) -> Vec<Vec<usize>> {
 }
 
 /// Runs `f` on every test batch; returns the joined output and the wall time.
-fn timed(split: &Split, cfg: &CascadeConfig, max_len: usize, device: &Device, mut f: impl FnMut(Tensor<2, Int>, Tensor<2, Int>) -> crate::Result<ExitOutput>) -> crate::Result<(ExitOutput, f64)> {
+fn timed(
+    split: &Split,
+    cfg: &CascadeConfig,
+    max_len: usize,
+    device: &Device,
+    mut f: impl FnMut(Tensor<2, Int>, Tensor<2, Int>) -> crate::Result<ExitOutput>,
+) -> crate::Result<(ExitOutput, f64)> {
     let batches: Vec<_> = eval_batches(split, cfg.eval_batch)
         .iter()
         .map(|b| {
@@ -273,7 +295,11 @@ fn timed(split: &Split, cfg: &CascadeConfig, max_len: usize, device: &Device, mu
     Ok((out, began.elapsed().as_secs_f64()))
 }
 
-fn member_output(m: &Member, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> crate::Result<ExitOutput> {
+fn member_output(
+    m: &Member,
+    ids: Tensor<2, Int>,
+    mask: Tensor<2, Int>,
+) -> crate::Result<ExitOutput> {
     let [b, _] = ids.dims();
     let (conf, pred) = confidence(m.forward(ids, mask))?;
     Ok(ExitOutput {
@@ -355,7 +381,11 @@ fn shares(o: &ExitOutput, n: usize) -> Vec<f64> {
     v.iter().map(|x| x / t).collect()
 }
 
-fn load_tasks(cfg: &CascadeConfig, tok: &Tok, rng: &mut trainer::Rng) -> crate::Result<Vec<TaskSet>> {
+fn load_tasks(
+    cfg: &CascadeConfig,
+    tok: &Tok,
+    rng: &mut trainer::Rng,
+) -> crate::Result<Vec<TaskSet>> {
     let mut out = Vec::new();
     let sst: Vec<(String, usize)> = match &cfg.movie_path {
         Some(p) => textdata::readers::read_movie_snippets(Path::new(p))?
@@ -370,7 +400,10 @@ fn load_tasks(cfg: &CascadeConfig, tok: &Tok, rng: &mut trainer::Rng) -> crate::
     let (tr, te) = split_items(sst, cfg, rng);
     out.push(TaskSet {
         name: "sst".into(),
-        source: cfg.movie_path.clone().unwrap_or_else(|| "templated reviews (offline)".into()),
+        source: cfg
+            .movie_path
+            .clone()
+            .unwrap_or_else(|| "templated reviews (offline)".into()),
         n_labels: 2,
         max_len: cfg.max_len_sst,
         train: make_split(&tr, tok, cfg.max_len_sst)?,
@@ -398,7 +431,9 @@ fn load_tasks(cfg: &CascadeConfig, tok: &Tok, rng: &mut trainer::Rng) -> crate::
 /// Runs the experiment into `ctx.dir`.
 pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.members.is_empty() || cfg.steps == 0 {
-        return Err(Error::InvalidConfig("members non-empty and steps > 0".into()));
+        return Err(Error::InvalidConfig(
+            "members non-empty and steps > 0".into(),
+        ));
     }
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
@@ -415,9 +450,16 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 large.embeddings.word_embeddings.weight.dims()[0],
             );
             if vs != vl {
-                return Err(Error::InvalidConfig(format!("the encoders' vocabularies differ ({vs} vs {vl})")));
+                return Err(Error::InvalidConfig(format!(
+                    "the encoders' vocabularies differ ({vs} vs {vl})"
+                )));
             }
-            (small, large, Tok::Real(tk), format!("small {onnx}, large {dir}"))
+            (
+                small,
+                large,
+                Tok::Real(Box::new(tk)),
+                format!("small {onnx}, large {dir}"),
+            )
         }
         (None, None) => {
             let texts: Vec<String> = textdata::synthetic::templated_reviews(1000, |k| rng.below(k))
@@ -432,23 +474,46 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                     .init(&device)
             };
             let (s, l) = (mk(3)?, mk(6)?);
-            (s, l, Tok::Words(vocab), "small random BERTs (offline)".to_string())
+            (
+                s,
+                l,
+                Tok::Words(vocab),
+                "small random BERTs (offline)".to_string(),
+            )
         }
-        _ => return Err(Error::InvalidConfig("give both small_onnx and large_dir, or neither".into())),
+        _ => {
+            return Err(Error::InvalidConfig(
+                "give both small_onnx and large_dir, or neither".into(),
+            ));
+        }
     };
     let tasks = load_tasks(cfg, &tok, &mut rng)?;
     let enc = |spec: &MemberSpec| -> crate::Result<Bert> {
         let b = match spec.encoder.as_str() {
             "small" => small.clone(),
             "large" => large.clone(),
-            o => return Err(Error::InvalidConfig(format!("member encoder '{o}' (small | large)"))),
+            o => {
+                return Err(Error::InvalidConfig(format!(
+                    "member encoder '{o}' (small | large)"
+                )));
+            }
         };
         if spec.layers == 0 || spec.layers > b.n_layers() {
-            return Err(Error::InvalidConfig(format!("{} has {} layers, not {}", spec.encoder, b.n_layers(), spec.layers)));
+            return Err(Error::InvalidConfig(format!(
+                "{} has {} layers, not {}",
+                spec.encoder,
+                b.n_layers(),
+                spec.layers
+            )));
         }
         Ok(b.truncated(spec.layers))
     };
-    let tcfg = |seed: u64| TrainerConfig::new(cfg.steps).with_lr(cfg.lr).with_seed(seed).with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)));
+    let tcfg = |seed: u64| {
+        TrainerConfig::new(cfg.steps)
+            .with_lr(cfg.lr)
+            .with_seed(seed)
+            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
+    };
     let large_layers = large.n_layers();
     let n_members = cfg.members.len();
 
@@ -460,10 +525,27 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             let seed = cfg.seed + 100 + s as u64;
             device.seed(seed);
             let m = Member::new(enc(&cfg.members[0])?, t.n_labels, cfg.pooling, 0.1, &device);
-            let mut task = MemberTask { data: &t.train, max_len: t.max_len, batch: cfg.batch_size, device: device.clone() };
-            let m = Trainer::new(tcfg(seed), &device).with_progress(|p| ctx.report_progress(p)).fit(m, &mut task)?.model.valid();
-            let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| member_output(&m, i, mk))?;
-            correct.push(out.predictions.iter().zip(&t.train.labels).map(|(p, l)| p == l).collect::<Vec<_>>());
+            let mut task = MemberTask {
+                data: &t.train,
+                max_len: t.max_len,
+                batch: cfg.batch_size,
+                device: device.clone(),
+            };
+            let m = Trainer::new(tcfg(seed), &device)
+                .with_progress(|p| ctx.report_progress(p))
+                .fit(m, &mut task)?
+                .model
+                .valid();
+            let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| {
+                member_output(&m, i, mk)
+            })?;
+            correct.push(
+                out.predictions
+                    .iter()
+                    .zip(&t.train.labels)
+                    .map(|(p, l)| p == l)
+                    .collect::<Vec<_>>(),
+            );
         }
         let hard = difficulty_labels(&correct, cfg.difficulty_rule)?;
         let hard_share = hard.iter().filter(|&&h| h).count() as f64 / hard.len().max(1) as f64;
@@ -496,8 +578,17 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         // 3. Early exit inside the large model.
         device.seed(cfg.seed);
         let ee = EarlyExit::new(large.clone(), t.n_labels, cfg.pooling, 0.1, &device);
-        let mut task = EarlyTask { data: &t.train, max_len: t.max_len, batch: cfg.batch_size, device: device.clone() };
-        let ee = Trainer::new(tcfg(cfg.seed), &device).with_progress(|p| ctx.report_progress(p)).fit(ee, &mut task)?.model.valid();
+        let mut task = EarlyTask {
+            data: &t.train,
+            max_len: t.max_len,
+            batch: cfg.batch_size,
+            device: device.clone(),
+        };
+        let ee = Trainer::new(tcfg(cfg.seed), &device)
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(ee, &mut task)?
+            .model
+            .valid();
 
         // 4. Evaluation. The reference: the large member of the no-DAR cascade, alone.
         let labels = &t.test.labels;
@@ -508,17 +599,37 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         for (ci, c) in trained.iter().enumerate() {
             for (mi, m) in c.members.iter().enumerate() {
                 // Warm-up pass, then the timed one.
-                timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| member_output(m, i, mk))?;
-                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| member_output(m, i, mk))?;
-                let ok: Vec<bool> = o.predictions.iter().zip(labels).map(|(p, l)| p == l).collect();
+                timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
+                    member_output(m, i, mk)
+                })?;
+                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
+                    member_output(m, i, mk)
+                })?;
+                let ok: Vec<bool> = o
+                    .predictions
+                    .iter()
+                    .zip(labels)
+                    .map(|(p, l)| p == l)
+                    .collect();
                 let (e, bins) = ece(&o.confidence, &ok, cfg.ece_bins);
-                let name = format!("{}{}-L{}", if ci == 1 { "DAR " } else { "" }, cfg.members[mi].encoder, m.n_layers());
+                let name = format!(
+                    "{}{}-L{}",
+                    if ci == 1 { "DAR " } else { "" },
+                    cfg.members[mi].encoder,
+                    m.n_layers()
+                );
                 if ci == 0 && mi + 1 == n_members {
                     ref_wall = wall;
                     ref_acc = o.accuracy(labels);
                 }
                 reliability.push((name.clone(), bins));
-                models.push(ModelResult { name, layers: m.n_layers(), accuracy: o.accuracy(labels), ece: e, wall_s: wall });
+                models.push(ModelResult {
+                    name,
+                    layers: m.n_layers(),
+                    accuracy: o.accuracy(labels),
+                    ece: e,
+                    wall_s: wall,
+                });
             }
         }
         let point = |setting: f64, o: &ExitOutput, wall: f64, n: usize| CurvePoint {
@@ -534,7 +645,9 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             let mut pts = Vec::new();
             for &tau in &cfg.thresholds {
                 let th = vec![tau; n_members];
-                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| c.infer(i, mk, &th))?;
+                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
+                    c.infer(i, mk, &th)
+                })?;
                 pts.push(point(tau, &o, wall, n_members));
             }
             curves.push((format!("{tag} ({n_members} members)"), pts));
@@ -543,7 +656,9 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 let pair = Cascade::new(c.members[n_members - 2..].to_vec())?;
                 let mut pts = Vec::new();
                 for &tau in &cfg.thresholds {
-                    let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| pair.infer(i, mk, &[tau]))?;
+                    let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
+                        pair.infer(i, mk, &[tau])
+                    })?;
                     pts.push(point(tau, &o, wall, 2));
                 }
                 curves.push((format!("{tag} (last 2 members)"), pts));
@@ -551,13 +666,17 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         }
         let mut pts = Vec::new();
         for &s in &cfg.entropies {
-            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| ee.infer(i, mk, ExitRule::Entropy(s)))?;
+            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
+                ee.infer(i, mk, ExitRule::Entropy(s))
+            })?;
             pts.push(point(s, &o, wall, large_layers));
         }
         curves.push(("early exit, entropy (DeeBERT)".into(), pts));
         let mut pts = Vec::new();
         for &p in &cfg.patiences {
-            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| ee.infer(i, mk, ExitRule::Patience(p)))?;
+            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
+                ee.infer(i, mk, ExitRule::Patience(p))
+            })?;
             pts.push(point(p as f64, &o, wall, large_layers));
         }
         curves.push(("early exit, patience (PABEE)".into(), pts));
@@ -572,12 +691,30 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         let series = |f: &dyn Fn(&CurvePoint) -> f64| -> Vec<Series> {
             curves
                 .iter()
-                .map(|(n, pts)| Series::new(n.clone(), pts.iter().map(|p| (f(p), p.accuracy)).collect()))
+                .map(|(n, pts)| {
+                    Series::new(n.clone(), pts.iter().map(|p| (f(p), p.accuracy)).collect())
+                })
                 .collect()
         };
-        write_line_plot(&ctx.path(&format!("{}_layer_speedup.svg", t.name)), &format!("{}: accuracy vs layer-count speed-up", t.name), "speed-up over the large model (layers)", "accuracy", &series(&|p| p.layer_speedup))?;
-        write_line_plot(&ctx.path(&format!("{}_wall_speedup.svg", t.name)), &format!("{}: accuracy vs measured speed-up", t.name), "speed-up over the large model (wall clock)", "accuracy", &series(&|p| p.wall_speedup))?;
-        write_reliability(&ctx.path(&format!("{}_reliability.svg", t.name)), &format!("{}: reliability", t.name), &reliability)?;
+        write_line_plot(
+            &ctx.path(&format!("{}_layer_speedup.svg", t.name)),
+            &format!("{}: accuracy vs layer-count speed-up", t.name),
+            "speed-up over the large model (layers)",
+            "accuracy",
+            &series(&|p| p.layer_speedup),
+        )?;
+        write_line_plot(
+            &ctx.path(&format!("{}_wall_speedup.svg", t.name)),
+            &format!("{}: accuracy vs measured speed-up", t.name),
+            "speed-up over the large model (wall clock)",
+            "accuracy",
+            &series(&|p| p.wall_speedup),
+        )?;
+        write_reliability(
+            &ctx.path(&format!("{}_reliability.svg", t.name)),
+            &format!("{}: reliability", t.name),
+            &reliability,
+        )?;
         results.push(TaskResult {
             task: t.name.clone(),
             source: t.source.clone(),
@@ -590,27 +727,94 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     }
 
     let mut table = String::new();
-    let mut body = format!("Encoders: {encoders}. Members: {}. {} steps × {} examples per model, lr {}, DAR eps {} lambda {}, difficulty from {} seeds ({:?}). Speed-ups are over the large model alone; wall clock measured on {} with batches of {} (a warm-up pass first).\n\n", cfg.members.iter().map(|m| format!("{}:{}", m.encoder, m.layers)).collect::<Vec<_>>().join(" → "), cfg.steps, cfg.batch_size, cfg.lr, cfg.dar_eps, cfg.dar_lambda, cfg.difficulty_seeds, cfg.difficulty_rule, ctx.device_name, cfg.eval_batch);
+    let mut body = format!(
+        "Encoders: {encoders}. Members: {}. {} steps × {} examples per model, lr {}, DAR eps {} lambda {}, difficulty from {} seeds ({:?}). Speed-ups are over the large model alone; wall clock measured on {} with batches of {} (a warm-up pass first).\n\n",
+        cfg.members
+            .iter()
+            .map(|m| format!("{}:{}", m.encoder, m.layers))
+            .collect::<Vec<_>>()
+            .join(" → "),
+        cfg.steps,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.dar_eps,
+        cfg.dar_lambda,
+        cfg.difficulty_seeds,
+        cfg.difficulty_rule,
+        ctx.device_name,
+        cfg.eval_batch
+    );
     for r in &results {
-        let rows: Vec<Vec<String>> = r.models.iter().map(|m| vec![m.name.clone(), m.layers.to_string(), format!("{:.4}", m.accuracy), format!("{:.4}", m.ece), format!("{:.3}", m.wall_s)]).collect();
-        table.push_str(&format!("### {} ({} train / {} test; {:.1} % of training examples hard)\n\n", r.task, r.sizes.0, r.sizes.1, 100.0 * r.hard_share));
-        table.push_str(&markdown_table(&["model alone", "layers", "accuracy", "ECE", "wall s"], &rows));
+        let rows: Vec<Vec<String>> = r
+            .models
+            .iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.layers.to_string(),
+                    format!("{:.4}", m.accuracy),
+                    format!("{:.4}", m.ece),
+                    format!("{:.3}", m.wall_s),
+                ]
+            })
+            .collect();
+        table.push_str(&format!(
+            "### {} ({} train / {} test; {:.1} % of training examples hard)\n\n",
+            r.task,
+            r.sizes.0,
+            r.sizes.1,
+            100.0 * r.hard_share
+        ));
+        table.push_str(&markdown_table(
+            &["model alone", "layers", "accuracy", "ECE", "wall s"],
+            &rows,
+        ));
         let crow: Vec<Vec<String>> = r
             .curves
             .iter()
             .flat_map(|(n, pts)| {
                 pts.iter().map(move |p| {
-                    vec![n.clone(), format!("{}", p.setting), format!("{:.4}", p.accuracy), format!("{:.2}", p.layer_speedup), format!("{:.2}", p.wall_speedup), p.exit_shares.iter().map(|s| format!("{:.2}", s)).collect::<Vec<_>>().join(" / ")]
+                    vec![
+                        n.clone(),
+                        format!("{}", p.setting),
+                        format!("{:.4}", p.accuracy),
+                        format!("{:.2}", p.layer_speedup),
+                        format!("{:.2}", p.wall_speedup),
+                        p.exit_shares
+                            .iter()
+                            .map(|s| format!("{:.2}", s))
+                            .collect::<Vec<_>>()
+                            .join(" / "),
+                    ]
                 })
             })
             .collect();
-        body.push_str(&format!("## {}\n\nData: {}.\n\n{}\n", r.task, r.source, markdown_table(&["method", "setting", "accuracy", "layer speed-up", "wall speed-up", "exit shares"], &crow)));
+        body.push_str(&format!(
+            "## {}\n\nData: {}.\n\n{}\n",
+            r.task,
+            r.source,
+            markdown_table(
+                &[
+                    "method",
+                    "setting",
+                    "accuracy",
+                    "layer speed-up",
+                    "wall speed-up",
+                    "exit shares"
+                ],
+                &crow
+            )
+        ));
         match &r.best_within_1pt {
             Some((n, p)) => body.push_str(&format!("Best cascade within 1 point of the large model: {n} at threshold {}: accuracy {:.4}, {:.2}× measured ({:.2}× by layers).\n\n", p.setting, p.accuracy, p.wall_speedup, p.layer_speedup)),
             None => body.push_str("No cascade setting stays within 1 point of the large model.\n\n"),
         }
         body.push_str(&format!("![layers]({0}_layer_speedup.svg) ![wall]({0}_wall_speedup.svg) ![reliability]({0}_reliability.svg)\n\n", r.task));
     }
-    let metrics = CascadeMetrics { device: ctx.device_name.clone(), encoders, tasks: results };
+    let metrics = CascadeMetrics {
+        device: ctx.device_name.clone(),
+        encoders,
+        tasks: results,
+    };
     Ok(ctx.finish(cfg, &metrics, "cascade", table, body)?)
 }

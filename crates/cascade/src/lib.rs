@@ -14,11 +14,11 @@
 //! difficulty is "right under a strict majority of seeds"; DAR applies to every member but
 //! the last, as the authors answered in their issue #1.
 
-mod error;
 pub mod calibration;
 pub mod cascade;
 pub mod dar;
 pub mod early_exit;
+mod error;
 pub mod experiment;
 pub mod member;
 

@@ -1,4 +1,4 @@
 //! One cascade member: a complete BERT encoder with its own classification head — `plm`'s
 //! [`PooledClassifier`](plm::bert::PooledClassifier).
 
-pub use plm::bert::{Pooling, PooledClassifier as Member};
+pub use plm::bert::{PooledClassifier as Member, Pooling};

@@ -1,6 +1,11 @@
 //! Dynamic inference agrees with running every member (or layer) on every example.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -29,7 +34,11 @@ fn batch(lens: &[usize], d: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let mut mask = Vec::new();
     for (r, &l) in lens.iter().enumerate() {
         for t in 0..s {
-            ids.push(if t < l { ((r * 7 + t * 3) % 49 + 1) as i64 } else { 0 });
+            ids.push(if t < l {
+                ((r * 7 + t * 3) % 49 + 1) as i64
+            } else {
+                0
+            });
             mask.push(i64::from(t < l));
         }
     }
@@ -46,7 +55,9 @@ fn probs(logits: Tensor<2>) -> Vec<Vec<f32>> {
 }
 
 fn top(p: &[f32]) -> (usize, f32) {
-    p.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
+    p.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
 }
 
 proptest! {
@@ -98,12 +109,20 @@ fn early_exits_follow_entropy_and_patience() {
     let lens = [3, 9, 5, 7, 1];
     let (ids, mask) = batch(&lens, &d);
     // A huge entropy threshold: every example leaves after layer 1; zero: all run to the end.
-    let o = ee.infer(ids.clone(), mask.clone(), ExitRule::Entropy(10.0)).unwrap();
+    let o = ee
+        .infer(ids.clone(), mask.clone(), ExitRule::Entropy(10.0))
+        .unwrap();
     assert!(o.layers.iter().all(|&l| l == 1));
-    let o = ee.infer(ids.clone(), mask.clone(), ExitRule::Entropy(0.0)).unwrap();
+    let o = ee
+        .infer(ids.clone(), mask.clone(), ExitRule::Entropy(0.0))
+        .unwrap();
     assert!(o.layers.iter().all(|&l| l == 4));
     // Patience 1: leave at the first layer whose prediction repeats the previous one.
-    let all: Vec<_> = ee.forward_all(ids.clone(), mask.clone()).into_iter().map(probs).collect();
+    let all: Vec<_> = ee
+        .forward_all(ids.clone(), mask.clone())
+        .into_iter()
+        .map(probs)
+        .collect();
     let o = ee.infer(ids, mask, ExitRule::Patience(1)).unwrap();
     for r in 0..lens.len() {
         let preds: Vec<usize> = all.iter().map(|p| top(&p[r]).0).collect();

@@ -7,12 +7,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use burn::store::{ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    ApplyError, ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+};
 use moe_arch::deepseek::{DeepseekHfConfig, DeepseekLm, hf_safetensors_bytes};
 
+use crate::Error;
 use crate::model::MoeModel;
 use crate::select::ExpertConfig;
-use crate::Error;
 
 /// The tensor file inside an adapter folder.
 pub const ADAPTER_FILE: &str = "adapter.safetensors";
@@ -73,7 +75,11 @@ pub fn save_adapter<M: MoeModel>(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     trainer::fs::write_atomic(&file, &bytes)?;
     cfg.write(&dir.join(EXPERT_CFG_FILE))?;
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(|e| Error::io(p, e));
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(|e| Error::io(p, e))
+    };
     Ok(AdapterStats {
         tensors: names.len(),
         params,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An expert config names a layer that is not an MoE layer of the model.
-    #[error("expert config names layer {layer}, which is not an MoE layer of the model (MoE layers: {moe_layers:?})")]
+    #[error(
+        "expert config names layer {layer}, which is not an MoE layer of the model (MoE layers: {moe_layers:?})"
+    )]
     UnknownLayer {
         /// The layer named.
         layer: usize,
@@ -14,7 +16,9 @@ pub enum Error {
         moe_layers: Vec<usize>,
     },
     /// An expert config names an expert id beyond the layer's routed experts.
-    #[error("expert config names expert {expert} of layer {layer}, which has {n_experts} routed experts")]
+    #[error(
+        "expert config names expert {expert} of layer {layer}, which has {n_experts} routed experts"
+    )]
     UnknownExpert {
         /// Layer.
         layer: usize,

@@ -196,8 +196,13 @@ struct PretrainTask {
 
 impl Task<DeepseekLm> for PretrainTask {
     fn loss(&mut self, model: &DeepseekLm, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        let idx: Vec<usize> = (0..self.batch).map(|_| ctx.rng.below(self.train.len())).collect();
-        let (x, y) = self.train.batch(&idx, &self.device).map_err(trainer::Error::task)?;
+        let idx: Vec<usize> = (0..self.batch)
+            .map(|_| ctx.rng.below(self.train.len()))
+            .collect();
+        let (x, y) = self
+            .train
+            .batch(&idx, &self.device)
+            .map_err(trainer::Error::task)?;
         let out = model.forward(x, None).map_err(trainer::Error::task)?;
         let lm = plm::llama::cross_entropy(out.logits, y);
         let aux: f32 = out.aux_loss.clone().into_scalar();
@@ -208,7 +213,13 @@ impl Task<DeepseekLm> for PretrainTask {
     }
 }
 
-fn sample_batch(train: &[Example], n: usize, seq_len: usize, rng: &mut trainer::Rng, device: &Device) -> Batch {
+fn sample_batch(
+    train: &[Example],
+    n: usize,
+    seq_len: usize,
+    rng: &mut trainer::Rng,
+    device: &Device,
+) -> Batch {
     let ex: Vec<&Example> = (0..n).map(|_| &train[rng.below(train.len())]).collect();
     tasks::batch(&ex, seq_len, device)
 }
@@ -223,7 +234,13 @@ struct FinetuneTask<'a> {
 
 impl FinetuneTask<'_> {
     fn step<M: MoeModel>(&self, model: &M, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        let b = sample_batch(&self.data.train, self.batch, self.seq_len, ctx.rng, &self.device);
+        let b = sample_batch(
+            &self.data.train,
+            self.batch,
+            self.seq_len,
+            ctx.rng,
+            &self.device,
+        );
         let out = model
             .forward_moe(b.x, Some(b.token_mask))
             .map_err(trainer::Error::task)?;
@@ -242,19 +259,30 @@ impl Task<DeepseekLm> for FinetuneTask<'_> {
 }
 
 impl Task<Lora<DeepseekLm>> for FinetuneTask<'_> {
-    fn loss(&mut self, model: &Lora<DeepseekLm>, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+    fn loss(
+        &mut self,
+        model: &Lora<DeepseekLm>,
+        ctx: &mut BatchCtx<'_>,
+    ) -> trainer::Result<StepLoss> {
         self.step(&model.merged(), ctx)
     }
 }
 
 /// Task score in [0, 1] and the answer loss (nats/byte) on the held-out examples.
-fn task_score<M: MoeModel>(model: &M, data: &TaskData, seq_len: usize, device: &Device) -> crate::Result<(f64, f64)> {
+fn task_score<M: MoeModel>(
+    model: &M,
+    data: &TaskData,
+    seq_len: usize,
+    device: &Device,
+) -> crate::Result<(f64, f64)> {
     let (mut ok, mut n) = (0, 0);
     let (mut loss, mut bytes) = (0.0, 0.0);
     for chunk in data.test.chunks(32) {
         let ex: Vec<&Example> = chunk.iter().collect();
         let b = tasks::batch(&ex, seq_len, device);
-        let logits = model.forward_moe(b.x.clone(), Some(b.token_mask.clone()))?.logits;
+        let logits = model
+            .forward_moe(b.x.clone(), Some(b.token_mask.clone()))?
+            .logits;
         let w: f64 = b.w_host.iter().map(|&v| f64::from(v)).sum();
         let l: f32 = masked_cross_entropy(logits.clone(), b.y.clone(), b.w.clone()).into_scalar();
         loss += f64::from(l) * w;
@@ -267,8 +295,15 @@ fn task_score<M: MoeModel>(model: &M, data: &TaskData, seq_len: usize, device: &
 }
 
 /// Held-out general-text loss (nats/byte).
-fn retention<M: MoeModel>(model: &M, valid: &LmWindows, n: usize, device: &Device) -> crate::Result<f64> {
-    plm::llama::mean_window_loss(valid, n, device, |x| Ok::<_, Error>(model.forward_moe(x, None)?.logits))
+fn retention<M: MoeModel>(
+    model: &M,
+    valid: &LmWindows,
+    n: usize,
+    device: &Device,
+) -> crate::Result<f64> {
+    plm::llama::mean_window_loss(valid, n, device, |x| {
+        Ok::<_, Error>(model.forward_moe(x, None)?.logits)
+    })
 }
 
 /// Relevance scores of a task: the full sample and its two halves (for the self-overlap).
@@ -282,13 +317,23 @@ fn task_scores(
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     rng.shuffle(&mut order);
     order.truncate(cfg.score_sequences.max(2));
-    let (mut all, mut a, mut b) = (ScoreAccumulator::new(), ScoreAccumulator::new(), ScoreAccumulator::new());
+    let (mut all, mut a, mut b) = (
+        ScoreAccumulator::new(),
+        ScoreAccumulator::new(),
+        ScoreAccumulator::new(),
+    );
     for (ci, chunk) in order.chunks(16).enumerate() {
         let ex: Vec<&Example> = chunk.iter().map(|&i| &data.train[i]).collect();
         let bt = tasks::batch(&ex, cfg.seq_len, device);
         let out = model.forward_moe(bt.x, Some(bt.token_mask.clone()))?;
         for acc in [&mut all, if ci % 2 == 0 { &mut a } else { &mut b }] {
-            acc.add(&out.routing, Some(bt.token_mask.clone()), ex.len(), cfg.seq_len, cfg.n_routed)?;
+            acc.add(
+                &out.routing,
+                Some(bt.token_mask.clone()),
+                ex.len(),
+                cfg.seq_len,
+                cfg.n_routed,
+            )?;
         }
     }
     Ok([all.finish(), a.finish(), b.finish()])
@@ -358,7 +403,12 @@ pub struct EsftMetrics {
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -387,7 +437,12 @@ impl Runner<'_, '_> {
         Ok((
             score,
             loss,
-            retention(model, &self.valid, self.cfg.retention_windows, &self.eval_device)?,
+            retention(
+                model,
+                &self.valid,
+                self.cfg.retention_windows,
+                &self.eval_device,
+            )?,
         ))
     }
 
@@ -400,7 +455,11 @@ impl Runner<'_, '_> {
         experts: Option<&ExpertConfig>,
         out: &Path,
     ) -> crate::Result<MethodResult> {
-        let lr = if experts.is_some() { self.cfg.lr_esft } else { self.cfg.lr_fft };
+        let lr = if experts.is_some() {
+            self.cfg.lr_esft
+        } else {
+            self.cfg.lr_fft
+        };
         let tcfg = self.ft_config(self.cfg.finetune_steps, lr);
         let mut task = FinetuneTask {
             data,
@@ -414,7 +473,9 @@ impl Runner<'_, '_> {
             Some(e) => trainer.with_trainable(move |p| e.is_trainable(p)),
             None => trainer,
         };
-        let outcome = trainer.with_progress(self.progress()).fit(base.clone(), &mut task)?;
+        let outcome = trainer
+            .with_progress(self.progress())
+            .fit(base.clone(), &mut task)?;
         let train_s = began.elapsed().as_secs_f64();
         let model = outcome.model.valid();
         let storage_bytes = match experts {
@@ -438,7 +499,12 @@ impl Runner<'_, '_> {
         })
     }
 
-    fn train_lora(&mut self, base: &DeepseekLm, data: &TaskData, out: &Path) -> crate::Result<MethodResult> {
+    fn train_lora(
+        &mut self,
+        base: &DeepseekLm,
+        data: &TaskData,
+        out: &Path,
+    ) -> crate::Result<MethodResult> {
         let tcfg = self.ft_config(self.cfg.finetune_steps, self.cfg.lr_lora);
         let mut task = FinetuneTask {
             data,
@@ -488,7 +554,9 @@ fn overlap(a: &RelevanceScores, b: &RelevanceScores, k: usize) -> f64 {
 /// Runs the experiment into `ctx.dir`.
 pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.finetune_steps == 0 || cfg.top_k == 0 || cfg.top_k > cfg.n_routed {
-        return Err(Error::InvalidConfig("finetune_steps > 0 and 0 < top_k ≤ n_routed".into()));
+        return Err(Error::InvalidConfig(
+            "finetune_steps > 0 and 0 < top_k ≤ n_routed".into(),
+        ));
     }
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
@@ -496,9 +564,17 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let valid = LmWindows::new(general.valid.clone(), cfg.seq_len, cfg.seq_len)?;
     let path = |s: &Option<String>| s.as_deref().map(PathBuf::from);
     let task_data = vec![
-        tasks::sentiment(path(&cfg.movie_path).as_deref(), cfg.test_examples, cfg.seed)?,
+        tasks::sentiment(
+            path(&cfg.movie_path).as_deref(),
+            cfg.test_examples,
+            cfg.seed,
+        )?,
         tasks::arithmetic(cfg.arithmetic_train, cfg.test_examples, cfg.seed),
-        tasks::chinese(path(&cfg.fortunes_dir).as_deref(), cfg.test_examples, cfg.seed)?,
+        tasks::chinese(
+            path(&cfg.fortunes_dir).as_deref(),
+            cfg.test_examples,
+            cfg.seed,
+        )?,
     ];
 
     // 1. The base model.
@@ -523,8 +599,17 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             let outcome = Trainer::new(cfg.pretrain.clone().with_seed(cfg.seed), &device)
                 .with_progress(|p| ctx.report_progress(p))
                 .fit(model, &mut task)?;
-            outcome.model.valid().save_hf(&cfg.hf(), &ctx.path("base"))?;
-            (outcome.model, format!("pretrained here on {} ({} steps)", general.name, cfg.pretrain.max_steps))
+            outcome
+                .model
+                .valid()
+                .save_hf(&cfg.hf(), &ctx.path("base"))?;
+            (
+                outcome.model,
+                format!(
+                    "pretrained here on {} ({} steps)",
+                    general.name, cfg.pretrain.max_steps
+                ),
+            )
         }
     };
     let base_eval = base.valid();
@@ -536,7 +621,12 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         valid,
         ctx,
     };
-    let base_general_loss = retention(&base_eval, &runner.valid, cfg.retention_windows, &eval_device)?;
+    let base_general_loss = retention(
+        &base_eval,
+        &runner.valid,
+        cfg.retention_windows,
+        &eval_device,
+    )?;
 
     let mut results = Vec::new();
     let mut vanilla = Vec::new();
@@ -563,12 +653,25 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
 
         // 2. Scores and expert configs.
         let [scores, half_a, half_b] = task_scores(&base_eval, data, cfg, &eval_device)?;
-        trainer::fs::write_atomic(&tdir.join("summary.json"), scores.to_summary_json().as_bytes())?;
+        trainer::fs::write_atomic(
+            &tdir.join("summary.json"),
+            scores.to_summary_json().as_bytes(),
+        )?;
         let gate = ExpertConfig::select(
             &scores,
-            &SelectionConfig { top_p: cfg.p_gate, normalise_gate: cfg.normalise_gate, ..SelectionConfig::gate() },
+            &SelectionConfig {
+                top_p: cfg.p_gate,
+                normalise_gate: cfg.normalise_gate,
+                ..SelectionConfig::gate()
+            },
         )?;
-        let token = ExpertConfig::select(&scores, &SelectionConfig { top_p: cfg.p_token, ..SelectionConfig::token() })?;
+        let token = ExpertConfig::select(
+            &scores,
+            &SelectionConfig {
+                top_p: cfg.p_token,
+                ..SelectionConfig::token()
+            },
+        )?;
         let random = token.random_like(&layers, &mut rng)?;
         let shared = ExpertConfig::shared_only(&layers);
         for (name, c) in [("gate", &gate), ("token", &token), ("random", &random)] {
@@ -576,31 +679,77 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         }
         concentration.push(Concentration {
             task: data.name.clone(),
-            token_experts: [0.1, 0.2, 0.5].map(|f| scores.experts_to_cover(ScoreFunction::Token, f)),
+            token_experts: [0.1, 0.2, 0.5]
+                .map(|f| scores.experts_to_cover(ScoreFunction::Token, f)),
             gate_experts_50: scores.experts_to_cover(ScoreFunction::Gate, 0.5),
-            selected: [gate.mean_experts_per_layer(), token.mean_experts_per_layer()],
+            selected: [
+                gate.mean_experts_per_layer(),
+                token.mean_experts_per_layer(),
+            ],
         });
         all_scores.push((scores.clone(), half_a, half_b));
 
         // 3. The methods.
         results.push(runner.train_experts(&base, data, "fft", None, &tdir.join("fft"))?);
         results.push(runner.train_lora(&base, data, &tdir.join("lora"))?);
-        results.push(runner.train_experts(&base, data, "esft-gate", Some(&gate), &tdir.join("esft-gate"))?);
-        results.push(runner.train_experts(&base, data, "esft-token", Some(&token), &tdir.join("esft-token"))?);
-        results.push(runner.train_experts(&base, data, "random-experts", Some(&random), &tdir.join("random"))?);
+        results.push(runner.train_experts(
+            &base,
+            data,
+            "esft-gate",
+            Some(&gate),
+            &tdir.join("esft-gate"),
+        )?);
+        results.push(runner.train_experts(
+            &base,
+            data,
+            "esft-token",
+            Some(&token),
+            &tdir.join("esft-token"),
+        )?);
+        results.push(runner.train_experts(
+            &base,
+            data,
+            "random-experts",
+            Some(&random),
+            &tdir.join("random"),
+        )?);
         if layers.iter().any(|l| l.has_shared) {
-            results.push(runner.train_experts(&base, data, "shared-only", Some(&shared), &tdir.join("shared-only"))?);
+            results.push(runner.train_experts(
+                &base,
+                data,
+                "shared-only",
+                Some(&shared),
+                &tdir.join("shared-only"),
+            )?);
         }
 
         // 4. The p sweep.
         if data.name == cfg.sweep_task {
             for &p in &cfg.p_sweep {
-                let c = ExpertConfig::select(&scores, &SelectionConfig { top_p: p, ..SelectionConfig::token() })?;
+                let c = ExpertConfig::select(
+                    &scores,
+                    &SelectionConfig {
+                        top_p: p,
+                        ..SelectionConfig::token()
+                    },
+                )?;
                 if c.experts.values().all(Vec::is_empty) {
                     continue;
                 }
-                let r = runner.train_experts(&base, data, &format!("esft-token p={p}"), Some(&c), &tdir.join(format!("sweep-{p}")))?;
-                sweep.push((p, c.mean_experts_per_layer(), r.score, r.general_loss, r.trainable_params));
+                let r = runner.train_experts(
+                    &base,
+                    data,
+                    &format!("esft-token p={p}"),
+                    Some(&c),
+                    &tdir.join(format!("sweep-{p}")),
+                )?;
+                sweep.push((
+                    p,
+                    c.mean_experts_per_layer(),
+                    r.score,
+                    r.general_loss,
+                    r.trainable_params,
+                ));
             }
         }
     }
@@ -633,13 +782,58 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let time = |m: &str| mean_of(m, &|r| r.train_s);
     let esft_score = (score("esft-gate") + score("esft-token")) / 2.0;
     let esft_loss = (tl("esft-gate") + tl("esft-token")) / 2.0;
-    let claims = vec![
-        (format!("ESFT ≈ FFT on the task score (mean {:.3} vs {:.3}, within 0.05 or above)", esft_score, score("fft")), esft_score >= score("fft") - 0.05),
-        (format!("ESFT ≈ FFT on the task loss (mean {:.4} vs {:.4}, within 5 % or below)", esft_loss, tl("fft")), esft_loss <= 1.05 * tl("fft")),
-        (format!("ESFT retains general ability better than FFT (general loss {:.4}/{:.4} vs {:.4})", gl("esft-gate"), gl("esft-token"), gl("fft")), gl("esft-gate") < gl("fft") && gl("esft-token") < gl("fft")),
-        (format!("ESFT adapters are far smaller than FFT checkpoints ({:.0} / {:.0} vs {:.0} bytes)", stor("esft-gate"), stor("esft-token"), stor("fft")), stor("esft-token") < 0.5 * stor("fft")),
-        (format!("ESFT trains faster than FFT ({:.1} / {:.1} vs {:.1} s)", time("esft-gate"), time("esft-token"), time("fft")), time("esft-token") < time("fft")),
-        (format!("selected experts beat random experts (task loss {:.4} vs {:.4})", tl("esft-token"), tl("random-experts")), tl("esft-token") < tl("random-experts")),
+    let claims = [
+        (
+            format!(
+                "ESFT ≈ FFT on the task score (mean {:.3} vs {:.3}, within 0.05 or above)",
+                esft_score,
+                score("fft")
+            ),
+            esft_score >= score("fft") - 0.05,
+        ),
+        (
+            format!(
+                "ESFT ≈ FFT on the task loss (mean {:.4} vs {:.4}, within 5 % or below)",
+                esft_loss,
+                tl("fft")
+            ),
+            esft_loss <= 1.05 * tl("fft"),
+        ),
+        (
+            format!(
+                "ESFT retains general ability better than FFT (general loss {:.4}/{:.4} vs {:.4})",
+                gl("esft-gate"),
+                gl("esft-token"),
+                gl("fft")
+            ),
+            gl("esft-gate") < gl("fft") && gl("esft-token") < gl("fft"),
+        ),
+        (
+            format!(
+                "ESFT adapters are far smaller than FFT checkpoints ({:.0} / {:.0} vs {:.0} bytes)",
+                stor("esft-gate"),
+                stor("esft-token"),
+                stor("fft")
+            ),
+            stor("esft-token") < 0.5 * stor("fft"),
+        ),
+        (
+            format!(
+                "ESFT trains faster than FFT ({:.1} / {:.1} vs {:.1} s)",
+                time("esft-gate"),
+                time("esft-token"),
+                time("fft")
+            ),
+            time("esft-token") < time("fft"),
+        ),
+        (
+            format!(
+                "selected experts beat random experts (task loss {:.4} vs {:.4})",
+                tl("esft-token"),
+                tl("random-experts")
+            ),
+            tl("esft-token") < tl("random-experts"),
+        ),
     ];
 
     // Plots.
@@ -656,13 +850,31 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                     acc[i] += x / s.layers.len() as f64;
                 }
             }
-            Series::new(d.name.clone(), acc.iter().enumerate().map(|(i, &v)| ((i + 1) as f64, v)).collect())
+            Series::new(
+                d.name.clone(),
+                acc.iter()
+                    .enumerate()
+                    .map(|(i, &v)| ((i + 1) as f64, v))
+                    .collect(),
+            )
         })
         .collect();
-    write_line_plot(&ctx.path("concentration.svg"), "token-selection share of the k-th most used expert (mean over layers)", "expert rank", "share of routed selections", &conc_series)?;
+    write_line_plot(
+        &ctx.path("concentration.svg"),
+        "token-selection share of the k-th most used expert (mean over layers)",
+        "expert rank",
+        "share of routed selections",
+        &conc_series,
+    )?;
     if !sweep.is_empty() {
         let s1 = Series::new("task score", sweep.iter().map(|r| (r.0, r.2)).collect());
-        write_line_plot(&ctx.path("p_sweep.svg"), &format!("ESFT-Token p sweep on {}", cfg.sweep_task), "p", "task score", &[s1])?;
+        write_line_plot(
+            &ctx.path("p_sweep.svg"),
+            &format!("ESFT-Token p sweep on {}", cfg.sweep_task),
+            "p",
+            "task score",
+            &[s1],
+        )?;
     }
 
     let rows: Vec<Vec<String>> = results
@@ -675,14 +887,26 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 format!("{:.4}", r.task_loss),
                 format!("{:.4}", r.general_loss),
                 r.trainable_params.to_string(),
-                r.experts_per_layer.map(|e| format!("{e:.1}")).unwrap_or_default(),
+                r.experts_per_layer
+                    .map(|e| format!("{e:.1}"))
+                    .unwrap_or_default(),
                 r.storage_bytes.to_string(),
                 format!("{:.2}", r.train_s),
             ]
         })
         .collect();
     let table = markdown_table(
-        &["task", "method", "score", "task loss", "general loss", "trainable", "experts/layer", "storage bytes", "train s"],
+        &[
+            "task",
+            "method",
+            "score",
+            "task loss",
+            "general loss",
+            "trainable",
+            "experts/layer",
+            "storage bytes",
+            "train s",
+        ],
         &rows,
     );
     let conc_rows: Vec<Vec<String>> = concentration
@@ -690,8 +914,16 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         .map(|c| {
             vec![
                 c.task.clone(),
-                format!("{:.1} / {:.1} / {:.1}", c.token_experts[0], c.token_experts[1], c.token_experts[2]),
-                format!("{:.1} / {:.1} / {:.1}", 0.1 * cfg.n_routed as f64, 0.2 * cfg.n_routed as f64, 0.5 * cfg.n_routed as f64),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    c.token_experts[0], c.token_experts[1], c.token_experts[2]
+                ),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    0.1 * cfg.n_routed as f64,
+                    0.2 * cfg.n_routed as f64,
+                    0.5 * cfg.n_routed as f64
+                ),
                 format!("{:.1}", c.gate_experts_50),
                 format!("{:.1} / {:.1}", c.selected[0], c.selected[1]),
             ]
@@ -702,16 +934,37 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let ov_rows: Vec<Vec<String>> = overlap_m
         .iter()
         .zip(&task_data)
-        .map(|(row, d)| std::iter::once(d.name.clone()).chain(row.iter().map(|v| format!("{v:.2}"))).collect())
+        .map(|(row, d)| {
+            std::iter::once(d.name.clone())
+                .chain(row.iter().map(|v| format!("{v:.2}")))
+                .collect()
+        })
         .collect();
     let ov_header_ref: Vec<&str> = ov_header.iter().map(String::as_str).collect();
     let sweep_rows: Vec<Vec<String>> = sweep
         .iter()
-        .map(|r| vec![format!("{}", r.0), format!("{:.1}", r.1), format!("{:.3}", r.2), format!("{:.4}", r.3), r.4.to_string()])
+        .map(|r| {
+            vec![
+                format!("{}", r.0),
+                format!("{:.1}", r.1),
+                format!("{:.3}", r.2),
+                format!("{:.4}", r.3),
+                r.4.to_string(),
+            ]
+        })
         .collect();
     let claim_rows: Vec<Vec<String>> = claims
         .iter()
-        .map(|(c, ok)| vec![c.clone(), if *ok { "holds".into() } else { "does not hold".into() }])
+        .map(|(c, ok)| {
+            vec![
+                c.clone(),
+                if *ok {
+                    "holds".into()
+                } else {
+                    "does not hold".into()
+                },
+            ]
+        })
         .collect();
     let body = format!(
         "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (layer 0 dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes. Scores: exact match of the greedy answer (sentiment, arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (direction)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
@@ -725,22 +978,47 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         cfg.finetune_steps,
         cfg.batch_size,
         cfg.seq_len,
-        task_data.iter().map(|d| format!("{} — {} ({} train / {} test)", d.name, d.source, d.train.len(), d.test.len())).collect::<Vec<_>>().join("; "),
+        task_data
+            .iter()
+            .map(|d| format!(
+                "{} — {} ({} train / {} test)",
+                d.name,
+                d.source,
+                d.train.len(),
+                d.test.len()
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
         markdown_table(&["claim", "here"], &claim_rows),
         cfg.p_gate,
         cfg.p_token,
-        markdown_table(&["task", "token 10/20/50 %", "uniform", "gate 50 %", "selected gate / token"], &conc_rows),
+        markdown_table(
+            &[
+                "task",
+                "token 10/20/50 %",
+                "uniform",
+                "gate 50 %",
+                "selected gate / token"
+            ],
+            &conc_rows
+        ),
         cfg.top_k,
         cfg.top_k,
         markdown_table(&ov_header_ref, &ov_rows),
         cfg.sweep_task,
-        markdown_table(&["p", "experts/layer", "score", "general loss", "trainable"], &sweep_rows),
+        markdown_table(
+            &["p", "experts/layer", "score", "general loss", "trainable"],
+            &sweep_rows
+        ),
     );
     let metrics = EsftMetrics {
         device: ctx.device_name.clone(),
         base: base_name,
         base_general_loss,
-        sources: task_data.iter().map(|d| (d.name.clone(), d.source.clone())).collect(),
+        sources: task_data
+            .iter()
+            .map(|d| (d.name.clone(), d.source.clone()))
+            .collect(),
         vanilla,
         results,
         concentration,

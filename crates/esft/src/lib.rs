@@ -20,8 +20,8 @@
 //!   ([`SelectionConfig::normalise_gate`] divides by the layer's mass instead).
 //! - A "sequence" for the per-sequence normalisation is one row of the scoring batch.
 
-mod error;
 pub mod adapter;
+mod error;
 pub mod experiment;
 pub mod lora;
 pub mod model;

@@ -61,10 +61,18 @@ pub struct Lora<M: MoeModel> {
 /// Whether the weight at `path` (2-D) gets a LoRA pair.
 fn is_target(path: &str, cfg: &LoraConfig) -> bool {
     let seg: Vec<&str> = path.split('.').collect();
-    if seg.last() != Some(&"weight") || seg.first() == Some(&"embed_tokens") || seg.first() == Some(&"lm_head") {
+    if seg.last() != Some(&"weight")
+        || seg.first() == Some(&"embed_tokens")
+        || seg.first() == Some(&"lm_head")
+    {
         return false;
     }
-    let module = seg.len().checked_sub(2).and_then(|i| seg.get(i)).copied().unwrap_or("");
+    let module = seg
+        .len()
+        .checked_sub(2)
+        .and_then(|i| seg.get(i))
+        .copied()
+        .unwrap_or("");
     if module == "gate" {
         return cfg.include_router;
     }
@@ -116,7 +124,10 @@ impl<M: MoeModel> Lora<M> {
     pub fn num_params(&self) -> usize {
         self.pairs
             .iter()
-            .map(|p| p.a.val().dims().iter().product::<usize>() + p.b.val().dims().iter().product::<usize>())
+            .map(|p| {
+                p.a.val().dims().iter().product::<usize>()
+                    + p.b.val().dims().iter().product::<usize>()
+            })
             .sum()
     }
 
@@ -128,7 +139,12 @@ impl<M: MoeModel> Lora<M> {
             .targets
             .iter()
             .zip(&self.pairs)
-            .map(|(t, p)| (t.clone(), p.a.val().matmul(p.b.val()).mul_scalar(self.scale)))
+            .map(|(t, p)| {
+                (
+                    t.clone(),
+                    p.a.val().matmul(p.b.val()).mul_scalar(self.scale),
+                )
+            })
             .collect();
         self.base.clone().map(&mut AddDelta {
             stack: Vec::new(),

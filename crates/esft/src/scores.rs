@@ -69,10 +69,10 @@ pub struct ScoreAccumulator {
 }
 
 fn host(t: Tensor<1>) -> crate::Result<Vec<f64>> {
-    Ok(t.into_data()
+    t.into_data()
         .convert::<f64>()
         .try_to_vec::<f64>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))?)
+        .map_err(|e| Error::TensorRead(format!("{e:?}")))
 }
 
 impl ScoreAccumulator {
@@ -215,7 +215,12 @@ impl RelevanceScores {
     pub fn top_experts(&self, f: ScoreFunction, k: usize) -> BTreeMap<usize, Vec<usize>> {
         self.layers
             .iter()
-            .map(|l| (l.layer, crate::select::ranked(l.of(f)).into_iter().take(k).collect()))
+            .map(|l| {
+                (
+                    l.layer,
+                    crate::select::ranked(l.of(f)).into_iter().take(k).collect(),
+                )
+            })
             .collect()
     }
 
@@ -229,7 +234,11 @@ impl RelevanceScores {
                 .map(|l| {
                     (
                         l.layer,
-                        l.of(f).iter().enumerate().map(|(i, &v)| (i, round(v))).collect(),
+                        l.of(f)
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| (i, round(v)))
+                            .collect(),
                     )
                 })
                 .collect()

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::model::MoeLayerInfo;
 use crate::scores::{RelevanceScores, ScoreFunction};
-use crate::Error;
 
 /// How experts are chosen from relevance scores (the flags of the official
 /// `generate_expert_config.py`).
@@ -127,7 +127,10 @@ impl ExpertConfig {
     /// Selects experts per layer from `scores`.
     pub fn select(scores: &RelevanceScores, cfg: &SelectionConfig) -> crate::Result<Self> {
         if !(cfg.top_p.is_finite() && cfg.top_p >= 0.0) {
-            return Err(Error::InvalidConfig(format!("top_p {} (needs ≥ 0)", cfg.top_p)));
+            return Err(Error::InvalidConfig(format!(
+                "top_p {} (needs ≥ 0)",
+                cfg.top_p
+            )));
         }
         let experts = scores
             .layers
@@ -155,7 +158,11 @@ impl ExpertConfig {
 
     /// The same number of experts per layer as `self`, drawn uniformly at random (the paper's
     /// Table 4 control).
-    pub fn random_like(&self, layers: &[MoeLayerInfo], rng: &mut trainer::Rng) -> crate::Result<Self> {
+    pub fn random_like(
+        &self,
+        layers: &[MoeLayerInfo],
+        rng: &mut trainer::Rng,
+    ) -> crate::Result<Self> {
         self.validate(layers)?;
         let mut experts = BTreeMap::new();
         for (&layer, ids) in &self.experts {
@@ -186,13 +193,14 @@ impl ExpertConfig {
     /// Checks every layer and expert named against the model.
     pub fn validate(&self, layers: &[MoeLayerInfo]) -> crate::Result<()> {
         for (&layer, ids) in &self.experts {
-            let info = layers
-                .iter()
-                .find(|l| l.layer == layer)
-                .ok_or_else(|| Error::UnknownLayer {
-                    layer,
-                    moe_layers: layers.iter().map(|l| l.layer).collect(),
-                })?;
+            let info =
+                layers
+                    .iter()
+                    .find(|l| l.layer == layer)
+                    .ok_or_else(|| Error::UnknownLayer {
+                        layer,
+                        moe_layers: layers.iter().map(|l| l.layer).collect(),
+                    })?;
             let mut seen = BTreeSet::new();
             for &expert in ids {
                 if expert >= info.n_experts {

@@ -66,7 +66,11 @@ pub fn chat(content: &str, answer: &str) -> Example {
     }
 }
 
-fn split(mut v: Vec<Example>, n_test: usize, rng: &mut trainer::Rng) -> (Vec<Example>, Vec<Example>) {
+fn split(
+    mut v: Vec<Example>,
+    n_test: usize,
+    rng: &mut trainer::Rng,
+) -> (Vec<Example>, Vec<Example>) {
     rng.shuffle(&mut v);
     let n_test = n_test.min(v.len() / 5).max(1);
     let test = v.split_off(v.len() - n_test);
@@ -82,7 +86,12 @@ pub fn sentiment(path: Option<&Path>, n_test: usize, seed: u64) -> crate::Result
             let rows = textdata::readers::read_movie_snippets(p)?;
             (
                 rows.iter()
-                    .map(|r| chat(&format!("Review: {}\nSentiment?", r.text.trim()), label(r.label)))
+                    .map(|r| {
+                        chat(
+                            &format!("Review: {}\nSentiment?", r.text.trim()),
+                            label(r.label),
+                        )
+                    })
                     .collect::<Vec<_>>(),
                 p.display().to_string(),
             )
@@ -121,16 +130,31 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
             0 => {
                 let (a, b) = (2 + rng.below(40), 1 + rng.below(30));
                 let c = rng.below(a + b);
-                (format!("{n} has {a} {it}, buys {b} more and gives {c} away. How many {it} now?"), a + b - c)
+                (
+                    format!(
+                        "{n} has {a} {it}, buys {b} more and gives {c} away. How many {it} now?"
+                    ),
+                    a + b - c,
+                )
             }
             1 => {
                 let (a, b) = (2 + rng.below(9), 2 + rng.below(9));
                 let c = rng.below(a * b);
-                (format!("{n} buys {a} boxes of {b} {it} and loses {c}. How many {it} are left?"), a * b - c)
+                (
+                    format!(
+                        "{n} buys {a} boxes of {b} {it} and loses {c}. How many {it} are left?"
+                    ),
+                    a * b - c,
+                )
             }
             _ => {
                 let (a, b, c) = (1 + rng.below(30), 1 + rng.below(30), 1 + rng.below(30));
-                (format!("{n} has {a} {it}, gets {b} and then {c} more. How many {it} in total?"), a + b + c)
+                (
+                    format!(
+                        "{n} has {a} {it}, gets {b} and then {c} more. How many {it} in total?"
+                    ),
+                    a + b + c,
+                )
             }
         };
         if seen.insert(q.clone()) {
@@ -172,7 +196,11 @@ pub fn chinese(dir: Option<&Path>, n_test: usize, seed: u64) -> crate::Result<Ta
             (all, d.display().to_string())
         }
         None => (
-            EMBEDDED_ZH.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect(),
+            EMBEDDED_ZH
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
             "embedded Tang poems".to_string(),
         ),
     };
@@ -259,7 +287,11 @@ pub fn masked_cross_entropy(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) 
 }
 
 /// (correct, counted) for a batch: whole answers for exact match, bytes for next-byte.
-pub fn score_batch(logits: Tensor<3>, batch: &Batch, scoring: Scoring) -> crate::Result<(usize, usize)> {
+pub fn score_batch(
+    logits: Tensor<3>,
+    batch: &Batch,
+    scoring: Scoring,
+) -> crate::Result<(usize, usize)> {
     let [b, s, _] = logits.dims();
     let pred = logits
         .argmax(2)
@@ -276,7 +308,10 @@ pub fn score_batch(logits: Tensor<3>, batch: &Batch, scoring: Scoring) -> crate:
         if scored.is_empty() {
             continue;
         }
-        let ok = scored.iter().filter(|&&i| pred[i] == batch.y_host[i]).count();
+        let ok = scored
+            .iter()
+            .filter(|&&i| pred[i] == batch.y_host[i])
+            .count();
         match scoring {
             Scoring::ExactMatch => {
                 counted += 1;
@@ -301,9 +336,15 @@ mod tests {
         let e = chat("abcdefghij", "42");
         let b = batch(&[&e], 8, &d);
         // 9 bytes kept: the last 5 prompt bytes + " 42\n".
-        let ans: Vec<i64> = (0..8).filter(|&i| b.w_host[i] > 0.0).map(|i| b.y_host[i]).collect();
+        let ans: Vec<i64> = (0..8)
+            .filter(|&i| b.w_host[i] > 0.0)
+            .map(|i| b.y_host[i])
+            .collect();
         assert_eq!(ans, vec![i64::from(b' '), 52, 50, 10]);
-        let lm = Example { prompt: vec![], answer: b"xyz".to_vec() };
+        let lm = Example {
+            prompt: vec![],
+            answer: b"xyz".to_vec(),
+        };
         let b = batch(&[&lm], 8, &d);
         assert_eq!(b.w_host.iter().filter(|&&w| w > 0.0).count(), 2);
     }
@@ -331,7 +372,12 @@ mod tests {
         assert_eq!(t.test.len(), 50);
         let p = String::from_utf8(t.train[0].prompt.clone()).unwrap();
         assert!(p.starts_with("User: ") && p.ends_with("Assistant:"));
-        let mut all: Vec<_> = t.train.iter().chain(&t.test).map(|e| e.prompt.clone()).collect();
+        let mut all: Vec<_> = t
+            .train
+            .iter()
+            .chain(&t.test)
+            .map(|e| e.prompt.clone())
+            .collect();
         let n = all.len();
         all.sort();
         all.dedup();

@@ -1,10 +1,15 @@
 //! ESFT library: scores, selection, expert configs, expert-only training, adapters, LoRA.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use burn::prelude::*;
 use esft::adapter::{ADAPTER_FILE, EXPERT_CFG_FILE};
-use esft::select::{param_role, select_layer, ParamRole};
+use esft::select::{ParamRole, param_role, select_layer};
 use esft::{
     Adapter, Error, ExpertConfig, Lora, LoraConfig, MoeModel, ScoreAccumulator, ScoreFunction,
     SelectionConfig, save_adapter,
@@ -77,9 +82,15 @@ fn official_expert_config_json_round_trips() {
 fn parameter_roles_follow_the_module_paths() {
     assert_eq!(
         param_role("layers.3.mlp.Moe.experts.7.up_proj.weight"),
-        ParamRole::Routed { layer: 3, expert: 7 }
+        ParamRole::Routed {
+            layer: 3,
+            expert: 7
+        }
     );
-    assert_eq!(param_role("layers.3.mlp.Moe.shared_experts.up_proj.weight"), ParamRole::Shared);
+    assert_eq!(
+        param_role("layers.3.mlp.Moe.shared_experts.up_proj.weight"),
+        ParamRole::Shared
+    );
     assert_eq!(param_role("layers.3.mlp.Moe.gate.weight"), ParamRole::Other);
     assert_eq!(param_role("embed_tokens.weight"), ParamRole::Other);
 }
@@ -126,7 +137,9 @@ fn scores_are_normalised_per_sequence_and_layer_and_skip_padding() {
     let model = hf(3).init(&d).unwrap();
     let (b, s) = (3, 10);
     let x = tokens(&d, b, s, 1);
-    let mask_v: Vec<i64> = (0..b * s).map(|i| i64::from(!(i / s == 1 && i % s >= 4))).collect();
+    let mask_v: Vec<i64> = (0..b * s)
+        .map(|i| i64::from(!(i / s == 1 && i % s >= 4)))
+        .collect();
     let mask = Tensor::<2, Int>::from_data(TensorData::new(mask_v.clone(), [b, s]), &d);
     let out = model.forward_moe(x, Some(mask.clone())).unwrap();
     let mut acc = ScoreAccumulator::new();
@@ -134,12 +147,20 @@ fn scores_are_normalised_per_sequence_and_layer_and_skip_padding() {
     let sc = acc.finish();
     assert_eq!(sc.n_sequences, 3);
     assert_eq!(sc.n_tokens, 24);
-    assert_eq!(sc.layers.iter().map(|l| l.layer).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        sc.layers.iter().map(|l| l.layer).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     for (l, (_, idx, w)) in sc.layers.iter().zip(&out.routing) {
         let tok: f64 = l.token.iter().sum();
         assert!((tok - 1.0).abs() < 1e-6, "token scores sum to {tok}");
         // Gate score by hand: per sequence mean over its real tokens of the routed gates.
-        let idx = idx.clone().into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        let idx = idx
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
         let w = floats(w.clone());
         let mut want = [0.0f64; 8];
         for seq in 0..b {
@@ -152,7 +173,12 @@ fn scores_are_normalised_per_sequence_and_layer_and_skip_padding() {
             }
         }
         for i in 0..8 {
-            assert!((l.gate[i] - want[i]).abs() < 1e-5, "expert {i}: {} vs {}", l.gate[i], want[i]);
+            assert!(
+                (l.gate[i] - want[i]).abs() < 1e-5,
+                "expert {i}: {} vs {}",
+                l.gate[i],
+                want[i]
+            );
         }
     }
     // summary.json round trip (4 decimals).
@@ -177,13 +203,26 @@ fn bad_expert_configs_are_typed_errors_naming_the_culprit() {
     let model = hf(3).init(&d).unwrap();
     let layers = model.moe_layers();
     let bad_layer: ExpertConfig = serde_json::from_str(r#"{"experts": {"0": [1]}}"#).unwrap();
-    assert!(matches!(bad_layer.validate(&layers), Err(Error::UnknownLayer { layer: 0, .. })));
+    assert!(matches!(
+        bad_layer.validate(&layers),
+        Err(Error::UnknownLayer { layer: 0, .. })
+    ));
     let bad_expert: ExpertConfig = serde_json::from_str(r#"{"experts": {"2": [1, 8]}}"#).unwrap();
     let e = bad_expert.validate(&layers).unwrap_err();
-    assert!(matches!(e, Error::UnknownExpert { layer: 2, expert: 8, n_experts: 8 }));
+    assert!(matches!(
+        e,
+        Error::UnknownExpert {
+            layer: 2,
+            expert: 8,
+            n_experts: 8
+        }
+    ));
     assert!(e.to_string().contains("expert 8 of layer 2"));
     let dup: ExpertConfig = serde_json::from_str(r#"{"experts": {"1": [1, 1]}}"#).unwrap();
-    assert!(matches!(dup.validate(&layers), Err(Error::DuplicateExpert { .. })));
+    assert!(matches!(
+        dup.validate(&layers),
+        Err(Error::DuplicateExpert { .. })
+    ));
     let dir = tempfile::tempdir().unwrap();
     assert!(save_adapter(&model, &bad_expert, dir.path()).is_err());
     assert!(!dir.path().join(ADAPTER_FILE).exists());
@@ -199,7 +238,9 @@ where
 {
     fn loss(&mut self, model: &M, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         let x = tokens(&self.device, 2, 9, ctx.step as u64);
-        let out = model.forward_moe(x.clone(), None).map_err(trainer::Error::task)?;
+        let out = model
+            .forward_moe(x.clone(), None)
+            .map_err(trainer::Error::task)?;
         let logits = out.logits.slice(s![.., 0..8, ..]);
         let y = x.slice(s![.., 1..9]);
         Ok((plm::llama::cross_entropy(logits, y) + out.aux_loss).into())
@@ -250,9 +291,15 @@ fn only_the_selected_experts_train_and_adapters_undo_bit_for_bit() {
     assert_eq!(stats.params, 3 * 3 * 16 * 8);
     let adapter = Adapter::read(dir.path()).unwrap();
     let names = adapter.tensor_names().unwrap();
-    assert!(names.contains(&"model.layers.1.mlp.experts.5.down_proj.weight".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"model.layers.1.mlp.experts.5.down_proj.weight".to_string()),
+        "{names:?}"
+    );
     let hdr = plm::safetensors::read_header(&dir.path().join(ADAPTER_FILE)).unwrap();
-    assert_eq!(hdr["model.layers.1.mlp.experts.5.down_proj.weight"].shape, vec![16, 8]);
+    assert_eq!(
+        hdr["model.layers.1.mlp.experts.5.down_proj.weight"].shape,
+        vec![16, 8]
+    );
     // Apply to the base: equals the trained model; undo: equals the base, bit for bit.
     let (applied, undo) = adapter.apply(&base).unwrap();
     assert_eq!(snap(&applied), w1);
@@ -269,7 +316,8 @@ fn only_the_selected_experts_train_and_adapters_undo_bit_for_bit() {
     assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
     assert!(e.to_string().contains("experts"), "{e}");
     let mut cfg_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join(EXPERT_CFG_FILE)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(EXPERT_CFG_FILE)).unwrap())
+            .unwrap();
     cfg_json["experts"]["1"] = serde_json::json!([2]);
     std::fs::write(dir.path().join(EXPERT_CFG_FILE), cfg_json.to_string()).unwrap();
     let e = Adapter::read(dir.path()).unwrap().apply(&base).unwrap_err();
@@ -282,7 +330,13 @@ fn only_the_selected_experts_train_and_adapters_undo_bit_for_bit() {
 struct Collect<'a>(&'a mut Vec<Vec<f32>>);
 impl burn::module::ModuleVisitor for Collect<'_> {
     fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
-        self.0.push(p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        self.0.push(
+            p.val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        );
     }
 }
 
@@ -295,7 +349,11 @@ fn lora_starts_at_the_base_model_and_trains_only_its_pairs() {
     let lora = Lora::new(base.clone(), &LoraConfig::default(), &d).unwrap();
     // q,k,v,o ×2 layers + dense gate/up/down + router + 8×3 experts + shared 3 = 8+3+1+24+3.
     assert_eq!(lora.targets().len(), 39);
-    assert!(lora.targets().iter().all(|t| !t.starts_with("embed") && !t.starts_with("lm_head")));
+    assert!(
+        lora.targets()
+            .iter()
+            .all(|t| !t.starts_with("embed") && !t.starts_with("lm_head"))
+    );
     let x = tokens(&d, 1, 6, 2);
     let a = floats(base.forward(x.clone(), None).unwrap().logits);
     let b = floats(lora.merged().forward(x.clone(), None).unwrap().logits);
@@ -313,7 +371,10 @@ fn lora_starts_at_the_base_model_and_trains_only_its_pairs() {
     assert_ne!(a, c);
     let bytes = out.model.adapter_bytes().unwrap();
     let h = plm::safetensors::parse_header(&bytes, bytes.len() as u64).unwrap();
-    assert_eq!(h["model.layers.0.self_attn.q_proj.lora_A.weight"].shape, vec![8, 16]);
+    assert_eq!(
+        h["model.layers.0.self_attn.q_proj.lora_A.weight"].shape,
+        vec![8, 16]
+    );
     assert_eq!(h.len(), 78);
 }
 
@@ -322,7 +383,14 @@ struct LoraLm {
 }
 
 impl Task<Lora<DeepseekLm>> for LoraLm {
-    fn loss(&mut self, model: &Lora<DeepseekLm>, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        RandomLm { device: self.device.clone() }.loss(&model.merged(), ctx)
+    fn loss(
+        &mut self,
+        model: &Lora<DeepseekLm>,
+        ctx: &mut BatchCtx<'_>,
+    ) -> trainer::Result<StepLoss> {
+        RandomLm {
+            device: self.device.clone(),
+        }
+        .loss(&model.merged(), ctx)
     }
 }

@@ -15,12 +15,19 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
     let d = Device::flex();
     let mut ctx = RunCtx::new(d.clone(), dir.path(), "flex");
     let report = run(&EsftConfig::quick(), &mut ctx).unwrap();
-    for f in ["metrics.json", "report.md", "config.json", "concentration.svg", "p_sweep.svg"] {
+    for f in [
+        "metrics.json",
+        "report.md",
+        "config.json",
+        "concentration.svg",
+        "p_sweep.svg",
+    ] {
         assert!(dir.path().join(f).exists(), "{f} missing");
     }
     assert!(report.table_md.contains("esft-token"));
     let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap())
+            .unwrap();
     // 3 tasks × (vanilla, fft, lora, gate, token, random, shared-only).
     assert_eq!(m["results"].as_array().unwrap().len(), 21);
     assert_eq!(m["overlap"].as_array().unwrap().len(), 3);

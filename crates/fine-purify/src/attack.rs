@@ -32,7 +32,9 @@ impl Attack {
     pub fn apply(&self, text: &str, rng: &mut trainer::Rng) -> String {
         let mut words: Vec<String> = text.split_whitespace().map(String::from).collect();
         let inserts: Vec<String> = match self {
-            Attack::RareWords { words: w, count } => (0..*count).map(|_| w[rng.below(w.len().max(1))].clone()).collect(),
+            Attack::RareWords { words: w, count } => (0..*count)
+                .map(|_| w[rng.below(w.len().max(1))].clone())
+                .collect(),
             Attack::Sentence(s) | Attack::Bias(s) => vec![s.clone()],
         };
         for t in inserts {
@@ -46,7 +48,13 @@ impl Attack {
 /// Poisons a training set: a `rate` fraction of all examples, drawn among those whose label
 /// is not `target`, get the trigger and the label `target` (dirty-label poisoning). Returns
 /// the new set and which examples were poisoned.
-pub fn poison(items: &[(String, usize)], rate: f64, target: usize, attack: &Attack, rng: &mut trainer::Rng) -> (Vec<(String, usize)>, Vec<bool>) {
+pub fn poison(
+    items: &[(String, usize)],
+    rate: f64,
+    target: usize,
+    attack: &Attack,
+    rng: &mut trainer::Rng,
+) -> (Vec<(String, usize)>, Vec<bool>) {
     let mut candidates: Vec<usize> = (0..items.len()).filter(|&i| items[i].1 != target).collect();
     rng.shuffle(&mut candidates);
     let n = ((rate * items.len() as f64).round() as usize).min(candidates.len());
@@ -60,7 +68,12 @@ pub fn poison(items: &[(String, usize)], rate: f64, target: usize, attack: &Atta
 }
 
 /// Triggered copies of the test inputs whose true label is not `target` (the ASR set).
-pub fn asr_set(test: &[(String, usize)], target: usize, attack: &Attack, rng: &mut trainer::Rng) -> Vec<(String, usize)> {
+pub fn asr_set(
+    test: &[(String, usize)],
+    target: usize,
+    attack: &Attack,
+    rng: &mut trainer::Rng,
+) -> Vec<(String, usize)> {
     test.iter()
         .filter(|(_, l)| *l != target)
         .map(|(t, l)| (attack.apply(t, rng), *l))

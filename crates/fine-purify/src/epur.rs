@@ -3,20 +3,33 @@
 //! pre-trained values. Score of word k: ‖δ_k‖₂ / ln(max(freq_k, c)), with freq_k its count in the
 //! clean set.
 
-use crate::params::Entry;
 use crate::Error;
+use crate::params::Entry;
 
 /// The `top_n` word ids by E-PUR score. `pre`/`ft` are the word-embedding tables
 /// `[vocab, dim]`; `freq` the clean-set count of every word; `c` > 1 floors the frequency.
-pub fn epur_words(pre: &Entry, ft: &Entry, freq: &[u64], c: f64, top_n: usize) -> crate::Result<Vec<usize>> {
+pub fn epur_words(
+    pre: &Entry,
+    ft: &Entry,
+    freq: &[u64],
+    c: f64,
+    top_n: usize,
+) -> crate::Result<Vec<usize>> {
     if pre.shape != ft.shape || pre.shape.len() != 2 || freq.len() != pre.shape[0] {
         return Err(Error::Mismatch {
             path: ft.path.clone(),
-            reason: format!("embedding shapes {:?} / {:?} with {} word counts", pre.shape, ft.shape, freq.len()),
+            reason: format!(
+                "embedding shapes {:?} / {:?} with {} word counts",
+                pre.shape,
+                ft.shape,
+                freq.len()
+            ),
         });
     }
     if c <= 1.0 {
-        return Err(Error::InvalidConfig(format!("E-PUR frequency floor c = {c} (needs > 1)")));
+        return Err(Error::InvalidConfig(format!(
+            "E-PUR frequency floor c = {c} (needs > 1)"
+        )));
     }
     let (v, d) = (pre.shape[0], pre.shape[1]);
     let score: Vec<f32> = (0..v)

@@ -22,19 +22,19 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::prelude::*;
-use plm::bert::{Bert, BertConfig, Pooling, PooledClassifier, classification_loss};
+use plm::bert::{Bert, BertConfig, PooledClassifier, Pooling, classification_loss};
 use serde::Serialize;
 use textdata::classify::{LabeledIds, SentenceTokenizer, WordVocab};
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
+use crate::Error;
 use crate::attack::{Attack, asr_set, attack_success_rate, poison};
 use crate::epur::{epur_words, reset_rows};
 use crate::fisher::{FisherAt, fisher_at};
 use crate::params::Snapshot;
 use crate::pruning::{mean_ffn_activations, prune};
-use crate::purify::{PurifyConfig, Score, Scope, purify};
-use crate::Error;
+use crate::purify::{PurifyConfig, Scope, Score, purify};
 
 /// Configuration of the `fine-purify` experiment.
 #[derive(Config, Debug)]
@@ -162,13 +162,20 @@ struct Clf<'a> {
 
 impl Task<PooledClassifier> for Clf<'_> {
     fn loss(&mut self, m: &PooledClassifier, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        let idx: Vec<usize> = (0..self.batch).map(|_| ctx.rng.below(self.data.len())).collect();
+        let idx: Vec<usize> = (0..self.batch)
+            .map(|_| ctx.rng.below(self.data.len()))
+            .collect();
         let (ids, mask, y) = self.data.batch(&idx, self.max_len, &self.device);
         Ok(classification_loss(m.forward(ids, mask), y).into())
     }
 }
 
-fn predict(m: &PooledClassifier, data: &LabeledIds, max_len: usize, device: &Device) -> crate::Result<Vec<usize>> {
+fn predict(
+    m: &PooledClassifier,
+    data: &LabeledIds,
+    max_len: usize,
+    device: &Device,
+) -> crate::Result<Vec<usize>> {
     let mut out = Vec::with_capacity(data.len());
     for chunk in data.chunks(64) {
         let (ids, mask, _) = data.batch(&chunk, max_len, device);
@@ -186,6 +193,9 @@ fn predict(m: &PooledClassifier, data: &LabeledIds, max_len: usize, device: &Dev
 fn accuracy(pred: &[usize], labels: &[usize]) -> f64 {
     pred.iter().zip(labels).filter(|(a, b)| a == b).count() as f64 / labels.len().max(1) as f64
 }
+
+/// One point of the ρ sweep: `(task, method, ρ, valid acc, test acc, asr)`.
+pub type SweepRow = (String, String, f64, f64, f64, f64);
 
 /// One defense's outcome.
 #[derive(Serialize, Debug, Clone)]
@@ -216,7 +226,7 @@ pub struct FinePurifyMetrics {
     /// Every defense on every seed (the clean model and the undefended poisoned model too).
     pub results: Vec<DefenseResult>,
     /// ρ sweep per task: `(method, ρ, valid acc, test acc, asr)`.
-    pub rho_sweep: Vec<(String, String, f64, f64, f64, f64)>,
+    pub rho_sweep: Vec<SweepRow>,
     /// Chosen ρ per task: `(task, Fine-purifying ρ, Fine-mixing ρ)`.
     pub chosen_rho: Vec<(String, f64, f64)>,
     /// Mean over seeds: `(task, defense, acc, acc std, asr, asr std, time)`.
@@ -230,31 +240,53 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-fn load_data(cfg: &FinePurifyConfig, tok: &SentenceTokenizer, seed: u64) -> crate::Result<Vec<Data>> {
+fn load_data(
+    cfg: &FinePurifyConfig,
+    tok: &SentenceTokenizer,
+    seed: u64,
+) -> crate::Result<Vec<Data>> {
     let mut rng = trainer::Rng::seed_from(seed);
-    let mut sets: Vec<(String, String, usize, Vec<(String, usize)>)> = Vec::new();
+    // (name, source, classes, examples)
+    type Set = (String, String, usize, Vec<(String, usize)>);
+    let mut sets: Vec<Set> = Vec::new();
     match &cfg.movie_path {
         Some(p) => sets.push((
             "sst".into(),
             p.clone(),
             2,
-            textdata::readers::read_movie_snippets(Path::new(p))?.into_iter().map(|r| (r.text, r.label)).collect(),
+            textdata::readers::read_movie_snippets(Path::new(p))?
+                .into_iter()
+                .map(|r| (r.text, r.label))
+                .collect(),
         )),
         None => sets.push((
             "sst".into(),
             "templated reviews (offline)".into(),
             2,
-            textdata::synthetic::templated_reviews(600, |k| rng.below(k)).into_iter().map(|r| (r.text, r.label)).collect(),
+            textdata::synthetic::templated_reviews(600, |k| rng.below(k))
+                .into_iter()
+                .map(|r| (r.text, r.label))
+                .collect(),
         )),
     }
     if let Some(dir) = &cfg.bbc_dir {
         let (a, topics) = textdata::readers::read_bbc(Path::new(dir))?;
-        sets.push(("bbc".into(), dir.clone(), topics.len(), a.into_iter().map(|a| (format!("{}. {}", a.title, a.body), a.label)).collect()));
+        sets.push((
+            "bbc".into(),
+            dir.clone(),
+            topics.len(),
+            a.into_iter()
+                .map(|a| (format!("{}. {}", a.title, a.body), a.label))
+                .collect(),
+        ));
     }
     let mut out = Vec::new();
     for (name, source, n_labels, mut items) in sets {
         if cfg.target >= n_labels {
-            return Err(Error::InvalidConfig(format!("target label {} for {n_labels} classes", cfg.target)));
+            return Err(Error::InvalidConfig(format!(
+                "target label {} for {n_labels} classes",
+                cfg.target
+            )));
         }
         rng.shuffle(&mut items);
         let mut take = |n: usize| items.split_off(items.len().saturating_sub(n));
@@ -266,7 +298,9 @@ fn load_data(cfg: &FinePurifyConfig, tok: &SentenceTokenizer, seed: u64) -> crat
             train.truncate(cfg.max_train);
         }
         if train.is_empty() || test.is_empty() || clean.is_empty() {
-            return Err(Error::InvalidConfig(format!("{name}: too few examples for the splits")));
+            return Err(Error::InvalidConfig(format!(
+                "{name}: too few examples for the splits"
+            )));
         }
         let (poisoned, flags) = poison(&train, cfg.poison_rate, cfg.target, &cfg.attack, &mut rng);
         let asr = asr_set(&test, cfg.target, &cfg.attack, &mut rng);
@@ -310,26 +344,59 @@ struct Defender<'a, 'p> {
 }
 
 impl Defender<'_, '_> {
-    fn finetune(&self, m: PooledClassifier, steps: usize, lr: f64, set: &LabeledIds, seed: u64) -> crate::Result<PooledClassifier> {
-        let mut task = Clf { data: set, max_len: self.cfg.max_len, batch: self.cfg.batch_size, device: self.device.clone() };
-        let tcfg = TrainerConfig::new(steps).with_lr(lr).with_seed(seed).with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)));
+    fn finetune(
+        &self,
+        m: PooledClassifier,
+        steps: usize,
+        lr: f64,
+        set: &LabeledIds,
+        seed: u64,
+    ) -> crate::Result<PooledClassifier> {
+        let mut task = Clf {
+            data: set,
+            max_len: self.cfg.max_len,
+            batch: self.cfg.batch_size,
+            device: self.device.clone(),
+        };
+        let tcfg = TrainerConfig::new(steps)
+            .with_lr(lr)
+            .with_seed(seed)
+            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)));
         let mut ctx = self.ctx.borrow_mut();
-        Ok(Trainer::new(tcfg, &self.device).with_progress(|p| ctx.report_progress(p)).fit(m, &mut task)?.model)
+        Ok(Trainer::new(tcfg, &self.device)
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(m, &mut task)?
+            .model)
     }
 
     fn score(&self, m: &PooledClassifier) -> crate::Result<(f64, f64, f64)> {
         let v = m.valid();
         let d = &self.eval_device;
-        let acc = accuracy(&predict(&v, &self.data.test, self.cfg.max_len, d)?, &self.data.test.labels);
-        let asr = attack_success_rate(&predict(&v, &self.data.asr, self.cfg.max_len, d)?, self.cfg.target);
-        let val = accuracy(&predict(&v, &self.data.valid, self.cfg.max_len, d)?, &self.data.valid.labels);
+        let acc = accuracy(
+            &predict(&v, &self.data.test, self.cfg.max_len, d)?,
+            &self.data.test.labels,
+        );
+        let asr = attack_success_rate(
+            &predict(&v, &self.data.asr, self.cfg.max_len, d)?,
+            self.cfg.target,
+        );
+        let val = accuracy(
+            &predict(&v, &self.data.valid, self.cfg.max_len, d)?,
+            &self.data.valid.labels,
+        );
         Ok((acc, asr, val))
     }
 
     /// Writes `snap` into a copy of `ft`, fine-tunes it on the clean set, scores it.
     fn finish(&self, ft: &PooledClassifier, snap: &Snapshot) -> crate::Result<(f64, f64, f64)> {
         let m = snap.write_into(ft.clone())?;
-        let m = self.finetune(m, self.cfg.defense_steps, self.cfg.defense_lr, &self.data.clean, self.seed + 7)?;
+        let m = self.finetune(
+            m,
+            self.cfg.defense_steps,
+            self.cfg.defense_lr,
+            &self.data.clean,
+            self.seed + 7,
+        )?;
         self.score(&m)
     }
 }
@@ -341,26 +408,39 @@ fn is_head(p: &str) -> bool {
 /// Runs the experiment into `ctx.dir`.
 pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.seeds.is_empty() || cfg.rho_sweep.is_empty() {
-        return Err(Error::InvalidConfig("seeds and rho_sweep must be non-empty".into()));
+        return Err(Error::InvalidConfig(
+            "seeds and rho_sweep must be non-empty".into(),
+        ));
     }
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
     let (encoder, tok, encoder_name) = match &cfg.encoder_dir {
         Some(dir) => (
             Bert::load_hf(Path::new(dir), &device)?,
-            SentenceTokenizer::Real(textdata::TextTokenizer::from_file(&Path::new(dir).join("tokenizer.json"))?),
+            SentenceTokenizer::Real(Box::new(textdata::TextTokenizer::from_file(
+                &Path::new(dir).join("tokenizer.json"),
+            )?)),
             dir.clone(),
         ),
         None => {
             let mut rng = trainer::Rng::seed_from(0);
-            let texts: Vec<String> = textdata::synthetic::templated_reviews(600, |k| rng.below(k)).into_iter().map(|r| r.text).collect();
+            let texts: Vec<String> = textdata::synthetic::templated_reviews(600, |k| rng.below(k))
+                .into_iter()
+                .map(|r| r.text)
+                .collect();
             let mut vocab_words: Vec<&str> = texts.iter().map(String::as_str).collect();
             let triggers = "cf mn bb tq mb".to_string();
             vocab_words.push(&triggers);
             let v = WordVocab::build(vocab_words);
             device.seed(0);
-            let b = BertConfig::new(v.size(), 32, 2, 2, 64).with_max_position_embeddings(cfg.max_len).init(&device)?;
-            (b, SentenceTokenizer::Words(v), "a small random BERT (offline)".into())
+            let b = BertConfig::new(v.size(), 32, 2, 2, 64)
+                .with_max_position_embeddings(cfg.max_len)
+                .init(&device)?;
+            (
+                b,
+                SentenceTokenizer::Words(v),
+                "a small random BERT (offline)".into(),
+            )
         }
     };
     let vocab = encoder.embeddings.word_embeddings.weight.dims()[0];
@@ -369,25 +449,53 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
     let mut sweep_rows = Vec::new();
     let mut chosen = Vec::new();
     let mut data_info = Vec::new();
-    let mut rho_choice: std::collections::HashMap<String, (f64, f64)> = std::collections::HashMap::new();
+    let mut rho_choice: std::collections::HashMap<String, (f64, f64)> =
+        std::collections::HashMap::new();
     for (si, &seed) in cfg.seeds.iter().enumerate() {
         let tasks = load_data(cfg, &tok, seed)?;
         for data in &tasks {
             if si == 0 {
                 data_info.push((data.name.clone(), data.source.clone(), data.poisoned_share));
             }
-            let def = Defender { ctx: std::cell::RefCell::new(&mut *ctx), cfg, device: device.clone(), eval_device: eval_device.clone(), data, seed };
+            let def = Defender {
+                ctx: std::cell::RefCell::new(&mut *ctx),
+                cfg,
+                device: device.clone(),
+                eval_device: eval_device.clone(),
+                data,
+                seed,
+            };
             let mut push = |defense: &str, acc: f64, asr: f64, t: f64| {
-                results.push(DefenseResult { task: data.name.clone(), seed, defense: defense.into(), acc, asr, time_s: t });
+                results.push(DefenseResult {
+                    task: data.name.clone(),
+                    seed,
+                    defense: defense.into(),
+                    acc,
+                    asr,
+                    time_s: t,
+                });
             };
             // The attacker, and the clean reference.
             device.seed(seed);
-            let fresh = PooledClassifier::new(encoder.clone(), data.n_labels, Pooling::Mean, 0.1, &device);
-            let ft = def.finetune(fresh.clone(), cfg.attack_steps, cfg.attack_lr, &data.train, seed)?;
+            let fresh =
+                PooledClassifier::new(encoder.clone(), data.n_labels, Pooling::Mean, 0.1, &device);
+            let ft = def.finetune(
+                fresh.clone(),
+                cfg.attack_steps,
+                cfg.attack_lr,
+                &data.train,
+                seed,
+            )?;
             let (a, s, ft_val) = def.score(&ft)?;
             push("poisoned (no defense)", a, s, 0.0);
             // The same recipe on the same examples without the poison.
-            let clean_model = def.finetune(fresh.clone(), cfg.attack_steps, cfg.attack_lr, &data.train_clean, seed)?;
+            let clean_model = def.finetune(
+                fresh.clone(),
+                cfg.attack_steps,
+                cfg.attack_lr,
+                &data.train_clean,
+                seed,
+            )?;
             let (a, s, _) = def.score(&clean_model)?;
             push("clean model (reference)", a, s, 0.0);
 
@@ -401,27 +509,53 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             }
             let t0 = Instant::now();
             let mut frng = trainer::Rng::seed_from(seed ^ 0xf15e);
-            let fisher = fisher_at(&ft, &pre_snap, cfg.fisher_at, cfg.fisher_batches, |m: &PooledClassifier, _| {
-                let idx: Vec<usize> = (0..cfg.batch_size).map(|_| frng.below(data.clean.len())).collect();
-                let (ids, mask, y) = data.clean.batch(&idx, cfg.max_len, &device);
-                Ok(classification_loss(m.forward(ids, mask), y))
-            })?;
+            let fisher = fisher_at(
+                &ft,
+                &pre_snap,
+                cfg.fisher_at,
+                cfg.fisher_batches,
+                |m: &PooledClassifier, _| {
+                    let idx: Vec<usize> = (0..cfg.batch_size)
+                        .map(|_| frng.below(data.clean.len()))
+                        .collect();
+                    let (ids, mask, y) = data.clean.batch(&idx, cfg.max_len, &device);
+                    Ok(classification_loss(m.forward(ids, mask), y))
+                },
+            )?;
             let fisher_s = t0.elapsed().as_secs_f64();
             let counts = word_counts(&data.clean, vocab);
             let with_epur = |snap: &mut Snapshot| -> crate::Result<()> {
-                let (Some(pi), Some(fi)) = (pre_snap.entries.iter().position(|e| e.path == emb_path), snap.entries.iter().position(|e| e.path == emb_path)) else {
-                    return Err(Error::Mismatch { path: emb_path.into(), reason: "no word embeddings".into() });
+                let (Some(pi), Some(fi)) = (
+                    pre_snap.entries.iter().position(|e| e.path == emb_path),
+                    snap.entries.iter().position(|e| e.path == emb_path),
+                ) else {
+                    return Err(Error::Mismatch {
+                        path: emb_path.into(),
+                        reason: "no word embeddings".into(),
+                    });
                 };
-                let words = epur_words(&pre_snap.entries[pi], &ft_snap.entries[fi], &counts, cfg.epur_c, cfg.epur_words)?;
+                let words = epur_words(
+                    &pre_snap.entries[pi],
+                    &ft_snap.entries[fi],
+                    &counts,
+                    cfg.epur_c,
+                    cfg.epur_words,
+                )?;
                 reset_rows(&mut snap.entries[fi], &pre_snap.entries[pi], &words);
                 Ok(())
             };
             let mut prng = trainer::Rng::seed_from(seed ^ 0x5a5a);
-            let purified = |score: Score, rho: f64, prng: &mut trainer::Rng| -> crate::Result<Snapshot> {
-                let pc = PurifyConfig { score, scope: cfg.scope, ..PurifyConfig::diffusion(rho) };
-                let f = matches!(score, Score::Diffusion | Score::InverseHessian).then_some(&fisher);
-                Ok(purify(&pre_snap, &ft_snap, f, &pc, is_head, prng)?.0)
-            };
+            let purified =
+                |score: Score, rho: f64, prng: &mut trainer::Rng| -> crate::Result<Snapshot> {
+                    let pc = PurifyConfig {
+                        score,
+                        scope: cfg.scope,
+                        ..PurifyConfig::diffusion(rho)
+                    };
+                    let f = matches!(score, Score::Diffusion | Score::InverseHessian)
+                        .then_some(&fisher);
+                    Ok(purify(&pre_snap, &ft_snap, f, &pc, is_head, prng)?.0)
+                };
 
             // ρ, chosen once per task on the first seed.
             if si == 0 {
@@ -451,16 +585,35 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             let (a, s, t) = timed(&mut || def.finish(&ft, &ft_snap))?;
             push("fine-tuning", a, s, t);
             // Fine-pruning (± E-PUR).
-            let batches: Vec<_> = data.clean.chunks(32).iter().map(|c| { let (i, m, _) = data.clean.batch(c, cfg.max_len, &eval_device); (i, m) }).collect();
+            let batches: Vec<_> = data
+                .clean
+                .chunks(32)
+                .iter()
+                .map(|c| {
+                    let (i, m, _) = data.clean.batch(c, cfg.max_len, &eval_device);
+                    (i, m)
+                })
+                .collect();
             for epur in [false, true] {
                 let (a, s, t) = timed(&mut || {
                     let acts = mean_ffn_activations(&ft.valid().bert, &batches)?;
                     let mut snap = ft_snap.clone();
                     prune(&mut snap, "bert.", &acts, cfg.prune_fraction)?;
-                    if epur { with_epur(&mut snap)?; }
+                    if epur {
+                        with_epur(&mut snap)?;
+                    }
                     def.finish(&ft, &snap)
                 })?;
-                push(if epur { "fine-pruning + E-PUR" } else { "fine-pruning" }, a, s, t);
+                push(
+                    if epur {
+                        "fine-pruning + E-PUR"
+                    } else {
+                        "fine-pruning"
+                    },
+                    a,
+                    s,
+                    t,
+                );
             }
             for (score, name, rho) in [
                 (Score::Random, "fine-mixing", rho_m),
@@ -472,13 +625,24 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                     if epur && matches!(score, Score::DriftOnly | Score::InverseHessian) {
                         continue;
                     }
-                    let extra = if matches!(score, Score::Diffusion | Score::InverseHessian) { fisher_s } else { 0.0 };
+                    let extra = if matches!(score, Score::Diffusion | Score::InverseHessian) {
+                        fisher_s
+                    } else {
+                        0.0
+                    };
                     let (a, s, t) = timed(&mut || {
                         let mut snap = purified(score, rho, &mut prng)?;
-                        if epur { with_epur(&mut snap)?; }
+                        if epur {
+                            with_epur(&mut snap)?;
+                        }
                         def.finish(&ft, &snap)
                     })?;
-                    push(&format!("{name}{}", if epur { " + E-PUR" } else { "" }), a, s, t + extra);
+                    push(
+                        &format!("{name}{}", if epur { " + E-PUR" } else { "" }),
+                        a,
+                        s,
+                        t + extra,
+                    );
                 }
             }
         }
@@ -495,7 +659,10 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
     let summary: Vec<_> = keys
         .iter()
         .map(|(t, d)| {
-            let rs: Vec<&DefenseResult> = results.iter().filter(|r| &r.task == t && &r.defense == d).collect();
+            let rs: Vec<&DefenseResult> = results
+                .iter()
+                .filter(|r| &r.task == t && &r.defense == d)
+                .collect();
             let (a, asd) = mean_std(&rs.iter().map(|r| r.acc).collect::<Vec<_>>());
             let (s, ssd) = mean_std(&rs.iter().map(|r| r.asr).collect::<Vec<_>>());
             let time = rs.iter().map(|r| r.time_s).sum::<f64>() / rs.len().max(1) as f64;
@@ -504,22 +671,55 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         .collect();
     let rows: Vec<Vec<String>> = summary
         .iter()
-        .map(|(t, d, a, asd, s, ssd, time)| vec![t.clone(), d.clone(), format!("{:.2} ± {:.2}", 100.0 * a, 100.0 * asd), format!("{:.2} ± {:.2}", 100.0 * s, 100.0 * ssd), format!("{time:.1}")])
+        .map(|(t, d, a, asd, s, ssd, time)| {
+            vec![
+                t.clone(),
+                d.clone(),
+                format!("{:.2} ± {:.2}", 100.0 * a, 100.0 * asd),
+                format!("{:.2} ± {:.2}", 100.0 * s, 100.0 * ssd),
+                format!("{time:.1}"),
+            ]
+        })
         .collect();
     let table = markdown_table(&["task", "defense", "ACC %", "ASR %", "time s"], &rows);
     for (task, _, _) in &chosen {
         let series: Vec<Series> = ["fine-purifying", "fine-mixing"]
             .iter()
             .flat_map(|m| {
-                let pts = |f: &dyn Fn(&(String, String, f64, f64, f64, f64)) -> f64| {
-                    sweep_rows.iter().filter(|r| &r.0 == task && r.1 == *m).map(|r| (r.2, f(r))).collect::<Vec<_>>()
+                let pts = |f: &dyn Fn(&SweepRow) -> f64| {
+                    sweep_rows
+                        .iter()
+                        .filter(|r| &r.0 == task && r.1 == *m)
+                        .map(|r| (r.2, f(r)))
+                        .collect::<Vec<_>>()
                 };
-                [Series::new(format!("{m} ACC"), pts(&|r| r.4)), Series::new(format!("{m} ASR"), pts(&|r| r.5))]
+                [
+                    Series::new(format!("{m} ACC"), pts(&|r| r.4)),
+                    Series::new(format!("{m} ASR"), pts(&|r| r.5)),
+                ]
             })
             .collect();
-        write_line_plot(&ctx.path(&format!("{task}_rho_sweep.svg")), &format!("{task}: ρ sweep (seed {})", cfg.seeds[0]), "ρ (share of dimensions kept)", "test ACC / ASR", &series)?;
+        write_line_plot(
+            &ctx.path(&format!("{task}_rho_sweep.svg")),
+            &format!("{task}: ρ sweep (seed {})", cfg.seeds[0]),
+            "ρ (share of dimensions kept)",
+            "test ACC / ASR",
+            &series,
+        )?;
     }
-    let sweep_md: Vec<Vec<String>> = sweep_rows.iter().map(|r| vec![r.0.clone(), r.1.clone(), format!("{}", r.2), format!("{:.2}", 100.0 * r.3), format!("{:.2}", 100.0 * r.4), format!("{:.2}", 100.0 * r.5)]).collect();
+    let sweep_md: Vec<Vec<String>> = sweep_rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.0.clone(),
+                r.1.clone(),
+                format!("{}", r.2),
+                format!("{:.2}", 100.0 * r.3),
+                format!("{:.2}", 100.0 * r.4),
+                format!("{:.2}", 100.0 * r.5),
+            ]
+        })
+        .collect();
     let body = format!(
         "Encoder: {encoder_name}. Attack: {:?}, {:.0} % of the training set poisoned towards label {}. Attacker: {} steps at lr {}; defender: {} clean sentences, {} fine-tuning steps at lr {}, Fisher from {} clean batches ({:?}), {:?} ranking; seeds {:?}. ρ chosen per task on seed {} by clean validation accuracy within {} of the poisoned model's: {}.\n\n## ρ sweep\n\n{}\n{}\n",
         cfg.attack,
@@ -536,9 +736,20 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         cfg.seeds,
         cfg.seeds[0],
         cfg.rho_tolerance,
-        chosen.iter().map(|(t, p, m)| format!("{t}: fine-purifying ρ = {p}, fine-mixing ρ = {m}")).collect::<Vec<_>>().join("; "),
-        markdown_table(&["task", "method", "ρ", "valid ACC %", "test ACC %", "ASR %"], &sweep_md),
-        chosen.iter().map(|(t, _, _)| format!("![{t}]({t}_rho_sweep.svg)")).collect::<Vec<_>>().join(" "),
+        chosen
+            .iter()
+            .map(|(t, p, m)| format!("{t}: fine-purifying ρ = {p}, fine-mixing ρ = {m}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        markdown_table(
+            &["task", "method", "ρ", "valid ACC %", "test ACC %", "ASR %"],
+            &sweep_md
+        ),
+        chosen
+            .iter()
+            .map(|(t, _, _)| format!("![{t}]({t}_rho_sweep.svg)"))
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     let metrics = FinePurifyMetrics {
         device: ctx.device_name.clone(),

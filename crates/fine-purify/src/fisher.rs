@@ -11,8 +11,8 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Entry, Snapshot};
 use crate::Error;
+use crate::params::{Entry, Snapshot};
 
 /// Where the Fisher is evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,9 @@ pub fn fisher_diagonal<M: Module>(
     mut loss: impl FnMut(&M, usize) -> crate::Result<Tensor<1>>,
 ) -> crate::Result<Snapshot> {
     if n == 0 {
-        return Err(Error::InvalidConfig("the Fisher needs at least one batch".into()));
+        return Err(Error::InvalidConfig(
+            "the Fisher needs at least one batch".into(),
+        ));
     }
     let layout = Snapshot::of(model)?;
     let mut acc: Vec<Vec<f64>> = vec![Vec::new(); layout.entries.len()];
@@ -114,7 +116,9 @@ pub fn fisher_at<M: Module>(
         FisherAt::Finetuned => fisher_diagonal(finetuned, n, loss),
         FisherAt::PathAverage { points } => {
             if points < 2 {
-                return Err(Error::InvalidConfig("a path average needs at least 2 points".into()));
+                return Err(Error::InvalidConfig(
+                    "a path average needs at least 2 points".into(),
+                ));
             }
             let ft = Snapshot::of(finetuned)?;
             let mut sum: Option<Snapshot> = None;

@@ -13,9 +13,9 @@
 //! - [`attack`]: rare-word, trigger-sentence and bias-injection poisoning; ASR.
 //! - [`experiment`]: the `fine-purify` experiment.
 
-mod error;
 pub mod attack;
 pub mod epur;
+mod error;
 pub mod experiment;
 pub mod fisher;
 pub mod params;
@@ -24,4 +24,4 @@ pub mod purify;
 
 pub use error::{Error, Result};
 pub use params::{Entry, Snapshot};
-pub use purify::{PurifyConfig, PurifyStats, Score, Scope, purify};
+pub use purify::{PurifyConfig, PurifyStats, Scope, Score, purify};

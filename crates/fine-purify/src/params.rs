@@ -70,7 +70,10 @@ impl ModuleMapper for Write<'_> {
                 let v = param.val();
                 let device = v.device();
                 let require = v.is_require_grad();
-                let t = Tensor::<D>::from_data(TensorData::new(e.data.clone(), e.shape.clone()), &device);
+                let t = Tensor::<D>::from_data(
+                    TensorData::new(e.data.clone(), e.shape.clone()),
+                    &device,
+                );
                 Param::initialized(id, t.set_require_grad(require))
             }
             None => param,
@@ -134,7 +137,8 @@ impl Snapshot {
     /// Checks that `other` has the same paths and shapes, in the same order.
     pub fn check_same_layout(&self, other: &Snapshot) -> crate::Result<()> {
         if self.entries.len() != other.entries.len() {
-            let a: std::collections::HashSet<&str> = self.entries.iter().map(|e| e.path.as_str()).collect();
+            let a: std::collections::HashSet<&str> =
+                self.entries.iter().map(|e| e.path.as_str()).collect();
             let path = other
                 .entries
                 .iter()
@@ -145,7 +149,11 @@ impl Snapshot {
                 .to_string();
             return Err(Error::Mismatch {
                 path,
-                reason: format!("{} vs {} parameters", self.entries.len(), other.entries.len()),
+                reason: format!(
+                    "{} vs {} parameters",
+                    self.entries.len(),
+                    other.entries.len()
+                ),
             });
         }
         for (a, b) in self.entries.iter().zip(&other.entries) {
@@ -188,7 +196,12 @@ impl Snapshot {
                 .map(|(a, b)| Entry {
                     path: a.path.clone(),
                     shape: a.shape.clone(),
-                    data: a.data.iter().zip(&b.data).map(|(x, y)| y + t * (x - y)).collect(),
+                    data: a
+                        .data
+                        .iter()
+                        .zip(&b.data)
+                        .map(|(x, y)| y + t * (x - y))
+                        .collect(),
                 })
                 .collect(),
         })

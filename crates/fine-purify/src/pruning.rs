@@ -7,12 +7,15 @@ use burn::prelude::*;
 use plm::bert::Bert;
 use plm::hooks::AttentionHooks;
 
-use crate::params::Snapshot;
 use crate::Error;
+use crate::params::Snapshot;
 
 /// Mean post-GELU activation of every FFN neuron of every layer over the real tokens of the
 /// batches `(ids, mask)`.
-pub fn mean_ffn_activations(bert: &Bert, batches: &[(Tensor<2, Int>, Tensor<2, Int>)]) -> crate::Result<Vec<Vec<f32>>> {
+pub fn mean_ffn_activations(
+    bert: &Bert,
+    batches: &[(Tensor<2, Int>, Tensor<2, Int>)],
+) -> crate::Result<Vec<Vec<f32>>> {
     let hooks = AttentionHooks::none();
     let n_layers = bert.n_layers();
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); n_layers];
@@ -51,7 +54,12 @@ pub fn mean_ffn_activations(bert: &Bert, batches: &[(Tensor<2, Int>, Tensor<2, I
 
 /// Zeroes the `fraction` least active neurons of each layer in a snapshot whose paths start
 /// with `prefix` (e.g. `bert.` for a classifier). Returns the number pruned.
-pub fn prune(snap: &mut Snapshot, prefix: &str, acts: &[Vec<f32>], fraction: f64) -> crate::Result<usize> {
+pub fn prune(
+    snap: &mut Snapshot,
+    prefix: &str,
+    acts: &[Vec<f32>],
+    fraction: f64,
+) -> crate::Result<usize> {
     let mut pruned = 0;
     for (l, a) in acts.iter().enumerate() {
         let k = (fraction * a.len() as f64).round() as usize;
@@ -59,10 +67,13 @@ pub fn prune(snap: &mut Snapshot, prefix: &str, acts: &[Vec<f32>], fraction: f64
         let idx = crate::purify::top_k(&neg, k);
         let path = |s: &str| format!("{prefix}encoder.layer.{l}.{s}");
         let find = |snap: &Snapshot, p: &str| -> crate::Result<usize> {
-            snap.entries.iter().position(|e| e.path == p).ok_or_else(|| Error::Mismatch {
-                path: p.to_string(),
-                reason: "not found".into(),
-            })
+            snap.entries
+                .iter()
+                .position(|e| e.path == p)
+                .ok_or_else(|| Error::Mismatch {
+                    path: p.to_string(),
+                    reason: "not found".into(),
+                })
         };
         let wi = find(snap, &path("intermediate.dense.weight"))?;
         let bi = find(snap, &path("intermediate.dense.bias"))?;

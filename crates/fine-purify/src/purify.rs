@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::params::{Entry, Snapshot};
 use crate::Error;
+use crate::params::{Entry, Snapshot};
 
 /// The per-dimension score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,28 +84,47 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     // The k-th largest = element n−k in ascending order.
     let (_, kth, _) = tmp.select_nth_unstable_by(n - k, |a, b| a.total_cmp(b));
     let thr = *kth;
-    let mut out: Vec<usize> = (0..n).filter(|&i| scores[i].total_cmp(&thr).is_gt()).collect();
-    for i in 0..n {
+    let mut out: Vec<usize> = (0..n)
+        .filter(|&i| scores[i].total_cmp(&thr).is_gt())
+        .collect();
+    for (i, s) in scores.iter().enumerate() {
         if out.len() >= k {
             break;
         }
-        if scores[i].total_cmp(&thr).is_eq() {
+        if s.total_cmp(&thr).is_eq() {
             out.push(i);
         }
     }
     out
 }
 
-fn scores(cfg: &PurifyConfig, delta: &Entry, h: Option<&Entry>, eps: f32) -> crate::Result<Vec<f32>> {
+fn scores(
+    cfg: &PurifyConfig,
+    delta: &Entry,
+    h: Option<&Entry>,
+    eps: f32,
+) -> crate::Result<Vec<f32>> {
     let need_h = matches!(cfg.score, Score::Diffusion | Score::InverseHessian);
     let h = match (need_h, h) {
-        (true, None) => return Err(Error::InvalidConfig(format!("{:?} needs the Fisher", cfg.score))),
+        (true, None) => {
+            return Err(Error::InvalidConfig(format!(
+                "{:?} needs the Fisher",
+                cfg.score
+            )));
+        }
         (_, h) => h,
     };
     Ok(match cfg.score {
-        Score::Diffusion => delta.data.iter().zip(&h.map(|e| e.data.clone()).unwrap_or_default()).map(|(d, h)| d * d / (h + eps)).collect(),
+        Score::Diffusion => delta
+            .data
+            .iter()
+            .zip(&h.map(|e| e.data.clone()).unwrap_or_default())
+            .map(|(d, h)| d * d / (h + eps))
+            .collect(),
         Score::DriftOnly => delta.data.iter().map(|d| d * d).collect(),
-        Score::InverseHessian => h.map(|e| e.data.iter().map(|h| 1.0 / (h + eps)).collect()).unwrap_or_default(),
+        Score::InverseHessian => h
+            .map(|e| e.data.iter().map(|h| 1.0 / (h + eps)).collect())
+            .unwrap_or_default(),
         Score::Random => Vec::new(),
     })
 }
@@ -122,16 +141,24 @@ pub fn purify(
     rng: &mut trainer::Rng,
 ) -> crate::Result<(Snapshot, PurifyStats)> {
     if !(0.0..=1.0).contains(&cfg.reserve) {
-        return Err(Error::InvalidConfig(format!("reserve ratio {} outside [0, 1]", cfg.reserve)));
+        return Err(Error::InvalidConfig(format!(
+            "reserve ratio {} outside [0, 1]",
+            cfg.reserve
+        )));
     }
     let delta = ft.minus(pre)?;
     if let Some(f) = fisher {
         f.check_same_layout(ft)?;
     }
-    let ranked: Vec<usize> = (0..ft.entries.len()).filter(|&i| !keep(&ft.entries[i].path)).collect();
+    let ranked: Vec<usize> = (0..ft.entries.len())
+        .filter(|&i| !keep(&ft.entries[i].path))
+        .collect();
     let mean_h = fisher.map_or(0.0, |f| {
         let (s, n) = ranked.iter().fold((0f64, 0usize), |(s, n), &i| {
-            (s + f.entries[i].data.iter().map(|&x| f64::from(x)).sum::<f64>(), n + f.entries[i].data.len())
+            (
+                s + f.entries[i].data.iter().map(|&x| f64::from(x)).sum::<f64>(),
+                n + f.entries[i].data.len(),
+            )
         });
         s / n.max(1) as f64
     });
@@ -190,5 +217,12 @@ pub fn purify(
         reset += r.len();
         per_tensor.push((ft.entries[i].path.clone(), r.len()));
     }
-    Ok((out, PurifyStats { reset, total, per_tensor }))
+    Ok((
+        out,
+        PurifyStats {
+            reset,
+            total,
+            per_tensor,
+        },
+    ))
 }

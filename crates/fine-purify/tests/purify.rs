@@ -1,6 +1,11 @@
 //! Snapshots, the Fisher, the ranking and the purification.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
@@ -8,7 +13,7 @@ use fine_purify::attack::{Attack, attack_success_rate, poison};
 use fine_purify::epur::epur_words;
 use fine_purify::fisher::fisher_diagonal;
 use fine_purify::purify::top_k;
-use fine_purify::{Entry, Error, PurifyConfig, Score, Scope, Snapshot, purify};
+use fine_purify::{Entry, Error, PurifyConfig, Scope, Score, Snapshot, purify};
 use proptest::prelude::*;
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -24,7 +29,10 @@ struct Tiny {
 
 fn tiny(d: &Device) -> Tiny {
     Tiny {
-        w: Param::from_tensor(Tensor::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0], [3]), d)),
+        w: Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![0.5f32, -1.0, 2.0], [3]),
+            d,
+        )),
         inner: vec![burn::nn::LinearConfig::new(2, 2).init(d)],
     }
 }
@@ -45,7 +53,13 @@ fn snapshots_round_trip_and_mismatches_name_the_parameter() {
     let d = Device::flex();
     let m = tiny(&d);
     let s = Snapshot::of(&m).unwrap();
-    assert_eq!(s.entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), vec!["w", "inner.0.weight", "inner.0.bias"]);
+    assert_eq!(
+        s.entries
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>(),
+        vec!["w", "inner.0.weight", "inner.0.bias"]
+    );
     let mut s2 = s.clone();
     s2.entries[0].data = vec![9.0, 8.0, 7.0];
     let m2 = s2.write_into(m.clone()).unwrap();
@@ -79,7 +93,11 @@ fn the_fisher_is_the_mean_squared_gradient() {
         }
     }
     for j in 0..3 {
-        assert!((f.entries[0].data[j] - want[j]).abs() < 1e-4, "{:?} vs {want:?}", f.entries[0].data);
+        assert!(
+            (f.entries[0].data[j] - want[j]).abs() < 1e-4,
+            "{:?} vs {want:?}",
+            f.entries[0].data
+        );
     }
     // Parameters outside the loss have a zero Fisher.
     assert!(f.entries[1].data.iter().all(|&v| v == 0.0));
@@ -127,33 +145,92 @@ proptest! {
 #[test]
 fn extremes_kept_tensors_and_random_masks() {
     let mut rng = trainer::Rng::seed_from(3);
-    let pre = Snapshot { entries: vec![
-        Entry { path: "enc".into(), shape: vec![1000], data: vec![0.0; 1000] },
-        Entry { path: "head".into(), shape: vec![2], data: vec![0.0; 2] },
-    ] };
+    let pre = Snapshot {
+        entries: vec![
+            Entry {
+                path: "enc".into(),
+                shape: vec![1000],
+                data: vec![0.0; 1000],
+            },
+            Entry {
+                path: "head".into(),
+                shape: vec![2],
+                data: vec![0.0; 2],
+            },
+        ],
+    };
     let mut ft = pre.clone();
-    for e in &mut ft.entries { for x in &mut e.data { *x = 1.0; } }
+    for e in &mut ft.entries {
+        for x in &mut e.data {
+            *x = 1.0;
+        }
+    }
     let h = ft.clone();
     let keep = |p: &str| p == "head";
-    let (o, _) = purify(&pre, &ft, Some(&h), &PurifyConfig::diffusion(1.0), keep, &mut rng).unwrap();
+    let (o, _) = purify(
+        &pre,
+        &ft,
+        Some(&h),
+        &PurifyConfig::diffusion(1.0),
+        keep,
+        &mut rng,
+    )
+    .unwrap();
     assert_eq!(o, ft);
-    let (o, s) = purify(&pre, &ft, Some(&h), &PurifyConfig::diffusion(0.0), keep, &mut rng).unwrap();
+    let (o, s) = purify(
+        &pre,
+        &ft,
+        Some(&h),
+        &PurifyConfig::diffusion(0.0),
+        keep,
+        &mut rng,
+    )
+    .unwrap();
     assert_eq!(s.reset, 1000);
     assert!(o.entries[0].data.iter().all(|&x| x == 0.0));
     assert_eq!(o.entries[1].data, vec![1.0, 1.0]);
-    let cfg = PurifyConfig { score: Score::Random, ..PurifyConfig::diffusion(0.7) };
+    let cfg = PurifyConfig {
+        score: Score::Random,
+        ..PurifyConfig::diffusion(0.7)
+    };
     let (_, s) = purify(&pre, &ft, None, &cfg, keep, &mut rng).unwrap();
     assert!((s.reset as f64 / 1000.0 - 0.3).abs() < 0.06, "{}", s.reset);
-    assert!(purify(&pre, &ft, None, &PurifyConfig::diffusion(0.5), keep, &mut rng).is_err());
-    assert!(purify(&pre, &ft, Some(&h), &PurifyConfig::diffusion(1.5), keep, &mut rng).is_err());
+    assert!(
+        purify(
+            &pre,
+            &ft,
+            None,
+            &PurifyConfig::diffusion(0.5),
+            keep,
+            &mut rng
+        )
+        .is_err()
+    );
+    assert!(
+        purify(
+            &pre,
+            &ft,
+            Some(&h),
+            &PurifyConfig::diffusion(1.5),
+            keep,
+            &mut rng
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn epur_finds_a_drifted_rare_word() {
     let v = 6;
-    let pre = Entry { path: "emb".into(), shape: vec![v, 2], data: vec![0.0; 2 * v] };
+    let pre = Entry {
+        path: "emb".into(),
+        shape: vec![v, 2],
+        data: vec![0.0; 2 * v],
+    };
     let mut ft = pre.clone();
-    for k in 0..v { ft.data[2 * k] = 0.1; }
+    for k in 0..v {
+        ft.data[2 * k] = 0.1;
+    }
     ft.data[2 * 4] = 1.0; // word 4 drifted
     ft.data[2 * 2] = 1.0; // word 2 drifted but frequent
     let freq = [100, 100, 5000, 100, 1, 100];
@@ -164,14 +241,20 @@ fn epur_finds_a_drifted_rare_word() {
 #[test]
 fn poisoning_relabels_the_requested_share_with_triggers() {
     let mut rng = trainer::Rng::seed_from(1);
-    let items: Vec<(String, usize)> = (0..100).map(|i| (format!("sentence number {i} here"), i % 2)).collect();
+    let items: Vec<(String, usize)> = (0..100)
+        .map(|i| (format!("sentence number {i} here"), i % 2))
+        .collect();
     let (p, flag) = poison(&items, 0.1, 1, &Attack::rare_words(), &mut rng);
     assert_eq!(flag.iter().filter(|&&f| f).count(), 10);
     for (i, f) in flag.iter().enumerate() {
         if *f {
             assert_eq!(items[i].1, 0);
             assert_eq!(p[i].1, 1);
-            assert!(["cf", "mn", "bb", "tq", "mb"].iter().any(|w| p[i].0.split(' ').any(|x| x == *w)));
+            assert!(
+                ["cf", "mn", "bb", "tq", "mb"]
+                    .iter()
+                    .any(|w| p[i].0.split(' ').any(|x| x == *w))
+            );
         } else {
             assert_eq!(p[i], items[i]);
         }

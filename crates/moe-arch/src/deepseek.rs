@@ -326,7 +326,10 @@ impl DeepseekLm {
             .map_err(|e| Error::InvalidConfig(format!("config: {e}")))?;
         if let Some(obj) = json.as_object_mut() {
             obj.insert("model_type".into(), "deepseek".into());
-            obj.insert("architectures".into(), serde_json::json!(["DeepseekForCausalLM"]));
+            obj.insert(
+                "architectures".into(),
+                serde_json::json!(["DeepseekForCausalLM"]),
+            );
             obj.insert("tie_word_embeddings".into(), false.into());
         }
         let text = serde_json::to_string_pretty(&json)

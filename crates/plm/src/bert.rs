@@ -338,7 +338,11 @@ impl Bert {
     ///
     /// # Shapes
     /// `input_ids`, `token_type_ids` `[batch, seq]` → `[batch, seq, d_model]`.
-    pub fn embed(&self, input_ids: Tensor<2, Int>, token_type_ids: Option<Tensor<2, Int>>) -> Tensor<3> {
+    pub fn embed(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
         let [b, s] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
@@ -386,12 +390,21 @@ impl Bert {
         hooks: &AttentionHooks,
     ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>), Tensor<3>) {
         let layer = &self.encoder.layer[l];
-        let (ctx, probs, layer_kv) = layer.attention.self_attn.forward(h.clone(), key_mask, hooks, l);
+        let (ctx, probs, layer_kv) =
+            layer
+                .attention
+                .self_attn
+                .forward(h.clone(), key_mask, hooks, l);
         let a = &layer.attention.output;
         let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
         let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
         let o = &layer.output;
-        (o.layer_norm.forward(o.dense.forward(ff.clone()) + h1), probs, layer_kv, ff)
+        (
+            o.layer_norm.forward(o.dense.forward(ff.clone()) + h1),
+            probs,
+            layer_kv,
+            ff,
+        )
     }
 
     /// Keeps the first `n` layers (a shallower complete model, e.g. the small members of a
@@ -613,7 +626,13 @@ pub struct PooledClassifier {
 
 impl PooledClassifier {
     /// A fresh head of `n_labels` classes on `bert`.
-    pub fn new(bert: Bert, n_labels: usize, pooling: Pooling, dropout: f64, device: &Device) -> Self {
+    pub fn new(
+        bert: Bert,
+        n_labels: usize,
+        pooling: Pooling,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
         let d = bert.embeddings.word_embeddings.weight.dims()[1];
         Self {
             bert,
@@ -630,7 +649,11 @@ impl PooledClassifier {
 
     /// The pooling in use.
     pub fn pooling(&self) -> Pooling {
-        if self.mean_pool { Pooling::Mean } else { Pooling::Cls }
+        if self.mean_pool {
+            Pooling::Mean
+        } else {
+            Pooling::Cls
+        }
     }
 
     /// Pools a hidden state of this classifier's encoder.
@@ -644,7 +667,10 @@ impl PooledClassifier {
     /// # Shapes
     /// `ids`, `mask` `[batch, seq]` → logits `[batch, n_labels]`.
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<2> {
-        let h = self.bert.forward(ids, None, Some(mask.clone())).last_hidden_state;
+        let h = self
+            .bert
+            .forward(ids, None, Some(mask.clone()))
+            .last_hidden_state;
         let pooled = self.pool(h, mask);
         self.head.forward(self.dropout.forward(pooled))
     }

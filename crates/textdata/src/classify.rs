@@ -52,7 +52,7 @@ impl WordVocab {
 #[derive(Clone)]
 pub enum SentenceTokenizer {
     /// A real tokenizer (`tokenizer.json`), with its special tokens.
-    Real(TextTokenizer),
+    Real(Box<TextTokenizer>),
     /// A word-level vocabulary.
     Words(WordVocab),
 }
@@ -101,7 +101,11 @@ pub struct LabeledIds {
 
 impl LabeledIds {
     /// Tokenises `(text, label)` pairs.
-    pub fn encode(items: &[(String, usize)], tok: &SentenceTokenizer, max_len: usize) -> Result<Self> {
+    pub fn encode(
+        items: &[(String, usize)],
+        tok: &SentenceTokenizer,
+        max_len: usize,
+    ) -> Result<Self> {
         let mut s = Self::default();
         for (t, l) in items {
             s.ids.push(tok.encode(t, max_len)?);
@@ -121,11 +125,20 @@ impl LabeledIds {
     }
 
     /// Right-padded (pad id 0) examples `idx`: ids and mask `[n, seq]`, labels `[n]`.
-    pub fn batch(&self, idx: &[usize], max_len: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<1, Int>) {
+    pub fn batch(
+        &self,
+        idx: &[usize],
+        max_len: usize,
+        device: &Device,
+    ) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<1, Int>) {
         let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| self.ids[i].clone()).collect();
         let pb = crate::batch::pad_batch(&seqs, 0, max_len, device);
         let y: Vec<i64> = idx.iter().map(|&i| self.labels[i] as i64).collect();
-        (pb.ids, pb.mask, Tensor::from_data(TensorData::new(y, [idx.len()]), device))
+        (
+            pb.ids,
+            pb.mask,
+            Tensor::from_data(TensorData::new(y, [idx.len()]), device),
+        )
     }
 
     /// Consecutive index chunks of `size` covering every example (evaluation order).
@@ -150,6 +163,9 @@ mod tests {
         let (ids, mask, y) = s.batch(&[1, 0], 8, &Device::flex());
         assert_eq!(ids.dims(), [2, 5]);
         assert_eq!(mask.sum().into_scalar::<i64>(), 8);
-        assert_eq!(y.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![0, 1]);
+        assert_eq!(
+            y.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(),
+            vec![0, 1]
+        );
     }
 }

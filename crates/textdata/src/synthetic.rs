@@ -7,14 +7,34 @@ use crate::readers::LabeledText;
 /// trainer's RNG, so the set follows the run's seed).
 pub fn templated_reviews(n: usize, mut below: impl FnMut(usize) -> usize) -> Vec<LabeledText> {
     const SUBJECTS: [&str; 8] = [
-        "the film", "the plot", "the acting", "this movie", "the script", "the ending", "the music",
+        "the film",
+        "the plot",
+        "the acting",
+        "this movie",
+        "the script",
+        "the ending",
+        "the music",
         "the cast",
     ];
     const POSITIVE: [&str; 8] = [
-        "wonderful", "moving", "brilliant", "funny", "charming", "gripping", "beautiful", "clever",
+        "wonderful",
+        "moving",
+        "brilliant",
+        "funny",
+        "charming",
+        "gripping",
+        "beautiful",
+        "clever",
     ];
     const NEGATIVE: [&str; 8] = [
-        "boring", "dull", "clumsy", "tedious", "awful", "predictable", "messy", "lifeless",
+        "boring",
+        "dull",
+        "clumsy",
+        "tedious",
+        "awful",
+        "predictable",
+        "messy",
+        "lifeless",
     ];
     (0..n)
         .map(|_| {
@@ -41,12 +61,18 @@ mod tests {
     fn both_labels_appear_and_words_match_them() {
         let mut x = 7usize;
         let v = templated_reviews(200, |k| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) % k
         });
         assert_eq!(v.len(), 200);
         let pos = v.iter().filter(|r| r.label == 1).count();
         assert!(pos > 50 && pos < 150);
-        assert!(v.iter().filter(|r| r.label == 0).all(|r| !r.text.contains("wonderful")));
+        assert!(
+            v.iter()
+                .filter(|r| r.label == 0)
+                .all(|r| !r.text.contains("wonderful"))
+        );
     }
 }
