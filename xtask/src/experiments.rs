@@ -24,6 +24,16 @@ pub struct RunSpec {
     pub source: ConfigSource,
     /// `--seed`, overriding the config's.
     pub seed: Option<u64>,
+    /// `--model`, for the experiments that start from a checkpoint.
+    pub model: Option<PathBuf>,
+}
+
+/// Refuses `--model` for an experiment that does not take one.
+fn no_model(spec: &RunSpec, name: &str) -> Result<()> {
+    match &spec.model {
+        Some(m) => anyhow::bail!("experiment '{name}' takes no --model (got {})", m.display()),
+        None => Ok(()),
+    }
 }
 
 /// One experiment.
@@ -101,6 +111,7 @@ impl Prepared for HelloLm {
 }
 
 fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    no_model(spec, "hello-lm")?;
     use plm::hello_lm::HelloLmConfig;
     let mut cfg = match &spec.source {
         ConfigSource::Quick => HelloLmConfig::quick(),
@@ -129,6 +140,7 @@ impl Prepared for MoeCompare {
 }
 
 fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    no_model(spec, "moe-compare")?;
     use moe_arch::experiment::MoeCompareConfig;
     let mut cfg = match &spec.source {
         ConfigSource::Quick => MoeCompareConfig::quick(),
@@ -188,6 +200,9 @@ fn esft_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         "fortunes-zh",
         "usr/share/games/fortunes",
     );
+    if let Some(m) = &spec.model {
+        cfg.model_dir = Some(m.to_string_lossy().into_owned());
+    }
     if let Some(s) = spec.seed {
         cfg.seed = s;
     }
@@ -209,6 +224,7 @@ impl Prepared for CascadeExp {
 }
 
 fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    no_model(spec, "cascade")?;
     use cascade::experiment::CascadeConfig;
     let mut cfg = match &spec.source {
         ConfigSource::Quick => CascadeConfig::quick(),
@@ -257,6 +273,7 @@ impl Prepared for FinePurify {
 }
 
 fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    no_model(spec, "fine-purify")?;
     use fine_purify::experiment::FinePurifyConfig;
     let mut cfg = match &spec.source {
         ConfigSource::Quick => FinePurifyConfig::quick(),

@@ -103,6 +103,10 @@ struct RunArgs {
     /// A JSON config file (the experiment's burn Config).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A model checkpoint folder to start from, for the experiments that take one (`esft`:
+    /// an HF `deepseek` folder with a byte-level vocabulary).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Output folder.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -207,6 +211,7 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
         let spec = RunSpec {
             source: ConfigSource::File(dir.join("config.json")),
             seed: None,
+            model: None,
         };
         (dir, (exp.prepare)(&spec)?)
     } else {
@@ -219,6 +224,7 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
         let prepared = (exp.prepare)(&RunSpec {
             source,
             seed: args.seed,
+            model: args.model.clone(),
         })?;
         let id = trainer::report::run_id(prepared.seed());
         let dir = exp_dir.join(format!("{id}.partial"));

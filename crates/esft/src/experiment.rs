@@ -311,6 +311,7 @@ fn task_scores(
     model: &DeepseekLm,
     data: &TaskData,
     cfg: &EsftConfig,
+    n_routed: usize,
     device: &Device,
 ) -> crate::Result<[RelevanceScores; 3]> {
     let mut rng = trainer::Rng::seed_from(cfg.seed ^ 0x5eed);
@@ -332,7 +333,7 @@ fn task_scores(
                 Some(bt.token_mask.clone()),
                 ex.len(),
                 cfg.seq_len,
-                cfg.n_routed,
+                n_routed,
             )?;
         }
     }
@@ -414,6 +415,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 struct Runner<'c, 'p> {
     cfg: &'c EsftConfig,
+    hf: DeepseekHfConfig,
     device: Device,
     eval_device: Device,
     valid: LmWindows,
@@ -481,7 +483,7 @@ impl Runner<'_, '_> {
         let storage_bytes = match experts {
             Some(e) => save_adapter(&model, e, out)?.bytes_on_disk,
             None => {
-                model.save_hf(&self.cfg.hf(), out)?;
+                model.save_hf(&self.hf, out)?;
                 dir_size(out)
             }
         };
@@ -578,15 +580,16 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     ];
 
     // 1. The base model.
-    let (base, base_name) = match &cfg.model_dir {
+    let (base, base_name, hf) = match &cfg.model_dir {
         Some(dir) => {
+            let (hf, _) = plm::layers::read_hf_folder::<DeepseekHfConfig>(Path::new(dir))?;
             let m = DeepseekLm::load_hf(Path::new(dir), &device)?;
             if m.embed_tokens.weight.dims()[0] < textdata::ByteTokenizer::VOCAB {
                 return Err(Error::InvalidConfig(format!(
                     "{dir}: the tasks are byte-level and need a vocabulary of at least 256"
                 )));
             }
-            (m, dir.clone())
+            (m, dir.clone(), hf)
         }
         None => {
             device.seed(cfg.seed);
@@ -609,13 +612,23 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                     "pretrained here on {} ({} steps)",
                     general.name, cfg.pretrain.max_steps
                 ),
+                cfg.hf(),
             )
         }
     };
     let base_eval = base.valid();
     let layers = base_eval.moe_layers();
+    let (n_routed, top_k) = match layers.first() {
+        Some(l) if layers.iter().all(|m| m.n_experts == l.n_experts) => (l.n_experts, l.top_k),
+        _ => {
+            return Err(Error::InvalidConfig(format!(
+                "{base_name}: needs MoE layers with one expert count"
+            )));
+        }
+    };
     let mut runner = Runner {
         cfg,
+        hf: hf.clone(),
         device: device.clone(),
         eval_device: eval_device.clone(),
         valid,
@@ -652,7 +665,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         });
 
         // 2. Scores and expert configs.
-        let [scores, half_a, half_b] = task_scores(&base_eval, data, cfg, &eval_device)?;
+        let [scores, half_a, half_b] = task_scores(&base_eval, data, cfg, n_routed, &eval_device)?;
         trainer::fs::write_atomic(
             &tdir.join("summary.json"),
             scores.to_summary_json().as_bytes(),
@@ -761,9 +774,9 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             (0..n)
                 .map(|j| {
                     if i == j {
-                        overlap(&all_scores[i].1, &all_scores[i].2, cfg.top_k)
+                        overlap(&all_scores[i].1, &all_scores[i].2, top_k)
                     } else {
-                        overlap(&all_scores[i].0, &all_scores[j].0, cfg.top_k)
+                        overlap(&all_scores[i].0, &all_scores[j].0, top_k)
                     }
                 })
                 .collect()
@@ -842,7 +855,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         .zip(&task_data)
         .map(|((s, _, _), d)| {
             // Mean over layers of the sorted, normalised token scores (ESFT Fig. 2).
-            let mut acc = vec![0.0; cfg.n_routed];
+            let mut acc = vec![0.0; n_routed];
             for l in &s.layers {
                 let mut v = l.token.clone();
                 v.sort_by(|a, b| b.total_cmp(a));
@@ -920,9 +933,9 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 ),
                 format!(
                     "{:.1} / {:.1} / {:.1}",
-                    0.1 * cfg.n_routed as f64,
-                    0.2 * cfg.n_routed as f64,
-                    0.5 * cfg.n_routed as f64
+                    0.1 * n_routed as f64,
+                    0.2 * n_routed as f64,
+                    0.5 * n_routed as f64
                 ),
                 format!("{:.1}", c.gate_experts_50),
                 format!("{:.1} / {:.1}", c.selected[0], c.selected[1]),
@@ -967,14 +980,14 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         })
         .collect();
     let body = format!(
-        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (layer 0 dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes. Scores: exact match of the greedy answer (sentiment, arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (direction)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
+        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes. Scores: exact match of the greedy answer (sentiment, arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (direction)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
         general.name,
-        cfg.n_layers,
-        cfg.d_model,
-        cfg.n_shared,
-        cfg.n_routed,
-        cfg.expert_width,
-        cfg.top_k,
+        hf.num_hidden_layers,
+        hf.hidden_size,
+        hf.moe.n_shared_experts.unwrap_or(0),
+        n_routed,
+        hf.moe.moe_intermediate_size,
+        top_k,
         cfg.finetune_steps,
         cfg.batch_size,
         cfg.seq_len,
@@ -1002,8 +1015,8 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             ],
             &conc_rows
         ),
-        cfg.top_k,
-        cfg.top_k,
+        top_k,
+        top_k,
         markdown_table(&ov_header_ref, &ov_rows),
         cfg.sweep_task,
         markdown_table(

@@ -43,4 +43,16 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
     let a = tuned.forward(x.clone(), None).unwrap().logits.into_data();
     let b = base.forward(x, None).unwrap().logits.into_data();
     assert_ne!(a, b, "the adapter changed nothing");
+    // Merging into the saved base checkpoint gives a full checkpoint with the same weights.
+    let merged_dir = dir.path().join("merged");
+    esft::adapter::merge_into_checkpoint(
+        &dir.path().join("base"),
+        &dir.path().join("tasks/arithmetic/esft-token"),
+        &merged_dir,
+        &d,
+    )
+    .unwrap();
+    let merged = DeepseekLm::load_hf(&merged_dir, &d).unwrap();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(vec![72i64, 105, 33], [1, 3]), &d);
+    assert_eq!(merged.forward(x, None).unwrap().logits.into_data(), a);
 }
