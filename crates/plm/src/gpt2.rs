@@ -233,6 +233,16 @@ impl Gpt2Attention {
 }
 
 impl Gpt2 {
+    /// Number of blocks.
+    pub fn n_layers(&self) -> usize {
+        self.h.len()
+    }
+
+    /// Attention heads per block.
+    pub fn n_heads(&self) -> usize {
+        self.h.first().map_or(0, |b| b.attn.n_heads)
+    }
+
     /// # Shapes
     /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Gpt2Output {

@@ -459,6 +459,16 @@ pub struct Llama {
 }
 
 impl Llama {
+    /// Number of decoder layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Attention heads per layer.
+    pub fn n_heads(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.self_attn.n_heads())
+    }
+
     /// # Shapes
     /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> LlamaOutput {

@@ -1,0 +1,44 @@
+//! Anchor-only context compression (§3.2), expressed as attention masks so that it applies to
+//! every decoder: the demonstrations are processed in full (they never see the query), and the
+//! query tokens may read only the kept demonstration positions, in every layer. This is
+//! exactly the paper's two-pass Hidden_anchor (cache the demonstrations' keys and values, keep
+//! the anchors', run the query on top), with the query's positions continuing after the full
+//! demonstration part (the GPT-J convention of the official code).
+
+use burn::prelude::*;
+use plm::hooks::{AttentionHooks, BLOCK};
+
+use crate::prompt::Prompt;
+
+/// Hooks that hide every demonstration position outside `keep` from the query tokens.
+pub fn keep_only_hooks(prompt: &Prompt, keep: &[usize], n_layers: usize, n_heads: usize, device: &Device) -> AttentionHooks {
+    let n = prompt.ids.len();
+    let mut m = vec![0f32; n * n];
+    for r in prompt.demo_len..n {
+        for c in 0..prompt.demo_len {
+            if !keep.contains(&c) {
+                m[r * n + c] = BLOCK;
+            }
+        }
+    }
+    let t = Tensor::<4>::from_data(TensorData::new(m, [1, 1, n, n]), device).expand([1, n_heads, n, n]);
+    let mut hooks = AttentionHooks::none();
+    for l in 0..n_layers {
+        hooks.bias.insert(l, t.clone());
+    }
+    hooks
+}
+
+/// Hidden_random: the anchor set with each demonstration's label tokens swapped for random
+/// tokens of the same demonstration's text (when it has any).
+pub fn random_anchors(prompt: &Prompt, rng: &mut trainer::Rng) -> Vec<usize> {
+    let labels: Vec<usize> = prompt.label_tokens.iter().flatten().copied().collect();
+    let mut keep: Vec<usize> = prompt.anchor_positions.iter().copied().filter(|p| !labels.contains(p)).collect();
+    for (d, lt) in prompt.label_tokens.iter().enumerate() {
+        let text = &prompt.demo_text[d];
+        for &p in lt {
+            keep.push(if text.is_empty() { p } else { text[rng.below(text.len())] });
+        }
+    }
+    keep
+}

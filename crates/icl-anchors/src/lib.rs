@@ -1,0 +1,19 @@
+//! Label Words are Anchors (Wang et al., EMNLP 2023) for every decoder of `plm`: in-context
+//! demonstrations in the paper's templates, saliency flows (S_wp, S_pq, S_ww), isolation of
+//! label words with loyalty metrics, the deep-layer AUC, anchor re-weighting, and anchor-only
+//! context compression — through `plm`'s attention hooks (pre-softmax bias, post-softmax
+//! scale, dL/dA probes) instead of monkey-patching one model's attention.
+//!
+//! Choices: label words count by their first token (`LabelTokens::All` uses every token);
+//! compression keeps the query's positions after the full demonstration part.
+
+mod error;
+pub mod analysis;
+pub mod compress;
+pub mod model;
+pub mod prompt;
+pub mod reweight;
+
+pub use error::{Error, Result};
+pub use model::CausalLm;
+pub use prompt::{LabelTokens, Prompt, Template};
