@@ -2,14 +2,14 @@
 //! loyalty, and the deep-layer AUC.
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use plm::hooks::{AttentionHooks, BLOCK, saliency};
 use serde::Serialize;
 
+use crate::Error;
 use crate::error::host;
 use crate::model::CausalLm;
 use crate::prompt::{LabelTokens, Prompt};
-use crate::Error;
 
 /// What the model says at the query position.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -35,26 +35,60 @@ fn label_logits(logits: Tensor<3>, q: usize, label_ids: &[u32]) -> Tensor<2> {
     let row = logits.slice(s![0..1, q..q + 1, 0..v]).reshape([1, v]);
     let device = row.device();
     let idx: Vec<i64> = label_ids.iter().map(|&t| i64::from(t)).collect();
-    row.select(1, Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), &device))
+    row.select(
+        1,
+        Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), &device),
+    )
+}
+
+/// (class, label-word probabilities, top-k vocabulary ids) from one logits row.
+pub fn read_row(row: &[f32], label_ids: &[u32], top_k: usize) -> (usize, Vec<f32>, Vec<usize>) {
+    let v = row.len();
+    let mut order: Vec<usize> = (0..v).collect();
+    let k = top_k.min(v);
+    if k > 0 && k < v {
+        order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+    }
+    let mut top: Vec<usize> = order[..k].to_vec();
+    top.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+    let ll: Vec<f32> = label_ids
+        .iter()
+        .map(|&t| row.get(t as usize).copied().unwrap_or(f32::MIN))
+        .collect();
+    let m = ll.iter().copied().fold(f32::MIN, f32::max);
+    let e: Vec<f32> = ll.iter().map(|x| (x - m).exp()).collect();
+    let z: f32 = e.iter().sum();
+    let probs: Vec<f32> = e.iter().map(|x| x / z).collect();
+    let class = probs
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
+    (class, probs, top)
 }
 
 /// Runs `prompt` under `hooks` and reads the prediction.
-pub fn predict<M: CausalLm>(model: &M, prompt: &Prompt, label_ids: &[u32], hooks: &AttentionHooks, top_k: usize, device: &Device) -> crate::Result<Prediction> {
+pub fn predict<M: CausalLm>(
+    model: &M,
+    prompt: &Prompt,
+    label_ids: &[u32],
+    hooks: &AttentionHooks,
+    top_k: usize,
+    device: &Device,
+) -> crate::Result<Prediction> {
     let (logits, atts) = model.forward_hooked(tokens(prompt, device), hooks);
     let q = prompt.query;
     let [_, _, v] = logits.dims();
-    let row = host(logits.clone().slice(s![0..1, q..q + 1, 0..v]).reshape([v]))?;
-    let mut order: Vec<usize> = (0..v).collect();
-    order.select_nth_unstable_by(top_k.min(v.saturating_sub(1)), |&a, &b| row[b].total_cmp(&row[a]));
-    let mut top: Vec<usize> = order[..top_k.min(v)].to_vec();
-    top.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-    let probs = host(softmax(label_logits(logits, q, label_ids), 1).reshape([label_ids.len()]))?;
-    let class = probs.iter().enumerate().fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
+    let row = host(logits.slice(s![0..1, q..q + 1, 0..v]).reshape([v]))?;
+    let (class, probs, top) = read_row(&row, label_ids, top_k);
     let labels = prompt.label_positions(LabelTokens::First);
     let mut attention_to_labels = Vec::with_capacity(atts.len());
     for a in atts {
         let [_, h, s, _] = a.dims();
-        let rowq = host(a.slice(s![0..1, 0..h, q..q + 1, 0..s]).sum_dim(1).reshape([s]))?;
+        let rowq = host(
+            a.slice(s![0..1, 0..h, q..q + 1, 0..s])
+                .sum_dim(1)
+                .reshape([s]),
+        )?;
         attention_to_labels.push(labels.iter().map(|&p| rowq[p]).collect());
     }
     Ok(Prediction {
@@ -118,12 +152,23 @@ pub fn flows(i: &[f32], n: usize, labels: &[usize], q: usize) -> Flows {
 
 /// Saliency flows of every layer: I_l = |Σ_h A ⊙ ∂L/∂A| with L the cross-entropy of the
 /// label-word logits against `gold`. `model` must live on an autodiff device.
-pub fn saliency_flows<M: CausalLm>(model: &M, prompt: &Prompt, label_ids: &[u32], gold: usize, which: LabelTokens, device: &Device) -> crate::Result<Vec<Flows>> {
+pub fn saliency_flows<M: CausalLm>(
+    model: &M,
+    prompt: &Prompt,
+    label_ids: &[u32],
+    gold: usize,
+    which: LabelTokens,
+    device: &Device,
+) -> crate::Result<Vec<Flows>> {
     let n = prompt.ids.len();
     if gold >= label_ids.len() {
-        return Err(Error::BadPrompt(format!("gold class {gold} of {}", label_ids.len())));
+        return Err(Error::BadPrompt(format!(
+            "gold class {gold} of {}",
+            label_ids.len()
+        )));
     }
-    let hooks = AttentionHooks::none().with_probes(model.n_layers(), [1, model.n_heads(), n, n], device);
+    let hooks =
+        AttentionHooks::none().with_probes(model.n_layers(), [1, model.n_heads(), n, n], device);
     let (logits, atts) = model.forward_hooked(tokens(prompt, device), &hooks);
     let lp = log_softmax(label_logits(logits, prompt.query, label_ids), 1);
     let loss = lp.slice(s![0..1, gold..gold + 1]).reshape([1]).neg();
@@ -141,14 +186,21 @@ pub fn saliency_flows<M: CausalLm>(model: &M, prompt: &Prompt, label_ids: &[u32]
 
 /// Hooks that stop each of `positions` from attending to anything before it, in `layers`
 /// (isolation of label words, or of the random control tokens).
-pub fn isolation_hooks(n: usize, positions: &[usize], layers: &[usize], n_heads: usize, device: &Device) -> AttentionHooks {
+pub fn isolation_hooks(
+    n: usize,
+    positions: &[usize],
+    layers: &[usize],
+    n_heads: usize,
+    device: &Device,
+) -> AttentionHooks {
     let mut m = vec![0f32; n * n];
     for &p in positions {
         for c in 0..p.min(n) {
             m[p * n + c] = BLOCK;
         }
     }
-    let t = Tensor::<4>::from_data(TensorData::new(m, [1, 1, n, n]), device).expand([1, n_heads, n, n]);
+    let t =
+        Tensor::<4>::from_data(TensorData::new(m, [1, 1, n, n]), device).expand([1, n_heads, n, n]);
     let mut hooks = AttentionHooks::none();
     for &l in layers {
         hooks.bias.insert(l, t.clone());
@@ -158,7 +210,11 @@ pub fn isolation_hooks(n: usize, positions: &[usize], layers: &[usize], n_heads:
 
 /// Share of predictions equal to the reference ones.
 pub fn label_loyalty(reference: &[Prediction], other: &[Prediction]) -> f64 {
-    let same = reference.iter().zip(other).filter(|(a, b)| a.class == b.class).count();
+    let same = reference
+        .iter()
+        .zip(other)
+        .filter(|(a, b)| a.class == b.class)
+        .count();
     same as f64 / reference.len().max(1) as f64
 }
 
@@ -168,7 +224,11 @@ pub fn word_loyalty(reference: &[Prediction], other: &[Prediction]) -> f64 {
         .iter()
         .zip(other)
         .map(|(a, b)| {
-            let inter = a.top_words.iter().filter(|w| b.top_words.contains(w)).count();
+            let inter = a
+                .top_words
+                .iter()
+                .filter(|w| b.top_words.contains(w))
+                .count();
             let union = a.top_words.len() + b.top_words.len() - inter;
             inter as f64 / union.max(1) as f64
         })
@@ -179,15 +239,31 @@ pub fn word_loyalty(reference: &[Prediction], other: &[Prediction]) -> f64 {
 /// ROC AUC of `scores` for the positives (Mann–Whitney, ties counted half). `None` without both
 /// classes.
 pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
-    let pos: Vec<f64> = scores.iter().zip(positive).filter(|(_, p)| **p).map(|(s, _)| *s).collect();
-    let neg: Vec<f64> = scores.iter().zip(positive).filter(|(_, p)| !**p).map(|(s, _)| *s).collect();
+    let pos: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|(_, p)| **p)
+        .map(|(s, _)| *s)
+        .collect();
+    let neg: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|(_, p)| !**p)
+        .map(|(s, _)| *s)
+        .collect();
     if pos.is_empty() || neg.is_empty() {
         return None;
     }
     let mut wins = 0.0;
     for &a in &pos {
         for &b in &neg {
-            wins += if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 };
+            wins += if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     Some(wins / (pos.len() * neg.len()) as f64)
@@ -204,10 +280,18 @@ pub fn class_auc(scores: &[Vec<f64>], labels: &[usize], n_classes: usize) -> Opt
     let mut acc = Vec::new();
     for a in 0..n_classes {
         for b in (a + 1)..n_classes {
-            let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == a || labels[i] == b).collect();
-            let sa: Vec<f64> = idx.iter().map(|&i| scores[i][a] / (scores[i][a] + scores[i][b]).max(1e-30)).collect();
+            let idx: Vec<usize> = (0..labels.len())
+                .filter(|&i| labels[i] == a || labels[i] == b)
+                .collect();
+            let sa: Vec<f64> = idx
+                .iter()
+                .map(|&i| scores[i][a] / (scores[i][a] + scores[i][b]).max(1e-30))
+                .collect();
             let pa: Vec<bool> = idx.iter().map(|&i| labels[i] == a).collect();
-            let sb: Vec<f64> = idx.iter().map(|&i| scores[i][b] / (scores[i][a] + scores[i][b]).max(1e-30)).collect();
+            let sb: Vec<f64> = idx
+                .iter()
+                .map(|&i| scores[i][b] / (scores[i][a] + scores[i][b]).max(1e-30))
+                .collect();
             let pb: Vec<bool> = idx.iter().map(|&i| labels[i] == b).collect();
             if let (Some(x), Some(y)) = (roc_auc(&sa, &pa), roc_auc(&sb, &pb)) {
                 acc.push((x + y) / 2.0);
@@ -224,7 +308,11 @@ pub fn cumulative_r(auc: &[f64]) -> Vec<f64> {
     auc.iter()
         .map(|a| {
             acc += a - 0.5;
-            if total.abs() < 1e-12 { 0.0 } else { acc / total }
+            if total.abs() < 1e-12 {
+                0.0
+            } else {
+                acc / total
+            }
         })
         .collect()
 }

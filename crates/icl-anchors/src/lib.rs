@@ -7,9 +7,9 @@
 //! Choices: label words count by their first token (`LabelTokens::All` uses every token);
 //! compression keeps the query's positions after the full demonstration part.
 
-mod error;
 pub mod analysis;
 pub mod compress;
+mod error;
 pub mod model;
 pub mod prompt;
 pub mod reweight;

@@ -16,7 +16,11 @@ pub trait CausalLm {
     /// # Shapes
     /// `tokens` `[batch, seq]` → (logits `[batch, seq, vocab]`, attention probabilities per
     /// layer `[batch, heads, seq, seq]`).
-    fn forward_hooked(&self, tokens: Tensor<2, Int>, hooks: &AttentionHooks) -> (Tensor<3>, Vec<Tensor<4>>);
+    fn forward_hooked(
+        &self,
+        tokens: Tensor<2, Int>,
+        hooks: &AttentionHooks,
+    ) -> (Tensor<3>, Vec<Tensor<4>>);
 }
 
 impl CausalLm for Llama {
@@ -26,7 +30,11 @@ impl CausalLm for Llama {
     fn n_heads(&self) -> usize {
         Llama::n_heads(self)
     }
-    fn forward_hooked(&self, tokens: Tensor<2, Int>, hooks: &AttentionHooks) -> (Tensor<3>, Vec<Tensor<4>>) {
+    fn forward_hooked(
+        &self,
+        tokens: Tensor<2, Int>,
+        hooks: &AttentionHooks,
+    ) -> (Tensor<3>, Vec<Tensor<4>>) {
         let o = self.forward_with(tokens, hooks, None);
         (o.logits, o.attentions)
     }
@@ -39,7 +47,11 @@ impl CausalLm for Gpt2 {
     fn n_heads(&self) -> usize {
         Gpt2::n_heads(self)
     }
-    fn forward_hooked(&self, tokens: Tensor<2, Int>, hooks: &AttentionHooks) -> (Tensor<3>, Vec<Tensor<4>>) {
+    fn forward_hooked(
+        &self,
+        tokens: Tensor<2, Int>,
+        hooks: &AttentionHooks,
+    ) -> (Tensor<3>, Vec<Tensor<4>>) {
         let o = self.forward_with(tokens, hooks);
         (o.logits, o.attentions)
     }

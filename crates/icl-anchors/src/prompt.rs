@@ -37,7 +37,9 @@ impl Template {
         Self {
             input_prefix: "Article:".into(),
             label_prefix: "\nAnswer:".into(),
-            labels: [" World", " Sports", " Business", " Technology"].map(String::from).to_vec(),
+            labels: [" World", " Sports", " Business", " Technology"]
+                .map(String::from)
+                .to_vec(),
             separator: "\n".into(),
         }
     }
@@ -48,7 +50,15 @@ impl Template {
         Self {
             input_prefix: "Article:".into(),
             label_prefix: "\nAnswer:".into(),
-            labels: [" Business", " Entertainment", " Politics", " Sports", " Technology"].map(String::from).to_vec(),
+            labels: [
+                " Business",
+                " Entertainment",
+                " Politics",
+                " Sports",
+                " Technology",
+            ]
+            .map(String::from)
+            .to_vec(),
             separator: "\n".into(),
         }
     }
@@ -88,7 +98,11 @@ impl Prompt {
     /// The label positions p_k under `which` (one entry per demonstration for `First`).
     pub fn label_positions(&self, which: LabelTokens) -> Vec<usize> {
         match which {
-            LabelTokens::First => self.label_tokens.iter().filter_map(|t| t.first().copied()).collect(),
+            LabelTokens::First => self
+                .label_tokens
+                .iter()
+                .filter_map(|t| t.first().copied())
+                .collect(),
             LabelTokens::All => self.label_tokens.iter().flatten().copied().collect(),
         }
     }
@@ -108,7 +122,13 @@ pub fn build(
     let mut text_positions = Vec::new();
     let mut demo_text = Vec::new();
     let mut anchors = Vec::new();
-    let push = |ids: &mut Vec<u32>, piece: &str, anchor: bool, text: bool, anchors: &mut Vec<usize>, texts: &mut Vec<usize>| -> crate::Result<Vec<usize>> {
+    let push = |ids: &mut Vec<u32>,
+                piece: &str,
+                anchor: bool,
+                text: bool,
+                anchors: &mut Vec<usize>,
+                texts: &mut Vec<usize>|
+     -> crate::Result<Vec<usize>> {
         let t = tok(piece)?;
         let start = ids.len();
         ids.extend(t);
@@ -123,30 +143,89 @@ pub fn build(
     };
     for (text, label) in demos {
         let word = template.labels.get(*label).ok_or_else(|| {
-            Error::BadPrompt(format!("demonstration label {label} of {} classes", template.labels.len()))
+            Error::BadPrompt(format!(
+                "demonstration label {label} of {} classes",
+                template.labels.len()
+            ))
         })?;
-        push(&mut ids, &template.input_prefix, true, false, &mut anchors, &mut text_positions)?;
+        push(
+            &mut ids,
+            &template.input_prefix,
+            true,
+            false,
+            &mut anchors,
+            &mut text_positions,
+        )?;
         // An empty text (the Text_anchor baseline) leaves only the formatting.
         let tp = if text.trim().is_empty() {
             Vec::new()
         } else {
-            push(&mut ids, &format!(" {}", text.trim()), false, true, &mut anchors, &mut text_positions)?
+            push(
+                &mut ids,
+                &format!(" {}", text.trim()),
+                false,
+                true,
+                &mut anchors,
+                &mut text_positions,
+            )?
         };
         demo_text.push(tp);
-        push(&mut ids, &template.label_prefix, true, false, &mut anchors, &mut text_positions)?;
-        let lt = push(&mut ids, word, true, false, &mut anchors, &mut text_positions)?;
+        push(
+            &mut ids,
+            &template.label_prefix,
+            true,
+            false,
+            &mut anchors,
+            &mut text_positions,
+        )?;
+        let lt = push(
+            &mut ids,
+            word,
+            true,
+            false,
+            &mut anchors,
+            &mut text_positions,
+        )?;
         if lt.is_empty() {
             return Err(Error::EmptyTokens(word.clone()));
         }
         label_tokens.push(lt);
         demo_labels.push(*label);
-        push(&mut ids, &template.separator, true, false, &mut anchors, &mut text_positions)?;
+        push(
+            &mut ids,
+            &template.separator,
+            true,
+            false,
+            &mut anchors,
+            &mut text_positions,
+        )?;
     }
     let demo_len = ids.len();
     let mut none = Vec::new();
-    push(&mut ids, &template.input_prefix, false, false, &mut none, &mut text_positions)?;
-    push(&mut ids, &format!(" {}", query.trim()), false, false, &mut none, &mut text_positions)?;
-    push(&mut ids, &template.label_prefix, false, false, &mut none, &mut text_positions)?;
+    push(
+        &mut ids,
+        &template.input_prefix,
+        false,
+        false,
+        &mut none,
+        &mut text_positions,
+    )?;
+    push(
+        &mut ids,
+        &format!(" {}", query.trim()),
+        false,
+        false,
+        &mut none,
+        &mut text_positions,
+    )?;
+    push(
+        &mut ids,
+        &template.label_prefix,
+        false,
+        false,
+        &mut none,
+        &mut text_positions,
+    )?;
     if ids.is_empty() {
         return Err(Error::BadPrompt("empty prompt".into()));
     }
@@ -163,10 +242,18 @@ pub fn build(
 }
 
 /// The first token of every label word (the class-score vocabulary of the paper).
-pub fn label_word_ids(tok: &dyn Fn(&str) -> crate::Result<Vec<u32>>, template: &Template) -> crate::Result<Vec<u32>> {
+pub fn label_word_ids(
+    tok: &dyn Fn(&str) -> crate::Result<Vec<u32>>,
+    template: &Template,
+) -> crate::Result<Vec<u32>> {
     template
         .labels
         .iter()
-        .map(|l| tok(l)?.first().copied().ok_or_else(|| Error::EmptyTokens(l.clone())))
+        .map(|l| {
+            tok(l)?
+                .first()
+                .copied()
+                .ok_or_else(|| Error::EmptyTokens(l.clone()))
+        })
         .collect()
 }

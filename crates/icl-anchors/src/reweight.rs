@@ -7,9 +7,9 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use plm::hooks::AttentionHooks;
 
+use crate::Error;
 use crate::model::CausalLm;
 use crate::prompt::{LabelTokens, Prompt};
-use crate::Error;
 
 /// β `[layers, heads, demonstration labels]`, zero at start (= the unmodified model).
 #[derive(Module, Debug)]
@@ -33,7 +33,10 @@ impl Reweighting {
         let [l, h, c] = beta.dims();
         let labels = prompt.label_positions(LabelTokens::First);
         if labels.len() != c {
-            return Err(Error::BadPrompt(format!("{} label positions for β over {c}", labels.len())));
+            return Err(Error::BadPrompt(format!(
+                "{} label positions for β over {c}",
+                labels.len()
+            )));
         }
         let n = prompt.ids.len();
         let device = beta.device();
@@ -44,27 +47,53 @@ impl Reweighting {
         let e = Tensor::<2>::from_data(TensorData::new(e, [c, n * n]), &device);
         let mut hooks = AttentionHooks::none();
         for layer in 0..l {
-            let b = beta.clone().slice(s![layer..layer + 1, .., ..]).reshape([h, c]);
-            let scale = (b.exp().sub_scalar(1.0)).matmul(e.clone()).add_scalar(1.0).reshape([1, h, n, n]);
+            let b = beta
+                .clone()
+                .slice(s![layer..layer + 1, .., ..])
+                .reshape([h, c]);
+            let scale = (b.exp().sub_scalar(1.0))
+                .matmul(e.clone())
+                .add_scalar(1.0)
+                .reshape([1, h, n, n]);
             hooks.scale.insert(layer, scale);
         }
         Ok(hooks)
     }
 
     /// The cross-entropy of the label-word logits at the query against `gold`, under β.
-    pub fn loss<M: CausalLm>(&self, model: &M, prompt: &Prompt, label_ids: &[u32], gold: usize) -> crate::Result<Tensor<1>> {
+    pub fn loss<M: CausalLm>(
+        &self,
+        model: &M,
+        prompt: &Prompt,
+        label_ids: &[u32],
+        gold: usize,
+    ) -> crate::Result<Tensor<1>> {
         let hooks = self.hooks(prompt)?;
         let device = self.beta.val().device();
         let v: Vec<i64> = prompt.ids.iter().map(|&t| i64::from(t)).collect();
-        let (logits, _) = model.forward_hooked(Tensor::from_data(TensorData::new(v, [1, prompt.ids.len()]), &device), &hooks);
+        let (logits, _) = model.forward_hooked(
+            Tensor::from_data(TensorData::new(v, [1, prompt.ids.len()]), &device),
+            &hooks,
+        );
         let [_, _, vocab] = logits.dims();
         let q = prompt.query;
-        let row = logits.slice(s![0..1, q..q + 1, 0..vocab]).reshape([1, vocab]);
+        let row = logits
+            .slice(s![0..1, q..q + 1, 0..vocab])
+            .reshape([1, vocab]);
         let idx: Vec<i64> = label_ids.iter().map(|&t| i64::from(t)).collect();
-        let ll = row.select(1, Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), &device));
+        let ll = row.select(
+            1,
+            Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), &device),
+        );
         if gold >= label_ids.len() {
-            return Err(Error::BadPrompt(format!("gold class {gold} of {}", label_ids.len())));
+            return Err(Error::BadPrompt(format!(
+                "gold class {gold} of {}",
+                label_ids.len()
+            )));
         }
-        Ok(log_softmax(ll, 1).slice(s![0..1, gold..gold + 1]).reshape([1]).neg())
+        Ok(log_softmax(ll, 1)
+            .slice(s![0..1, gold..gold + 1])
+            .reshape([1])
+            .neg())
     }
 }

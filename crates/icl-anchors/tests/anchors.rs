@@ -1,10 +1,17 @@
 //! Prompts, flows, isolation, re-weighting and compression on tiny Llama and GPT-2 decoders.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::needless_range_loop)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use burn::prelude::*;
-use icl_anchors::analysis::{class_auc, cumulative_r, flows, isolation_hooks, predict, roc_auc, saliency_flows};
-use icl_anchors::compress::{keep_only_hooks, random_anchors};
+use icl_anchors::analysis::{
+    class_auc, cumulative_r, flows, isolation_hooks, predict, roc_auc, saliency_flows,
+};
+use icl_anchors::compress::{compressed_cache, keep_only_hooks, predict_on_cache, random_anchors};
 use icl_anchors::prompt::{build, label_word_ids};
 use icl_anchors::reweight::Reweighting;
 use icl_anchors::{CausalLm, LabelTokens, Template};
@@ -31,14 +38,28 @@ fn prompts_know_where_everything_is() {
     let t = Template::sst2();
     let p = build(&tok, &t, &demos(), "so good").unwrap();
     let text = String::from_utf8(p.ids.iter().map(|&b| b as u8).collect()).unwrap();
-    assert_eq!(text, "Review: bad film\nSentiment: Negative\nReview: great fun\nSentiment: Positive\nReview: so good\nSentiment:");
-    let word = |d: usize| String::from_utf8(p.label_tokens[d].iter().map(|&i| p.ids[i] as u8).collect()).unwrap();
+    assert_eq!(
+        text,
+        "Review: bad film\nSentiment: Negative\nReview: great fun\nSentiment: Positive\nReview: so good\nSentiment:"
+    );
+    let word = |d: usize| {
+        String::from_utf8(p.label_tokens[d].iter().map(|&i| p.ids[i] as u8).collect()).unwrap()
+    };
     assert_eq!(word(0), " Negative");
     assert_eq!(word(1), " Positive");
     assert_eq!(p.query, p.ids.len() - 1);
     assert_eq!(p.label_positions(LabelTokens::First).len(), 2);
-    assert!(p.label_tokens.iter().flatten().all(|x| p.anchor_positions.contains(x)));
-    assert!(p.text_positions.iter().all(|x| !p.anchor_positions.contains(x) && *x < p.demo_len));
+    assert!(
+        p.label_tokens
+            .iter()
+            .flatten()
+            .all(|x| p.anchor_positions.contains(x))
+    );
+    assert!(
+        p.text_positions
+            .iter()
+            .all(|x| !p.anchor_positions.contains(x) && *x < p.demo_len)
+    );
     assert_eq!(label_word_ids(&tok, &t).unwrap(), vec![32, 32]); // the first byte of both is a space
     assert!(build(&tok, &t, &[("x".into(), 5)], "y").is_err());
     // Text_anchor: empty texts leave only the formatting.
@@ -67,10 +88,17 @@ fn flows_follow_the_paper_normalisation() {
 
 #[test]
 fn auc_and_r_curve() {
-    assert_eq!(roc_auc(&[0.9, 0.8, 0.1, 0.2], &[true, true, false, false]), Some(1.0));
+    assert_eq!(
+        roc_auc(&[0.9, 0.8, 0.1, 0.2], &[true, true, false, false]),
+        Some(1.0)
+    );
     assert_eq!(roc_auc(&[0.5, 0.5], &[true, false]), Some(0.5));
     assert_eq!(roc_auc(&[0.5], &[true]), None);
-    let s = vec![vec![0.8, 0.1, 0.1], vec![0.1, 0.8, 0.1], vec![0.1, 0.1, 0.8]];
+    let s = vec![
+        vec![0.8, 0.1, 0.1],
+        vec![0.1, 0.8, 0.1],
+        vec![0.1, 0.1, 0.8],
+    ];
     assert_eq!(class_auc(&s, &[0, 1, 2], 3), Some(1.0));
     let r = cumulative_r(&[0.5, 0.7, 0.9]);
     assert!((r[2] - 1.0).abs() < 1e-12 && (r[1] - 1.0 / 3.0).abs() < 1e-12);
@@ -88,11 +116,19 @@ fn check_model<M: CausalLm>(m: &M, d: &Device) {
     let v: Vec<i64> = p.ids.iter().map(|&x| i64::from(x)).collect();
     let x = Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), d);
     let (_, atts) = m.forward_hooked(x.clone(), &hooks);
-    let a0 = atts[0].clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let a0 = atts[0]
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
     for h in 0..nh {
         for &pk in &labels {
             let self_w = a0[(h * n + pk) * n + pk];
-            assert!((self_w - 1.0).abs() < 1e-5, "label row keeps {self_w} on itself");
+            assert!(
+                (self_w - 1.0).abs() < 1e-5,
+                "label row keeps {self_w} on itself"
+            );
         }
     }
     // Re-weighting at β = 0 is the model itself.
@@ -111,7 +147,12 @@ fn check_model<M: CausalLm>(m: &M, d: &Device) {
     }
     let hooks = keep_only_hooks(&p, &p.anchor_positions, nl, nh, d);
     let (_, atts) = m.forward_hooked(x, &hooks);
-    let last = atts[nl - 1].clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let last = atts[nl - 1]
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
     for &tp in &p.text_positions {
         assert!(last[p.query * n + tp] < 1e-6);
     }
@@ -124,9 +165,34 @@ fn hooks_work_on_llama_and_gpt2() {
     let _g = serial();
     let d = Device::flex();
     d.seed(3);
-    let llama = LlamaConfig::new(256, 16, 2, 2, 1, 24).with_max_seq_len(256).init(&d).unwrap();
+    let llama = LlamaConfig::new(256, 16, 2, 2, 1, 24)
+        .with_max_seq_len(256)
+        .init(&d)
+        .unwrap();
     check_model(&llama, &d);
-    let gpt2 = Gpt2Config::new(256, 16, 2, 2, 32).with_max_positions(256).init(&d).unwrap();
+    // The two-pass KV compression equals the masked single pass.
+    let p = build(&tok, &Template::sst2(), &demos(), "so good").unwrap();
+    let ids = [b'N' as u32, b'P' as u32];
+    let masked = predict(
+        &llama,
+        &p,
+        &ids,
+        &keep_only_hooks(&p, &p.anchor_positions, 2, 2, &d),
+        5,
+        &d,
+    )
+    .unwrap();
+    let cache = compressed_cache(&llama, &p, &p.anchor_positions, &d);
+    assert_eq!(cache.n_keys(), p.anchor_positions.len());
+    let cached = predict_on_cache(&llama, &cache, &p, &ids, 5, &d).unwrap();
+    for (a, b) in masked.probs.iter().zip(&cached.probs) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert_eq!(masked.top_words, cached.top_words);
+    let gpt2 = Gpt2Config::new(256, 16, 2, 2, 32)
+        .with_max_positions(256)
+        .init(&d)
+        .unwrap();
     check_model(&gpt2, &d);
 }
 
@@ -135,12 +201,18 @@ fn saliency_flows_and_reweighting_gradients() {
     let _g = serial();
     let d = Device::flex().autodiff();
     d.seed(5);
-    let m = LlamaConfig::new(256, 16, 3, 2, 2, 24).with_max_seq_len(256).init(&d).unwrap();
+    let m = LlamaConfig::new(256, 16, 3, 2, 2, 24)
+        .with_max_seq_len(256)
+        .init(&d)
+        .unwrap();
     let p = build(&tok, &Template::sst2(), &demos(), "so good").unwrap();
     let ids = [b'N' as u32, b'P' as u32];
     let f = saliency_flows(&m, &p, &ids, 1, LabelTokens::First, &d).unwrap();
     assert_eq!(f.len(), 3);
-    assert!(f.iter().all(|x| x.wp.is_finite() && x.pq > 0.0 && x.ww > 0.0));
+    assert!(
+        f.iter()
+            .all(|x| x.wp.is_finite() && x.pq > 0.0 && x.ww > 0.0)
+    );
     let rw = Reweighting::new(3, 2, 2, &d);
     let loss = rw.loss(&m, &p, &ids, 1).unwrap();
     let g = rw.beta.val().grad(&loss.backward()).unwrap();

@@ -421,7 +421,7 @@ pub struct LlamaOutput {
 }
 
 /// Keys and values of the tokens seen so far, for incremental decoding.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct KvCache {
     layers: Vec<(Tensor<4>, Tensor<4>)>,
     len: usize,
@@ -441,6 +441,41 @@ impl KvCache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Keys (and values) held per layer: `len()` unless [`KvCache::retain`] dropped some.
+    pub fn n_keys(&self) -> usize {
+        self.layers.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Keeps only the cached positions `keep` (indices into the cached keys) in every layer.
+    /// The position counter is unchanged, so new tokens continue after the full context
+    /// (anchor-only context compression).
+    pub fn retain(&self, keep: &[usize]) -> Self {
+        let Some((k0, _)) = self.layers.first() else {
+            return self.clone();
+        };
+        let device = k0.device();
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                keep.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+                [keep.len()],
+            ),
+            &device,
+        );
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone().select(2, idx.clone()),
+                        v.clone().select(2, idx.clone()),
+                    )
+                })
+                .collect(),
+            len: self.len,
+        }
     }
 }
 
@@ -488,12 +523,16 @@ impl Llama {
     ) -> LlamaOutput {
         let [b, s] = tokens.dims();
         let device = tokens.device();
+        // Positions continue after everything seen; the keys held may be fewer (a retained
+        // cache).
         let past = cache.as_ref().map_or(0, |c| c.len);
-        let t = past + s;
+        let past_keys = cache.as_ref().map_or(0, |c| c.n_keys());
+        let t = past_keys + s;
         let (cos, sin) = self.rope.tables(past, s, &device);
-        // burn's `tril_mask(.., past)` is true right of the diagonal shifted by `past`: the
-        // future positions a query must not see.
-        let mask = Tensor::<2, Bool>::tril_mask([s, t], past as i64, &device).reshape([1, 1, s, t]);
+        // burn's `tril_mask(.., k)` is true right of the diagonal shifted by `k`: the future
+        // positions a query must not see.
+        let mask =
+            Tensor::<2, Bool>::tril_mask([s, t], past_keys as i64, &device).reshape([1, 1, s, t]);
         let mut h = self.embed_tokens.forward(tokens); // [b, s, d]
         let mut attentions = Vec::with_capacity(self.layers.len());
         let mut hidden_states = vec![h.clone()];
@@ -519,7 +558,7 @@ impl Llama {
         }
         if let Some(c) = cache.as_mut() {
             c.layers = kv.clone();
-            c.len = t;
+            c.len = past + s;
         }
         let h = self.norm.forward(h);
         let logits = match &self.lm_head {
