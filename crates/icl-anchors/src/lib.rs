@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod compress;
+pub mod experiment;
 mod error;
 pub mod model;
 pub mod prompt;

@@ -69,31 +69,42 @@ impl Reweighting {
         gold: usize,
     ) -> crate::Result<Tensor<1>> {
         let hooks = self.hooks(prompt)?;
-        let device = self.beta.val().device();
-        let v: Vec<i64> = prompt.ids.iter().map(|&t| i64::from(t)).collect();
-        let (logits, _) = model.forward_hooked(
-            Tensor::from_data(TensorData::new(v, [1, prompt.ids.len()]), &device),
-            &hooks,
-        );
-        let [_, _, vocab] = logits.dims();
-        let q = prompt.query;
-        let row = logits
-            .slice(s![0..1, q..q + 1, 0..vocab])
-            .reshape([1, vocab]);
-        let idx: Vec<i64> = label_ids.iter().map(|&t| i64::from(t)).collect();
-        let ll = row.select(
-            1,
-            Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), &device),
-        );
-        if gold >= label_ids.len() {
-            return Err(Error::BadPrompt(format!(
-                "gold class {gold} of {}",
-                label_ids.len()
-            )));
-        }
-        Ok(log_softmax(ll, 1)
-            .slice(s![0..1, gold..gold + 1])
-            .reshape([1])
-            .neg())
+        label_loss(model, prompt, label_ids, gold, &hooks, &self.beta.val().device())
     }
+}
+
+/// The cross-entropy of the label-word logits at the query against `gold` under `hooks`.
+pub fn label_loss<M: CausalLm>(
+    model: &M,
+    prompt: &Prompt,
+    label_ids: &[u32],
+    gold: usize,
+    hooks: &AttentionHooks,
+    device: &Device,
+) -> crate::Result<Tensor<1>> {
+    if gold >= label_ids.len() {
+        return Err(Error::BadPrompt(format!(
+            "gold class {gold} of {}",
+            label_ids.len()
+        )));
+    }
+    let v: Vec<i64> = prompt.ids.iter().map(|&t| i64::from(t)).collect();
+    let (logits, _) = model.forward_hooked(
+        Tensor::from_data(TensorData::new(v, [1, prompt.ids.len()]), device),
+        hooks,
+    );
+    let [_, _, vocab] = logits.dims();
+    let q = prompt.query;
+    let row = logits
+        .slice(s![0..1, q..q + 1, 0..vocab])
+        .reshape([1, vocab]);
+    let idx: Vec<i64> = label_ids.iter().map(|&t| i64::from(t)).collect();
+    let ll = row.select(
+        1,
+        Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), device),
+    );
+    Ok(log_softmax(ll, 1)
+        .slice(s![0..1, gold..gold + 1])
+        .reshape([1])
+        .neg())
 }
