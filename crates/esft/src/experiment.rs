@@ -188,31 +188,6 @@ impl EsftConfig {
     }
 }
 
-struct PretrainTask {
-    train: LmWindows,
-    batch: usize,
-    device: Device,
-}
-
-impl Task<DeepseekLm> for PretrainTask {
-    fn loss(&mut self, model: &DeepseekLm, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        let idx: Vec<usize> = (0..self.batch)
-            .map(|_| ctx.rng.below(self.train.len()))
-            .collect();
-        let (x, y) = self
-            .train
-            .batch(&idx, &self.device)
-            .map_err(trainer::Error::task)?;
-        let out = model.forward(x, None).map_err(trainer::Error::task)?;
-        let lm = plm::llama::cross_entropy(out.logits, y);
-        let aux: f32 = out.aux_loss.clone().into_scalar();
-        Ok(StepLoss {
-            loss: lm + out.aux_loss,
-            extra: [("aux_loss".to_string(), f64::from(aux))].into(),
-        })
-    }
-}
-
 fn sample_batch(
     train: &[Example],
     n: usize,
@@ -594,7 +569,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         None => {
             device.seed(cfg.seed);
             let model = cfg.hf().init(&device)?;
-            let mut task = PretrainTask {
+            let mut task = moe_arch::experiment::LmTask {
                 train: LmWindows::new(general.train.clone(), cfg.seq_len, 1)?,
                 batch: cfg.batch_size,
                 device: device.clone(),

@@ -167,9 +167,8 @@ impl Snapshot {
         Ok(())
     }
 
-    /// `self − base` entry by entry (the parameter drift when `self` is fine-tuned and `base`
-    /// pre-trained).
-    pub fn minus(&self, base: &Snapshot) -> crate::Result<Snapshot> {
+    /// `f(self_i, base_i)` entry by entry, for two snapshots of one layout.
+    fn zip_map(&self, base: &Snapshot, f: impl Fn(f32, f32) -> f32) -> crate::Result<Snapshot> {
         self.check_same_layout(base)?;
         Ok(Snapshot {
             entries: self
@@ -179,31 +178,20 @@ impl Snapshot {
                 .map(|(a, b)| Entry {
                     path: a.path.clone(),
                     shape: a.shape.clone(),
-                    data: a.data.iter().zip(&b.data).map(|(x, y)| x - y).collect(),
+                    data: a.data.iter().zip(&b.data).map(|(&x, &y)| f(x, y)).collect(),
                 })
                 .collect(),
         })
     }
 
+    /// `self − base` entry by entry (the parameter drift when `self` is fine-tuned and `base`
+    /// pre-trained).
+    pub fn minus(&self, base: &Snapshot) -> crate::Result<Snapshot> {
+        self.zip_map(base, |x, y| x - y)
+    }
+
     /// `base + t·(self − base)`: a point on the straight path.
     pub fn lerp_from(&self, base: &Snapshot, t: f32) -> crate::Result<Snapshot> {
-        self.check_same_layout(base)?;
-        Ok(Snapshot {
-            entries: self
-                .entries
-                .iter()
-                .zip(&base.entries)
-                .map(|(a, b)| Entry {
-                    path: a.path.clone(),
-                    shape: a.shape.clone(),
-                    data: a
-                        .data
-                        .iter()
-                        .zip(&b.data)
-                        .map(|(x, y)| y + t * (x - y))
-                        .collect(),
-                })
-                .collect(),
-        })
+        self.zip_map(base, |x, y| y + t * (x - y))
     }
 }

@@ -16,11 +16,14 @@ use serde::Serialize;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
-use crate::analysis::{Flows, Prediction, class_auc, cumulative_r, isolation_hooks, label_loyalty, predict, saliency_flows, word_loyalty};
+use crate::Error;
+use crate::analysis::{
+    Flows, Prediction, class_auc, cumulative_r, isolation_hooks, label_loyalty, predict,
+    saliency_flows, word_loyalty,
+};
 use crate::compress::{compressed_cache, keep_only_hooks, predict_on_cache, random_anchors};
 use crate::prompt::{LabelTokens, Prompt, Template, build, label_word_ids};
 use crate::reweight::{Reweighting, label_loss};
-use crate::Error;
 
 /// Configuration of the `icl-anchors` experiment.
 #[derive(Config, Debug)]
@@ -94,6 +97,9 @@ impl IclAnchorsConfig {
 
 type Example = (String, usize);
 
+/// Text → token ids without special tokens.
+type Tokenize = dyn Fn(&str) -> crate::Result<Vec<u32>>;
+
 struct Dataset {
     name: String,
     source: String,
@@ -105,7 +111,9 @@ fn clip_words(t: &str, n: usize) -> String {
     t.split_whitespace().take(n).collect::<Vec<_>>().join(" ")
 }
 
-const FRUITS: [&str; 8] = ["apple", "pear", "plum", "fig", "lime", "kiwi", "date", "melon"];
+const FRUITS: [&str; 8] = [
+    "apple", "pear", "plum", "fig", "lime", "kiwi", "date", "melon",
+];
 const ANIMALS: [&str; 8] = ["cat", "dog", "cow", "owl", "fox", "bee", "yak", "hen"];
 
 fn synthetic_template() -> Template {
@@ -124,7 +132,13 @@ fn synthetic_episode(rng: &mut trainer::Rng) -> (Vec<Example>, String, usize) {
         format!("{} {}", w[rng.below(8)], w[rng.below(8)])
     };
     let letter_of_class0 = rng.below(2);
-    let letter = |c: usize| if c == 0 { letter_of_class0 } else { 1 - letter_of_class0 };
+    let letter = |c: usize| {
+        if c == 0 {
+            letter_of_class0
+        } else {
+            1 - letter_of_class0
+        }
+    };
     let mut demos = vec![(words(0, rng), letter(0)), (words(1, rng), letter(1))];
     if rng.below(2) == 1 {
         demos.swap(0, 1);
@@ -201,7 +215,11 @@ fn sample_demos(items: &[Example], n_classes: usize, rng: &mut trainer::Rng) -> 
     let mut idx: Vec<usize> = (0..items.len()).collect();
     rng.shuffle(&mut idx);
     (0..n_classes)
-        .filter_map(|c| idx.iter().find(|&&i| items[i].1 == c).map(|&i| items[i].clone()))
+        .filter_map(|c| {
+            idx.iter()
+                .find(|&&i| items[i].1 == c)
+                .map(|&i| items[i].clone())
+        })
         .collect()
 }
 
@@ -218,35 +236,61 @@ struct TrainRw<'a> {
 impl Task<Reweighting> for TrainRw<'_> {
     fn loss(&mut self, rw: &Reweighting, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         let (p, g) = &self.prompts[ctx.step % self.prompts.len()];
-        Ok(rw.loss(self.model, p, self.ids, *g).map_err(trainer::Error::task)?.into())
+        Ok(rw
+            .loss(self.model, p, self.ids, *g)
+            .map_err(trainer::Error::task)?
+            .into())
     }
 }
 
 /// Runs the experiment into `ctx.dir`.
 pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.seeds.is_empty() || cfg.n_test == 0 {
-        return Err(Error::InvalidConfig("seeds and n_test must be non-empty".into()));
+        return Err(Error::InvalidConfig(
+            "seeds and n_test must be non-empty".into(),
+        ));
     }
     let device = ctx.device.clone();
     let ad = device.clone().autodiff();
     // The model and tokenizer.
-    let (model, tok, model_name): (Llama, Box<dyn Fn(&str) -> crate::Result<Vec<u32>>>, String) = match &cfg.gguf_path {
+    let (model, tok, model_name): (Llama, Box<Tokenize>, String) = match &cfg.gguf_path {
         Some(p) => {
             let (m, g) = Llama::load_gguf(Path::new(p), &ad)?;
             let tk = g.tokenizer()?;
-            (m, Box::new(move |s: &str| Ok(tk.encode(s, false)?)), p.clone())
+            (
+                m,
+                Box::new(move |s: &str| Ok(tk.encode(s, false)?)),
+                p.clone(),
+            )
         }
         None => {
             ad.seed(7);
-            let m = LlamaConfig::new(256, 64, 2, 4, 4, 128).with_max_seq_len(256).init(&ad)?;
-            let out = Trainer::new(TrainerConfig::new(cfg.synthetic_steps).with_lr(2e-3).with_seed(7), &ad)
-                .with_progress(|p| ctx.report_progress(p))
-                .fit(m, &mut SyntheticTask { device: ad.clone() })?;
-            (out.model, Box::new(byte_tok), format!("2-layer byte Llama trained here on the synthetic task ({} steps)", cfg.synthetic_steps))
+            let m = LlamaConfig::new(256, 64, 2, 4, 4, 128)
+                .with_max_seq_len(256)
+                .init(&ad)?;
+            let out = Trainer::new(
+                TrainerConfig::new(cfg.synthetic_steps)
+                    .with_lr(2e-3)
+                    .with_seed(7),
+                &ad,
+            )
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(m, &mut SyntheticTask { device: ad.clone() })?;
+            (
+                out.model,
+                Box::new(byte_tok),
+                format!(
+                    "2-layer byte Llama trained here on the synthetic task ({} steps)",
+                    cfg.synthetic_steps
+                ),
+            )
         }
     };
     // Frozen LM: only β (re-weighting) and the saliency probes get gradients.
-    let all: std::collections::HashSet<_> = trainer::inventory(&model).into_iter().map(|p| p.id).collect();
+    let all: std::collections::HashSet<_> = trainer::inventory(&model)
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     let model = trainer::params::set_require_grad(model, &all, false);
     let eval_model = model.valid();
     let (nl, nh) = (eval_model.n_layers(), eval_model.n_heads());
@@ -258,29 +302,67 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             .into_iter()
             .map(|r| (clip_words(&r.text, cfg.sst_words), r.label))
             .collect();
-        datasets.push(Dataset { name: "sst".into(), source: p.clone(), template: Template::sst2(), items });
+        datasets.push(Dataset {
+            name: "sst".into(),
+            source: p.clone(),
+            template: Template::sst2(),
+            items,
+        });
     }
     if let Some(d) = &cfg.bbc_dir {
         let (a, _) = textdata::readers::read_bbc(Path::new(d))?;
-        let items = a.into_iter().map(|a| (clip_words(&format!("{}. {}", a.title, a.body), cfg.bbc_words), a.label)).collect();
-        datasets.push(Dataset { name: "bbc".into(), source: d.clone(), template: Template::bbc(), items });
+        let items = a
+            .into_iter()
+            .map(|a| {
+                (
+                    clip_words(&format!("{}. {}", a.title, a.body), cfg.bbc_words),
+                    a.label,
+                )
+            })
+            .collect();
+        datasets.push(Dataset {
+            name: "bbc".into(),
+            source: d.clone(),
+            template: Template::bbc(),
+            items,
+        });
     }
     let synthetic = datasets.is_empty();
     if synthetic {
-        datasets.push(Dataset { name: "synthetic".into(), source: "generated episodes".into(), template: synthetic_template(), items: Vec::new() });
+        datasets.push(Dataset {
+            name: "synthetic".into(),
+            source: "generated episodes".into(),
+            template: synthetic_template(),
+            items: Vec::new(),
+        });
     }
 
     let mut results = Vec::new();
     for ds in &datasets {
         let ids = label_word_ids(&*tok, &ds.template)?;
         let n_classes = ds.template.labels.len();
-        let mut flow_sum = vec![Flows { wp: 0.0, pq: 0.0, ww: 0.0 }; nl];
+        let mut flow_sum = vec![
+            Flows {
+                wp: 0.0,
+                pq: 0.0,
+                ww: 0.0
+            };
+            nl
+        ];
         let mut flow_n = 0usize;
-        let mut iso_acc: Vec<(String, f64, f64)> = ["first label", "last label", "first random", "last random"].iter().map(|s| (s.to_string(), 0.0, 0.0)).collect();
+        let mut iso_acc: Vec<(String, f64, f64)> =
+            ["first label", "last label", "first random", "last random"]
+                .iter()
+                .map(|s| (s.to_string(), 0.0, 0.0))
+                .collect();
         let mut att_scores: Vec<Vec<Vec<f64>>> = vec![Vec::new(); nl];
         let mut att_labels: Vec<usize> = Vec::new();
         let (mut acc0, mut acc1) = (0.0, 0.0);
-        let mut comp: Vec<(String, f64, f64, f64)> = ["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"].iter().map(|s| (s.to_string(), 0.0, 0.0, 0.0)).collect();
+        let mut comp: Vec<(String, f64, f64, f64)> =
+            ["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"]
+                .iter()
+                .map(|s| (s.to_string(), 0.0, 0.0, 0.0))
+                .collect();
         let (mut t_full, mut t_comp) = (0.0, 0.0);
         for &seed in &cfg.seeds {
             let mut rng = trainer::Rng::seed_from(seed);
@@ -293,7 +375,12 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                     let (_, q, _) = synthetic_episode(&mut rng);
                     // The fixed demonstrations decide the letters: class of q's words.
                     let qc = usize::from(ANIMALS.iter().any(|a| q.contains(a)));
-                    let demo_class_letter = |c: usize| demos.iter().find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == c).map_or(0, |d| d.1);
+                    let demo_class_letter = |c: usize| {
+                        demos
+                            .iter()
+                            .find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == c)
+                            .map_or(0, |d| d.1)
+                    };
                     ps.push(build(&*tok, &ds.template, &demos, &q)?);
                     gs.push(demo_class_letter(qc));
                 }
@@ -302,16 +389,29 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 let demos = sample_demos(&ds.items, n_classes, &mut rng);
                 let mut idx: Vec<usize> = (0..ds.items.len()).collect();
                 rng.shuffle(&mut idx);
-                let test: Vec<usize> = idx.into_iter().filter(|&i| !demos.iter().any(|d| d.0 == ds.items[i].0)).take(cfg.n_test).collect();
-                let ps = test.iter().map(|&i| build(&*tok, &ds.template, &demos, &ds.items[i].0)).collect::<crate::Result<Vec<_>>>()?;
+                let test: Vec<usize> = idx
+                    .into_iter()
+                    .filter(|&i| !demos.iter().any(|d| d.0 == ds.items[i].0))
+                    .take(cfg.n_test)
+                    .collect();
+                let ps = test
+                    .iter()
+                    .map(|&i| build(&*tok, &ds.template, &demos, &ds.items[i].0))
+                    .collect::<crate::Result<Vec<_>>>()?;
                 (ps, test.iter().map(|&i| ds.items[i].1).collect(), demos)
             };
             let none = AttentionHooks::none();
-            let base: Vec<Prediction> = prompts.iter().map(|p| predict(&eval_model, p, &ids, &none, cfg.top_k, &device)).collect::<crate::Result<_>>()?;
+            let base: Vec<Prediction> = prompts
+                .iter()
+                .map(|p| predict(&eval_model, p, &ids, &none, cfg.top_k, &device))
+                .collect::<crate::Result<_>>()?;
             acc0 += accuracy(&base, &gold) / cfg.seeds.len() as f64;
             // Flows.
             for (p, &g) in prompts.iter().zip(&gold).take(cfg.n_saliency) {
-                for (l, f) in saliency_flows(&model, p, &ids, g, LabelTokens::First, &ad)?.iter().enumerate() {
+                for (l, f) in saliency_flows(&model, p, &ids, g, LabelTokens::First, &ad)?
+                    .iter()
+                    .enumerate()
+                {
                     let f = f.normalised();
                     flow_sum[l].wp += f.wp;
                     flow_sum[l].pq += f.pq;
@@ -322,13 +422,24 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             // Isolation.
             let first: Vec<usize> = (0..iso).collect();
             let last: Vec<usize> = (nl - iso..nl).collect();
-            for (ci, (layers, random)) in [(&first, false), (&last, false), (&first, true), (&last, true)].into_iter().enumerate() {
+            for (ci, (layers, random)) in [
+                (&first, false),
+                (&last, false),
+                (&first, true),
+                (&last, true),
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 let mut preds = Vec::new();
                 for p in &prompts {
                     let labels = p.label_positions(LabelTokens::First);
                     let pos = if random {
-                        let cand: Vec<usize> = (1..p.demo_len).filter(|x| !labels.contains(x)).collect();
-                        (0..labels.len()).map(|_| cand[rng.below(cand.len())]).collect()
+                        let cand: Vec<usize> =
+                            (1..p.demo_len).filter(|x| !labels.contains(x)).collect();
+                        (0..labels.len())
+                            .map(|_| cand[rng.below(cand.len())])
+                            .collect()
                     } else {
                         labels
                     };
@@ -340,8 +451,7 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             }
             // Deep layers: attention from the query to each class's label word.
             for (p, &g) in base.iter().zip(&gold) {
-                for l in 0..nl {
-                    let a = &p.attention_to_labels[l];
+                for (a, scores) in p.attention_to_labels.iter().zip(att_scores.iter_mut()) {
                     let mut by_class = vec![0.0; n_classes];
                     for (d, &v) in a.iter().enumerate() {
                         if let Some(c) = prompts[0].demo_labels.get(d) {
@@ -349,7 +459,7 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                         }
                     }
                     let z: f64 = by_class.iter().sum::<f64>().max(1e-30);
-                    att_scores[l].push(by_class.iter().map(|v| v / z).collect());
+                    scores.push(by_class.iter().map(|v| v / z).collect());
                 }
                 att_labels.push(if cfg.auc_on_gold { g } else { p.class });
             }
@@ -359,7 +469,10 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                     .map(|_| {
                         let (_, q, _) = synthetic_episode(&mut rng);
                         let qc = usize::from(ANIMALS.iter().any(|a| q.contains(a)));
-                        let letter = demos.iter().find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == qc).map_or(0, |d| d.1);
+                        let letter = demos
+                            .iter()
+                            .find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == qc)
+                            .map_or(0, |d| d.1);
                         Ok((build(&*tok, &ds.template, &demos, &q)?, letter))
                     })
                     .collect::<crate::Result<_>>()?
@@ -368,7 +481,8 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 for c in 0..n_classes {
                     let mut k = 0;
                     for (t, l) in ds.items.iter().rev() {
-                        if *l == c && k < cfg.reweight_per_class && !demos.iter().any(|d| &d.0 == t) {
+                        if *l == c && k < cfg.reweight_per_class && !demos.iter().any(|d| &d.0 == t)
+                        {
                             v.push((build(&*tok, &ds.template, &demos, t)?, c));
                             k += 1;
                         }
@@ -379,17 +493,42 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             let rw = Reweighting::new(nl, nh, n_classes.min(demos.len()), &ad);
             let steps = cfg.reweight_epochs * train.len();
             let rw = if steps > 0 {
-                Trainer::new(TrainerConfig::new(steps).with_lr(cfg.reweight_lr).with_optimizer(trainer::OptimizerKind::AdamW { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: 0.0 }).with_seed(seed), &ad)
-                    .with_progress(|p| ctx.report_progress(p))
-                    .fit(rw, &mut TrainRw { model: &model, prompts: &train, ids: &ids })?
-                    .model
+                Trainer::new(
+                    TrainerConfig::new(steps)
+                        .with_lr(cfg.reweight_lr)
+                        .with_optimizer(trainer::OptimizerKind::AdamW {
+                            beta_1: 0.9,
+                            beta_2: 0.999,
+                            epsilon: 1e-8,
+                            weight_decay: 0.0,
+                        })
+                        .with_seed(seed),
+                    &ad,
+                )
+                .with_progress(|p| ctx.report_progress(p))
+                .fit(
+                    rw,
+                    &mut TrainRw {
+                        model: &model,
+                        prompts: &train,
+                        ids: &ids,
+                    },
+                )?
+                .model
             } else {
                 rw
             };
             let rw = rw.valid();
             let mut after = Vec::new();
             for p in &prompts {
-                after.push(predict(&eval_model, p, &ids, &rw.hooks(p)?, cfg.top_k, &device)?);
+                after.push(predict(
+                    &eval_model,
+                    p,
+                    &ids,
+                    &rw.hooks(p)?,
+                    cfg.top_k,
+                    &device,
+                )?);
             }
             acc1 += accuracy(&after, &gold) / cfg.seeds.len() as f64;
             // Compression.
@@ -398,9 +537,23 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             let mut text = Vec::new();
             let empty: Vec<Example> = demos.iter().map(|d| (String::new(), d.1)).collect();
             for p in &prompts {
-                hidden.push(predict(&eval_model, p, &ids, &keep_only_hooks(p, &p.anchor_positions, nl, nh, &device), cfg.top_k, &device)?);
+                hidden.push(predict(
+                    &eval_model,
+                    p,
+                    &ids,
+                    &keep_only_hooks(p, &p.anchor_positions, nl, nh, &device),
+                    cfg.top_k,
+                    &device,
+                )?);
                 let keep = random_anchors(p, &mut rng);
-                hrand.push(predict(&eval_model, p, &ids, &keep_only_hooks(p, &keep, nl, nh, &device), cfg.top_k, &device)?);
+                hrand.push(predict(
+                    &eval_model,
+                    p,
+                    &ids,
+                    &keep_only_hooks(p, &keep, nl, nh, &device),
+                    cfg.top_k,
+                    &device,
+                )?);
             }
             for (i, _) in prompts.iter().enumerate() {
                 let p = &prompts[i];
@@ -408,7 +561,11 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 let tp = build(&*tok, &ds.template, &empty, "")?;
                 let mut ids_all = tp.ids[..tp.demo_len].to_vec();
                 ids_all.extend_from_slice(query_ids);
-                let tpp = Prompt { query: ids_all.len() - 1, ids: ids_all, ..tp };
+                let tpp = Prompt {
+                    query: ids_all.len() - 1,
+                    ids: ids_all,
+                    ..tp
+                };
                 text.push(predict(&eval_model, &tpp, &ids, &none, cfg.top_k, &device)?);
             }
             for (k, preds) in [(0usize, &base), (1, &hidden), (2, &text), (3, &hrand)] {
@@ -423,14 +580,29 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             }
             t_full += t0.elapsed().as_secs_f64();
             let t0 = Instant::now();
-            let cache = compressed_cache(&eval_model, &prompts[0], &prompts[0].anchor_positions, &device);
+            let cache = compressed_cache(
+                &eval_model,
+                &prompts[0],
+                &prompts[0].anchor_positions,
+                &device,
+            );
             for p in &prompts {
                 predict_on_cache(&eval_model, &cache, p, &ids, cfg.top_k, &device)?;
             }
             t_comp += t0.elapsed().as_secs_f64();
         }
-        let flows: Vec<Flows> = flow_sum.iter().map(|f| Flows { wp: f.wp / flow_n.max(1) as f64, pq: f.pq / flow_n.max(1) as f64, ww: f.ww / flow_n.max(1) as f64 }).collect();
-        let auc: Vec<f64> = att_scores.iter().map(|s| class_auc(s, &att_labels, n_classes).unwrap_or(0.5)).collect();
+        let flows: Vec<Flows> = flow_sum
+            .iter()
+            .map(|f| Flows {
+                wp: f.wp / flow_n.max(1) as f64,
+                pq: f.pq / flow_n.max(1) as f64,
+                ww: f.ww / flow_n.max(1) as f64,
+            })
+            .collect();
+        let auc: Vec<f64> = att_scores
+            .iter()
+            .map(|s| class_auc(s, &att_labels, n_classes).unwrap_or(0.5))
+            .collect();
         let r = cumulative_r(&auc);
         let task = &ds.name;
         write_line_plot(
@@ -439,9 +611,30 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             "layer",
             "share of flow",
             &[
-                Series::new("S_wp (text → label)", flows.iter().enumerate().map(|(l, f)| (l as f64, f.wp)).collect()),
-                Series::new("S_pq (label → target)", flows.iter().enumerate().map(|(l, f)| (l as f64, f.pq)).collect()),
-                Series::new("S_ww (other)", flows.iter().enumerate().map(|(l, f)| (l as f64, f.ww)).collect()),
+                Series::new(
+                    "S_wp (text → label)",
+                    flows
+                        .iter()
+                        .enumerate()
+                        .map(|(l, f)| (l as f64, f.wp))
+                        .collect(),
+                ),
+                Series::new(
+                    "S_pq (label → target)",
+                    flows
+                        .iter()
+                        .enumerate()
+                        .map(|(l, f)| (l as f64, f.pq))
+                        .collect(),
+                ),
+                Series::new(
+                    "S_ww (other)",
+                    flows
+                        .iter()
+                        .enumerate()
+                        .map(|(l, f)| (l as f64, f.ww))
+                        .collect(),
+                ),
             ],
         )?;
         write_line_plot(
@@ -450,8 +643,17 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             "layer",
             "AUC-ROC / R_l",
             &[
-                Series::new("AUC-ROC", auc.iter().enumerate().map(|(l, &a)| (l as f64, a)).collect()),
-                Series::new("R_l", r.iter().enumerate().map(|(l, &a)| (l as f64, a)).collect()),
+                Series::new(
+                    "AUC-ROC",
+                    auc.iter()
+                        .enumerate()
+                        .map(|(l, &a)| (l as f64, a))
+                        .collect(),
+                ),
+                Series::new(
+                    "R_l",
+                    r.iter().enumerate().map(|(l, &a)| (l as f64, a)).collect(),
+                ),
             ],
         )?;
         results.push(TaskResult {
@@ -472,29 +674,103 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
     for r in &results {
         let shallow = &r.flows[..third];
         let deep = &r.flows[nl - third..];
-        let m = |v: &[Flows], f: fn(&Flows) -> f64| v.iter().map(f).sum::<f64>() / v.len().max(1) as f64;
-        claims.push((format!("{}: S_wp > S_pq in the first third of layers ({:.3} vs {:.3})", r.task, m(shallow, |f| f.wp), m(shallow, |f| f.pq)), m(shallow, |f| f.wp) > m(shallow, |f| f.pq)));
-        claims.push((format!("{}: S_pq > S_wp in the last third ({:.3} vs {:.3})", r.task, m(deep, |f| f.pq), m(deep, |f| f.wp)), m(deep, |f| f.pq) > m(deep, |f| f.wp)));
+        let m = |v: &[Flows], f: fn(&Flows) -> f64| {
+            v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
+        };
+        claims.push((
+            format!(
+                "{}: S_wp > S_pq in the first third of layers ({:.3} vs {:.3})",
+                r.task,
+                m(shallow, |f| f.wp),
+                m(shallow, |f| f.pq)
+            ),
+            m(shallow, |f| f.wp) > m(shallow, |f| f.pq),
+        ));
+        claims.push((
+            format!(
+                "{}: S_pq > S_wp in the last third ({:.3} vs {:.3})",
+                r.task,
+                m(deep, |f| f.pq),
+                m(deep, |f| f.wp)
+            ),
+            m(deep, |f| f.pq) > m(deep, |f| f.wp),
+        ));
         claims.push((format!("{}: isolating label words in the first layers hurts loyalty more than in the last (LL {:.3} vs {:.3})", r.task, r.isolation[0].1, r.isolation[1].1), r.isolation[0].1 < r.isolation[1].1));
-        claims.push((format!("{}: re-weighting raises accuracy ({:.3} → {:.3})", r.task, r.accuracy.0, r.accuracy.1), r.accuracy.1 > r.accuracy.0));
-        claims.push((format!("{}: Hidden_anchor keeps most label loyalty (LL {:.3}) at a speed-up ({:.2}×)", r.task, r.compression[1].1, r.speedup), r.compression[1].1 >= 0.7 && r.speedup > 1.0));
+        claims.push((
+            format!(
+                "{}: re-weighting raises accuracy ({:.3} → {:.3})",
+                r.task, r.accuracy.0, r.accuracy.1
+            ),
+            r.accuracy.1 > r.accuracy.0,
+        ));
+        claims.push((
+            format!(
+                "{}: Hidden_anchor keeps most label loyalty (LL {:.3}) at a speed-up ({:.2}×)",
+                r.task, r.compression[1].1, r.speedup
+            ),
+            r.compression[1].1 >= 0.7 && r.speedup > 1.0,
+        ));
     }
     let mut table = String::new();
     for r in &results {
-        let rows: Vec<Vec<String>> = r.isolation.iter().map(|(c, ll, wl)| vec![c.clone(), format!("{ll:.3}"), format!("{wl:.3}")]).collect();
-        table.push_str(&format!("### {}: isolation ({} layers of {nl})\n\n{}\n", r.task, iso, markdown_table(&["isolated", "label loyalty", "word loyalty"], &rows)));
-        let rows: Vec<Vec<String>> = r.compression.iter().map(|(c, ll, wl, a)| vec![c.clone(), format!("{ll:.3}"), format!("{wl:.3}"), format!("{a:.3}")]).collect();
+        let rows: Vec<Vec<String>> = r
+            .isolation
+            .iter()
+            .map(|(c, ll, wl)| vec![c.clone(), format!("{ll:.3}"), format!("{wl:.3}")])
+            .collect();
+        table.push_str(&format!(
+            "### {}: isolation ({} layers of {nl})\n\n{}\n",
+            r.task,
+            iso,
+            markdown_table(&["isolated", "label loyalty", "word loyalty"], &rows)
+        ));
+        let rows: Vec<Vec<String>> = r
+            .compression
+            .iter()
+            .map(|(c, ll, wl, a)| {
+                vec![
+                    c.clone(),
+                    format!("{ll:.3}"),
+                    format!("{wl:.3}"),
+                    format!("{a:.3}"),
+                ]
+            })
+            .collect();
         table.push_str(&format!("### {}: compression (speed-up {:.2}×), ICL accuracy {:.3} → {:.3} with re-weighting\n\n{}\n", r.task, r.speedup, r.accuracy.0, r.accuracy.1, markdown_table(&["context", "label loyalty", "word loyalty", "accuracy"], &rows)));
     }
-    let claim_rows: Vec<Vec<String>> = claims.iter().map(|(c, ok)| vec![c.clone(), if *ok { "holds".into() } else { "does not hold".into() }]).collect();
+    let claim_rows: Vec<Vec<String>> = claims
+        .iter()
+        .map(|(c, ok)| {
+            vec![
+                c.clone(),
+                if *ok {
+                    "holds".into()
+                } else {
+                    "does not hold".into()
+                },
+            ]
+        })
+        .collect();
     let body = format!(
         "Model: {model_name} ({nl} layers, {nh} heads). Seeds {:?}, {} test inputs per seed, one demonstration per class, saliency on {} inputs per seed.\n\n## Claims (direction)\n\n{}\n{}\n",
         cfg.seeds,
         cfg.n_test,
         cfg.n_saliency,
         markdown_table(&["claim", "here"], &claim_rows),
-        results.iter().map(|r| format!("![{0} flows]({0}_flows.svg) ![{0} auc]({0}_auc.svg)", r.task)).collect::<Vec<_>>().join("\n\n"),
+        results
+            .iter()
+            .map(|r| format!(
+                "![{0} flows]({0}_flows.svg) ![{0} auc]({0}_auc.svg)",
+                r.task
+            ))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
     );
-    let metrics = IclMetrics { device: ctx.device_name.clone(), model: model_name, tasks: results, claims };
+    let metrics = IclMetrics {
+        device: ctx.device_name.clone(),
+        model: model_name,
+        tasks: results,
+        claims,
+    };
     Ok(ctx.finish(cfg, &metrics, "icl-anchors", table, body)?)
 }

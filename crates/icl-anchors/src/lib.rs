@@ -9,8 +9,8 @@
 
 pub mod analysis;
 pub mod compress;
-pub mod experiment;
 mod error;
+pub mod experiment;
 pub mod model;
 pub mod prompt;
 pub mod reweight;

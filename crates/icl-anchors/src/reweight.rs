@@ -69,7 +69,14 @@ impl Reweighting {
         gold: usize,
     ) -> crate::Result<Tensor<1>> {
         let hooks = self.hooks(prompt)?;
-        label_loss(model, prompt, label_ids, gold, &hooks, &self.beta.val().device())
+        label_loss(
+            model,
+            prompt,
+            label_ids,
+            gold,
+            &hooks,
+            &self.beta.val().device(),
+        )
     }
 }
 

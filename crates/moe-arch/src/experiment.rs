@@ -158,10 +158,16 @@ fn param_counts(cfg: &MoeCompareConfig, variant: &str) -> (usize, usize) {
     )
 }
 
-struct LmTask {
-    train: LmWindows,
-    batch: usize,
-    device: Device,
+/// Language-model pretraining of a [`DeepseekLm`] on random windows: the LM loss plus the
+/// balance loss (logged apart as `aux_loss`). Used by `moe-compare`, and by ESFT to pretrain
+/// its base model.
+pub struct LmTask {
+    /// Training windows.
+    pub train: LmWindows,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Device of the batches.
+    pub device: Device,
 }
 
 impl Task<DeepseekLm> for LmTask {
