@@ -22,6 +22,8 @@ use crate::analysis::{
     saliency_flows, word_loyalty,
 };
 use crate::compress::{compressed_cache, keep_only_hooks, predict_on_cache, random_anchors};
+use crate::diagnose::{Diagnosis, diagnose};
+use crate::model::CausalLm;
 use crate::prompt::{LabelTokens, Prompt, Template, build, label_word_ids};
 use crate::reweight::{Reweighting, label_loss};
 
@@ -71,6 +73,12 @@ pub struct IclAnchorsConfig {
     /// official code uses the predictions; the authors' answer in issue #22 says gold).
     #[config(default = false)]
     pub auc_on_gold: bool,
+    /// Layer of the error diagnosis (`None`: two thirds of the depth, as the paper's 32 of 48).
+    #[config(default = "None")]
+    pub diagnosis_layer: Option<usize>,
+    /// PCA components of the diagnosis.
+    #[config(default = 10)]
+    pub diagnosis_components: usize,
     /// Training steps of the offline model.
     #[config(default = 1500)]
     pub synthetic_steps: usize,
@@ -196,6 +204,8 @@ pub struct TaskResult {
     pub compression: Vec<(String, f64, f64, f64)>,
     /// Wall-clock speed-up of the compressed pass over full ICL.
     pub speedup: f64,
+    /// Error diagnosis of the first seed, and the mean correlation over seeds.
+    pub diagnosis: Option<(Diagnosis, f64)>,
 }
 
 /// Everything `metrics.json` holds.
@@ -364,6 +374,8 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 .map(|s| (s.to_string(), 0.0, 0.0, 0.0))
                 .collect();
         let (mut t_full, mut t_comp) = (0.0, 0.0);
+        let mut diag_corr: Vec<f64> = Vec::new();
+        let mut diag_first: Option<Diagnosis> = None;
         for &seed in &cfg.seeds {
             let mut rng = trainer::Rng::seed_from(seed);
             // Demonstrations and test prompts.
@@ -406,6 +418,51 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 .map(|p| predict(&eval_model, p, &ids, &none, cfg.top_k, &device))
                 .collect::<crate::Result<_>>()?;
             acc0 += accuracy(&base, &gold) / cfg.seeds.len() as f64;
+            // Error diagnosis: label keys and target queries at one layer.
+            {
+                let layer = cfg.diagnosis_layer.unwrap_or(2 * nl / 3).min(nl - 1);
+                let vecs = |p: &Prompt| -> crate::Result<(Vec<f64>, Vec<f64>, usize)> {
+                    let v: Vec<i64> = p.ids.iter().map(|&t| i64::from(t)).collect();
+                    let x =
+                        Tensor::<2, Int>::from_data(TensorData::new(v, [1, p.ids.len()]), &device);
+                    let (q, k) = eval_model.query_key_vectors(x, layer);
+                    let w = q.dims()[1];
+                    let qv =
+                        crate::error::host(q.slice(s![p.query..p.query + 1, 0..w]).reshape([w]))?;
+                    Ok((
+                        qv.iter().map(|&a| f64::from(a)).collect(),
+                        crate::error::host(k.reshape([p.ids.len() * w]))?
+                            .iter()
+                            .map(|&a| f64::from(a))
+                            .collect(),
+                        w,
+                    ))
+                };
+                let mut queries = Vec::new();
+                let mut keys = vec![Vec::new(); n_classes];
+                for (i, p) in prompts.iter().enumerate() {
+                    let (qv, kall, w) = vecs(p)?;
+                    queries.push(qv);
+                    if i == 0 {
+                        for (d, lt) in p.label_tokens.iter().enumerate() {
+                            if let (Some(&pos), Some(&c)) = (lt.first(), p.demo_labels.get(d)) {
+                                keys[c] = kall[pos * w..(pos + 1) * w].to_vec();
+                            }
+                        }
+                    }
+                }
+                if keys.iter().all(|k| !k.is_empty()) && n_classes > 2 {
+                    let probs: Vec<Vec<f64>> = base
+                        .iter()
+                        .map(|p| p.probs.iter().map(|&x| f64::from(x)).collect())
+                        .collect();
+                    let dg = diagnose(&keys, &queries, &probs, &gold, cfg.diagnosis_components);
+                    diag_corr.push(dg.correlation);
+                    if diag_first.is_none() {
+                        diag_first = Some(dg);
+                    }
+                }
+            }
             // Flows.
             for (p, &g) in prompts.iter().zip(&gold).take(cfg.n_saliency) {
                 for (l, f) in saliency_flows(&model, p, &ids, g, LabelTokens::First, &ad)?
@@ -666,6 +723,12 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             accuracy: (acc0, acc1),
             compression: comp,
             speedup: t_full / t_comp.max(1e-9),
+            diagnosis: diag_first.map(|d| {
+                (
+                    d,
+                    diag_corr.iter().sum::<f64>() / diag_corr.len().max(1) as f64,
+                )
+            }),
         });
     }
 
@@ -736,6 +799,23 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 ]
             })
             .collect();
+        if let Some((d, corr)) = &r.diagnosis {
+            let rows: Vec<Vec<String>> = d
+                .predicted
+                .iter()
+                .zip(&d.actual)
+                .enumerate()
+                .map(|(i, (p, a))| {
+                    std::iter::once(format!("class {i}"))
+                        .chain(p.iter().zip(a).map(|(x, y)| format!("{x:.2} / {y:.2}")))
+                        .collect()
+                })
+                .collect();
+            let mut head = vec!["predicted / actual separability".to_string()];
+            head.extend((0..d.predicted.len()).map(|j| format!("class {j}")));
+            let head: Vec<&str> = head.iter().map(String::as_str).collect();
+            table.push_str(&format!("### {}: error diagnosis (first seed; correlation over pairs, mean over seeds: {corr:.3})\n\n{}\n", r.task, markdown_table(&head, &rows)));
+        }
         table.push_str(&format!("### {}: compression (speed-up {:.2}×), ICL accuracy {:.3} → {:.3} with re-weighting\n\n{}\n", r.task, r.speedup, r.accuracy.0, r.accuracy.1, markdown_table(&["context", "label loyalty", "word loyalty", "accuracy"], &rows)));
     }
     let claim_rows: Vec<Vec<String>> = claims

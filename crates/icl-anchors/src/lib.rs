@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod compress;
+pub mod diagnose;
 mod error;
 pub mod experiment;
 pub mod model;

@@ -219,3 +219,56 @@ fn saliency_flows_and_reweighting_gradients() {
     let gv = g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     assert!(gv.iter().any(|v| v.abs() > 0.0), "β gets no gradient");
 }
+
+#[test]
+fn pca_finds_the_dominant_direction_and_diagnosis_reads_pairs() {
+    use icl_anchors::diagnose::{diagnose, pca, pearson};
+    // Points along (1, 1, 0) with small noise along (0, 0, 1).
+    let x: Vec<Vec<f64>> = (0..20)
+        .map(|i| {
+            let t = i as f64 - 10.0;
+            vec![t, t, 0.1 * ((i % 3) as f64 - 1.0)]
+        })
+        .collect();
+    let (v, s) = pca(&x, 2, 200);
+    let r = 1.0 / 2f64.sqrt();
+    assert!(
+        (v[0][0].abs() - r).abs() < 1e-6 && (v[0][1].abs() - r).abs() < 1e-6,
+        "{:?}",
+        v[0]
+    );
+    assert!(s[0] > 10.0 * s[1]);
+    assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-12);
+    let keys = vec![
+        vec![10.0, 10.0, 0.0],
+        vec![-10.0, -10.0, 0.0],
+        vec![0.0, 0.0, 5.0],
+    ];
+    let probs = vec![
+        vec![0.8, 0.1, 0.1],
+        vec![0.1, 0.8, 0.1],
+        vec![0.3, 0.3, 0.4],
+    ];
+    let d = diagnose(&keys, &x, &probs, &[0, 1, 2], 2);
+    assert_eq!(d.predicted.len(), 3);
+    assert!((d.predicted[0][1] - 1.0).abs() < 1e-9); // the farthest pair
+    assert_eq!(d.actual[0][1], 1.0);
+}
+
+#[test]
+fn query_and_key_vectors_have_the_query_width() {
+    let _g = serial();
+    let d = Device::flex();
+    let llama = LlamaConfig::new(256, 16, 2, 4, 2, 24)
+        .with_max_seq_len(64)
+        .init(&d)
+        .unwrap();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3], [1, 3]), &d);
+    let (q, k) = llama.query_key_vectors(x.clone(), 1);
+    assert_eq!(q.dims(), [3, 16]);
+    assert_eq!(k.dims(), [3, 16]);
+    let gpt2 = Gpt2Config::new(256, 16, 2, 2, 32).init(&d).unwrap();
+    let (q, k) = gpt2.query_key_vectors(x, 0);
+    assert_eq!(q.dims(), [3, 16]);
+    assert_eq!(k.dims(), [3, 16]);
+}
