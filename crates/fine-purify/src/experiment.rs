@@ -14,8 +14,8 @@
 //!    largest purification) whose clean validation accuracy stays within `rho_tolerance` of the
 //!    poisoned model's; the sweep's test ACC/ASR is plotted.
 //!
-//! Offline (no paths): templated reviews with a small random BERT pre-trained for a few MLM-free
-//! steps is not a pre-trained model, so the offline mode only exercises the pipeline.
+//! Offline (no paths): templated reviews and a small randomly initialised BERT. That is not a
+//! pre-trained model, so the offline mode only exercises the pipeline.
 
 use std::path::Path;
 use std::time::Instant;

@@ -39,6 +39,33 @@ pub enum Ffn {
     Moe(MoeLayer),
 }
 
+/// The routing of the MoE layers: `(layer, top-k ids [tokens, k], weights [tokens, k])`.
+pub type Routing = Vec<(usize, Tensor<2, Int>, Tensor<2>)>;
+
+impl Ffn {
+    /// Runs the feed-forward of layer `l`: returns its output and balance loss (zero for a
+    /// dense layer) and appends an MoE layer's routing to `routing`.
+    pub fn forward_routed(
+        &self,
+        l: usize,
+        x: Tensor<3>,
+        token_mask: Option<Tensor<2, Int>>,
+        routing: &mut Routing,
+    ) -> crate::Result<(Tensor<3>, Tensor<1>)> {
+        Ok(match self {
+            Ffn::Dense(mlp) => {
+                let device = x.device();
+                (mlp.forward(x), Tensor::zeros([1], &device))
+            }
+            Ffn::Moe(moe) => {
+                let out = moe.forward(x, token_mask)?;
+                routing.push((l, out.topk_idx, out.topk_weight));
+                (out.output, out.aux_loss)
+            }
+        })
+    }
+}
+
 /// One decoder layer.
 #[derive(Module, Debug)]
 pub struct DeepseekLayer {
@@ -244,7 +271,7 @@ pub struct DeepseekOutput {
     /// Sum of the MoE layers' balance losses (add it to the LM loss; log it apart).
     pub aux_loss: Tensor<1>,
     /// Routing per MoE layer: `(layer, top-k ids [tokens, k], weights [tokens, k])`.
-    pub routing: Vec<(usize, Tensor<2, Int>, Tensor<2>)>,
+    pub routing: Routing,
     /// Attention probabilities per layer.
     pub attentions: Vec<Tensor<4>>,
 }
@@ -282,15 +309,10 @@ impl DeepseekLm {
             );
             h = h + a;
             let x = layer.post_attention_layernorm.forward(h.clone());
-            let f = match &layer.mlp {
-                Ffn::Dense(mlp) => mlp.forward(x),
-                Ffn::Moe(moe) => {
-                    let out = moe.forward(x, token_mask.clone())?;
-                    aux = aux + out.aux_loss;
-                    routing.push((l, out.topk_idx, out.topk_weight));
-                    out.output
-                }
-            };
+            let (f, a) = layer
+                .mlp
+                .forward_routed(l, x, token_mask.clone(), &mut routing)?;
+            aux = aux + a;
             h = h + f;
             attentions.push(probs);
         }

@@ -443,15 +443,10 @@ impl DeepseekV2Lm {
             );
             h = h + a;
             let x = layer.post_attention_layernorm.forward(h.clone());
-            let f = match &layer.mlp {
-                Ffn::Dense(m) => m.forward(x),
-                Ffn::Moe(m) => {
-                    let out = m.forward(x, token_mask.clone())?;
-                    aux = aux + out.aux_loss;
-                    routing.push((l, out.topk_idx, out.topk_weight));
-                    out.output
-                }
-            };
+            let (f, a) = layer
+                .mlp
+                .forward_routed(l, x, token_mask.clone(), &mut routing)?;
+            aux = aux + a;
             h = h + f;
             attentions.push(probs);
         }
