@@ -448,6 +448,58 @@ impl KvCache {
         self.layers.first().map_or(0, |(k, _)| k.dims()[2])
     }
 
+    /// Repeats a batch-1 cache `n` times along the batch axis, so `n` continuations of one
+    /// prefix are decoded together after a single prefill. Errors unless the batch is 1.
+    pub fn repeat_batch(&self, n: usize) -> crate::Result<Self> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (k, v) in &self.layers {
+            let [b, h, t, d] = k.dims();
+            if b != 1 {
+                return Err(Error::ShapeMismatch {
+                    tensor: "KvCache keys (repeat_batch needs batch 1)".into(),
+                    expected: vec![1, h, t, d],
+                    found: vec![b, h, t, d],
+                });
+            }
+            let [_, hv, tv, dv] = v.dims();
+            layers.push((
+                k.clone().expand([n, h, t, d]),
+                v.clone().expand([n, hv, tv, dv]),
+            ));
+        }
+        Ok(Self {
+            layers,
+            len: self.len,
+        })
+    }
+
+    /// Keeps only the batch rows `rows` (in that order), e.g. the sequences still being decoded.
+    pub fn select_batch(&self, rows: &[usize]) -> Self {
+        let Some((k0, _)) = self.layers.first() else {
+            return self.clone();
+        };
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                [rows.len()],
+            ),
+            &k0.device(),
+        );
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone().select(0, idx.clone()),
+                        v.clone().select(0, idx.clone()),
+                    )
+                })
+                .collect(),
+            len: self.len,
+        }
+    }
+
     /// Keeps only the cached positions `keep` (indices into the cached keys) in every layer.
     /// The position counter is unchanged, so new tokens continue after the full context
     /// (anchor-only context compression).
@@ -1046,6 +1098,39 @@ mod tests {
         let b = full.into_data().try_to_vec::<f32>().unwrap();
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
         assert_eq!(cache.len(), 5);
+    }
+
+    #[test]
+    fn repeated_and_selected_cache_rows_decode_like_their_own_sequences() {
+        let d = Device::flex();
+        d.seed(4);
+        let m = tiny().init(&d).unwrap();
+        let prompt = [3i64, 14, 15];
+        let mut cache = KvCache::new();
+        m.forward_with(ids(&prompt, &d), &AttentionHooks::none(), Some(&mut cache));
+        let mut cache = cache.repeat_batch(3).unwrap();
+        // Three different next tokens, then keep rows 2 and 0 (in that order).
+        let next = Tensor::<2, Int>::from_data(TensorData::new(vec![4i64, 5, 6], [3, 1]), &d);
+        m.forward_with(next, &AttentionHooks::none(), Some(&mut cache));
+        let mut kept = cache.select_batch(&[2, 0]);
+        let last = Tensor::<2, Int>::from_data(TensorData::new(vec![7i64, 8], [2, 1]), &d);
+        let step = m.forward_with(last, &AttentionHooks::none(), Some(&mut kept));
+        let got = step.logits.into_data().try_to_vec::<f32>().unwrap();
+        let v = got.len() / 2;
+        for (row, tail) in [[6i64, 7], [4, 8]].iter().enumerate() {
+            let mut seq = prompt.to_vec();
+            seq.extend_from_slice(tail);
+            let full = m.forward(ids(&seq, &d)).logits.slice(s![.., 4..5, ..]);
+            let want = full.into_data().try_to_vec::<f32>().unwrap();
+            let max = got[row * v..(row + 1) * v]
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max < 1e-4, "row {row}: {max}");
+        }
+        assert_eq!(kept.len(), 5);
+        assert!(kept.repeat_batch(2).is_err());
     }
 
     #[test]

@@ -1,0 +1,572 @@
+//! Step-level PPO (Math-Shepherd §3.4) and its outcome-reward baseline.
+//!
+//! The paper gives the reward placement (the PRM score at the end of every reasoning step
+//! instead of one ORM score at the end of the response), the KL coefficient (0.04) and the
+//! learning rates; everything else is an implementer's choice, made here as follows and exposed
+//! in [`PpoConfig`]:
+//!
+//! - **Score → reward** ([`ScoreShape`]): by default `score - 0.5` (`Centered`), so a step judged
+//!   bad is penalised and a long solution does not collect reward just by having more steps;
+//!   `Raw` uses the probability itself.
+//! - **Where**: the reward of step `i` is added to the token that ends it (the separator, or the
+//!   last token); the outcome reward to the last token.
+//! - **KL**: a per-token penalty `-kl_coef * (log π(a) - log π_ref(a))` on the sampled token
+//!   (the k1 estimator), the reference being the policy before RL, frozen.
+//! - **Advantages**: GAE with `gamma = lambda = 1` by default over the response tokens, the value
+//!   after the last token being 0; whitened over the batch.
+//! - **Value head**: a linear head on the policy's final normed hidden state (shared trunk),
+//!   squared error to the GAE returns with weight `value_coef`; no value clipping.
+//! - **Updates**: each iteration samples `rollouts` responses (one per prompt drawn) and takes
+//!   `ppo_epochs` optimizer steps on them, all rollouts in one batch, with the clipped ratio
+//!   objective. Optimizer, learning rate and schedule come from the `trainer` config that runs
+//!   the task ([`PpoTask`] is a [`trainer::Task`]); rollouts are buffered inside the task, so
+//!   `Trainer::resume` does not reproduce an uninterrupted PPO run exactly.
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use plm::llama::Llama;
+use serde::{Deserialize, Serialize};
+use trainer::{BatchCtx, Metrics, Rng, StepLoss, Task};
+
+use crate::sample::{SampleConfig, sample};
+use crate::tags::Tokenizer;
+use crate::{Error, Result};
+
+/// Where the reward comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RewardKind {
+    /// A PRM score at the end of every step (step-by-step PPO).
+    Step,
+    /// One ORM score at the end of the response.
+    Outcome,
+}
+
+/// How a score in `[0, 1]` becomes a reward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScoreShape {
+    /// The score itself.
+    Raw,
+    /// `score - 0.5`.
+    Centered,
+}
+
+impl ScoreShape {
+    fn apply(self, s: f64) -> f64 {
+        match self {
+            Self::Raw => s,
+            Self::Centered => s - 0.5,
+        }
+    }
+}
+
+/// PPO settings.
+#[derive(Config, Debug)]
+pub struct PpoConfig {
+    /// Step rewards (PRM) or one outcome reward (ORM).
+    #[config(default = "RewardKind::Step")]
+    pub reward: RewardKind,
+    /// Score to reward mapping.
+    #[config(default = "ScoreShape::Centered")]
+    pub shape: ScoreShape,
+    /// Per-token KL penalty weight (the paper: 0.04).
+    #[config(default = 0.04)]
+    pub kl_coef: f64,
+    /// Discount.
+    #[config(default = 1.0)]
+    pub gamma: f64,
+    /// GAE λ.
+    #[config(default = 1.0)]
+    pub lambda: f64,
+    /// Ratio clip ε.
+    #[config(default = 0.2)]
+    pub clip: f64,
+    /// Weight of the value loss.
+    #[config(default = 0.5)]
+    pub value_coef: f64,
+    /// Optimizer steps per batch of rollouts.
+    #[config(default = 2)]
+    pub ppo_epochs: usize,
+    /// Responses sampled per iteration.
+    #[config(default = 16)]
+    pub rollouts: usize,
+    /// Whiten advantages over the batch.
+    #[config(default = true)]
+    pub whiten: bool,
+    /// Rollout decoding.
+    #[config(default = "SampleConfig::new().with_temperature(1.0).with_top_p(1.0)")]
+    pub sample: SampleConfig,
+}
+
+/// A policy LM with a value head.
+#[derive(Module, Debug)]
+pub struct ActorCritic {
+    /// The policy.
+    pub policy: Llama,
+    /// The value head on the final normed hidden state.
+    pub value: Linear,
+}
+
+impl ActorCritic {
+    /// Wraps `policy` with a fresh value head.
+    pub fn new(policy: Llama, device: &Device) -> Self {
+        let d = policy.embed_tokens.weight.dims()[1];
+        Self {
+            policy,
+            value: LinearConfig::new(d, 1).init(device),
+        }
+    }
+
+    /// Log-probabilities of `targets` and values, both `[batch, seq]`: position `q` gives
+    /// `log π(targets[q] | ids[..=q])` and `V(ids[..=q])`.
+    pub fn logp_values(
+        &self,
+        ids: Tensor<2, Int>,
+        targets: Tensor<2, Int>,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let [b, s] = ids.dims();
+        let out = self.policy.forward(ids);
+        let h = out
+            .hidden_states
+            .last()
+            .cloned()
+            .unwrap_or_else(|| out.logits.clone());
+        let v = self
+            .value
+            .forward(self.policy.norm.forward(h))
+            .reshape([b, s]);
+        (token_logp(out.logits, targets), v)
+    }
+}
+
+/// `log softmax(logits)[targets]`, `[batch, seq]`.
+pub fn token_logp(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
+    let [b, s, _] = logits.dims();
+    log_softmax(logits, 2)
+        .gather(2, targets.reshape([b, s, 1]))
+        .reshape([b, s])
+}
+
+/// One sampled response with what the update needs.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    /// Prompt and response ids.
+    pub ids: Vec<u32>,
+    /// Prompt length.
+    pub prompt_len: usize,
+    /// Log-probability of each response token under the sampling policy.
+    pub old_logp: Vec<f32>,
+    /// Advantage per response token.
+    pub adv: Vec<f32>,
+    /// Return per response token.
+    pub ret: Vec<f32>,
+    /// Sum of the scores' rewards (no KL).
+    pub score_reward: f64,
+    /// Sum of the per-token KL estimates.
+    pub kl: f64,
+}
+
+/// The steps of a response: `(text, index of the token that ends it)`; a step ends at a token
+/// whose text holds `sep`, the last at the last token; blank steps are skipped.
+pub fn split_steps(
+    tok: &dyn Tokenizer,
+    response: &[u32],
+    sep: &str,
+) -> Result<Vec<(String, usize)>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (i, &t) in response.iter().enumerate() {
+        let piece = tok.decode(&[t])?;
+        if let Some(k) = piece.find(sep) {
+            cur.push_str(&piece[..k]);
+            if !cur.trim().is_empty() {
+                out.push((cur.trim().to_string(), i));
+            }
+            cur = piece[k + sep.len()..].to_string();
+        } else {
+            cur.push_str(&piece);
+        }
+    }
+    if !cur.trim().is_empty() && !response.is_empty() {
+        out.push((cur.trim().to_string(), response.len() - 1));
+    }
+    Ok(out)
+}
+
+/// GAE over one response: `(advantages, returns)`; the value after the last token is 0.
+pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lambda: f64) -> (Vec<f64>, Vec<f64>) {
+    let n = rewards.len();
+    let mut adv = vec![0.0; n];
+    let mut next_adv = 0.0;
+    for t in (0..n).rev() {
+        let next_v = if t + 1 < n { values[t + 1] } else { 0.0 };
+        let delta = rewards[t] + gamma * next_v - values[t];
+        next_adv = delta + gamma * lambda * next_adv;
+        adv[t] = next_adv;
+    }
+    let ret = adv.iter().zip(values).map(|(a, v)| a + v).collect();
+    (adv, ret)
+}
+
+/// Scores a response's steps: `(prompt, steps) -> one score per step` for [`RewardKind::Step`],
+/// one score for [`RewardKind::Outcome`].
+pub type Scorer<'a> = Box<dyn FnMut(&str, &[String]) -> Result<Vec<f64>> + 'a>;
+
+/// PPO as a trainer task over `ActorCritic`.
+pub struct PpoTask<'a> {
+    /// Settings.
+    pub cfg: PpoConfig,
+    /// Prompt texts (problems formatted for the policy).
+    pub prompts: Vec<String>,
+    /// The policy's tokenizer.
+    pub tok: &'a dyn Tokenizer,
+    /// The frozen reference policy (inference device).
+    pub reference: Llama,
+    /// The reward model as a scoring function.
+    pub scorer: Scorer<'a>,
+    /// Tokens that end a response.
+    pub stop: Vec<u32>,
+    /// Step separator in the policy's text.
+    pub sep: String,
+    /// The autodiff device the actor trains on.
+    pub device: Device,
+    buffer: Vec<Rollout>,
+    uses: usize,
+    stats: Metrics,
+}
+
+impl<'a> PpoTask<'a> {
+    /// A task; rollouts are drawn from `prompts`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: PpoConfig,
+        prompts: Vec<String>,
+        tok: &'a dyn Tokenizer,
+        reference: Llama,
+        scorer: Scorer<'a>,
+        stop: Vec<u32>,
+        sep: &str,
+        device: Device,
+    ) -> Result<Self> {
+        if prompts.is_empty() || cfg.rollouts == 0 || cfg.ppo_epochs == 0 {
+            return Err(Error::InvalidConfig(
+                "PPO needs prompts, rollouts >= 1 and ppo_epochs >= 1".into(),
+            ));
+        }
+        Ok(Self {
+            cfg,
+            prompts,
+            tok,
+            reference,
+            scorer,
+            stop,
+            sep: sep.to_string(),
+            device,
+            buffer: Vec::new(),
+            uses: 0,
+            stats: Metrics::new(),
+        })
+    }
+
+    fn collect(&mut self, actor: &ActorCritic, rng: &mut Rng) -> Result<()> {
+        let infer = actor.valid();
+        let dev = self.device.clone().without_autodiff();
+        let mut raw: Vec<(Vec<u32>, usize, Vec<f64>)> = Vec::with_capacity(self.cfg.rollouts);
+        for _ in 0..self.cfg.rollouts {
+            let p = &self.prompts[rng.below(self.prompts.len())];
+            let prompt = self.tok.encode(p)?;
+            let resp = sample(
+                &infer.policy,
+                &prompt,
+                1,
+                &self.cfg.sample,
+                &self.stop,
+                rng,
+                &dev,
+            )?
+            .pop()
+            .unwrap_or_default();
+            // Score rewards per response token.
+            let body: Vec<u32> = match resp.last() {
+                Some(t) if self.stop.contains(t) => resp[..resp.len() - 1].to_vec(),
+                _ => resp.clone(),
+            };
+            let mut rewards = vec![0.0; resp.len()];
+            let steps = split_steps(self.tok, &body, &self.sep)?;
+            if !steps.is_empty() && !resp.is_empty() {
+                let texts: Vec<String> = steps.iter().map(|(s, _)| s.clone()).collect();
+                let scores = (self.scorer)(p, &texts)?;
+                match self.cfg.reward {
+                    RewardKind::Step => {
+                        for ((_, end), s) in steps.iter().zip(&scores) {
+                            rewards[*end] += self.cfg.shape.apply(*s);
+                        }
+                    }
+                    RewardKind::Outcome => {
+                        if let Some(s) = scores.last() {
+                            rewards[resp.len() - 1] += self.cfg.shape.apply(*s);
+                        }
+                    }
+                }
+            }
+            let mut ids = prompt.clone();
+            ids.extend_from_slice(&resp);
+            raw.push((ids, prompt.len(), rewards));
+        }
+        // One batched forward of the sampling policy and the reference.
+        let keep: Vec<usize> = (0..raw.len())
+            .filter(|&i| raw[i].0.len() > raw[i].1)
+            .collect();
+        if keep.is_empty() {
+            return Err(Error::InvalidConfig("every rollout was empty".into()));
+        }
+        let seqs: Vec<(&[u32], usize)> = keep.iter().map(|&i| (&raw[i].0[..], raw[i].1)).collect();
+        let (ids, tgt, _, l) = pack(&seqs, &dev);
+        let (lp, values) = infer.logp_values(ids.clone(), tgt.clone());
+        let lp_ref = token_logp(self.reference.forward(ids).logits, tgt);
+        let (lp, values, lp_ref) = (read2(lp)?, read2(values)?, read2(lp_ref)?);
+        let mut rollouts = Vec::with_capacity(keep.len());
+        for (row, &i) in keep.iter().enumerate() {
+            let (ids, plen, score_rewards) = &raw[i];
+            let t = ids.len() - plen;
+            let at = |v: &[f32], k: usize| f64::from(v[row * l + plen - 1 + k]);
+            let old: Vec<f64> = (0..t).map(|k| at(&lp, k)).collect();
+            let refp: Vec<f64> = (0..t).map(|k| at(&lp_ref, k)).collect();
+            let vals: Vec<f64> = (0..t).map(|k| at(&values, k)).collect();
+            let kl: Vec<f64> = old.iter().zip(&refp).map(|(a, b)| a - b).collect();
+            let rewards: Vec<f64> = score_rewards
+                .iter()
+                .zip(&kl)
+                .map(|(r, k)| r - self.cfg.kl_coef * k)
+                .collect();
+            let (adv, ret) = gae(&rewards, &vals, self.cfg.gamma, self.cfg.lambda);
+            rollouts.push(Rollout {
+                ids: ids.clone(),
+                prompt_len: *plen,
+                old_logp: old.iter().map(|&x| x as f32).collect(),
+                adv: adv.iter().map(|&x| x as f32).collect(),
+                ret: ret.iter().map(|&x| x as f32).collect(),
+                score_reward: score_rewards.iter().sum(),
+                kl: kl.iter().sum(),
+            });
+        }
+        if self.cfg.whiten {
+            let all: Vec<f32> = rollouts
+                .iter()
+                .flat_map(|r| r.adv.iter().copied())
+                .collect();
+            let n = all.len().max(1) as f32;
+            let mean = all.iter().sum::<f32>() / n;
+            let std = (all.iter().map(|a| (a - mean).powi(2)).sum::<f32>() / n).sqrt();
+            for r in &mut rollouts {
+                for a in &mut r.adv {
+                    *a = (*a - mean) / (std + 1e-6);
+                }
+            }
+        }
+        let n = rollouts.len() as f64;
+        self.stats = Metrics::from([
+            (
+                "score_reward".to_string(),
+                rollouts.iter().map(|r| r.score_reward).sum::<f64>() / n,
+            ),
+            (
+                "kl".to_string(),
+                rollouts.iter().map(|r| r.kl).sum::<f64>() / n,
+            ),
+            (
+                "response_tokens".to_string(),
+                rollouts
+                    .iter()
+                    .map(|r| (r.ids.len() - r.prompt_len) as f64)
+                    .sum::<f64>()
+                    / n,
+            ),
+        ]);
+        self.buffer = rollouts;
+        self.uses = 0;
+        Ok(())
+    }
+
+    /// The clipped PPO loss of the buffered rollouts under `actor`.
+    fn ppo_loss(&self, actor: &ActorCritic) -> Result<Tensor<1>> {
+        let seqs: Vec<(&[u32], usize)> = self
+            .buffer
+            .iter()
+            .map(|r| (&r.ids[..], r.prompt_len))
+            .collect();
+        let (ids, tgt, mask, l) = pack(&seqs, &self.device);
+        let b = seqs.len();
+        let mut old = vec![0f32; b * l];
+        let mut adv = vec![0f32; b * l];
+        let mut ret = vec![0f32; b * l];
+        for (row, r) in self.buffer.iter().enumerate() {
+            for k in 0..r.old_logp.len() {
+                let q = row * l + r.prompt_len - 1 + k;
+                old[q] = r.old_logp[k];
+                adv[q] = r.adv[k];
+                ret[q] = r.ret[k];
+            }
+        }
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, l]), &self.device);
+        let (old, adv, ret) = (t(old), t(adv), t(ret));
+        let (lp, values) = actor.logp_values(ids, tgt);
+        let ratio = (lp - old).exp();
+        let clipped = ratio
+            .clone()
+            .clamp(1.0 - self.cfg.clip, 1.0 + self.cfg.clip);
+        let pg = (ratio * adv.clone()).min_pair(clipped * adv).neg();
+        let vloss = (values - ret).powf_scalar(2.0);
+        let n = mask.clone().sum().clamp_min(1.0);
+        let loss = (pg + vloss * self.cfg.value_coef) * mask;
+        Ok(loss.sum() / n)
+    }
+}
+
+/// Right-padded ids, next-token targets and the mask of response-predicting positions
+/// (`[batch, seq]` each) and the padded length.
+fn pack(
+    seqs: &[(&[u32], usize)],
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>, usize) {
+    let l = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(1);
+    let b = seqs.len();
+    let mut ids = vec![0i64; b * l];
+    let mut tgt = vec![0i64; b * l];
+    let mut mask = vec![0f32; b * l];
+    for (row, (s, plen)) in seqs.iter().enumerate() {
+        for (j, &t) in s.iter().enumerate() {
+            ids[row * l + j] = i64::from(t);
+            if j > 0 {
+                tgt[row * l + j - 1] = i64::from(t);
+            }
+            if j >= *plen {
+                mask[row * l + j - 1] = 1.0;
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(ids, [b, l]), device),
+        Tensor::from_data(TensorData::new(tgt, [b, l]), device),
+        Tensor::from_data(TensorData::new(mask, [b, l]), device),
+        l,
+    )
+}
+
+fn read2(t: Tensor<2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::TensorRead(format!("{e:?}")))
+}
+
+impl Task<ActorCritic> for PpoTask<'_> {
+    fn loss(&mut self, m: &ActorCritic, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        if self.buffer.is_empty() || self.uses >= self.cfg.ppo_epochs {
+            self.collect(m, ctx.rng)?;
+        }
+        self.uses += 1;
+        Ok(StepLoss {
+            loss: self.ppo_loss(m)?,
+            extra: self.stats.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plm::llama::LlamaConfig;
+    use textdata::ByteTokenizer;
+
+    #[test]
+    fn gae_with_unit_gamma_lambda_is_reward_to_go_minus_value() {
+        let r = [0.0, 1.0, -0.5, 2.0];
+        let v = [0.3, -0.2, 0.1, 0.5];
+        let (adv, ret) = gae(&r, &v, 1.0, 1.0);
+        for t in 0..4 {
+            let togo: f64 = r[t..].iter().sum();
+            assert!((adv[t] - (togo - v[t])).abs() < 1e-12);
+            assert!((ret[t] - togo).abs() < 1e-12);
+        }
+        // λ = 0: one-step TD errors.
+        let (adv0, _) = gae(&r, &v, 0.9, 0.0);
+        assert!((adv0[0] - (0.0 + 0.9 * -0.2 - 0.3)).abs() < 1e-12);
+        assert!((adv0[3] - (2.0 - 0.5)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn steps_end_at_their_separator_token() {
+        let resp = ByteTokenizer.encode("Step 1: 2+3=5\n\nThe answer is: 5");
+        let s = split_steps(&ByteTokenizer, &resp, "\n").expect("split");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].0, "Step 1: 2+3=5");
+        assert_eq!(resp[s[0].1], u32::from(b'\n'));
+        assert_eq!(s[1], ("The answer is: 5".to_string(), resp.len() - 1));
+        assert!(
+            split_steps(&ByteTokenizer, &[], "\n")
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    fn setup(device: &Device) -> Llama {
+        device.seed(11);
+        LlamaConfig::new(256, 16, 1, 2, 1, 32)
+            .with_max_seq_len(128)
+            .init(device)
+            .expect("lm")
+    }
+
+    #[test]
+    fn ppo_moves_the_policy_toward_rewarded_steps() {
+        // Reward 1 for a step that starts with a lowercase letter (about 1 draw in 10 at
+        // first). With the KL term off, PPO must raise the probability of such a first token.
+        let ad = Device::flex().autodiff();
+        let infer = ad.clone().without_autodiff();
+        let actor = ActorCritic::new(setup(&ad), &ad);
+        let cfg = PpoConfig::new()
+            .with_shape(ScoreShape::Raw)
+            .with_kl_coef(0.0)
+            .with_rollouts(24)
+            .with_sample(
+                SampleConfig::new()
+                    .with_temperature(1.0)
+                    .with_top_p(1.0)
+                    .with_max_new_tokens(3),
+            );
+        let tok = ByteTokenizer;
+        let scorer: Scorer<'_> = Box::new(|_: &str, steps: &[String]| {
+            Ok(steps
+                .iter()
+                .map(|s| f64::from(u8::from(s.starts_with(|c: char| c.is_ascii_lowercase()))))
+                .collect())
+        });
+        let mut task = PpoTask::new(
+            cfg,
+            vec!["Q:".into()],
+            &tok,
+            setup(&infer),
+            scorer,
+            vec![u32::from(b'\n')],
+            "\n",
+            ad.clone(),
+        )
+        .expect("task");
+        let p_lower = |m: &ActorCritic| -> f32 {
+            let x = Tensor::<2, Int>::from_data(TensorData::new(vec![81i64, 58], [1, 2]), &infer);
+            let lp = log_softmax(m.valid().policy.forward(x).logits, 2);
+            lp.slice(s![0..1, 1..2, 97..123]).exp().sum().into_scalar()
+        };
+        let before = p_lower(&actor);
+        let out = trainer::Trainer::new(
+            trainer::TrainerConfig::new(40).with_lr(1e-2).with_seed(1),
+            &ad,
+        )
+        .fit(actor, &mut task)
+        .expect("ppo");
+        let after = p_lower(&out.model);
+        assert!(after > before * 2.0, "p(lowercase) {before} -> {after}");
+    }
+}
