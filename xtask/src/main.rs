@@ -107,6 +107,10 @@ struct RunArgs {
     /// an HF `deepseek` folder with a byte-level vocabulary).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// A data folder for the experiments that read one (`math-shepherd`: GSM8K's
+    /// `train.jsonl` / `test.jsonl`).
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Output folder.
     #[arg(long, default_value = "runs")]
     out: PathBuf,
@@ -212,6 +216,7 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
             source: ConfigSource::File(dir.join("config.json")),
             seed: None,
             model: None,
+            data: None,
         };
         (dir, (exp.prepare)(&spec)?)
     } else {
@@ -225,6 +230,7 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
             source,
             seed: args.seed,
             model: args.model.clone(),
+            data: args.data.clone(),
         })?;
         let id = trainer::report::run_id(prepared.seed());
         let dir = exp_dir.join(format!("{id}.partial"));

@@ -1,1 +1,823 @@
-pub fn _placeholder() {}
+//! `math-shepherd`: automatic process annotation, PRM vs ORM verification and step-level PPO.
+//!
+//! Embedded default (offline): arithmetic word problems of [`crate::synthetic`] (2–6 steps,
+//! exact answers). A byte-level Llama-style generator is trained from scratch on their reference
+//! solutions for a fixed number of steps, so it solves a share of them but not all. The same model
+//! is the completer (N completions per step) that labels its own sampled solutions with hard (HE)
+//! and soft (SE) estimation; the labels are scored against the true step correctness, known by
+//! construction. A PRM (HE labels), a PRM on SE labels and an ORM (final-answer labels) are
+//! trained from the generator's weights, read through the two label tokens `+`/`-` at the step
+//! tag `ки`. On held-out problems: greedy, self-consistency, ORM / PRM best-of-N and
+//! SC + ORM / PRM for N in `n_values` (averaged over the disjoint groups of N among
+//! `n_candidates` samples), and greedy accuracy after step-PPO (PRM rewards per step), ORM-PPO
+//! (one reward at the end) and no RL.
+//!
+//! Real run: `data_dir` (GSM8K `train.jsonl` / `test.jsonl`) with `gguf_path` (SmolLM2-135M-
+//! Instruct, or any Llama-style GGUF with a byte-level BPE) runs the same pipeline on GSM8K with
+//! the chat template; there is no step truth there, so annotation accuracy is not reported.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::prelude::*;
+use plm::llama::{Llama, LlamaConfig};
+use serde::Serialize;
+use textdata::{ByteTokenizer, LmWindows};
+use trainer::report::{Series, markdown_table, write_line_plot};
+use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+use crate::annotate::{annotate, label_accuracy};
+use crate::answer::{answers_equal, extract_answer};
+use crate::format::{LabeledSolution, Problem, read_gsm8k, to_shepherd, write_jsonl};
+use crate::model::{RewardModel, RewardTask};
+use crate::ppo::{ActorCritic, PpoConfig, PpoTask, RewardKind, Scorer};
+use crate::sample::{LmPolicy, Policy, SampleConfig, sample};
+use crate::synthetic::{ChainProblem, problems, step_truth};
+use crate::tags::{TaggedIds, Tokenizer, Truncation, encode_tagged, truncate};
+use crate::verify::{Aggregate, Candidate, aggregate, best_of_n, majority, weighted_vote};
+use crate::{Error, Result};
+
+/// The step tag.
+const TAG: &str = "ки";
+/// The step separator.
+const SEP: &str = "\n";
+
+/// Configuration of the `math-shepherd` experiment.
+#[derive(Config, Debug)]
+pub struct MathShepherdConfig {
+    /// GSM8K folder (`train.jsonl`, `test.jsonl`): the real run. Needs `gguf_path`.
+    #[config(default = "None")]
+    pub data_dir: Option<String>,
+    /// A Llama-style GGUF instruct model for the real run.
+    #[config(default = "None")]
+    pub gguf_path: Option<String>,
+    /// Synthetic: problems in the generator's training text.
+    #[config(default = 30000)]
+    pub gen_corpus: usize,
+    /// Synthetic: generator training steps.
+    #[config(default = 1200)]
+    pub gen_steps: usize,
+    /// Synthetic: generator hidden size.
+    #[config(default = 128)]
+    pub gen_d_model: usize,
+    /// Synthetic: generator layers.
+    #[config(default = 4)]
+    pub gen_layers: usize,
+    /// Synthetic: training window (bytes).
+    #[config(default = 256)]
+    pub gen_seq_len: usize,
+    /// Synthetic: windows per step.
+    #[config(default = 12)]
+    pub gen_batch: usize,
+    /// Problems whose sampled solutions are annotated (PRM / ORM training data).
+    #[config(default = 300)]
+    pub n_annotate: usize,
+    /// Solutions sampled per annotated problem (duplicates dropped).
+    #[config(default = 4)]
+    pub solutions_per_problem: usize,
+    /// Completions per step (N of the paper).
+    #[config(default = 8)]
+    pub completions: usize,
+    /// Reward-model training steps (each of PRM-HE, PRM-SE, ORM).
+    #[config(default = 400)]
+    pub rm_steps: usize,
+    /// Reward-model learning rate.
+    #[config(default = 3e-4)]
+    pub rm_lr: f64,
+    /// Reward-model batch.
+    #[config(default = 16)]
+    pub rm_batch: usize,
+    /// Longest reward-model input (tokens); longer solutions lose their last steps.
+    #[config(default = 512)]
+    pub max_len: usize,
+    /// Held-out problems for verification and PPO evaluation.
+    #[config(default = 150)]
+    pub n_test: usize,
+    /// Candidates sampled per test problem.
+    #[config(default = 64)]
+    pub n_candidates: usize,
+    /// Best-of-N sizes (each at most `n_candidates`).
+    #[config(default = "vec![1, 4, 16, 64]")]
+    pub n_values: Vec<usize>,
+    /// How PRM step scores become a solution score.
+    #[config(default = "Aggregate::Min")]
+    pub aggregate: Aggregate,
+    /// Sampling of solutions and completions.
+    #[config(
+        default = "SampleConfig::new().with_temperature(0.8).with_top_p(0.95).with_max_new_tokens(160)"
+    )]
+    pub sample: SampleConfig,
+    /// PPO iterations (0 skips RL).
+    #[config(default = 60)]
+    pub ppo_iterations: usize,
+    /// PPO learning rate.
+    #[config(default = 1e-4)]
+    pub ppo_lr: f64,
+    /// PPO settings (the reward kind is set per run).
+    #[config(default = "PpoConfig::new()")]
+    pub ppo: PpoConfig,
+    /// Seed.
+    #[config(default = 42)]
+    pub seed: u64,
+}
+
+impl MathShepherdConfig {
+    /// The full size.
+    pub fn full() -> Self {
+        Self::new()
+    }
+
+    /// Seconds on a laptop CPU.
+    pub fn quick() -> Self {
+        Self::new()
+            .with_gen_corpus(400)
+            .with_gen_steps(30)
+            .with_gen_d_model(32)
+            .with_gen_layers(2)
+            .with_gen_seq_len(128)
+            .with_gen_batch(4)
+            .with_n_annotate(4)
+            .with_solutions_per_problem(2)
+            .with_completions(2)
+            .with_rm_steps(4)
+            .with_rm_batch(4)
+            .with_n_test(4)
+            .with_n_candidates(4)
+            .with_n_values(vec![1, 4])
+            .with_sample(
+                SampleConfig::new()
+                    .with_temperature(0.8)
+                    .with_top_p(0.95)
+                    .with_max_new_tokens(48),
+            )
+            .with_ppo_iterations(2)
+            .with_ppo(
+                PpoConfig::new().with_rollouts(2).with_sample(
+                    SampleConfig::new()
+                        .with_temperature(1.0)
+                        .with_top_p(1.0)
+                        .with_max_new_tokens(48),
+                ),
+            )
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
+        if self.n_annotate == 0 || self.n_test == 0 || self.n_candidates == 0 {
+            return bad("n_annotate, n_test and n_candidates must be >= 1");
+        }
+        if self
+            .n_values
+            .iter()
+            .any(|&n| n == 0 || n > self.n_candidates)
+        {
+            return bad("every n_values entry must be in 1..=n_candidates");
+        }
+        if self.data_dir.is_some() != self.gguf_path.is_some() {
+            return bad("the real run needs both data_dir (GSM8K) and gguf_path (the model)");
+        }
+        Ok(())
+    }
+}
+
+/// The tokenizer, model and prompt layout of a run.
+struct Setup {
+    tok: Box<dyn Tokenizer>,
+    stop: Vec<u32>,
+    labels: (u32, u32),
+    chat: bool,
+    name: String,
+}
+
+impl Setup {
+    fn prompt(&self, question: &str) -> String {
+        if self.chat {
+            format!(
+                "<|im_start|>user\n{question}\nSolve it step by step, one step per line, and end \
+                 with \"The answer is: <number>\".<|im_end|>\n<|im_start|>assistant\n"
+            )
+        } else {
+            format!("{question}\n")
+        }
+    }
+}
+
+fn single_token(tok: &dyn Tokenizer, s: &str) -> Result<u32> {
+    match tok.encode(s)?.as_slice() {
+        [t] => Ok(*t),
+        other => Err(Error::InvalidConfig(format!(
+            "label token {s:?} is not one token ({other:?})"
+        ))),
+    }
+}
+
+/// The steps of a sampled solution: its non-blank lines.
+pub fn parse_steps(text: &str) -> Vec<String> {
+    text.split(SEP)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+struct GenTask {
+    windows: LmWindows,
+    batch: usize,
+    device: Device,
+}
+
+impl Task<Llama> for GenTask {
+    fn loss(&mut self, m: &Llama, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let idx: Vec<usize> = (0..self.batch)
+            .map(|_| ctx.rng.below(self.windows.len()))
+            .collect();
+        let (x, y) = self
+            .windows
+            .batch(&idx, &self.device)
+            .map_err(trainer::Error::task)?;
+        Ok(m.lm_loss(x, y).into())
+    }
+}
+
+/// Mean training loss over the last tenth of the steps.
+fn final_loss(records: &[trainer::Record]) -> f64 {
+    let losses: Vec<f64> = records
+        .iter()
+        .filter_map(|r| match r {
+            trainer::Record::Train { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect();
+    let k = (losses.len() / 10).max(1).min(losses.len().max(1));
+    losses[losses.len().saturating_sub(k)..].iter().sum::<f64>() / k as f64
+}
+
+fn schedule(steps: usize, lr: f64, seed: u64) -> TrainerConfig {
+    TrainerConfig::new(steps.max(1))
+        .with_lr(lr)
+        .with_seed(seed)
+        .with_schedule(LrSchedule::WarmupCosine {
+            warmup_steps: steps / 20,
+            min_ratio: 0.1,
+        })
+        .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
+}
+
+/// One annotated solution.
+#[derive(Clone, Debug, Serialize)]
+pub struct Annotated {
+    /// Index of the problem.
+    pub problem: usize,
+    /// The steps.
+    pub steps: Vec<String>,
+    /// HE labels.
+    pub hard: Vec<f64>,
+    /// SE labels.
+    pub soft: Vec<f64>,
+    /// True step correctness (synthetic only).
+    pub truth: Option<Vec<bool>>,
+    /// Whether the final answer is right.
+    pub outcome: bool,
+}
+
+/// Verification accuracy of one method at one N.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyRow {
+    /// Method.
+    pub method: String,
+    /// Candidates per group.
+    pub n: usize,
+    /// Accuracy.
+    pub accuracy: f64,
+}
+
+/// Everything the run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct MathShepherdMetrics {
+    /// Device.
+    pub device: String,
+    /// Model.
+    pub model: String,
+    /// Data.
+    pub data: String,
+    /// Seconds spent training the generator (0 for a pretrained model).
+    pub generator_train_s: f64,
+    /// Greedy accuracy of the generator on the test problems.
+    pub greedy_accuracy: f64,
+    /// Solutions annotated, steps labelled, completions decoded, seconds.
+    pub annotation: (usize, usize, usize, f64),
+    /// Share of steps labelled good by HE / SE (mean).
+    pub label_rates: (f64, f64),
+    /// HE / SE (≥ 0.5) accuracy against the true step correctness (synthetic only).
+    pub annotation_accuracy: Option<(f64, f64)>,
+    /// Final reward-model training losses (PRM-HE, PRM-SE, ORM).
+    pub rm_final_loss: (f64, f64, f64),
+    /// Verification accuracies.
+    pub verification: Vec<VerifyRow>,
+    /// Greedy accuracy: no RL, ORM-PPO, step-PPO (when PPO ran).
+    pub ppo: Option<(f64, f64, f64)>,
+}
+
+fn greedy_accuracy(
+    model: &Llama,
+    setup: &Setup,
+    problems: &[Problem],
+    max_new: usize,
+    device: &Device,
+) -> Result<f64> {
+    let cfg = SampleConfig::greedy(max_new);
+    let mut rng = Rng::seed_from(0);
+    let mut ok = 0;
+    for p in problems {
+        let prompt = setup.tok.encode(&setup.prompt(&p.question))?;
+        let ids = sample(model, &prompt, 1, &cfg, &setup.stop, &mut rng, device)?
+            .pop()
+            .unwrap_or_default();
+        let text = setup.tok.decode(&ids)?;
+        if extract_answer(&text).is_some_and(|a| answers_equal(&a, &p.gold)) {
+            ok += 1;
+        }
+    }
+    Ok(ok as f64 / problems.len().max(1) as f64)
+}
+
+fn tagged(
+    setup: &Setup,
+    question: &str,
+    steps: &[String],
+    every: bool,
+    max_len: usize,
+) -> Result<(TaggedIds, usize)> {
+    let t = encode_tagged(
+        setup.tok.as_ref(),
+        &setup.prompt(question),
+        steps,
+        TAG,
+        SEP,
+        every,
+    )?;
+    truncate(&t, max_len, Truncation::DropSteps)
+}
+
+/// Runs the experiment into `ctx.dir`.
+pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
+    cfg.validate()?;
+    let ad = ctx.device.clone().autodiff();
+    let dev = ad.clone().without_autodiff();
+    let mut rng = Rng::seed_from(cfg.seed);
+
+    // Problems, tokenizer and generator.
+    let (setup, generator, train_problems, test_problems, truth_of, gen_s, data_name) =
+        match (&cfg.data_dir, &cfg.gguf_path) {
+            (Some(d), Some(g)) => {
+                let (m, gg) = Llama::load_gguf(Path::new(g), &ad)?;
+                let tok = gg.tokenizer()?;
+                let mut stop = Vec::new();
+                for s in ["<|im_end|>", "<|endoftext|>"] {
+                    if let Some(id) = tok.token_to_id(s) {
+                        stop.push(id);
+                    }
+                }
+                let labels = (single_token(&tok, "+")?, single_token(&tok, "-")?);
+                let mut train = read_gsm8k(&Path::new(d).join("train.jsonl"))?;
+                let mut test = read_gsm8k(&Path::new(d).join("test.jsonl"))?;
+                rng.shuffle(&mut train);
+                rng.shuffle(&mut test);
+                test.truncate(cfg.n_test);
+                let setup = Setup {
+                    tok: Box::new(tok),
+                    stop,
+                    labels,
+                    chat: true,
+                    name: g.clone(),
+                };
+                (setup, m, train, test, None, 0.0, format!("GSM8K ({d})"))
+            }
+            _ => {
+                let tok = ByteTokenizer;
+                let corpus = problems(&mut rng, cfg.gen_corpus);
+                let mut stream = Vec::new();
+                for p in &corpus {
+                    stream.extend(tok.encode(&format!("{}\n", p.problem.question)));
+                    stream.extend(tok.encode(&p.problem.reference_steps.join(SEP)));
+                    stream.push(0);
+                }
+                let windows = LmWindows::new(stream, cfg.gen_seq_len, cfg.gen_seq_len / 2)?;
+                ad.seed(cfg.seed);
+                let m = LlamaConfig::new(
+                    ByteTokenizer::VOCAB,
+                    cfg.gen_d_model,
+                    cfg.gen_layers,
+                    4,
+                    2,
+                    cfg.gen_d_model * 8 / 3,
+                )
+                .with_max_seq_len(1024)
+                .init(&ad)?;
+                let t0 = Instant::now();
+                let out = Trainer::new(schedule(cfg.gen_steps, 3e-3, cfg.seed), &ad)
+                    .with_progress(|p| ctx.report_progress(p))
+                    .fit(
+                        m,
+                        &mut GenTask {
+                            windows,
+                            batch: cfg.gen_batch,
+                            device: ad.clone(),
+                        },
+                    )?;
+                let gen_s = t0.elapsed().as_secs_f64();
+                let train: Vec<ChainProblem> = problems(&mut rng, cfg.n_annotate + 64);
+                let test: Vec<ChainProblem> = problems(&mut rng, cfg.n_test);
+                let setup = Setup {
+                    tok: Box::new(tok),
+                    stop: vec![0],
+                    labels: (u32::from(b'+'), u32::from(b'-')),
+                    chat: false,
+                    name: format!(
+                        "byte Llama (d {}, {} layers) trained here for {} steps",
+                        cfg.gen_d_model, cfg.gen_layers, cfg.gen_steps
+                    ),
+                };
+                let truth_of: Option<Vec<ChainProblem>> = Some(train.clone());
+                (
+                    setup,
+                    out.model,
+                    train.into_iter().map(|c| c.problem).collect(),
+                    test.into_iter().map(|c| c.problem).collect(),
+                    truth_of,
+                    gen_s,
+                    "synthetic arithmetic word problems (2–6 steps)".to_string(),
+                )
+            }
+        };
+    let gen_infer = generator.valid();
+    let max_new = cfg.sample.max_new_tokens;
+    let greedy = greedy_accuracy(&gen_infer, &setup, &test_problems, max_new, &dev)?;
+
+    // Annotation: sample solutions, label every step with N completions.
+    let t0 = Instant::now();
+    let mut policy = LmPolicy {
+        model: &gen_infer,
+        tok: setup.tok.as_ref(),
+        cfg: cfg.sample.clone(),
+        stop: setup.stop.clone(),
+        max_batch: cfg.completions.max(cfg.solutions_per_problem),
+        rng: Rng::seed_from(cfg.seed ^ 0xA11),
+        device: dev.clone(),
+    };
+    let mut annotated: Vec<Annotated> = Vec::new();
+    let mut completions = 0;
+    for (pi, p) in train_problems.iter().take(cfg.n_annotate).enumerate() {
+        let prompt = setup.prompt(&p.question);
+        let mut seen: Vec<Vec<String>> = Vec::new();
+        for text in policy.complete(&prompt, cfg.solutions_per_problem)? {
+            let steps = parse_steps(&text);
+            if steps.is_empty() || seen.contains(&steps) {
+                continue;
+            }
+            seen.push(steps.clone());
+            let labels = annotate(&mut policy, &prompt, &steps, &p.gold, cfg.completions, SEP)?;
+            completions += labels.completions;
+            let outcome = extract_answer(&text).is_some_and(|a| answers_equal(&a, &p.gold));
+            let truth = truth_of.as_ref().map(|t| step_truth(&t[pi], &steps));
+            annotated.push(Annotated {
+                problem: pi,
+                steps,
+                hard: labels.hard,
+                soft: labels.soft,
+                truth,
+                outcome,
+            });
+        }
+    }
+    let annotate_s = t0.elapsed().as_secs_f64();
+    if annotated.is_empty() {
+        return Err(Error::InvalidConfig(
+            "the generator produced no solutions to annotate".into(),
+        ));
+    }
+    let n_steps: usize = annotated.iter().map(|a| a.steps.len()).sum();
+    let mean =
+        |f: &dyn Fn(&Annotated) -> f64| annotated.iter().map(f).sum::<f64>() / n_steps as f64;
+    let label_rates = (
+        mean(&|a| a.hard.iter().sum()),
+        mean(&|a| a.soft.iter().sum()),
+    );
+    let annotation_accuracy = truth_of.as_ref().map(|_| {
+        let (mut he, mut se) = (0.0, 0.0);
+        for a in &annotated {
+            let t = a.truth.as_deref().unwrap_or(&[]);
+            he += label_accuracy(&a.hard, t, 0.5) * a.steps.len() as f64;
+            se += label_accuracy(&a.soft, t, 0.5) * a.steps.len() as f64;
+        }
+        (he / n_steps as f64, se / n_steps as f64)
+    });
+    // The HE labels in the Math-Shepherd format.
+    let rows = annotated
+        .iter()
+        .map(|a| {
+            to_shepherd(
+                &LabeledSolution {
+                    question: train_problems[a.problem].question.clone(),
+                    steps: a.steps.clone(),
+                    labels: a.hard.clone(),
+                },
+                "synthetic",
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    write_jsonl(&ctx.path("annotations.jsonl"), &rows)?;
+
+    // Reward models, all from the generator's weights.
+    let train_rm = |label: &str, ctx: &mut RunCtx<'_>| -> Result<(RewardModel, f64)> {
+        let mut examples = Vec::with_capacity(annotated.len());
+        for a in &annotated {
+            let q = &train_problems[a.problem].question;
+            let (t, kept) = if label == "orm" {
+                tagged(&setup, q, &a.steps, false, cfg.max_len)?
+            } else {
+                tagged(&setup, q, &a.steps, true, cfg.max_len)?
+            };
+            let targets = match label {
+                "orm" => vec![f64::from(u8::from(a.outcome))],
+                "se" => a.soft[..kept].to_vec(),
+                _ => a.hard[..kept].to_vec(),
+            };
+            examples.push((t, targets));
+        }
+        let rm = RewardModel::label_tokens(generator.clone(), setup.labels.0, setup.labels.1)?;
+        let out = Trainer::new(schedule(cfg.rm_steps, cfg.rm_lr, cfg.seed), &ad)
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(
+                rm,
+                &mut RewardTask {
+                    examples,
+                    batch_size: cfg.rm_batch,
+                    device: ad.clone(),
+                },
+            )?;
+        Ok((out.model, final_loss(&out.records)))
+    };
+    let (prm, prm_loss) = train_rm("he", ctx)?;
+    let (prm_se, se_loss) = train_rm("se", ctx)?;
+    let (orm, orm_loss) = train_rm("orm", ctx)?;
+    let (prm_i, prm_se_i, orm_i) = (prm.valid(), prm_se.valid(), orm.valid());
+
+    // Verification on held-out problems.
+    let mut cand_policy = LmPolicy {
+        model: &gen_infer,
+        tok: setup.tok.as_ref(),
+        cfg: cfg.sample.clone(),
+        stop: setup.stop.clone(),
+        max_batch: cfg.n_candidates,
+        rng: Rng::seed_from(cfg.seed ^ 0xB0B),
+        device: dev.clone(),
+    };
+    let methods = [
+        "SC",
+        "ORM",
+        "PRM",
+        "PRM (SE labels)",
+        "SC+ORM",
+        "SC+PRM",
+        "pass@N",
+    ];
+    let mut hits = vec![vec![0.0f64; cfg.n_values.len()]; methods.len()];
+    for p in &test_problems {
+        let texts = cand_policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
+        let steps: Vec<Vec<String>> = texts.iter().map(|t| parse_steps(t)).collect();
+        let answers: Vec<Option<String>> = texts.iter().map(|t| extract_answer(t)).collect();
+        let score_with = |m: &RewardModel, every: bool, how: Aggregate| -> Result<Vec<f64>> {
+            let mut ex = Vec::with_capacity(steps.len());
+            let mut empty = Vec::new();
+            for (i, s) in steps.iter().enumerate() {
+                if s.is_empty() {
+                    empty.push(i);
+                    ex.push(tagged(&setup, &p.question, &["".to_string()], every, cfg.max_len)?.0);
+                } else {
+                    ex.push(tagged(&setup, &p.question, s, every, cfg.max_len)?.0);
+                }
+            }
+            let raw = m.scores(&ex, 16, &dev)?;
+            Ok(raw
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    if empty.contains(&i) {
+                        0.0
+                    } else {
+                        aggregate(r, how)
+                    }
+                })
+                .collect())
+        };
+        let s_prm = score_with(&prm_i, true, cfg.aggregate)?;
+        let s_se = score_with(&prm_se_i, true, cfg.aggregate)?;
+        let s_orm = score_with(&orm_i, false, Aggregate::Last)?;
+        let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &p.gold));
+        for (k, &n) in cfg.n_values.iter().enumerate() {
+            let groups = cfg.n_candidates / n;
+            for g in 0..groups {
+                let r = g * n..(g + 1) * n;
+                let cands = |s: &[f64]| -> Vec<Candidate> {
+                    r.clone()
+                        .map(|i| Candidate {
+                            answer: answers[i].clone(),
+                            score: s[i],
+                        })
+                        .collect()
+                };
+                let pick = |c: &[Candidate]| best_of_n(c).and_then(|i| c[i].answer.clone());
+                let (c_prm, c_se, c_orm) = (cands(&s_prm), cands(&s_se), cands(&s_orm));
+                let picks = [
+                    majority(&c_prm),
+                    pick(&c_orm),
+                    pick(&c_prm),
+                    pick(&c_se),
+                    weighted_vote(&c_orm),
+                    weighted_vote(&c_prm),
+                ];
+                for (m, a) in picks.iter().enumerate() {
+                    hits[m][k] += f64::from(u8::from(right(a))) / groups as f64;
+                }
+                let any = r.clone().any(|i| right(&answers[i]));
+                hits[6][k] += f64::from(u8::from(any)) / groups as f64;
+            }
+        }
+    }
+    let nt = test_problems.len() as f64;
+    let verification: Vec<VerifyRow> = methods
+        .iter()
+        .enumerate()
+        .flat_map(|(m, name)| {
+            let hits = &hits;
+            cfg.n_values
+                .iter()
+                .enumerate()
+                .map(move |(k, &n)| VerifyRow {
+                    method: name.to_string(),
+                    n,
+                    accuracy: hits[m][k] / nt,
+                })
+        })
+        .collect();
+
+    // Step-level PPO vs ORM-PPO vs no RL.
+    let ppo = if cfg.ppo_iterations > 0 {
+        let prompts: Vec<String> = train_problems
+            .iter()
+            .map(|p| setup.prompt(&p.question))
+            .collect();
+        let questions: Vec<(String, String)> = train_problems
+            .iter()
+            .map(|p| (setup.prompt(&p.question), p.question.clone()))
+            .collect();
+        let run_ppo = |kind: RewardKind, ctx: &mut RunCtx<'_>| -> Result<f64> {
+            let rm = if kind == RewardKind::Step {
+                &prm_i
+            } else {
+                &orm_i
+            };
+            let every = kind == RewardKind::Step;
+            let scorer: Scorer<'_> = Box::new(|prompt: &str, steps: &[String]| {
+                let q = questions
+                    .iter()
+                    .find(|(p, _)| p == prompt)
+                    .map(|(_, q)| q.as_str())
+                    .unwrap_or(prompt);
+                let (t, _) = tagged(&setup, q, steps, every, cfg.max_len)?;
+                Ok(rm.scores(&[t], 1, &dev)?.pop().unwrap_or_default())
+            });
+            let pcfg = PpoConfig {
+                reward: kind,
+                ..cfg.ppo.clone()
+            };
+            let epochs = pcfg.ppo_epochs;
+            let mut task = PpoTask::new(
+                pcfg,
+                prompts.clone(),
+                setup.tok.as_ref(),
+                generator.valid(),
+                scorer,
+                setup.stop.clone(),
+                SEP,
+                ad.clone(),
+            )?;
+            let actor = ActorCritic::new(generator.clone(), &ad);
+            let out = Trainer::new(
+                TrainerConfig::new(cfg.ppo_iterations * epochs)
+                    .with_lr(cfg.ppo_lr)
+                    .with_seed(cfg.seed)
+                    .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
+                &ad,
+            )
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(actor, &mut task)?;
+            greedy_accuracy(
+                &out.model.valid().policy,
+                &setup,
+                &test_problems,
+                max_new,
+                &dev,
+            )
+        };
+        let orm_ppo = run_ppo(RewardKind::Outcome, ctx)?;
+        let step_ppo = run_ppo(RewardKind::Step, ctx)?;
+        Some((greedy, orm_ppo, step_ppo))
+    } else {
+        None
+    };
+
+    // Report.
+    let series: Vec<Series> = methods
+        .iter()
+        .map(|m| {
+            Series::new(
+                *m,
+                verification
+                    .iter()
+                    .filter(|r| r.method == *m)
+                    .map(|r| ((r.n as f64).log2(), 100.0 * r.accuracy))
+                    .collect(),
+            )
+        })
+        .collect();
+    write_line_plot(
+        &ctx.path("accuracy_vs_n.svg"),
+        "Best-of-N verification",
+        "log2 N",
+        "accuracy (%)",
+        &series,
+    )?;
+    let mut headers = vec!["method".to_string()];
+    headers.extend(cfg.n_values.iter().map(|n| format!("N={n}")));
+    let rows: Vec<Vec<String>> = methods
+        .iter()
+        .map(|m| {
+            let mut r = vec![m.to_string()];
+            r.extend(
+                verification
+                    .iter()
+                    .filter(|v| v.method == *m)
+                    .map(|v| format!("{:.1}", 100.0 * v.accuracy)),
+            );
+            r
+        })
+        .collect();
+    let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let table = markdown_table(&h, &rows);
+    let mut body = format!(
+        "\nModel: {}. Data: {}. Greedy accuracy {:.1}% on {} test problems.\n\n\
+         Annotation: {} solutions, {} steps, {} completions (N = {}) in {:.0} s; \
+         good-step rate HE {:.2}, SE {:.2}.\n",
+        setup.name,
+        data_name,
+        100.0 * greedy,
+        test_problems.len(),
+        annotated.len(),
+        n_steps,
+        completions,
+        cfg.completions,
+        annotate_s,
+        label_rates.0,
+        label_rates.1
+    );
+    if let Some((he, se)) = annotation_accuracy {
+        body.push_str(&format!(
+            "Annotation accuracy against the true step correctness: HE {:.1}%, SE (≥ 0.5) {:.1}%.\n",
+            100.0 * he,
+            100.0 * se
+        ));
+    }
+    body.push_str(&format!(
+        "\nReward-model final training loss: PRM-HE {prm_loss:.3}, PRM-SE {se_loss:.3}, ORM {orm_loss:.3}.\n"
+    ));
+    if let Some((none, o, s)) = ppo {
+        body.push_str(&format!(
+            "\n{}",
+            markdown_table(
+                &["policy", "greedy accuracy (%)"],
+                &[
+                    vec!["no RL".into(), format!("{:.1}", 100.0 * none)],
+                    vec!["ORM-PPO".into(), format!("{:.1}", 100.0 * o)],
+                    vec!["step-PPO (PRM)".into(), format!("{:.1}", 100.0 * s)],
+                ]
+            )
+        ));
+    }
+    let metrics = MathShepherdMetrics {
+        device: ctx.device_name.clone(),
+        model: setup.name.clone(),
+        data: data_name,
+        generator_train_s: gen_s,
+        greedy_accuracy: greedy,
+        annotation: (annotated.len(), n_steps, completions, annotate_s),
+        label_rates,
+        annotation_accuracy,
+        rm_final_loss: (prm_loss, se_loss, orm_loss),
+        verification,
+        ppo,
+    };
+    Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
+}

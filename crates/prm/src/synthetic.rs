@@ -67,12 +67,7 @@ pub fn problem(rng: &mut Rng, ops: usize) -> ChainProblem {
                 }
                 2 if v <= 60 => {
                     let b = 2 + rng.below(3) as i64;
-                    break (
-                        format!("Then the number of {thing} grows {b} times."),
-                        '*',
-                        b,
-                        v * b,
-                    );
+                    break (format!("Then {pron} has {b} times as many."), '*', b, v * b);
                 }
                 3 => {
                     let divisors: Vec<i64> = (2..=5).filter(|d| v % d == 0).collect();
@@ -81,10 +76,7 @@ pub fn problem(rng: &mut Rng, ops: usize) -> ChainProblem {
                     }
                     let b = divisors[rng.below(divisors.len())];
                     break (
-                        format!(
-                            "{} splits them into {b} equal piles and keeps one.",
-                            cap(pron)
-                        ),
+                        format!("{} keeps one of {b} equal piles.", cap(pron)),
                         '/',
                         b,
                         v / b,

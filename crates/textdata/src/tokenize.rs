@@ -116,6 +116,14 @@ impl TextTokenizer {
         inner
             .with_pre_tokenizer(Some(pre))
             .with_decoder(Some(byte_level));
+        // Control tokens such as `<|im_start|>` are matched whole in text (chat templates) and
+        // skipped when decoding with `skip_special`.
+        let special: Vec<tokenizers::AddedToken> = tokens
+            .iter()
+            .filter(|t| t.len() > 4 && t.starts_with("<|") && t.ends_with("|>"))
+            .map(|t| tokenizers::AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(&special);
         Ok(Self { inner })
     }
 
