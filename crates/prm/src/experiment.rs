@@ -523,7 +523,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                     steps: a.steps.clone(),
                     labels: a.hard.clone(),
                 },
-                "synthetic",
+                if setup.chat { "GSM8K" } else { "synthetic" },
             )
         })
         .collect::<Result<Vec<_>>>()?;

@@ -17,7 +17,8 @@
 //! - **Value head**: a linear head on the policy's final normed hidden state (shared trunk),
 //!   squared error to the GAE returns with weight `value_coef`; no value clipping.
 //! - **Updates**: each iteration samples `rollouts` responses (one per prompt drawn) and takes
-//!   `ppo_epochs` optimizer steps on them, all rollouts in one batch, with the clipped ratio
+//!   `ppo_epochs` optimizer steps on them (prompts are drawn with replacement and each gives
+//!   `samples_per_prompt` responses decoded together), all rollouts in one batch, with the clipped ratio
 //!   objective. Optimizer, learning rate and schedule come from the `trainer` config that runs
 //!   the task ([`PpoTask`] is a [`trainer::Task`]); rollouts are buffered inside the task, so
 //!   `Trainer::resume` does not reproduce an uninterrupted PPO run exactly.
@@ -91,6 +92,9 @@ pub struct PpoConfig {
     /// Responses sampled per iteration.
     #[config(default = 16)]
     pub rollouts: usize,
+    /// Responses decoded together from each prompt drawn (one prefill, batched decoding).
+    #[config(default = 4)]
+    pub samples_per_prompt: usize,
     /// Whiten advantages over the batch.
     #[config(default = true)]
     pub whiten: bool,
@@ -273,46 +277,27 @@ impl<'a> PpoTask<'a> {
         let infer = actor.valid();
         let dev = self.device.clone().without_autodiff();
         let mut raw: Vec<(Vec<u32>, usize, Vec<f64>)> = Vec::with_capacity(self.cfg.rollouts);
-        for _ in 0..self.cfg.rollouts {
-            let p = &self.prompts[rng.below(self.prompts.len())];
-            let prompt = self.tok.encode(p)?;
-            let resp = sample(
+        while raw.len() < self.cfg.rollouts {
+            let p = self.prompts[rng.below(self.prompts.len())].clone();
+            let prompt = self.tok.encode(&p)?;
+            let n = self
+                .cfg
+                .samples_per_prompt
+                .clamp(1, self.cfg.rollouts - raw.len());
+            for resp in sample(
                 &infer.policy,
                 &prompt,
-                1,
+                n,
                 &self.cfg.sample,
                 &self.stop,
                 rng,
                 &dev,
-            )?
-            .pop()
-            .unwrap_or_default();
-            // Score rewards per response token.
-            let body: Vec<u32> = match resp.last() {
-                Some(t) if self.stop.contains(t) => resp[..resp.len() - 1].to_vec(),
-                _ => resp.clone(),
-            };
-            let mut rewards = vec![0.0; resp.len()];
-            let steps = split_steps(self.tok, &body, &self.sep)?;
-            if !steps.is_empty() && !resp.is_empty() {
-                let texts: Vec<String> = steps.iter().map(|(s, _)| s.clone()).collect();
-                let scores = (self.scorer)(p, &texts)?;
-                match self.cfg.reward {
-                    RewardKind::Step => {
-                        for ((_, end), s) in steps.iter().zip(&scores) {
-                            rewards[*end] += self.cfg.shape.apply(*s);
-                        }
-                    }
-                    RewardKind::Outcome => {
-                        if let Some(s) = scores.last() {
-                            rewards[resp.len() - 1] += self.cfg.shape.apply(*s);
-                        }
-                    }
-                }
+            )? {
+                let rewards = self.rewards(&p, &resp)?;
+                let mut ids = prompt.clone();
+                ids.extend_from_slice(&resp);
+                raw.push((ids, prompt.len(), rewards));
             }
-            let mut ids = prompt.clone();
-            ids.extend_from_slice(&resp);
-            raw.push((ids, prompt.len(), rewards));
         }
         // One batched forward of the sampling policy and the reference.
         let keep: Vec<usize> = (0..raw.len())
@@ -387,6 +372,34 @@ impl<'a> PpoTask<'a> {
         self.buffer = rollouts;
         self.uses = 0;
         Ok(())
+    }
+
+    /// The score rewards of one response, per response token.
+    fn rewards(&mut self, prompt: &str, resp: &[u32]) -> Result<Vec<f64>> {
+        let body = match resp.last() {
+            Some(t) if self.stop.contains(t) => &resp[..resp.len() - 1],
+            _ => resp,
+        };
+        let mut rewards = vec![0.0; resp.len()];
+        let steps = split_steps(self.tok, body, &self.sep)?;
+        if steps.is_empty() || resp.is_empty() {
+            return Ok(rewards);
+        }
+        let texts: Vec<String> = steps.iter().map(|(s, _)| s.clone()).collect();
+        let scores = (self.scorer)(prompt, &texts)?;
+        match self.cfg.reward {
+            RewardKind::Step => {
+                for ((_, end), s) in steps.iter().zip(&scores) {
+                    rewards[*end] += self.cfg.shape.apply(*s);
+                }
+            }
+            RewardKind::Outcome => {
+                if let Some(s) = scores.last() {
+                    rewards[resp.len() - 1] += self.cfg.shape.apply(*s);
+                }
+            }
+        }
+        Ok(rewards)
     }
 
     /// The clipped PPO loss of the buffered rollouts under `actor`.
