@@ -1,7 +1,7 @@
 //! `math-shepherd`: automatic process annotation, PRM vs ORM verification and step-level PPO.
 //!
 //! Embedded default (offline): arithmetic word problems of [`crate::synthetic`] (2–6 steps,
-//! exact answers). A byte-level Llama-style generator is trained from scratch on their reference
+//! exact answers). A word-level (byte-fallback) Llama-style generator is trained from scratch on their reference
 //! solutions for a fixed number of steps, so it solves a share of them but not all. The same model
 //! is the completer (N completions per step) that labels its own sampled solutions with hard (HE)
 //! and soft (SE) estimation; the labels are scored against the true step correctness, known by
@@ -23,7 +23,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use plm::llama::{Llama, LlamaConfig};
 use serde::Serialize;
-use textdata::{ByteTokenizer, LmWindows};
+use textdata::LmWindows;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
@@ -36,6 +36,7 @@ use crate::sample::{LmPolicy, Policy, SampleConfig, sample};
 use crate::synthetic::{ChainProblem, problems, step_truth};
 use crate::tags::{TaggedIds, Tokenizer, Truncation, encode_tagged, truncate};
 use crate::verify::{Aggregate, Candidate, aggregate, best_of_n, majority, weighted_vote};
+use crate::wordtok::WordTokenizer;
 use crate::{Error, Result};
 
 /// The step tag.
@@ -64,11 +65,11 @@ pub struct MathShepherdConfig {
     /// Synthetic: generator layers.
     #[config(default = 4)]
     pub gen_layers: usize,
-    /// Synthetic: training window (bytes).
-    #[config(default = 256)]
+    /// Synthetic: training window (tokens).
+    #[config(default = 192)]
     pub gen_seq_len: usize,
     /// Synthetic: windows per step.
-    #[config(default = 12)]
+    #[config(default = 16)]
     pub gen_batch: usize,
     /// Problems whose sampled solutions are annotated (PRM / ORM training data).
     #[config(default = 300)]
@@ -135,7 +136,7 @@ impl MathShepherdConfig {
             .with_gen_steps(30)
             .with_gen_d_model(32)
             .with_gen_layers(2)
-            .with_gen_seq_len(128)
+            .with_gen_seq_len(96)
             .with_gen_batch(4)
             .with_n_annotate(4)
             .with_solutions_per_problem(2)
@@ -395,18 +396,27 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 (setup, m, train, test, None, 0.0, format!("GSM8K ({d})"))
             }
             _ => {
-                let tok = ByteTokenizer;
                 let corpus = problems(&mut rng, cfg.gen_corpus);
+                let docs: Vec<String> = corpus
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}\n{}",
+                            p.problem.question,
+                            p.problem.reference_steps.join(SEP)
+                        )
+                    })
+                    .collect();
+                let tok = WordTokenizer::build(docs.iter().map(String::as_str), 2, &[" ки"]);
                 let mut stream = Vec::new();
-                for p in &corpus {
-                    stream.extend(tok.encode(&format!("{}\n", p.problem.question)));
-                    stream.extend(tok.encode(&p.problem.reference_steps.join(SEP)));
+                for d in &docs {
+                    stream.extend(tok.encode_text(d));
                     stream.push(0);
                 }
                 let windows = LmWindows::new(stream, cfg.gen_seq_len, cfg.gen_seq_len / 2)?;
                 ad.seed(cfg.seed);
                 let m = LlamaConfig::new(
-                    ByteTokenizer::VOCAB,
+                    Tokenizer::vocab_size(&tok),
                     cfg.gen_d_model,
                     cfg.gen_layers,
                     4,
@@ -429,14 +439,16 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 let gen_s = t0.elapsed().as_secs_f64();
                 let train: Vec<ChainProblem> = problems(&mut rng, cfg.n_annotate + 64);
                 let test: Vec<ChainProblem> = problems(&mut rng, cfg.n_test);
+                let labels = (single_token(&tok, "+")?, single_token(&tok, "-")?);
+                let vocab = Tokenizer::vocab_size(&tok);
                 let setup = Setup {
                     tok: Box::new(tok),
                     stop: vec![0],
-                    labels: (u32::from(b'+'), u32::from(b'-')),
+                    labels,
                     chat: false,
                     name: format!(
-                        "byte Llama (d {}, {} layers) trained here for {} steps",
-                        cfg.gen_d_model, cfg.gen_layers, cfg.gen_steps
+                        "word-level Llama (d {}, {} layers, {} tokens) trained here for {} steps",
+                        cfg.gen_d_model, cfg.gen_layers, vocab, cfg.gen_steps
                     ),
                 };
                 let truth_of: Option<Vec<ChainProblem>> = Some(train.clone());

@@ -17,6 +17,7 @@
 //! - [`ppo`]: step-level PPO with PRM rewards at the end of each step, a KL penalty to the
 //!   reference policy and GAE, and ORM-PPO as the baseline; every choice the paper leaves open
 //!   is documented there and exposed in [`ppo::PpoConfig`].
+//! - [`wordtok`]: a word-level tokenizer with byte fallback for models trained from scratch.
 //! - [`synthetic`]: multi-step arithmetic word problems whose step correctness is known.
 //! - [`experiment`]: the `math-shepherd` experiment (`cargo xtask run math-shepherd`).
 //!
@@ -41,5 +42,6 @@ pub mod sample;
 pub mod synthetic;
 pub mod tags;
 pub mod verify;
+pub mod wordtok;
 
 pub use error::{Error, Result};

@@ -1,8 +1,9 @@
 //! Multi-step arithmetic word problems with exact answers and known step correctness.
 //!
-//! A problem is a chain: someone starts with a quantity and 1–5 operations change it (buy,
-//! give away, multiply, share equally); the question asks for the final quantity. Its solution
-//! has one `Step k: a op b = c` line per operation and a final `The answer is: c` line, so
+//! A problem is a chain: someone starts with 2–20 things and 1–5 operations change it (buy or
+//! give away 1–9, two or three times as many, keep one of two or three equal piles; values stay
+//! positive integers); the question asks for the final quantity. Its solution
+//! has one `Step k: <the sentence>, so a op b = c` line per operation and a final `The answer is: c` line, so
 //! 2–6 steps. Every intermediate value is known, so the truth of each step of any generated
 //! solution is known: a step is correct when it and every step before it reach the gold chain's
 //! values (the answer step when its answer is the gold answer).
@@ -49,7 +50,7 @@ fn cap(s: &str) -> String {
 pub fn problem(rng: &mut Rng, ops: usize) -> ChainProblem {
     let (name, pron) = NAMES[rng.below(NAMES.len())];
     let thing = THINGS[rng.below(THINGS.len())];
-    let mut v = 2 + rng.below(40) as i64;
+    let mut v = 2 + rng.below(19) as i64;
     let mut q = format!("{name} has {v} {thing}.");
     let mut steps = Vec::with_capacity(ops + 1);
     let mut chain = Vec::with_capacity(ops);
@@ -58,19 +59,24 @@ pub fn problem(rng: &mut Rng, ops: usize) -> ChainProblem {
         let (sentence, sym, b, next) = loop {
             match rng.below(4) {
                 0 => {
-                    let b = 1 + rng.below(30) as i64;
+                    let b = 1 + rng.below(9) as i64;
                     break (format!("{} buys {b} more.", cap(pron)), '+', b, v + b);
                 }
                 1 if v > 1 => {
-                    let b = 1 + rng.below((v - 1).min(30) as usize) as i64;
+                    let b = 1 + rng.below((v - 1).min(9) as usize) as i64;
                     break (format!("{} gives away {b}.", cap(pron)), '-', b, v - b);
                 }
-                2 if v <= 60 => {
-                    let b = 2 + rng.below(3) as i64;
-                    break (format!("Then {pron} has {b} times as many."), '*', b, v * b);
+                2 if v <= 30 => {
+                    let b = 2 + rng.below(2) as i64;
+                    break (
+                        format!("{} then has {b} times as many.", cap(pron)),
+                        '*',
+                        b,
+                        v * b,
+                    );
                 }
                 3 => {
-                    let divisors: Vec<i64> = (2..=5).filter(|d| v % d == 0).collect();
+                    let divisors: Vec<i64> = (2..=3).filter(|d| v % d == 0).collect();
                     if divisors.is_empty() {
                         continue;
                     }
@@ -87,7 +93,12 @@ pub fn problem(rng: &mut Rng, ops: usize) -> ChainProblem {
         };
         q.push(' ');
         q.push_str(&sentence);
-        steps.push(format!("Step {}: {v} {sym} {b} = {next}", k + 1));
+        // The step restates its sentence, then computes: `Step 2: He buys 6 more, so 35 + 6 = 41`.
+        steps.push(format!(
+            "Step {}: {}, so {v} {sym} {b} = {next}",
+            k + 1,
+            sentence.trim_end_matches('.')
+        ));
         chain.push(next);
         v = next;
     }
