@@ -1,0 +1,39 @@
+//! Errors of the FormBERT crate.
+
+/// What can go wrong while building or reading WSD data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// A data line is malformed.
+    #[error("{source_name} line {line}: {reason}")]
+    Format {
+        /// The file.
+        source_name: String,
+        /// 1-based line.
+        line: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A formation name outside the 18-class inventory.
+    #[error("unknown word formation {0:?} (see formation::FORMATIONS)")]
+    UnknownFormation(String),
+    /// The data layer failed.
+    #[error(transparent)]
+    Data(#[from] textdata::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Writing an output file failed.
+    #[error(transparent)]
+    Write(#[from] trainer::Error),
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
