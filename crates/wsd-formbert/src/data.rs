@@ -221,7 +221,12 @@ fn window(s: &str, target: &str, surface: &str, w: usize) -> Option<String> {
     let after: Vec<char> = s[i + target.len()..].chars().collect();
     let b: String = before[before.len().saturating_sub(w)..].iter().collect();
     let a: String = after[..after.len().min(w)].iter().collect();
-    Some(format!("{b}{surface}{a}"))
+    // Later (or earlier) uses of the word in the window become the surface form too.
+    Some(format!(
+        "{}{surface}{}",
+        b.replace(target, surface),
+        a.replace(target, surface)
+    ))
 }
 
 /// Builds the pseudo-word lexical sample (see the module docs).
