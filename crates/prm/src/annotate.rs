@@ -108,9 +108,9 @@ mod tests {
     #[test]
     fn hard_and_soft_labels_follow_the_completions() {
         // The completer reaches 10 from a prefix that still holds "5", half of the time.
-        let mut calls = Vec::new();
+        let calls = std::cell::RefCell::new(Vec::new());
         let mut p = ScriptedPolicy(|prefix: &str, n: usize| {
-            calls.push(prefix.to_string());
+            calls.borrow_mut().push(prefix.to_string());
             let good = prefix.contains("=5");
             (0..n)
                 .map(|j| {
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(l.soft, vec![0.5, 0.5, 0.0]);
         assert_eq!(l.hard, vec![1.0, 1.0, 0.0]);
         assert_eq!(l.completions, 8);
-        drop(p);
+        let calls = calls.borrow();
         assert_eq!(calls[0], "Q\n2+3=5\n");
         assert_eq!(calls[1], "Q\n2+3=5\n5*2=11\n");
     }

@@ -108,7 +108,7 @@ mod tests {
             answer: None,
             score: 1.0,
         };
-        assert_eq!(majority(&[none.clone()]), None);
+        assert_eq!(majority(std::slice::from_ref(&none)), None);
         assert_eq!(best_of_n(&[none]), Some(0));
         assert_eq!(best_of_n(&[]), None);
     }
