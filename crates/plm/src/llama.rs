@@ -475,13 +475,18 @@ impl KvCache {
 
     /// Keeps only the batch rows `rows` (in that order), e.g. the sequences still being decoded.
     pub fn select_batch(&self, rows: &[usize]) -> Self {
+        self.select(0, rows)
+    }
+
+    /// The cache with only the indices `idx` along axis `dim` of every layer's keys and values.
+    fn select(&self, dim: usize, idx: &[usize]) -> Self {
         let Some((k0, _)) = self.layers.first() else {
             return self.clone();
         };
         let idx = Tensor::<1, Int>::from_data(
             TensorData::new(
-                rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
-                [rows.len()],
+                idx.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+                [idx.len()],
             ),
             &k0.device(),
         );
@@ -491,8 +496,8 @@ impl KvCache {
                 .iter()
                 .map(|(k, v)| {
                     (
-                        k.clone().select(0, idx.clone()),
-                        v.clone().select(0, idx.clone()),
+                        k.clone().select(dim, idx.clone()),
+                        v.clone().select(dim, idx.clone()),
                     )
                 })
                 .collect(),
@@ -504,30 +509,7 @@ impl KvCache {
     /// The position counter is unchanged, so new tokens continue after the full context
     /// (anchor-only context compression).
     pub fn retain(&self, keep: &[usize]) -> Self {
-        let Some((k0, _)) = self.layers.first() else {
-            return self.clone();
-        };
-        let device = k0.device();
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(
-                keep.iter().map(|&p| p as i64).collect::<Vec<_>>(),
-                [keep.len()],
-            ),
-            &device,
-        );
-        Self {
-            layers: self
-                .layers
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone().select(2, idx.clone()),
-                        v.clone().select(2, idx.clone()),
-                    )
-                })
-                .collect(),
-            len: self.len,
-        }
+        self.select(2, keep)
     }
 }
 

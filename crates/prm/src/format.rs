@@ -200,7 +200,7 @@ pub fn gsm8k_problem(row: &Gsm8kRow) -> Result<Problem> {
     let gold = row.answer[i + 4..].trim().replace(',', "");
     let reference_steps = row.answer[..i]
         .lines()
-        .map(strip_calculator)
+        .map(textdata::readers::strip_calculator)
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect();
@@ -209,24 +209,6 @@ pub fn gsm8k_problem(row: &Gsm8kRow) -> Result<Problem> {
         gold,
         reference_steps,
     })
-}
-
-/// Drops GSM8K's `<<expr=value>>` calculator annotations.
-pub fn strip_calculator(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some(i) = rest.find("<<") {
-        out.push_str(&rest[..i]);
-        match rest[i..].find(">>") {
-            Some(j) => rest = &rest[i + j + 2..],
-            None => {
-                rest = &rest[i..];
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Reads a JSONL file of `T`, naming the line of the first bad record.
@@ -268,22 +250,16 @@ pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     Ok(trainer::fs::write_atomic(path, &buf)?)
 }
 
-/// Reads the GSM8K split `file` (e.g. `test.jsonl`) of a folder.
+/// Reads a GSM8K JSONL split (e.g. `test.jsonl`) through `textdata`'s reader.
 pub fn read_gsm8k(path: &Path) -> Result<Vec<Problem>> {
-    read_jsonl::<Gsm8kRow>(path)?
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            gsm8k_problem(r).map_err(|e| match e {
-                Error::Format { reason, .. } => Error::Format {
-                    source_name: path.display().to_string(),
-                    line: i + 1,
-                    reason,
-                },
-                e => e,
-            })
+    Ok(textdata::readers::read_gsm8k(path)?
+        .into_iter()
+        .map(|p| Problem {
+            question: p.question,
+            gold: p.answer,
+            reference_steps: p.steps,
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -365,8 +341,9 @@ mod tests {
             "{\"question\": \"q\", \"answer\": \"#### 1\"}\nnot json\n",
         )
         .expect("w");
-        assert!(matches!(read_gsm8k(&f), Err(Error::Format { line: 2, .. })));
+        let e = read_gsm8k(&f).expect_err("bad line");
+        assert!(e.to_string().contains('2'), "{e}");
         std::fs::write(&f, "{\"question\": \"q\", \"answer\": \"a\"}\n").expect("w");
-        assert!(matches!(read_gsm8k(&f), Err(Error::Format { line: 1, .. })));
+        assert!(matches!(read_gsm8k(&f), Err(Error::Data(_))));
     }
 }

@@ -143,7 +143,8 @@ struct Gsm8kLine {
     answer: String,
 }
 
-fn strip_calculator(s: &str) -> String {
+/// Drops GSM8K's `<<expr=value>>` calculator annotations from a reasoning line.
+pub fn strip_calculator(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("<<") {
