@@ -31,7 +31,7 @@ use plm::llama::Llama;
 use serde::{Deserialize, Serialize};
 use trainer::{BatchCtx, Metrics, Rng, StepLoss, Task};
 
-use crate::sample::{SampleConfig, sample};
+use crate::sample::{SampleConfig, read_f32, sample};
 use crate::tags::Tokenizer;
 use crate::{Error, Result};
 
@@ -310,7 +310,7 @@ impl<'a> PpoTask<'a> {
         let (ids, tgt, _, l) = pack(&seqs, &dev);
         let (lp, values) = infer.logp_values(ids.clone(), tgt.clone());
         let lp_ref = token_logp(self.reference.forward(ids).logits, tgt);
-        let (lp, values, lp_ref) = (read2(lp)?, read2(values)?, read2(lp_ref)?);
+        let (lp, values, lp_ref) = (read_f32(lp)?, read_f32(values)?, read_f32(lp_ref)?);
         let mut rollouts = Vec::with_capacity(keep.len());
         for (row, &i) in keep.iter().enumerate() {
             let (ids, plen, score_rewards) = &raw[i];
@@ -465,13 +465,6 @@ fn pack(
         Tensor::from_data(TensorData::new(mask, [b, l]), device),
         l,
     )
-}
-
-fn read2(t: Tensor<2>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
 }
 
 impl Task<ActorCritic> for PpoTask<'_> {

@@ -10,7 +10,6 @@
 use burn::prelude::*;
 use plm::hooks::AttentionHooks;
 use plm::llama::{KvCache, Llama};
-use serde::{Deserialize, Serialize};
 use trainer::Rng;
 
 use crate::tags::Tokenizer;
@@ -49,7 +48,8 @@ impl SampleConfig {
     }
 }
 
-fn read_f32(t: Tensor<2>) -> Result<Vec<f32>> {
+/// The values of a float tensor, row-major.
+pub(crate) fn read_f32(t: Tensor<2>) -> Result<Vec<f32>> {
     t.into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
@@ -228,13 +228,6 @@ impl Policy for LmPolicy<'_> {
         }
         Ok(out)
     }
-}
-
-/// A JSON-friendly record of one sampled solution.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Sampled {
-    /// The continuation text.
-    pub text: String,
 }
 
 #[cfg(test)]
