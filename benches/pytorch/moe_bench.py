@@ -4,7 +4,8 @@ for the forward, and the training path (tokens repeated top_k times, a masked ca
 weighted sum) for forward + backward. d 512, 64 routed + 2 shared experts of width 256, top-6,
 4,096 tokens, fp32.
 
-Usage: python benches/pytorch/moe_bench.py [--threads 2]
+Usage: python benches/pytorch/moe_bench.py [--threads 2] [--device cuda]
+(fp32; on CUDA TF32 stays off, PyTorch's default for matmul, as burn computes in f32)
 """
 import argparse
 import json
@@ -68,20 +69,20 @@ class Moe(nn.Module):
         return y + self.shared_experts(x)
 
 
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    m = Moe()
-    x = torch.randn(T, D)
-    fwd = timeit(lambda: m.forward_infer(x))
-    fb = timeit(lambda: m.forward_train(x).sum().backward())
+    dev = torch.device(args.device)
+    m = Moe().to(dev)
+    x = torch.randn(T, D, device=dev)
+    fwd = timeit(lambda: m.forward_infer(x), device=dev)
+    fb = timeit(lambda: m.forward_train(x).sum().backward(), device=dev)
     print(json.dumps({"workload": "deepseekmoe d512 e64+2 w256 top6 t4096", "fwd_s": fwd, "fwd_bwd_s": fb,
-                      "threads": args.threads, "torch": torch.__version__}))
+                      "threads": args.threads, "device": args.device, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

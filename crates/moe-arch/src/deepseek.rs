@@ -43,6 +43,13 @@ pub enum Ffn {
 pub type Routing = Vec<(usize, Tensor<2, Int>, Tensor<2>)>;
 
 impl Ffn {
+    /// Sets the [`crate::Dispatch`] of an MoE layer (a dense layer has none).
+    pub fn set_dispatch(&mut self, dispatch: crate::Dispatch) {
+        if let Ffn::Moe(m) = self {
+            m.set_dispatch(dispatch);
+        }
+    }
+
     /// Runs the feed-forward of layer `l`: returns its output and balance loss (zero for a
     /// dense layer) and appends an MoE layer's routing to `routing`.
     pub fn forward_routed(
@@ -323,6 +330,15 @@ impl DeepseekLm {
             routing,
             attentions,
         })
+    }
+
+    /// Chooses how every MoE layer runs its routed experts ([`crate::Dispatch::Padded`] is the
+    /// faster one on a GPU).
+    pub fn with_dispatch(mut self, dispatch: crate::Dispatch) -> Self {
+        for layer in &mut self.layers {
+            layer.mlp.set_dispatch(dispatch);
+        }
+        self
     }
 
     /// The redundancy test on every MoE layer: disable each token's `r` best routed experts

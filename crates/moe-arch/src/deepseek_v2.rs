@@ -458,6 +458,15 @@ impl DeepseekV2Lm {
         })
     }
 
+    /// Chooses how every MoE layer runs its routed experts ([`crate::Dispatch::Padded`] is the
+    /// faster one on a GPU).
+    pub fn with_dispatch(mut self, dispatch: crate::Dispatch) -> Self {
+        for layer in &mut self.layers {
+            layer.mlp.set_dispatch(dispatch);
+        }
+        self
+    }
+
     /// Loads an HF `deepseek_v2` folder.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
         let (hf, path) = plm::layers::read_hf_folder::<DeepseekV2HfConfig>(dir)?;

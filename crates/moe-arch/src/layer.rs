@@ -16,7 +16,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{silu, softmax};
 use plm::layers::Init;
 use plm::llama::SwiGlu;
 
@@ -35,6 +35,22 @@ pub enum TopkMethod {
         /// Groups a token may use.
         topk_group: usize,
     },
+}
+
+/// How [`MoeLayer::forward`] runs the routed experts on the tokens sent to them. Both give the
+/// same result (a test checks it against the dense reference); they differ in speed.
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum Dispatch {
+    /// Sort the token-expert assignments by expert and run each expert once on its contiguous
+    /// block (HF's `moe_infer`): exact work, but three matrix products per expert, so
+    /// `3 · n_experts` small kernels. The faster choice on a CPU.
+    PerExpert,
+    /// Scatter the sorted assignments into a zero-padded `[n_experts, capacity, d_model]` buffer
+    /// (capacity = the largest expert load of the batch, so no token is dropped) and run all
+    /// experts at once with three batched matrix products over stacked expert weights. It
+    /// computes `n_experts · capacity` rows instead of `tokens · top_k` (about 1.2–1.5× with a
+    /// balanced router) but launches a constant number of kernels: the faster choice on a GPU.
+    Padded,
 }
 
 /// Configuration of a [`MoeLayer`] (HF names in comments).
@@ -80,6 +96,9 @@ pub struct MoeConfig {
     /// Normal initialisation std. Default 0.02.
     #[config(default = 0.02)]
     pub initializer_range: f64,
+    /// How the routed experts are run (same result, different speed). Default per expert.
+    #[config(default = "Dispatch::PerExpert")]
+    pub dispatch: Dispatch,
 }
 
 /// The MoE feed-forward layer.
@@ -102,6 +121,8 @@ pub struct MoeLayer {
     n_devices: usize,
     include_padding: bool,
     mask_top: usize,
+    /// [`Dispatch::Padded`] when true.
+    padded: bool,
 }
 
 /// What the layer returns.
@@ -204,6 +225,7 @@ impl MoeConfig {
             n_devices: self.n_devices,
             include_padding: self.include_padding,
             mask_top: 0,
+            padded: self.dispatch == Dispatch::Padded,
         })
     }
 }
@@ -247,6 +269,18 @@ impl MoeLayer {
     /// Routed experts per token.
     pub fn top_k(&self) -> usize {
         self.top_k
+    }
+
+    /// Chooses how the routed experts are run (for a layer loaded from a checkpoint, whose
+    /// config came from the checkpoint's own file).
+    pub fn with_dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.set_dispatch(dispatch);
+        self
+    }
+
+    /// [`MoeLayer::with_dispatch`] in place.
+    pub fn set_dispatch(&mut self, dispatch: Dispatch) {
+        self.padded = dispatch == Dispatch::Padded;
     }
 
     /// The redundancy test of DeepSeekMoE §4.5: for every token, disable its `r` highest-scoring
@@ -428,7 +462,7 @@ impl MoeLayer {
         let [_, k] = r.idx.dims();
         let device = flat.device();
         // Sort the n·k assignments by expert; token of assignment j is j / k.
-        let (_, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
+        let (sorted_experts, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
         let tokens = order.clone().div_scalar(k as i64); // [n k]
         let weights = r.weight.clone().reshape([n * k, 1]).select(0, order); // [n k, 1]
         let xs = flat.select(0, tokens.clone()); // [n k, d]
@@ -439,6 +473,16 @@ impl MoeLayer {
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        if self.padded {
+            let counts: Vec<usize> = counts.iter().map(|c| c.round() as usize).collect();
+            let ys = self.run_padded(xs, sorted_experts, &counts) * weights;
+            return Ok(Tensor::<2>::zeros([n, d], &device).select_assign(
+                0,
+                tokens,
+                ys,
+                IndexingUpdateOp::Add,
+            ));
+        }
         let mut outs = Vec::with_capacity(self.n_experts());
         let mut start = 0usize;
         for (expert, &c) in self.experts.iter().zip(&counts) {
@@ -451,6 +495,54 @@ impl MoeLayer {
         }
         let ys = Tensor::cat(outs, 0) * weights; // [n k, d]
         Ok(Tensor::<2>::zeros([n, d], &device).select_assign(0, tokens, ys, IndexingUpdateOp::Add))
+    }
+
+    /// [`Dispatch::Padded`]: the rows of `xs` (`[n·k, d]`, sorted by expert; `experts` `[n·k]`
+    /// their expert ids, `counts` the rows per expert) through their experts with three batched
+    /// products. Returns the expert outputs in the row order of `xs`.
+    fn run_padded(&self, xs: Tensor<2>, experts: Tensor<1, Int>, counts: &[usize]) -> Tensor<2> {
+        let [nk, d] = xs.dims();
+        let e = self.n_experts();
+        let device = xs.device();
+        let cap = counts.iter().copied().max().unwrap_or(0).max(1);
+        // slot of sorted row j: expert(j) · cap + (j − start(expert(j)))
+        let mut starts = Vec::with_capacity(e);
+        let mut acc = 0i64;
+        for &c in counts {
+            starts.push(acc);
+            acc += c as i64;
+        }
+        let starts = Tensor::<1, Int>::from_data(TensorData::new(starts, [e]), &device);
+        let rank = Tensor::<1, Int>::arange(0..nk as i64, &device);
+        let slot = experts.clone().mul_scalar(cap as i64) + rank - starts.select(0, experts);
+        let buf = Tensor::<2>::zeros([e * cap, d], &device)
+            .select_assign(0, slot.clone(), xs, IndexingUpdateOp::Add)
+            .reshape([e, cap, d]);
+        let stack = |f: &dyn Fn(&SwiGlu) -> &burn::nn::Linear| -> (Tensor<3>, Option<Tensor<3>>) {
+            let w = Tensor::stack::<3>(self.experts.iter().map(|x| f(x).weight.val()).collect(), 0);
+            let b = f(&self.experts[0]).bias.as_ref().map(|_| {
+                Tensor::stack::<2>(
+                    self.experts
+                        .iter()
+                        .filter_map(|x| f(x).bias.as_ref().map(|b| b.val()))
+                        .collect(),
+                    0,
+                )
+                .unsqueeze_dim::<3>(1)
+            });
+            (w, b)
+        };
+        let proj = |x: Tensor<3>, (w, b): (Tensor<3>, Option<Tensor<3>>)| -> Tensor<3> {
+            let y = x.matmul(w);
+            match b {
+                Some(b) => y + b,
+                None => y,
+            }
+        };
+        let g = proj(buf.clone(), stack(&|x| &x.gate_proj));
+        let u = proj(buf, stack(&|x| &x.up_proj));
+        let y = proj(silu(g) * u, stack(&|x| &x.down_proj)); // [e, cap, d]
+        y.reshape([e * cap, d]).select(0, slot)
     }
 
     /// Hash-layer routing (Roller et al., 2021; the DeepSeekMoE paper's "Hash" baseline): every

@@ -23,9 +23,16 @@
 //! # Ok::<(), moe_arch::Error>(())
 //! ```
 //!
-//! Status: the layer, its two execution paths and the balance losses. The DeepSeek v1/v2 causal
-//! LMs, baselines (Hash routing, dense), analysis and the `moe-compare` experiment are still to
-//! come (issue 4).
+//! Execution: [`MoeLayer::forward`] runs only the chosen experts, either once per expert on its
+//! block of sorted tokens ([`Dispatch::PerExpert`], the default: fastest on a CPU) or all at
+//! once through three batched products over a capacity-padded buffer ([`Dispatch::Padded`]:
+//! fastest on a GPU, where it beat PyTorch eager by 2.6× forward and 5.3× forward + backward on
+//! an H200 through libtorch, see README). [`MoeLayer::forward_dense`] is the dense masked
+//! reference both are tested against.
+//!
+//! Also here: the DeepSeekMoE v1 and DeepSeek-V2 causal LMs with HF loading and saving
+//! ([`deepseek`], [`deepseek_v2`]), Hash routing, routing statistics ([`stats`]) and the
+//! `moe-compare` experiment ([`experiment`]).
 
 pub mod deepseek;
 pub mod deepseek_v2;
@@ -35,4 +42,4 @@ mod layer;
 pub mod stats;
 
 pub use error::{Error, Result};
-pub use layer::{HashRouter, MoeConfig, MoeLayer, MoeOutput, TopkMethod};
+pub use layer::{Dispatch, HashRouter, MoeConfig, MoeLayer, MoeOutput, TopkMethod};

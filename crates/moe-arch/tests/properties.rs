@@ -6,7 +6,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use moe_arch::{MoeConfig, MoeLayer, TopkMethod};
+use moe_arch::{Dispatch, MoeConfig, MoeLayer, TopkMethod};
 use proptest::prelude::*;
 
 /// burn's device RNG is process-global; tests that seed it run one at a time.
@@ -16,12 +16,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The device under test: `PAPERS_DEVICE` (`trainer::device::from_env`) or flex.
+fn device() -> Device {
+    trainer::device::from_env()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
+}
+
 fn vecf<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
 
 fn layer(cfg: &MoeConfig, seed: u64) -> (MoeLayer, Device) {
-    let d = Device::flex();
+    let d = device();
     d.seed(seed);
     (cfg.init(&d).unwrap(), d)
 }
@@ -77,8 +84,11 @@ proptest! {
         let x = input(b, s, 16, &d);
         let mask = Tensor::<2, Int>::ones([b, s], &d);
         let g = m.forward(x.clone(), Some(mask.clone())).unwrap();
+        let p = m.clone().with_dispatch(Dispatch::Padded).forward(x.clone(), Some(mask.clone())).unwrap();
         let r = m.forward_dense(x, Some(mask));
-        prop_assert!(close(&vecf(g.output), &vecf(r.output), 1e-5));
+        let want = vecf(r.output);
+        prop_assert!(close(&vecf(g.output), &want, 1e-5));
+        prop_assert!(close(&vecf(p.output), &want, 1e-5));
         prop_assert!(close(&vecf(g.aux_loss), &vecf(r.aux_loss), 1e-6));
     }
 
@@ -240,8 +250,44 @@ fn masking_the_top_experts_never_picks_them_and_both_paths_agree() {
 }
 
 #[test]
+fn padded_dispatch_has_the_gradients_of_per_expert_dispatch() {
+    let _g = serial();
+    let cfg = MoeConfig::new(16, 8, 3, 8)
+        .with_n_shared(1)
+        .with_initializer_range(0.3);
+    let d = device().autodiff();
+    d.seed(5);
+    let m = cfg.init(&d).unwrap();
+    let x = input(2, 7, 16, &d).require_grad();
+    let grads = |m: MoeLayer| {
+        let out = m.forward(x.clone(), None).unwrap();
+        let g = (out.output.powi_scalar(2).sum() + out.aux_loss).backward();
+        let gx = vecf(x.grad(&g).unwrap());
+        let experts: Vec<Vec<f32>> = m
+            .experts
+            .iter()
+            .flat_map(|e| [&e.gate_proj, &e.up_proj, &e.down_proj])
+            .map(|l| {
+                // an expert no token reached has no gradient in the per-expert path
+                let n = l.weight.val().dims().iter().product::<usize>();
+                l.weight.grad(&g).map(vecf).unwrap_or_else(|| vec![0.0; n])
+            })
+            .collect();
+        let router = vecf(m.gate.weight.grad(&g).unwrap());
+        (gx, experts, router)
+    };
+    let (ax, ae, ar) = grads(m.clone());
+    let (bx, be, br) = grads(m.with_dispatch(Dispatch::Padded));
+    assert!(close(&ax, &bx, 1e-5));
+    assert!(close(&ar, &br, 1e-5));
+    for (a, b) in ae.iter().zip(&be) {
+        assert!(close(a, b, 1e-5));
+    }
+}
+
+#[test]
 fn routing_statistics_count_assignments_and_mean_gates() {
-    let d = Device::flex();
+    let d = device();
     let idx = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 1, 0, 2, 3, 0], [3, 2]), &d);
     let w = Tensor::<2>::from_data(
         TensorData::new(vec![0.5f32, 0.25, 0.75, 0.1, 0.2, 0.3], [3, 2]),

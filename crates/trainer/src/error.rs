@@ -48,6 +48,25 @@ pub enum Error {
     /// Drawing a plot failed.
     #[error("plot: {0}")]
     Plot(String),
+    /// A device name that [`crate::device::from_name`] does not know.
+    #[error("unknown device '{name}' (expected one of: {expected})")]
+    UnknownDevice {
+        /// The name asked for.
+        name: String,
+        /// The names accepted.
+        expected: &'static str,
+    },
+    /// The backend of a device name was not compiled into this binary.
+    #[error(
+        "device '{name}' needs the `{feature}` feature (burn's backend of that name), which this \
+         binary was built without: rebuild with `--features {feature}`"
+    )]
+    BackendNotCompiled {
+        /// The name asked for.
+        name: String,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
     /// The task (the caller's model and data) failed.
     #[error("task: {0}")]
     Task(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -29,6 +29,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod device;
 mod error;
 pub mod experiment;
 pub mod fs;

@@ -12,7 +12,7 @@ use plm::safetensors::{read_f32, read_i64};
 
 #[test]
 fn layer_matches_the_reference_equations() {
-    let d = Device::flex();
+    let d = crate::device();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/moe_layer");
     let exp = root.join("expected.safetensors");
     let xs = read_f32(&exp, "x").unwrap();

@@ -33,7 +33,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn minilm_l6_token_and_sentence_embeddings_match_the_reference() {
-    let d = Device::flex();
+    let d = crate::device();
     let model = Bert::load_hf(&model_dir(), &d).unwrap();
     let ids = ints("input_ids", &d);
     let mask = ints("attention_mask", &d);
@@ -81,7 +81,7 @@ fn a_truncated_checkpoint_is_a_typed_error() {
         &bytes[..bytes.len() / 2],
     )
     .unwrap();
-    let err = Bert::load_hf(dir.path(), &Device::flex()).err().unwrap();
+    let err = Bert::load_hf(dir.path(), &crate::device()).err().unwrap();
     assert!(matches!(err, plm::Error::Weights(_)), "{err}");
     assert!(err.to_string().contains("outside"), "{err}");
 }

@@ -11,7 +11,7 @@ use plm::safetensors::{read_f32, read_i64};
 
 #[test]
 fn tiny_bert_classifier_matches_transformers_on_pairs() {
-    let d = Device::flex();
+    let d = crate::device();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/bert_cls_tiny");
     let model = BertClassifier::load_hf(&root.join("model"), &d)
         .unwrap()

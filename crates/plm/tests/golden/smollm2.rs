@@ -41,7 +41,7 @@ fn argmax(v: &[f32]) -> usize {
 
 #[test]
 fn smollm2_gguf_logits_and_greedy_tokens_match_transformers() {
-    let d = Device::flex();
+    let d = crate::device();
     let (model, g) = Llama::load_gguf(&gguf(), &d).unwrap();
     assert_eq!(g.version, 3);
     let greedy = read_i64(&fixture(), "greedy").unwrap();
@@ -103,7 +103,7 @@ fn a_truncated_gguf_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cut.gguf");
     std::fs::write(&p, &bytes[..bytes.len() - 1000]).unwrap();
-    let err = Llama::load_gguf(&p, &Device::flex()).err().unwrap();
+    let err = Llama::load_gguf(&p, &crate::device()).err().unwrap();
     assert!(matches!(err, plm::Error::Weights(_)), "{err}");
     assert!(err.to_string().contains("beyond the end"), "{err}");
 }

@@ -37,7 +37,7 @@ fn max_diff(a: Tensor<3>, b: &[f32]) -> f32 {
 
 #[test]
 fn minilm_l3_from_onnx_matches_onnxruntime() {
-    let d = Device::flex();
+    let d = crate::device();
     let model = Bert::load_onnx(&onnx(), 12, &d).unwrap();
     assert_eq!(model.encoder.layer.len(), 3);
     let mask = ints("attention_mask", &d);
@@ -60,6 +60,6 @@ fn a_truncated_onnx_file_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("cut.onnx");
     std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
-    let err = Bert::load_onnx(&p, 12, &Device::flex()).err().unwrap();
+    let err = Bert::load_onnx(&p, 12, &crate::device()).err().unwrap();
     assert!(matches!(err, plm::Error::Weights(_)), "{err}");
 }

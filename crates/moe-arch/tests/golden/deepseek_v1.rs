@@ -6,12 +6,20 @@
 use std::path::Path;
 
 use burn::prelude::*;
+use moe_arch::Dispatch;
 use moe_arch::deepseek::{DeepseekLm, Ffn};
 use plm::safetensors::{read_f32, read_i64};
 
+fn max_diff(got: Vec<f32>, want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
 #[test]
 fn tiny_deepseek_v1_matches_the_reference() {
-    let d = Device::flex();
+    let d = crate::device();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/deepseek_v1_tiny");
     let model = DeepseekLm::load_hf(&root.join("model"), &d).unwrap();
     assert!(matches!(model.layers[0].mlp, Ffn::Dense(_)));
@@ -19,14 +27,14 @@ fn tiny_deepseek_v1_matches_the_reference() {
     let exp = root.join("expected.safetensors");
     let ids = read_i64(&exp, "input_ids").unwrap();
     let x = Tensor::<2, Int>::from_data(TensorData::new(ids.data, [2, 7]), &d);
-    let out = model.forward(x, None).unwrap();
-    let got = out.logits.into_data().try_to_vec::<f32>().unwrap();
     let want = read_f32(&exp, "logits").unwrap().data;
-    let diff = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    // both dispatch strategies give the reference logits
+    let padded = model.clone().with_dispatch(Dispatch::Padded);
+    let logits = padded.forward(x.clone(), None).unwrap().logits;
+    let diff = max_diff(logits.into_data().try_to_vec::<f32>().unwrap(), &want);
+    assert!(diff < 1e-4, "padded dispatch: logits differ by {diff}");
+    let out = model.forward(x, None).unwrap();
+    let diff = max_diff(out.logits.into_data().try_to_vec::<f32>().unwrap(), &want);
     assert!(diff < 1e-4, "logits differ by {diff}");
     assert_eq!(out.routing.len(), 2);
     let aux: f32 = out.aux_loss.into_scalar();
@@ -35,7 +43,7 @@ fn tiny_deepseek_v1_matches_the_reference() {
 
 #[test]
 fn save_hf_writes_the_reference_names_and_loads_back_bit_for_bit() {
-    let d = Device::flex();
+    let d = crate::device();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/deepseek_v1_tiny/model");
     let model = DeepseekLm::load_hf(&root, &d).unwrap();
     let text = std::fs::read_to_string(root.join("config.json")).unwrap();

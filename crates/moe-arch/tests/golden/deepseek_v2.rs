@@ -12,7 +12,7 @@ use plm::safetensors::{read_f32, read_i64};
 
 #[test]
 fn tiny_deepseek_v2_models_match_transformers() {
-    let d = Device::flex();
+    let d = crate::device();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/deepseek_v2_tiny");
     for variant in ["yarn", "qlora"] {
         let dir = root.join(variant);

@@ -26,7 +26,7 @@ fn close(got: Tensor<3>, want: &[f32], what: &str) {
 
 #[test]
 fn tiny_gpt2_matches_transformers() {
-    let d = Device::flex();
+    let d = crate::device();
     let model = Gpt2::load_hf(&dir().join("model"), &d).unwrap();
     let exp = dir().join("expected.safetensors");
     let ids = read_i64(&exp, "input_ids").unwrap();
@@ -80,7 +80,7 @@ fn a_missing_tensor_is_named() {
         plm::safetensors::to_bytes(&kept),
     )
     .unwrap();
-    let err = Gpt2::load_hf(tmp.path(), &Device::flex()).err().unwrap();
+    let err = Gpt2::load_hf(tmp.path(), &crate::device()).err().unwrap();
     match err {
         plm::Error::MissingTensor { tensor, .. } => assert_eq!(tensor, "h.1.mlp.c_fc.weight"),
         other => panic!("unexpected {other}"),
@@ -113,7 +113,7 @@ fn a_tensor_of_the_wrong_shape_is_a_typed_error() {
         plm::safetensors::to_bytes(&tensors),
     )
     .unwrap();
-    let err = Gpt2::load_hf(tmp.path(), &Device::flex()).err().unwrap();
+    let err = Gpt2::load_hf(tmp.path(), &crate::device()).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, plm::Error::Weights(_)), "{msg}");
     assert!(msg.contains("c_fc"), "{msg}");

@@ -11,7 +11,7 @@ use plm::safetensors::{read_f32, read_i64};
 
 #[test]
 fn tiny_llamas_match_transformers_with_and_without_rope_scaling() {
-    let d = Device::flex();
+    let d = crate::device();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/llama_tiny");
     for variant in ["plain", "linear", "llama3"] {
         let dir = root.join(variant);
