@@ -60,6 +60,14 @@ pub struct FinePurifyConfig {
     /// Max tokens per input.
     #[config(default = 64)]
     pub max_len: usize,
+    /// Triggers go among the first this many words of an input, so that truncation to `max_len`
+    /// tokens keeps them (0 = `max_len / 2`, which a WordPiece tokenizer's ~1.3 tokens per
+    /// English word plus a title leave inside the window).
+    #[config(default = 0)]
+    pub trigger_words: usize,
+    /// Tasks to run, among `sst` and `bbc` (`bbc` needs `bbc_dir`).
+    #[config(default = "vec![\"sst\".to_string(), \"bbc\".to_string()]")]
+    pub tasks: Vec<String>,
     /// Attacker's training examples (0 = all left after the defender's and test splits).
     #[config(default = 3000)]
     pub max_train: usize,
@@ -117,6 +125,15 @@ pub struct FinePurifyConfig {
 }
 
 impl FinePurifyConfig {
+    /// The word window of the trigger ([`FinePurifyConfig::trigger_words`], 0 = `max_len / 2`).
+    pub fn trigger_window(&self) -> usize {
+        if self.trigger_words > 0 {
+            self.trigger_words
+        } else {
+            (self.max_len / 2).max(1)
+        }
+    }
+
     /// The full size.
     pub fn full() -> Self {
         Self::new()
@@ -249,7 +266,18 @@ fn load_data(
     // (name, source, classes, examples)
     type Set = (String, String, usize, Vec<(String, usize)>);
     let mut sets: Vec<Set> = Vec::new();
+    if let Some(t) = cfg
+        .tasks
+        .iter()
+        .find(|t| !["sst", "bbc"].contains(&t.as_str()))
+    {
+        return Err(Error::InvalidConfig(format!(
+            "unknown task '{t}' (expected sst, bbc)"
+        )));
+    }
+    let wants = |t: &str| cfg.tasks.iter().any(|x| x == t);
     match &cfg.movie_path {
+        _ if !wants("sst") => {}
         Some(p) => sets.push((
             "sst".into(),
             p.clone(),
@@ -269,7 +297,7 @@ fn load_data(
                 .collect(),
         )),
     }
-    if let Some(dir) = &cfg.bbc_dir {
+    if let Some(dir) = cfg.bbc_dir.as_ref().filter(|_| wants("bbc")) {
         let (a, topics) = textdata::readers::read_bbc(Path::new(dir))?;
         sets.push((
             "bbc".into(),
@@ -302,8 +330,16 @@ fn load_data(
                 "{name}: too few examples for the splits"
             )));
         }
-        let (poisoned, flags) = poison(&train, cfg.poison_rate, cfg.target, &cfg.attack, &mut rng);
-        let asr = asr_set(&test, cfg.target, &cfg.attack, &mut rng);
+        let window = cfg.trigger_window();
+        let (poisoned, flags) = poison(
+            &train,
+            cfg.poison_rate,
+            cfg.target,
+            &cfg.attack,
+            window,
+            &mut rng,
+        );
+        let asr = asr_set(&test, cfg.target, &cfg.attack, window, &mut rng);
         let enc = |v: &[(String, usize)]| LabeledIds::encode(v, tok, cfg.max_len);
         out.push(Data {
             name,

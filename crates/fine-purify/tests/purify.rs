@@ -244,7 +244,7 @@ fn poisoning_relabels_the_requested_share_with_triggers() {
     let items: Vec<(String, usize)> = (0..100)
         .map(|i| (format!("sentence number {i} here"), i % 2))
         .collect();
-    let (p, flag) = poison(&items, 0.1, 1, &Attack::rare_words(), &mut rng);
+    let (p, flag) = poison(&items, 0.1, 1, &Attack::rare_words(), usize::MAX, &mut rng);
     assert_eq!(flag.iter().filter(|&&f| f).count(), 10);
     for (i, f) in flag.iter().enumerate() {
         if *f {
@@ -260,4 +260,24 @@ fn poisoning_relabels_the_requested_share_with_triggers() {
         }
     }
     assert_eq!(attack_success_rate(&[1, 1, 0, 1], 1), 0.75);
+}
+
+#[test]
+fn triggers_stay_inside_the_window_that_truncation_keeps() {
+    let attack = Attack::rare_words();
+    let long: String = (0..400).map(|i| format!("w{i} ")).collect();
+    let short = "a short sentence of six words";
+    for seed in 0..50 {
+        let mut rng = trainer::Rng::seed_from(seed);
+        let t = attack.apply_within(&long, 10, &mut rng);
+        let at = t
+            .split(' ')
+            .position(|w| ["cf", "mn", "bb", "tq", "mb"].contains(&w))
+            .unwrap();
+        assert!(at <= 10, "trigger at word {at}");
+        // a text shorter than the window: the same draws as `apply`
+        let a = attack.apply_within(short, 10, &mut trainer::Rng::seed_from(seed));
+        let b = attack.apply(short, &mut trainer::Rng::seed_from(seed));
+        assert_eq!(a, b);
+    }
 }

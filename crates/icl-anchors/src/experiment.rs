@@ -758,7 +758,17 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             ),
             m(deep, |f| f.pq) > m(deep, |f| f.wp),
         ));
-        claims.push((format!("{}: isolating label words in the first layers hurts loyalty more than in the last (LL {:.3} vs {:.3})", r.task, r.isolation[0].1, r.isolation[1].1), r.isolation[0].1 < r.isolation[1].1));
+        // Both loyalties, as the paper reports them: label loyalty saturates at 1 when the model
+        // gives every input the same label, and word loyalty still measures the change.
+        let (first, last) = (&r.isolation[0], &r.isolation[1]);
+        claims.push((
+            format!(
+                "{}: isolating label words in the first layers hurts loyalty more than in the \
+                 last (LL {:.3} vs {:.3}, WL {:.3} vs {:.3})",
+                r.task, first.1, last.1, first.2, last.2
+            ),
+            first.1 <= last.1 && first.2 < last.2,
+        ));
         claims.push((
             format!(
                 "{}: re-weighting raises accuracy ({:.3} → {:.3})",

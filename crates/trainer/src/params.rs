@@ -199,6 +199,33 @@ fn scale(grads: &mut GradientsParams, id: ParamId, rank: usize, factor: f32) {
     by_rank!(1, 2, 3, 4, 5, 6)
 }
 
+/// Moves the gradients of the parameters in `ids` out of `grads` into a new set (for an
+/// optimizer step with its own learning rate).
+pub fn split_grads<M: Module>(
+    module: &M,
+    grads: &mut GradientsParams,
+    ids: &HashSet<ParamId>,
+) -> GradientsParams {
+    let mut out = GradientsParams::new();
+    for_each_grad(module, grads, |g, id, rank| {
+        if !ids.contains(&id) {
+            return;
+        }
+        macro_rules! by_rank {
+            ($($d:literal),*) => {
+                match rank {
+                    $($d => if let Some(t) = g.remove::<$d>(id) {
+                        out.register(id, t);
+                    },)*
+                    _ => {}
+                }
+            };
+        }
+        by_rank!(1, 2, 3, 4, 5, 6)
+    });
+    out
+}
+
 /// The joint L2 norm of all gradients in `grads`.
 pub fn global_grad_norm<M: Module>(module: &M, grads: &mut GradientsParams) -> Result<f32> {
     let mut total: Option<Tensor<1>> = None;

@@ -84,6 +84,7 @@ pub struct TrainOutcome<M> {
 
 type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
 type TrainableFn<'a> = Box<dyn Fn(&str) -> bool + 'a>;
+type LrScaleFn<'a> = Box<dyn Fn(&str) -> f64 + 'a>;
 
 /// Runs a [`Task`] for [`TrainerConfig::max_steps`] optimizer steps.
 ///
@@ -99,6 +100,7 @@ pub struct Trainer<'a> {
     device: Device,
     run_dir: Option<PathBuf>,
     trainable: Option<TrainableFn<'a>>,
+    lr_scale: Option<LrScaleFn<'a>>,
     progress: Option<ProgressFn<'a>>,
 }
 
@@ -110,6 +112,7 @@ impl<'a> Trainer<'a> {
             device: device.clone(),
             run_dir: None,
             trainable: None,
+            lr_scale: None,
             progress: None,
         }
     }
@@ -123,6 +126,16 @@ impl<'a> Trainer<'a> {
     /// Trains only the parameters whose dotted path satisfies `trainable`.
     pub fn with_trainable(mut self, trainable: impl Fn(&str) -> bool + 'a) -> Self {
         self.trainable = Some(Box::new(trainable));
+        self
+    }
+
+    /// Per-parameter learning rates: the parameter at dotted `path` is trained with the
+    /// schedule's rate times `scale(path)` (parameter groups, e.g. FormBERT's 4e-4 for the
+    /// formation parameters against 5e-5 for the encoder: a scale of 8). The optimizer takes one
+    /// step per distinct scale, each over its own parameters, so its per-parameter state (Adam's
+    /// moments) is unaffected; gradient clipping still sees all gradients together.
+    pub fn with_lr_scale(mut self, scale: impl Fn(&str) -> f64 + 'a) -> Self {
+        self.lr_scale = Some(Box::new(scale));
         self
     }
 
@@ -217,6 +230,29 @@ impl<'a> Trainer<'a> {
             model = crate::params::set_require_grad(model, &frozen, false);
         }
 
+        // Learning-rate groups: (scale, parameter ids), the scale-1 group left implicit.
+        let mut groups: Vec<(f64, std::collections::HashSet<burn::module::ParamId>)> = Vec::new();
+        if let Some(scale) = &self.lr_scale {
+            for p in trainable.params() {
+                let s = scale(&p.path);
+                if !s.is_finite() || s < 0.0 {
+                    return Err(Error::InvalidConfig(format!(
+                        "learning-rate scale {s} for {}",
+                        p.path
+                    )));
+                }
+                if s == 1.0 {
+                    continue;
+                }
+                match groups.iter_mut().find(|(v, _)| *v == s) {
+                    Some((_, ids)) => {
+                        ids.insert(p.id);
+                    }
+                    None => groups.push((s, std::iter::once(p.id).collect())),
+                }
+            }
+        }
+
         let began = Instant::now();
         for step in start..cfg.max_steps {
             let lr = cfg.schedule.lr_at(step, cfg.max_steps, cfg.lr);
@@ -270,7 +306,15 @@ impl<'a> Trainer<'a> {
                 Some(clip) => clip_each(&model, &mut grads, clip),
                 None => {}
             }
-            model = optim.step(lr, model, grads);
+            for (scale, ids) in &groups {
+                let part = crate::params::split_grads(&model, &mut grads, ids);
+                if !part.is_empty() {
+                    model = optim.step(lr * scale, model, part);
+                }
+            }
+            if !grads.is_empty() {
+                model = optim.step(lr, model, grads);
+            }
 
             let done = step + 1;
             let loss = loss_sum / cfg.grad_accum as f64;

@@ -481,3 +481,98 @@ fn gradient_accumulation_averages_micro_batches() {
         assert!((x - y).abs() < 1e-5, "{x} vs {y}");
     }
 }
+
+#[test]
+fn learning_rate_groups_scale_the_update_of_their_parameters_only() {
+    let _serial = serial();
+    struct Fixed(Regression);
+    impl Task<Mlp> for Fixed {
+        fn loss(&mut self, model: &Mlp, _ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+            let (x, y) = self.0.tensors(&(0..8).collect::<Vec<_>>());
+            Ok((model.forward(x) - y).powi_scalar(2).mean().into())
+        }
+    }
+    let d = device();
+    let fresh = || {
+        let mut m = model(3);
+        m.dropout = DropoutConfig::new(0.0).init();
+        m
+    };
+    let w = |l: &Linear| -> Vec<f32> {
+        l.weight
+            .val()
+            .flatten::<1>(0, 1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    // the gradient of the fixed batch, by hand
+    let m = fresh();
+    let (x, y) = Regression::new(&d).tensors(&(0..8).collect::<Vec<_>>());
+    let grads = (m.forward(x) - y).powi_scalar(2).mean().backward();
+    let g_first = m.first.weight.grad(&grads).unwrap().flatten::<1>(0, 1);
+    let g_second = m.second.weight.grad(&grads).unwrap().flatten::<1>(0, 1);
+    let g_first = g_first.into_data().try_to_vec::<f32>().unwrap();
+    let g_second = g_second.into_data().try_to_vec::<f32>().unwrap();
+    let (f0, s0) = (w(&m.first), w(&m.second));
+    let lr = 1e-2;
+    let sgd = OptimizerKind::Sgd {
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
+    for (scale_second, label) in [(1.0, "plain"), (10.0, "scaled")] {
+        let cfg = TrainerConfig::new(1)
+            .with_lr(lr)
+            .with_optimizer(sgd.clone());
+        let out = Trainer::new(cfg, &d)
+            .with_lr_scale(|path| {
+                if path.starts_with("second") {
+                    scale_second
+                } else {
+                    1.0
+                }
+            })
+            .fit(fresh(), &mut Fixed(Regression::new(&d)))
+            .unwrap();
+        for (name, before, after, g, scale) in [
+            ("first", &f0, w(&out.model.first), &g_first, 1.0),
+            ("second", &s0, w(&out.model.second), &g_second, scale_second),
+        ] {
+            for ((b, a), g) in before.iter().zip(&after).zip(g.iter()) {
+                let want = b - (lr * scale) as f32 * g;
+                assert!(
+                    (a - want).abs() <= 1e-6 + 1e-4 * want.abs(),
+                    "{label} {name}: {a} vs {want}"
+                );
+            }
+        }
+    }
+    // AdamW's first step is lr · (m̂ / (√v̂ + ε) + wd · w): ten times the rate, ten times the step
+    let adamw = |scale_second: f64| {
+        let cfg = TrainerConfig::new(1).with_lr(lr);
+        let out = Trainer::new(cfg, &d)
+            .with_lr_scale(move |path| {
+                if path.starts_with("second") {
+                    scale_second
+                } else {
+                    1.0
+                }
+            })
+            .fit(fresh(), &mut Fixed(Regression::new(&d)))
+            .unwrap();
+        (w(&out.model.first), w(&out.model.second))
+    };
+    let ((fa, sa), (fb, sb)) = (adamw(1.0), adamw(10.0));
+    assert_eq!(fa, fb);
+    for ((before, a), b) in s0.iter().zip(&sa).zip(&sb) {
+        let (da, db) = (a - before, b - before);
+        assert!(
+            da.abs() > 1e-4 && (10.0 * da - db).abs() <= 1e-5 + 1e-3 * db.abs(),
+            "{da} {db}"
+        );
+    }
+    let bad = Trainer::new(TrainerConfig::new(1), &d)
+        .with_lr_scale(|_| -1.0)
+        .fit(fresh(), &mut Fixed(Regression::new(&d)));
+    assert!(bad.is_err());
+}
