@@ -236,38 +236,7 @@ pub fn word_loyalty(reference: &[Prediction], other: &[Prediction]) -> f64 {
     j / reference.len().max(1) as f64
 }
 
-/// ROC AUC of `scores` for the positives (Mann–Whitney, ties counted half). `None` without both
-/// classes.
-pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
-    let pos: Vec<f64> = scores
-        .iter()
-        .zip(positive)
-        .filter(|(_, p)| **p)
-        .map(|(s, _)| *s)
-        .collect();
-    let neg: Vec<f64> = scores
-        .iter()
-        .zip(positive)
-        .filter(|(_, p)| !**p)
-        .map(|(s, _)| *s)
-        .collect();
-    if pos.is_empty() || neg.is_empty() {
-        return None;
-    }
-    let mut wins = 0.0;
-    for &a in &pos {
-        for &b in &neg {
-            wins += if a > b {
-                1.0
-            } else if a == b {
-                0.5
-            } else {
-                0.0
-            };
-        }
-    }
-    Some(wins / (pos.len() * neg.len()) as f64)
-}
+pub use trainer::metrics::roc_auc;
 
 /// AUC of class scores `[n][C]` against labels: binary on class 1's score; multiclass the
 /// one-vs-one average of Hand & Till over class pairs (pairs missing a class are skipped).

@@ -105,6 +105,12 @@ pub struct MathShepherdConfig {
     /// How PRM step scores become a solution score.
     #[config(default = "Aggregate::Min")]
     pub aggregate: Aggregate,
+    /// Best-of-N and reward-weighted voting skip candidates with no final answer (score 0): such
+    /// a candidate cannot be right, and a reward model that reads a truncated solution (steps
+    /// beyond `max_len` are dropped) never sees that it has none. False scores them like any
+    /// other candidate.
+    #[config(default = true)]
+    pub skip_unanswered: bool,
     /// Sampling of solutions and completions.
     #[config(
         default = "SampleConfig::new().with_temperature(0.8).with_top_p(0.95).with_max_new_tokens(160)"
@@ -317,6 +323,11 @@ pub struct MathShepherdMetrics {
     pub rm_final_loss: (f64, f64, f64),
     /// Verification accuracies.
     pub verification: Vec<VerifyRow>,
+    /// How well each reward model's solution score separates right from wrong test candidates
+    /// (ROC AUC over all candidates of all test problems; 0.5 = chance): PRM-HE, PRM-SE, ORM.
+    pub rm_auc: (Option<f64>, Option<f64>, Option<f64>),
+    /// Test candidates: total, without a final answer, truncated to `max_len` for scoring.
+    pub candidates: (usize, usize, usize),
     /// Greedy accuracy: no RL, ORM-PPO, step-PPO (when PPO ran).
     pub ppo: Option<(f64, f64, f64)>,
 }
@@ -597,6 +608,10 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         "pass@N",
     ];
     let mut hits = vec![vec![0.0f64; cfg.n_values.len()]; methods.len()];
+    // (PRM-HE, PRM-SE, ORM) solution scores and whether each candidate is right, for the AUC
+    let mut auc_scores: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut auc_right: Vec<bool> = Vec::new();
+    let (mut n_cands, mut n_unanswered, mut n_truncated) = (0usize, 0usize, 0usize);
     for p in &test_problems {
         let texts = cand_policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
         let steps: Vec<Vec<String>> = texts.iter().map(|t| parse_steps(t)).collect();
@@ -625,10 +640,29 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 })
                 .collect())
         };
-        let s_prm = score_with(&prm_i, true, cfg.aggregate)?;
-        let s_se = score_with(&prm_se_i, true, cfg.aggregate)?;
-        let s_orm = score_with(&orm_i, false, Aggregate::Last)?;
+        let mut s_prm = score_with(&prm_i, true, cfg.aggregate)?;
+        let mut s_se = score_with(&prm_se_i, true, cfg.aggregate)?;
+        let mut s_orm = score_with(&orm_i, false, Aggregate::Last)?;
         let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &p.gold));
+        n_cands += steps.len();
+        for s in steps.iter().filter(|s| !s.is_empty()) {
+            let (_, kept) = tagged(&setup, &p.question, s, true, cfg.max_len)?;
+            n_truncated += usize::from(kept < s.len());
+        }
+        for (i, a) in answers.iter().enumerate() {
+            for (k, sc) in [&s_prm, &s_se, &s_orm].into_iter().enumerate() {
+                auc_scores[k].push(sc[i]);
+            }
+            auc_right.push(right(a));
+            if a.is_none() {
+                n_unanswered += 1;
+                if cfg.skip_unanswered {
+                    s_prm[i] = 0.0;
+                    s_se[i] = 0.0;
+                    s_orm[i] = 0.0;
+                }
+            }
+        }
         for (k, &n) in cfg.n_values.iter().enumerate() {
             let groups = cfg.n_candidates / n;
             for g in 0..groups {
@@ -819,6 +853,26 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )
         ));
     }
+    let rm_auc = (
+        trainer::metrics::roc_auc(&auc_scores[0], &auc_right),
+        trainer::metrics::roc_auc(&auc_scores[1], &auc_right),
+        trainer::metrics::roc_auc(&auc_scores[2], &auc_right),
+    );
+    let fmt_auc = |a: Option<f64>| a.map_or("—".to_string(), |v| format!("{v:.3}"));
+    body.push_str(&format!(
+        "\nTest candidates: {n_cands}, {n_unanswered} without a final answer{}, {n_truncated} \
+         truncated to {} tokens for scoring. Solution-score AUC for right vs wrong (0.5 = \
+         chance): PRM-HE {}, PRM-SE {}, ORM {}.\n",
+        if cfg.skip_unanswered {
+            " (skipped by best-of-N and weighted voting)"
+        } else {
+            ""
+        },
+        cfg.max_len,
+        fmt_auc(rm_auc.0),
+        fmt_auc(rm_auc.1),
+        fmt_auc(rm_auc.2)
+    ));
     let metrics = MathShepherdMetrics {
         device: ctx.device_name.clone(),
         model: setup.name.clone(),
@@ -830,6 +884,8 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         annotation_accuracy,
         rm_final_loss: (prm_loss, se_loss, orm_loss),
         verification,
+        rm_auc,
+        candidates: (n_cands, n_unanswered, n_truncated),
         ppo,
     };
     Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)

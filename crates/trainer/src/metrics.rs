@@ -11,6 +11,39 @@ use crate::{Error, Result};
 /// Named scalar metrics, e.g. `{"valid_loss": 2.31, "accuracy": 0.8}`.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// ROC AUC of `scores` for the positives (Mann–Whitney, ties counted half). `None` without both
+/// classes.
+pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
+    let pos: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|(_, p)| **p)
+        .map(|(s, _)| *s)
+        .collect();
+    let neg: Vec<f64> = scores
+        .iter()
+        .zip(positive)
+        .filter(|(_, p)| !**p)
+        .map(|(s, _)| *s)
+        .collect();
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let mut wins = 0.0;
+    for &a in &pos {
+        for &b in &neg {
+            wins += if a > b {
+                1.0
+            } else if a == b {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    Some(wins / (pos.len() * neg.len()) as f64)
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
