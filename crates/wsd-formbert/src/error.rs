@@ -16,6 +16,9 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A tensor could not be read back to the host.
+    #[error("tensor read: {0}")]
+    TensorRead(String),
     /// A formation name outside the 18-class inventory.
     #[error("unknown word formation {0:?} (see formation::FORMATIONS)")]
     UnknownFormation(String),

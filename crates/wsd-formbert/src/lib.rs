@@ -14,8 +14,10 @@
 //! gloss-matching classifier with formation embedding and predictor, and the `wsd-formbert`
 //! experiment are the rest of issue 10.
 
+pub mod chartok;
 pub mod data;
 mod error;
 pub mod formation;
+pub mod model;
 
 pub use error::{Error, Result};
