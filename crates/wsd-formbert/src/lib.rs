@@ -18,6 +18,7 @@ pub mod chartok;
 pub mod data;
 mod error;
 pub mod formation;
+pub mod mlm;
 pub mod model;
 
 pub use error::{Error, Result};
