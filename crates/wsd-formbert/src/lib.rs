@@ -17,8 +17,10 @@
 pub mod chartok;
 pub mod data;
 mod error;
+pub mod experiment;
 pub mod formation;
 pub mod mlm;
 pub mod model;
+pub mod synthetic;
 
 pub use error::{Error, Result};

@@ -1,0 +1,544 @@
+//! The `wsd-formbert` experiment: Gloss-BERT against FormBERT on a pseudo-word lexical sample.
+//!
+//! 1. Data: HIT Cilin, fortunes-zh (+ Tang/Song poems) and jieba's dictionary through
+//!    [`crate::data::build_pseudo_words`] (the real run), or the embedded synthetic corpus of
+//!    [`crate::synthetic`]; instances split 70/10/20 (train/dev/test) with a fixed seed.
+//! 2. Encoder: a character BERT pretrained with masked-LM on the passages ([`crate::mlm`]), once.
+//! 3. For every seed: Gloss-BERT (no formation), FormBERT (formation embedding + predictor,
+//!    joint loss, formation parameters at `formation_lr_scale` × the encoder's rate), each
+//!    fine-tuned from the pretrained encoder on the training pairs.
+//! 4. Test: instance accuracy (the sense whose definition scores highest) and pair F1 (positive
+//!    class, threshold 0.5); FormBERT evaluated with gold and with predicted formations; the
+//!    predictor's own formation accuracy.
+//!
+//! Gold formations are the formation of the word actually used in the context. For a pseudo-word
+//! the two merged words usually differ in formation, so a gold formation also hints at the sense:
+//! "FormBERT (gold)" is an upper bound here, "FormBERT (predicted)" the fair comparison.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use serde::Serialize;
+use trainer::report::markdown_table;
+use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+use crate::chartok::CharVocab;
+use crate::data::{
+    BuildConfig, BuildStats, Instance, PairRow, build_pseudo_words, sentences, split,
+};
+use crate::formation::MorphemeLexicon;
+use crate::mlm::{CharBertMlm, MlmConfig, MlmTask};
+use crate::model::{FormBert, FormBertConfig, FormationSource, PairBatch};
+use crate::{Error, Result};
+use plm::bert::BertConfig;
+
+/// Configuration of the `wsd-formbert` experiment.
+#[derive(Config, Debug)]
+pub struct WsdConfig {
+    /// `cilin_ex.txt` (real run; with `fortunes_dir` and `jieba_dict`).
+    #[config(default = "None")]
+    pub cilin_path: Option<String>,
+    /// fortunes-zh folder holding `chinese`, `tang300`, `song100`.
+    #[config(default = "None")]
+    pub fortunes_dir: Option<String>,
+    /// jieba's `dict.txt`.
+    #[config(default = "None")]
+    pub jieba_dict: Option<String>,
+    /// Synthetic corpus: sense codes, sentences per word.
+    #[config(default = 240)]
+    pub synthetic_codes: usize,
+    /// Sentences per synthetic word.
+    #[config(default = 24)]
+    pub synthetic_sentences: usize,
+    /// Pseudo-words built at most.
+    #[config(default = 80)]
+    pub n_pairs: usize,
+    /// Characters kept on each side of the target.
+    #[config(default = 40)]
+    pub window: usize,
+    /// Encoder width.
+    #[config(default = 128)]
+    pub d_model: usize,
+    /// Encoder layers.
+    #[config(default = 4)]
+    pub n_layers: usize,
+    /// Attention heads.
+    #[config(default = 4)]
+    pub n_heads: usize,
+    /// Vocabulary size cap (characters).
+    #[config(default = 6000)]
+    pub max_chars: usize,
+    /// MLM steps.
+    #[config(default = 3000)]
+    pub mlm_steps: usize,
+    /// MLM learning rate.
+    #[config(default = 5e-4)]
+    pub mlm_lr: f64,
+    /// MLM settings.
+    #[config(default = "MlmConfig::new()")]
+    pub mlm: MlmConfig,
+    /// Fine-tuning steps per model.
+    #[config(default = 800)]
+    pub wsd_steps: usize,
+    /// Fine-tuning batch (pairs).
+    #[config(default = 32)]
+    pub wsd_batch: usize,
+    /// Fine-tuning learning rate of the encoder and the match head.
+    #[config(default = 1e-4)]
+    pub wsd_lr: f64,
+    /// Learning-rate multiple of the formation parameters (official 4e-4 / 5e-5 = 8).
+    #[config(default = 8.0)]
+    pub formation_lr_scale: f64,
+    /// FormBERT settings (the baseline switches the formation parts off).
+    #[config(default = "FormBertConfig::new().with_max_len(112)")]
+    pub model: FormBertConfig,
+    /// Fine-tuning seeds.
+    #[config(default = "vec![1, 2, 3]")]
+    pub seeds: Vec<u64>,
+    /// Seed of the data split and of pretraining.
+    #[config(default = 1234)]
+    pub data_seed: u64,
+}
+
+impl WsdConfig {
+    /// The full size.
+    pub fn full() -> Self {
+        Self::new()
+    }
+
+    /// A size that runs in seconds (smoke tests).
+    pub fn quick() -> Self {
+        Self::new()
+            .with_synthetic_codes(48)
+            .with_synthetic_sentences(14)
+            .with_n_pairs(12)
+            .with_d_model(32)
+            .with_n_layers(1)
+            .with_n_heads(2)
+            .with_mlm_steps(30)
+            .with_wsd_steps(20)
+            .with_wsd_batch(8)
+            .with_seeds(vec![1])
+            .with_model(FormBertConfig::new().with_max_len(64))
+    }
+}
+
+/// Test scores of one model and seed.
+#[derive(Clone, Debug, Serialize)]
+pub struct WsdResult {
+    /// `Gloss-BERT`, `FormBERT (gold)`, `FormBERT (predicted)`.
+    pub model: String,
+    /// Fine-tuning seed.
+    pub seed: u64,
+    /// Instance accuracy.
+    pub accuracy: f64,
+    /// Pair F1 on the positive class.
+    pub pair_f1: f64,
+    /// The formation predictor's accuracy on the test contexts (FormBERT only).
+    pub formation_accuracy: Option<f64>,
+}
+
+/// Everything the run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct WsdMetrics {
+    /// Device.
+    pub device: String,
+    /// Data source.
+    pub data: String,
+    /// What the builder found.
+    pub build: BuildStats,
+    /// Instances in train / dev / test.
+    pub split: (usize, usize, usize),
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// MLM held-out accuracy before / after pretraining.
+    pub mlm_accuracy: (f64, f64),
+    /// Every model and seed.
+    pub results: Vec<WsdResult>,
+    /// Mean and std over seeds per model: (model, accuracy mean, std, F1 mean, std).
+    pub summary: Vec<(String, f64, f64, f64, f64)>,
+    /// The claim checked and whether it held.
+    pub claims: Vec<(String, bool)>,
+}
+
+/// Fine-tuning on pairs.
+struct WsdTask<'a> {
+    rows: Vec<PairRow>,
+    vocab: &'a CharVocab,
+    max_len: usize,
+    batch: usize,
+    device: Device,
+}
+
+impl Task<FormBert> for WsdTask<'_> {
+    fn loss(&mut self, m: &FormBert, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let refs: Vec<&PairRow> = (0..self.batch)
+            .map(|_| &self.rows[ctx.rng.below(self.rows.len())])
+            .collect();
+        let b = PairBatch::new(&refs, self.vocab, self.max_len, &self.device)?;
+        let (loss, sense, form) = m.loss(&b)?;
+        Ok(StepLoss {
+            loss,
+            extra: [
+                ("sense_loss".to_string(), sense),
+                ("formation_loss".to_string(), form),
+            ]
+            .into(),
+        })
+    }
+}
+
+/// Instance accuracy, pair F1 and formation accuracy of `m` on `instances`.
+pub fn evaluate(
+    m: &FormBert,
+    instances: &[Instance],
+    vocab: &CharVocab,
+    max_len: usize,
+    source: FormationSource,
+    device: &Device,
+) -> Result<(f64, f64, Option<f64>)> {
+    let rows: Vec<(usize, PairRow)> = instances
+        .iter()
+        .enumerate()
+        .flat_map(|(i, inst)| inst.pairs().into_iter().map(move |r| (i, r)))
+        .collect();
+    let mut probs = Vec::with_capacity(rows.len());
+    let mut forms = Vec::new();
+    for chunk in rows.chunks(64) {
+        let refs: Vec<&PairRow> = chunk.iter().map(|(_, r)| r).collect();
+        let b = PairBatch::new(&refs, vocab, max_len, device)?;
+        let (p, f) = m.predict(&b, source)?;
+        probs.extend(p);
+        if let Some(f) = f {
+            forms.extend(f);
+        }
+    }
+    let mut correct = 0usize;
+    let mut at = 0usize;
+    for inst in instances {
+        let k = inst.senses.len();
+        let best = (0..k)
+            .max_by(|&a, &b| probs[at + a].total_cmp(&probs[at + b]))
+            .unwrap_or(0);
+        correct += usize::from(best == inst.gold);
+        at += k;
+    }
+    let (mut tp, mut fp, mut fneg) = (0.0, 0.0, 0.0);
+    for ((_, r), &p) in rows.iter().zip(&probs) {
+        match (p >= 0.5, r.label == 1) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fneg += 1.0,
+            _ => {}
+        }
+    }
+    let f1 = if tp == 0.0 {
+        0.0
+    } else {
+        2.0 * tp / (2.0 * tp + fp + fneg)
+    };
+    let form_acc = (!forms.is_empty()).then(|| {
+        rows.iter()
+            .zip(&forms)
+            .filter(|((_, r), f)| **f == r.formation as i64)
+            .count() as f64
+            / rows.len() as f64
+    });
+    Ok((correct as f64 / instances.len().max(1) as f64, f1, form_acc))
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
+    (m, var.sqrt())
+}
+
+fn read(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Runs the experiment into `ctx.dir`.
+pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
+    if cfg.seeds.is_empty() || cfg.wsd_steps == 0 || cfg.wsd_batch == 0 {
+        return Err(Error::InvalidConfig(
+            "seeds, wsd_steps and wsd_batch must be non-empty".into(),
+        ));
+    }
+    let ad = ctx.device.clone().autodiff();
+    let dev = ad.clone().without_autodiff();
+
+    // Data.
+    let (cilin, lex, passages, data) = match (&cfg.cilin_path, &cfg.fortunes_dir, &cfg.jieba_dict) {
+        (Some(c), Some(f), Some(j)) => {
+            let cilin = textdata::readers::read_cilin(Path::new(c))?;
+            let mut passages = Vec::new();
+            for name in ["chinese", "tang300", "song100"] {
+                passages.extend(textdata::readers::read_fortunes(&Path::new(f).join(name))?);
+            }
+            let lex = MorphemeLexicon::from_jieba(&read(j)?)?;
+            (
+                cilin,
+                lex,
+                passages,
+                format!("Cilin + fortunes-zh + jieba ({c}, {f})"),
+            )
+        }
+        _ => {
+            let s = crate::synthetic::synthetic_corpus(
+                cfg.synthetic_codes,
+                cfg.synthetic_sentences,
+                cfg.data_seed,
+            )?;
+            let lex = MorphemeLexicon::from_jieba(&s.jieba)?;
+            (
+                s.cilin,
+                lex,
+                s.passages,
+                "synthetic corpus (offline)".to_string(),
+            )
+        }
+    };
+    let sents = sentences(&passages);
+    let build = BuildConfig {
+        n_pairs: cfg.n_pairs,
+        window: cfg.window,
+        seed: cfg.data_seed,
+        ..BuildConfig::default()
+    };
+    let (instances, stats) = build_pseudo_words(&cilin, &lex, &sents, &build)?;
+    let (train, dev_set, test) = split(instances, 0.7, 0.1, cfg.data_seed);
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "too few instances ({} train, {} test): lower min contexts or raise n_pairs",
+            train.len(),
+            test.len()
+        )));
+    }
+    let definitions: Vec<String> = train
+        .iter()
+        .chain(&test)
+        .flat_map(|i| i.senses.iter().map(|s| s.definition.clone()))
+        .collect();
+    let vocab = CharVocab::build(
+        passages.iter().chain(&definitions).map(String::as_str),
+        1,
+        cfg.max_chars,
+    );
+    vocab.save(&ctx.path("vocab.txt"))?;
+
+    // Pretraining.
+    ad.seed(cfg.data_seed);
+    let bert_cfg = BertConfig::new(
+        vocab.len(),
+        cfg.d_model,
+        cfg.n_layers,
+        cfg.n_heads,
+        4 * cfg.d_model,
+    )
+    .with_max_position_embeddings(cfg.model.max_len.max(cfg.mlm.seq_len));
+    let mlm = CharBertMlm::new(&bert_cfg, &ad)?;
+    let mut tokenised: Vec<Vec<u32>> = passages.iter().map(|p| vocab.encode(p)).collect();
+    Rng::seed_from(cfg.data_seed).shuffle(&mut tokenised);
+    if tokenised.len() < 2 {
+        return Err(Error::InvalidConfig(
+            "pretraining needs at least two passages".into(),
+        ));
+    }
+    let n_valid = (tokenised.len() / 20).clamp(1, 200);
+    let valid_passages = tokenised.split_off(tokenised.len() - n_valid);
+    let mut task = MlmTask {
+        passages: tokenised,
+        vocab_size: vocab.len(),
+        config: cfg.mlm.clone(),
+        device: ad.clone(),
+        valid: Vec::new(),
+    }
+    .with_valid(&valid_passages, 256, cfg.data_seed);
+    let before = task.evaluate(&mlm, 0)?;
+    let pre = Trainer::new(
+        TrainerConfig::new(cfg.mlm_steps.max(1))
+            .with_lr(cfg.mlm_lr)
+            .with_seed(cfg.data_seed)
+            .with_schedule(LrSchedule::WarmupCosine {
+                warmup_steps: cfg.mlm_steps / 20,
+                min_ratio: 0.1,
+            })
+            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
+        &ad,
+    )
+    .with_progress(|p| ctx.report_progress(p))
+    .fit(mlm, &mut task)?;
+    let after = task.evaluate(&pre.model, cfg.mlm_steps)?;
+    let mlm_accuracy = (
+        before.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
+        after.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
+    );
+    let encoder = pre.model.bert;
+
+    // Fine-tuning.
+    let train_rows: Vec<PairRow> = train.iter().flat_map(Instance::pairs).collect();
+    let max_len = cfg.model.max_len;
+    let mut results = Vec::new();
+    for &seed in &cfg.seeds {
+        for formbert in [false, true] {
+            ad.seed(seed);
+            let mc = if formbert {
+                cfg.model.clone()
+            } else {
+                cfg.model
+                    .clone()
+                    .with_use_formation(false)
+                    .with_predictor(false)
+            };
+            let m = mc.init(encoder.clone(), &ad)?;
+            let scale = cfg.formation_lr_scale;
+            let out = Trainer::new(
+                TrainerConfig::new(cfg.wsd_steps)
+                    .with_lr(cfg.wsd_lr)
+                    .with_seed(seed)
+                    .with_schedule(LrSchedule::WarmupCosine {
+                        warmup_steps: cfg.wsd_steps / 10,
+                        min_ratio: 0.0,
+                    })
+                    .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
+                &ad,
+            )
+            .with_lr_scale(move |p| if p.contains("formation") { scale } else { 1.0 })
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(
+                m,
+                &mut WsdTask {
+                    rows: train_rows.clone(),
+                    vocab: &vocab,
+                    max_len,
+                    batch: cfg.wsd_batch,
+                    device: ad.clone(),
+                },
+            )?;
+            let m = out.model.valid();
+            let sources: &[(&str, FormationSource)] = if formbert {
+                &[
+                    ("FormBERT (gold)", FormationSource::Gold),
+                    ("FormBERT (predicted)", FormationSource::Predicted),
+                ]
+            } else {
+                &[("Gloss-BERT", FormationSource::Gold)]
+            };
+            for (name, source) in sources {
+                let (accuracy, pair_f1, formation_accuracy) =
+                    evaluate(&m, &test, &vocab, max_len, *source, &dev)?;
+                results.push(WsdResult {
+                    model: name.to_string(),
+                    seed,
+                    accuracy,
+                    pair_f1,
+                    formation_accuracy,
+                });
+            }
+        }
+    }
+
+    // Report.
+    let names = ["Gloss-BERT", "FormBERT (gold)", "FormBERT (predicted)"];
+    let summary: Vec<(String, f64, f64, f64, f64)> = names
+        .iter()
+        .map(|n| {
+            let acc: Vec<f64> = results
+                .iter()
+                .filter(|r| r.model == *n)
+                .map(|r| r.accuracy)
+                .collect();
+            let f1: Vec<f64> = results
+                .iter()
+                .filter(|r| r.model == *n)
+                .map(|r| r.pair_f1)
+                .collect();
+            let (a, sa) = mean_std(&acc);
+            let (f, sf) = mean_std(&f1);
+            (n.to_string(), a, sa, f, sf)
+        })
+        .collect();
+    let form_acc: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.formation_accuracy)
+        .collect();
+    let (fa, fsd) = mean_std(&form_acc);
+    let claims = vec![
+        (
+            format!(
+                "formation knowledge helps: FormBERT (predicted) {:.1}% > Gloss-BERT {:.1}% instance accuracy",
+                100.0 * summary[2].1,
+                100.0 * summary[0].1
+            ),
+            summary[2].1 > summary[0].1,
+        ),
+        (
+            format!(
+                "with gold formations: FormBERT (gold) {:.1}% > Gloss-BERT {:.1}%",
+                100.0 * summary[1].1,
+                100.0 * summary[0].1
+            ),
+            summary[1].1 > summary[0].1,
+        ),
+    ];
+    let rows: Vec<Vec<String>> = summary
+        .iter()
+        .map(|(n, a, sa, f, sf)| {
+            vec![
+                n.clone(),
+                format!("{:.1} ± {:.1}", 100.0 * a, 100.0 * sa),
+                format!("{:.1} ± {:.1}", 100.0 * f, 100.0 * sf),
+            ]
+        })
+        .collect();
+    let table = markdown_table(&["model", "instance accuracy %", "pair F1 %"], &rows);
+    let mut body = format!(
+        "\nData: {data}. {} pseudo-words, {} instances (train {} / dev {} / test {}); {:.0}% of \
+         the senses have no analysable formation. Vocabulary {} characters. Encoder: {} layers × \
+         {}, MLM {} steps (held-out masked accuracy {:.1}% → {:.1}%). Seeds {:?}. Formation \
+         predictor accuracy on the test contexts: {:.1} ± {:.1}%.\n\n",
+        stats.pairs,
+        stats.instances,
+        train.len(),
+        dev_set.len(),
+        test.len(),
+        100.0 * stats.unanalysed_share,
+        vocab.len(),
+        cfg.n_layers,
+        cfg.d_model,
+        cfg.mlm_steps,
+        100.0 * mlm_accuracy.0,
+        100.0 * mlm_accuracy.1,
+        cfg.seeds,
+        100.0 * fa,
+        100.0 * fsd
+    );
+    body.push_str(&markdown_table(
+        &["claim", "here"],
+        &claims
+            .iter()
+            .map(|(c, ok)| {
+                vec![
+                    c.clone(),
+                    if *ok { "holds" } else { "does not hold" }.into(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let metrics = WsdMetrics {
+        device: ctx.device_name.clone(),
+        data,
+        split: (train.len(), dev_set.len(), test.len()),
+        build: stats,
+        vocab: vocab.len(),
+        mlm_accuracy,
+        results,
+        summary,
+        claims,
+    };
+    Ok(ctx.finish(cfg, &metrics, "wsd-formbert", table, body)?)
+}
