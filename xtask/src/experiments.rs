@@ -155,11 +155,7 @@ fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
         ConfigSource::File(p) => load_config(p, &MoeCompareConfig::full())?,
     };
     default_corpus(spec, &mut cfg.corpus_dir);
-    if let Some(s) = spec.seed {
-        // One seed given: the run starts from it and keeps the configured number of seeds.
-        let n = cfg.seeds.len() as u64;
-        cfg.seeds = (s..s + n).collect();
-    }
+    shift_seeds(spec, &mut cfg.seeds);
     Ok(Box::new(Configured {
         cfg,
         seed: |c| c.seeds.first().copied().unwrap_or(0),
@@ -168,6 +164,14 @@ fn moe_compare(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
 }
 
 /// Without a config file, an asset file when `cargo xtask assets` has fetched it.
+/// `--seed S` with a list of seeds: the run starts from S and keeps the configured number.
+fn shift_seeds(spec: &RunSpec, seeds: &mut Vec<u64>) {
+    if let Some(s) = spec.seed {
+        let n = seeds.len() as u64;
+        *seeds = (s..s + n).collect();
+    }
+}
+
 fn default_asset(spec: &RunSpec, slot: &mut Option<String>, asset: &str, rel: &str) {
     if matches!(spec.source, ConfigSource::File(_)) || slot.is_some() {
         return;
@@ -255,10 +259,7 @@ fn fine_purify_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     );
     default_movie_reviews(spec, &mut cfg.movie_path);
     default_corpus(spec, &mut cfg.bbc_dir);
-    if let Some(s) = spec.seed {
-        let n = cfg.seeds.len() as u64;
-        cfg.seeds = (s..s + n).collect();
-    }
+    shift_seeds(spec, &mut cfg.seeds);
     Ok(Box::new(Configured {
         cfg,
         seed: |c| c.seeds.first().copied().unwrap_or(0),
@@ -290,10 +291,7 @@ fn icl_anchors_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     if let Some(m) = &spec.model {
         cfg.gguf_path = Some(m.to_string_lossy().into_owned());
     }
-    if let Some(s) = spec.seed {
-        let n = cfg.seeds.len() as u64;
-        cfg.seeds = (s..s + n).collect();
-    }
+    shift_seeds(spec, &mut cfg.seeds);
     Ok(Box::new(Configured {
         cfg,
         seed: |c| c.seeds.first().copied().unwrap_or(0),
@@ -358,10 +356,7 @@ fn wsd_formbert_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
             (cfg.cilin_path, cfg.fortunes_dir, cfg.jieba_dict) = (c, f, j);
         }
     }
-    if let Some(s) = spec.seed {
-        let n = cfg.seeds.len() as u64;
-        cfg.seeds = (s..s + n).collect();
-    }
+    shift_seeds(spec, &mut cfg.seeds);
     Ok(Box::new(Configured {
         cfg,
         seed: |c| c.seeds.first().copied().unwrap_or(0),

@@ -1,18 +1,24 @@
 //! FormBERT (Zheng et al., Findings EMNLP 2021): word-formation knowledge for Chinese word sense
 //! disambiguation.
 //!
-//! This crate holds, so far, the data side the paper never released:
+//! The paper's dataset (FiCLS) was never released and no Chinese BERT is on the registries, so
+//! the crate builds both from real Chinese resources:
 //!
 //! - [`formation`]: the 18 word-formation classes of the official code (Chinese names, English
 //!   glosses, official order) and documented rules that derive a two-character word's formation
 //!   from the parts of speech of its characters in jieba's dictionary;
 //! - [`data`]: the official TSV pair format (context, definition, label, formation) both ways,
 //!   and a lexical-sample WSD set of pseudo-words built from HIT Cilin senses and Chinese text,
-//!   with its coverage statistics.
-//!
-//! The encoder (a character-level BERT pretrained with masked-LM on fortunes-zh), the
-//! gloss-matching classifier with formation embedding and predictor, and the `wsd-formbert`
-//! experiment are the rest of issue 10.
+//!   with its coverage statistics;
+//! - [`chartok`] and [`mlm`]: a character vocabulary and masked-LM pretraining of a small
+//!   character BERT (plm's encoder) on fortunes-zh and the Tang/Song poems;
+//! - [`model`]: the gloss-matching classifier (Gloss-BERT) and FormBERT: formation embedding on
+//!   the pooled output, formation predictor over the embedding layer (masked mean by default,
+//!   the official all-positions mean as an option), joint loss with weight 0.5, formation
+//!   parameters named so `trainer::Trainer::with_lr_scale` gives them their own rate;
+//! - [`synthetic`]: the offline corpus of the experiment's embedded default;
+//! - [`experiment`]: `wsd-formbert`, Gloss-BERT against FormBERT with gold and predicted
+//!   formations over seeds.
 
 pub mod chartok;
 pub mod data;
