@@ -272,6 +272,25 @@ fn schedule(steps: usize, lr: f64, seed: u64) -> TrainerConfig {
         .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
 }
 
+/// One verification candidate and its reward-model scores (`candidates.jsonl`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ScoredCandidate {
+    /// Index of the test problem.
+    pub problem: usize,
+    /// Steps parsed.
+    pub steps: usize,
+    /// Final answer.
+    pub answer: Option<String>,
+    /// Whether it is right.
+    pub right: bool,
+    /// PRM-HE solution score (as scored, before `skip_unanswered`).
+    pub prm: f64,
+    /// PRM-SE solution score.
+    pub prm_se: f64,
+    /// ORM score.
+    pub orm: f64,
+}
+
 /// One annotated solution.
 #[derive(Clone, Debug, Serialize)]
 pub struct Annotated {
@@ -326,6 +345,9 @@ pub struct MathShepherdMetrics {
     /// How well each reward model's solution score separates right from wrong test candidates
     /// (ROC AUC over all candidates of all test problems; 0.5 = chance): PRM-HE, PRM-SE, ORM.
     pub rm_auc: (Option<f64>, Option<f64>, Option<f64>),
+    /// The same AUC computed inside each test problem and averaged over the problems that have
+    /// right and wrong candidates: what best-of-N depends on.
+    pub rm_auc_within: (Option<f64>, Option<f64>, Option<f64>),
     /// Test candidates: total, without a final answer, truncated to `max_len` for scoring.
     pub candidates: (usize, usize, usize),
     /// Greedy accuracy: no RL, ORM-PPO, step-PPO (when PPO ran).
@@ -611,8 +633,12 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     // (PRM-HE, PRM-SE, ORM) solution scores and whether each candidate is right, for the AUC
     let mut auc_scores: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut auc_right: Vec<bool> = Vec::new();
+    // the same AUC inside each problem (problems with right and wrong candidates), and every
+    // candidate's scores for offline analysis
+    let mut within: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut scored: Vec<ScoredCandidate> = Vec::new();
     let (mut n_cands, mut n_unanswered, mut n_truncated) = (0usize, 0usize, 0usize);
-    for p in &test_problems {
+    for (pi, p) in test_problems.iter().enumerate() {
         let texts = cand_policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
         let steps: Vec<Vec<String>> = texts.iter().map(|t| parse_steps(t)).collect();
         let answers: Vec<Option<String>> = texts.iter().map(|t| extract_answer(t)).collect();
@@ -649,11 +675,26 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             let (_, kept) = tagged(&setup, &p.question, s, true, cfg.max_len)?;
             n_truncated += usize::from(kept < s.len());
         }
+        let rights: Vec<bool> = answers.iter().map(right).collect();
+        for (k, sc) in [&s_prm, &s_se, &s_orm].into_iter().enumerate() {
+            if let Some(v) = trainer::metrics::roc_auc(sc, &rights) {
+                within[k].push(v);
+            }
+        }
         for (i, a) in answers.iter().enumerate() {
             for (k, sc) in [&s_prm, &s_se, &s_orm].into_iter().enumerate() {
                 auc_scores[k].push(sc[i]);
             }
-            auc_right.push(right(a));
+            auc_right.push(rights[i]);
+            scored.push(ScoredCandidate {
+                problem: pi,
+                steps: steps[i].len(),
+                answer: a.clone(),
+                right: rights[i],
+                prm: s_prm[i],
+                prm_se: s_se[i],
+                orm: s_orm[i],
+            });
             if a.is_none() {
                 n_unanswered += 1;
                 if cfg.skip_unanswered {
@@ -853,6 +894,9 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )
         ));
     }
+    write_jsonl(&ctx.path("candidates.jsonl"), &scored)?;
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let rm_auc_within = (mean(&within[0]), mean(&within[1]), mean(&within[2]));
     let rm_auc = (
         trainer::metrics::roc_auc(&auc_scores[0], &auc_right),
         trainer::metrics::roc_auc(&auc_scores[1], &auc_right),
@@ -862,7 +906,8 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     body.push_str(&format!(
         "\nTest candidates: {n_cands}, {n_unanswered} without a final answer{}, {n_truncated} \
          truncated to {} tokens for scoring. Solution-score AUC for right vs wrong (0.5 = \
-         chance): PRM-HE {}, PRM-SE {}, ORM {}.\n",
+         chance): PRM-HE {}, PRM-SE {}, ORM {}; inside each problem (mean over the {} problems \
+         with both): PRM-HE {}, PRM-SE {}, ORM {}.\n",
         if cfg.skip_unanswered {
             " (skipped by best-of-N and weighted voting)"
         } else {
@@ -871,7 +916,11 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         cfg.max_len,
         fmt_auc(rm_auc.0),
         fmt_auc(rm_auc.1),
-        fmt_auc(rm_auc.2)
+        fmt_auc(rm_auc.2),
+        within[0].len(),
+        fmt_auc(rm_auc_within.0),
+        fmt_auc(rm_auc_within.1),
+        fmt_auc(rm_auc_within.2)
     ));
     let metrics = MathShepherdMetrics {
         device: ctx.device_name.clone(),
@@ -885,6 +934,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         rm_final_loss: (prm_loss, se_loss, orm_loss),
         verification,
         rm_auc,
+        rm_auc_within,
         candidates: (n_cands, n_unanswered, n_truncated),
         ppo,
     };
