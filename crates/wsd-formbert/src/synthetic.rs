@@ -58,13 +58,12 @@ pub fn synthetic_corpus(n_codes: usize, sentences: usize, seed: u64) -> Result<S
             .collect();
         let mut words = Vec::with_capacity(4);
         while words.len() < 4 {
-            let w: String = [
+            let (a, b) = (
                 word_chars[rng.below(word_chars.len())],
                 word_chars[rng.below(word_chars.len())],
-            ]
-            .iter()
-            .collect();
-            if w.chars().nth(0) != w.chars().nth(1) && used.insert(w.clone()) {
+            );
+            let w: String = [a, b].iter().collect();
+            if a != b && used.insert(w.clone()) {
                 words.push(w);
             }
         }
