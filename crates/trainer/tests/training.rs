@@ -520,36 +520,9 @@ fn learning_rate_groups_scale_the_update_of_their_parameters_only() {
         momentum: 0.0,
         weight_decay: 0.0,
     };
-    for (scale_second, label) in [(1.0, "plain"), (10.0, "scaled")] {
-        let cfg = TrainerConfig::new(1)
-            .with_lr(lr)
-            .with_optimizer(sgd.clone());
-        let out = Trainer::new(cfg, &d)
-            .with_lr_scale(|path| {
-                if path.starts_with("second") {
-                    scale_second
-                } else {
-                    1.0
-                }
-            })
-            .fit(fresh(), &mut Fixed(Regression::new(&d)))
-            .unwrap();
-        for (name, before, after, g, scale) in [
-            ("first", &f0, w(&out.model.first), &g_first, 1.0),
-            ("second", &s0, w(&out.model.second), &g_second, scale_second),
-        ] {
-            for ((b, a), g) in before.iter().zip(&after).zip(g.iter()) {
-                let want = b - (lr * scale) as f32 * g;
-                assert!(
-                    (a - want).abs() <= 1e-6 + 1e-4 * want.abs(),
-                    "{label} {name}: {a} vs {want}"
-                );
-            }
-        }
-    }
-    // AdamW's first step is lr · (m̂ / (√v̂ + ε) + wd · w): ten times the rate, ten times the step
-    let adamw = |scale_second: f64| {
-        let cfg = TrainerConfig::new(1).with_lr(lr);
+    // one step from the fresh weights with the second layer's rate scaled
+    let step = |opt: OptimizerKind, scale_second: f64| {
+        let cfg = TrainerConfig::new(1).with_lr(lr).with_optimizer(opt);
         let out = Trainer::new(cfg, &d)
             .with_lr_scale(move |path| {
                 if path.starts_with("second") {
@@ -562,6 +535,23 @@ fn learning_rate_groups_scale_the_update_of_their_parameters_only() {
             .unwrap();
         (w(&out.model.first), w(&out.model.second))
     };
+    for (scale_second, label) in [(1.0, "plain"), (10.0, "scaled")] {
+        let (first, second) = step(sgd.clone(), scale_second);
+        for (name, before, after, g, scale) in [
+            ("first", &f0, first, &g_first, 1.0),
+            ("second", &s0, second, &g_second, scale_second),
+        ] {
+            for ((b, a), g) in before.iter().zip(&after).zip(g.iter()) {
+                let want = b - (lr * scale) as f32 * g;
+                assert!(
+                    (a - want).abs() <= 1e-6 + 1e-4 * want.abs(),
+                    "{label} {name}: {a} vs {want}"
+                );
+            }
+        }
+    }
+    // AdamW's first step is lr · (m̂ / (√v̂ + ε) + wd · w): ten times the rate, ten times the step
+    let adamw = |scale_second: f64| step(OptimizerKind::adamw(), scale_second);
     let ((fa, sa), (fb, sb)) = (adamw(1.0), adamw(10.0));
     assert_eq!(fa, fb);
     for ((before, a), b) in s0.iter().zip(&sa).zip(&sb) {
