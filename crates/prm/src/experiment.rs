@@ -642,39 +642,39 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         let texts = cand_policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
         let steps: Vec<Vec<String>> = texts.iter().map(|t| parse_steps(t)).collect();
         let answers: Vec<Option<String>> = texts.iter().map(|t| extract_answer(t)).collect();
-        let score_with = |m: &RewardModel, every: bool, how: Aggregate| -> Result<Vec<f64>> {
-            let mut ex = Vec::with_capacity(steps.len());
-            let mut empty = Vec::new();
-            for (i, s) in steps.iter().enumerate() {
-                if s.is_empty() {
-                    empty.push(i);
-                    ex.push(tagged(&setup, &p.question, &["".to_string()], every, cfg.max_len)?.0);
-                } else {
-                    ex.push(tagged(&setup, &p.question, s, every, cfg.max_len)?.0);
-                }
-            }
-            let raw = m.scores(&ex, 16, &dev)?;
+        // Each candidate tagged once per tag layout (every step for the PRMs, the end for the
+        // ORM); a candidate without steps is scored on an empty step and given 0.
+        let empty: Vec<bool> = steps.iter().map(Vec::is_empty).collect();
+        let blank = ["".to_string()];
+        let encode = |every: bool| -> Result<Vec<(TaggedIds, usize)>> {
+            steps
+                .iter()
+                .map(|s| {
+                    let s = if s.is_empty() { &blank[..] } else { &s[..] };
+                    tagged(&setup, &p.question, s, every, cfg.max_len)
+                })
+                .collect()
+        };
+        let (per_step, kept): (Vec<TaggedIds>, Vec<usize>) = encode(true)?.into_iter().unzip();
+        let at_end: Vec<TaggedIds> = encode(false)?.into_iter().map(|(t, _)| t).collect();
+        let score_with = |m: &RewardModel, ex: &[TaggedIds], how: Aggregate| -> Result<Vec<f64>> {
+            let raw = m.scores(ex, 16, &dev)?;
             Ok(raw
                 .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    if empty.contains(&i) {
-                        0.0
-                    } else {
-                        aggregate(r, how)
-                    }
-                })
+                .zip(&empty)
+                .map(|(r, &e)| if e { 0.0 } else { aggregate(r, how) })
                 .collect())
         };
-        let mut s_prm = score_with(&prm_i, true, cfg.aggregate)?;
-        let mut s_se = score_with(&prm_se_i, true, cfg.aggregate)?;
-        let mut s_orm = score_with(&orm_i, false, Aggregate::Last)?;
+        let mut s_prm = score_with(&prm_i, &per_step, cfg.aggregate)?;
+        let mut s_se = score_with(&prm_se_i, &per_step, cfg.aggregate)?;
+        let mut s_orm = score_with(&orm_i, &at_end, Aggregate::Last)?;
         let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &p.gold));
         n_cands += steps.len();
-        for s in steps.iter().filter(|s| !s.is_empty()) {
-            let (_, kept) = tagged(&setup, &p.question, s, true, cfg.max_len)?;
-            n_truncated += usize::from(kept < s.len());
-        }
+        n_truncated += steps
+            .iter()
+            .zip(&kept)
+            .filter(|(s, k)| !s.is_empty() && **k < s.len())
+            .count();
         let rights: Vec<bool> = answers.iter().map(right).collect();
         for (k, sc) in [&s_prm, &s_se, &s_orm].into_iter().enumerate() {
             if let Some(v) = trainer::metrics::roc_auc(sc, &rights) {

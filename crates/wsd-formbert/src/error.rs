@@ -38,5 +38,12 @@ pub enum Error {
     Write(#[from] trainer::Error),
 }
 
+/// A task's error inside the trainer (so `?` works in `trainer::Task` impls).
+impl From<Error> for trainer::Error {
+    fn from(e: Error) -> Self {
+        trainer::Error::task(e)
+    }
+}
+
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

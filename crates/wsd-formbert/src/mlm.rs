@@ -253,12 +253,6 @@ impl Task<CharBertMlm> for MlmTask {
     }
 }
 
-impl From<Error> for trainer::Error {
-    fn from(e: Error) -> Self {
-        trainer::Error::task(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
