@@ -364,6 +364,35 @@ fn wsd_formbert_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
     }))
 }
 
+fn fin_news_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
+    no_model(spec, "fin-news")?;
+    use fin_news::experiment::FinNewsConfig;
+    let mut cfg = match &spec.source {
+        ConfigSource::Quick => FinNewsConfig::quick(),
+        ConfigSource::Full => FinNewsConfig::full(),
+        ConfigSource::File(p) => load_config(p, &FinNewsConfig::full())?,
+    };
+    // The real series and articles when `cargo xtask assets` fetched them (full size only).
+    if matches!(spec.source, ConfigSource::Full) {
+        default_asset(
+            spec,
+            &mut cfg.reuters_dir,
+            "reuters",
+            "usr/lib/R/site-library/tm/texts/crude",
+        );
+        default_asset(spec, &mut cfg.wti_path, "indices", "arch/data/wti/wti.csv.gz");
+        default_asset(spec, &mut cfg.sp500_path, "indices", "arch/data/sp500/sp500.csv.gz");
+        default_asset(spec, &mut cfg.goog_path, "prices", "backtesting/test/GOOG.csv");
+        default_asset(spec, &mut cfg.eurusd_path, "prices", "backtesting/test/EURUSD.csv");
+    }
+    shift_seeds(spec, &mut cfg.seeds);
+    Ok(Box::new(Configured {
+        cfg,
+        seed: |c| c.seeds.first().copied().unwrap_or(0),
+        run: |c, ctx| Ok(fin_news::experiment::run(c, ctx)?),
+    }))
+}
+
 /// Every experiment, in the order `list` prints them.
 pub const EXPERIMENTS: &[Experiment] = &[
     Experiment {
@@ -405,6 +434,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "wsd-formbert",
         about: "FormBERT: Gloss-BERT vs FormBERT (gold / predicted word formations) on a pseudo-word lexical sample from Cilin + fortunes-zh + jieba, with a character BERT pretrained here (synthetic corpus offline)",
         prepare: wsd_formbert_experiment,
+    },
+    Experiment {
+        name: "fin-news",
+        about: "Fine-grained events (SSPM/MSSPM) vs coarse events vs text for stock movement, and time/topic/category grouping for forex, on synthetic markets; Reuters-1987 crude vs WTI and GOOG/EURUSD/S&P 500 trade-only with leakage checks",
+        prepare: fin_news_experiment,
     },
 ];
 
