@@ -177,6 +177,8 @@ struct StockExample {
     up: bool,
     log_return: f64,
     label_end: Minutes,
+    /// A planted event the dictionary cannot see.
+    paraphrased: bool,
 }
 
 /// Scores of one model and seed.
@@ -194,6 +196,8 @@ pub struct ModelScore {
     pub dev_accuracy: f64,
     /// The backtest on the test part.
     pub backtest: Backtest,
+    /// Accuracy on the test items whose event the dictionary misses (stocks only).
+    pub paraphrased_accuracy: Option<f64>,
 }
 
 /// Mean and standard deviation of a model's scores over seeds.
@@ -213,6 +217,8 @@ pub struct Summary {
     pub strategy_log_return: f64,
     /// Buy-and-hold log return over the same trades.
     pub buy_hold_log_return: f64,
+    /// Mean accuracy on the test items whose event the dictionary misses (stocks).
+    pub paraphrased_accuracy: Option<f64>,
 }
 
 /// Counts of the data a part of the experiment used.
@@ -243,6 +249,8 @@ pub struct StockResults {
     pub items_with_events: usize,
     /// Items whose planted event type was extracted / items with a planted event.
     pub extraction_recall: (usize, usize),
+    /// Test items whose planted event is paraphrased.
+    pub paraphrased_test: usize,
     /// MSSPM's token tag accuracy against the dictionary tags on the test part (per seed).
     pub msspm_tag_accuracy: Vec<f64>,
     /// Every score.
@@ -335,6 +343,10 @@ fn summarise(scores: &[ModelScore], model: &str) -> Summary {
         mcc_std: sm,
         strategy_log_return: r,
         buy_hold_log_return: s.first().map_or(f64::NAN, |x| x.backtest.buy_hold_log_return),
+        paraphrased_accuracy: {
+            let v: Vec<f64> = s.iter().filter_map(|x| x.paraphrased_accuracy).collect();
+            (!v.is_empty()).then(|| mean_std(&v).0)
+        },
     }
 }
 
@@ -444,6 +456,7 @@ fn score(model: &str, seed: u64, pred: &[bool], gold: &[bool], rets: &[f64], dev
         mcc: mcc(pred, gold),
         dev_accuracy: dev_acc,
         backtest: backtest(pred, rets),
+        paraphrased_accuracy: None,
     }
 }
 
@@ -454,6 +467,16 @@ fn predict_trade(m: &TradeOnly, x: &[(Vec<f32>, bool)], steps: usize, device: &D
         out.extend(up_probability(m.forward(trade_tensor(&v, steps, device)))?.into_iter().map(|p| p >= 0.5));
     }
     Ok(out)
+}
+
+fn paraphrased_accuracy(pred: &[bool], test: &[StockExample]) -> f64 {
+    let (p, g): (Vec<bool>, Vec<bool>) = pred
+        .iter()
+        .zip(test)
+        .filter(|(_, e)| e.paraphrased)
+        .map(|(&p, e)| (p, e.up))
+        .unzip();
+    accuracy(&p, &g)
 }
 
 fn predict_stock(
@@ -522,6 +545,7 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
             up: l.up,
             log_return: l.log_return,
             label_end: l.end,
+            paraphrased: n.paraphrased,
         });
     }
     stats.examples = examples.len();
@@ -569,7 +593,9 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
                     let d: Vec<(Vec<f32>, bool)> = split.dev.iter().map(|e| (e.trade.clone(), e.up)).collect();
                     let pred = predict_trade(&m, &t, cfg.window.steps, &dev)?;
                     let dpred = predict_trade(&m, &d, cfg.window.steps, &dev)?;
-                    scores.push(score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold)));
+                    let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
+                    sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
+                    scores.push(sc);
                 }
                 Some(events) => {
                     let n_tags = match events {
@@ -601,7 +627,9 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
                     let source = if crf { TagSource::Predicted } else { TagSource::Given };
                     let pred = predict_stock(&m, &split.test, &vocab, events, source, cfg, &dev)?;
                     let dpred = predict_stock(&m, &split.dev, &vocab, events, source, cfg, &dev)?;
-                    scores.push(score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold)));
+                    let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
+                    sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
+                    scores.push(sc);
                     if crf {
                         tag_acc.push(tag_accuracy(&m, &split.test, &vocab, cfg, &dev)?);
                     }
@@ -615,6 +643,7 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
         event_types,
         items_with_events: with_events,
         extraction_recall: (recall, planted),
+        paraphrased_test: split.test.iter().filter(|e| e.paraphrased).count(),
         msspm_tag_accuracy: tag_acc,
         scores,
         summary,
@@ -963,6 +992,12 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
 
     // claims, in direction, with the margin of the seeds' spread reported beside them
     let acc = |v: &[Summary], m: &str| v.iter().find(|s| s.model == m).map_or(f64::NAN, |s| s.accuracy);
+    let para = |v: &[Summary], m: &str| {
+        v.iter()
+            .find(|s| s.model == m)
+            .and_then(|s| s.paraphrased_accuracy)
+            .unwrap_or(f64::NAN)
+    };
     let st = &stocks.summary;
     let fx = &forex.summary;
     let claims = vec![
@@ -989,6 +1024,14 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 fmt(acc(st, "SSPM (fine-grained)"))
             ),
             acc(st, "MSSPM") >= acc(st, "SSPM (fine-grained)"),
+        ),
+        (
+            format!(
+                "stocks, items whose event the dictionary misses: MSSPM ({}) > SSPM ({})",
+                fmt(para(st, "MSSPM")),
+                fmt(para(st, "SSPM (fine-grained)"))
+            ),
+            para(st, "MSSPM") > para(st, "SSPM (fine-grained)"),
         ),
         (
             format!(
@@ -1069,11 +1112,19 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     body.push_str(&format!(
         "## Stocks\n\n{} examples (train/dev/test {:?}, purged {}, skipped {}), test up share {}; \
          leakage violations {}. The dictionary found an event in {} of {} items and the planted \
-         type in {} of {} planted events. MSSPM tag accuracy (test, vs dictionary tags): {:?}.\n\n",
+         type in {} of {} planted events. MSSPM tag accuracy (test, vs dictionary tags): {:?}. Accuracy on the {} test items \
+         whose event is paraphrased (the dictionary misses it): {}.\n\n",
         d.examples, d.split, d.purged, d.skipped, fmt(d.test_up_share), d.leakage_violations,
         stocks.items_with_events, cfg.stocks.days * cfg.stocks.news_per_day,
         stocks.extraction_recall.0, stocks.extraction_recall.1,
-        stocks.msspm_tag_accuracy.iter().map(|x| format!("{:.3}", x)).collect::<Vec<_>>()
+        stocks.msspm_tag_accuracy.iter().map(|x| format!("{:.3}", x)).collect::<Vec<_>>(),
+        stocks.paraphrased_test,
+        stocks
+            .summary
+            .iter()
+            .map(|s| format!("{} {}", s.model, s.paraphrased_accuracy.map_or("-".into(), fmt)))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     let d = &forex.data;
     body.push_str(&format!(

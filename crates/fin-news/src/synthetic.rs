@@ -7,7 +7,8 @@
 //! first bar that starts after the news (the label's target), of sign given by the event type
 //! and size given by its roles (change rate, amount, quantity). A share `informed` of events
 //! leak half their impact as drift over the two bars before the news (so the trade side carries
-//! signal too). Every item also carries distractor sentences with the same polarity words but
+//! signal too). A share `paraphrase` of events is written with a verb the embedded dictionary
+//! does not list (the extractor misses them; MSSPM's tagger may not). Every item also carries distractor sentences with the same polarity words but
 //! no trigger ("analysts had expected profit to fall"), and some items carry no event at all.
 //!
 //! **Forex** ([`forex_market`]): one currency pair with hourly bars around the clock on weekdays
@@ -45,6 +46,8 @@ pub struct StockMarketConfig {
     pub no_event: f64,
     /// Share of events with pre-announcement drift.
     pub informed: f64,
+    /// Share of events written with a verb the dictionary does not list.
+    pub paraphrase: f64,
     /// Per-bar log-price noise.
     pub noise: f64,
     /// Overnight log-price noise.
@@ -61,6 +64,7 @@ impl Default for StockMarketConfig {
             news_per_day: 10,
             no_event: 0.2,
             informed: 0.3,
+            paraphrase: 0.2,
             noise: 0.002,
             overnight_noise: 0.003,
             seed: 7,
@@ -79,6 +83,8 @@ pub struct StockNews {
     pub text: String,
     /// The event type written into the text and its log-price impact.
     pub event: Option<(String, f64)>,
+    /// The event is written with a verb the dictionary does not list.
+    pub paraphrased: bool,
 }
 
 /// A synthetic stock market.
@@ -113,8 +119,10 @@ const DISTRACTORS: [&str; 10] = [
     "The company will hold its annual meeting in May.",
 ];
 
-/// An event of a known type: its text and its log-price impact.
-fn stock_event(rng: &mut Rng, company: &str) -> (String, String, f64) {
+/// An event of a known type: its type, text and log-price impact. With `paraphrase` the
+/// sentence says the same with a verb the embedded dictionary does not list (so the extractor
+/// misses it: the case MSSPM's tagger is meant to generalise to).
+fn stock_event(rng: &mut Rng, company: &str, paraphrase: bool) -> (String, String, f64) {
     let r = 1 + rng.below(40); // change rate, pct
     let p = pick(rng, &PERIODS);
     let a = 5 + rng.below(95); // amount
@@ -122,21 +130,23 @@ fn stock_event(rng: &mut Rng, company: &str) -> (String, String, f64) {
     let rate = |sign: f64| sign * (0.002 + r as f64 * 0.0004);
     let amt = |sign: f64| sign * (0.002 + a as f64 * 0.0001);
     let qty = |sign: f64| sign * (0.002 + q as f64 * 0.0006);
+    let v = |plain: &'static str, other: &'static str| if paraphrase { other } else { plain };
+    let c = company;
     match rng.below(14) {
-        0 => ("earnings_up".into(), format!("{company} said its net profit rose {r} pct in the {p}."), rate(1.0)),
-        1 => ("earnings_down".into(), format!("{company} said its net profit fell {r} pct in the {p}."), rate(-1.0)),
-        2 => ("revenue_up".into(), format!("{company} reported that sales rose {r} pct in the {p}."), rate(1.0)),
-        3 => ("revenue_down".into(), format!("{company} reported that sales fell {r} pct in the {p}."), rate(-1.0)),
-        4 => ("dividend_raise".into(), format!("{company} raised its dividend to {a} cts a share."), amt(1.0)),
-        5 => ("dividend_cut".into(), format!("{company} cut its dividend to {a} cts a share."), amt(-1.0)),
-        6 => ("guidance_up".into(), format!("{company} raised its forecast for the {p}."), if p == "year" { 0.012 } else { 0.006 }),
-        7 => ("guidance_down".into(), format!("{company} lowered its forecast for the {p}."), if p == "year" { -0.012 } else { -0.006 }),
-        8 => ("layoffs".into(), format!("{company} will lay off {q} thousand workers."), qty(-1.0)),
-        9 => ("contract_win".into(), format!("{company} won a contract worth {a} mln dlrs."), amt(1.0)),
-        10 => ("buyback".into(), format!("{company} will repurchase {q} mln shares."), qty(1.0)),
-        11 => ("share_offering".into(), format!("{company} announced a public offering of {q} mln shares."), qty(-1.0)),
-        12 => ("lawsuit".into(), format!("{company} faces a lawsuit seeking {a} mln dlrs."), amt(-1.0)),
-        _ => ("executive_change".into(), format!("{company} said its chairman resigned."), 0.0),
+        0 => ("earnings_up".into(), format!("{c} said its net profit {} {r} pct in the {p}.", v("rose", "advanced")), rate(1.0)),
+        1 => ("earnings_down".into(), format!("{c} said its net profit {} {r} pct in the {p}.", v("fell", "slipped")), rate(-1.0)),
+        2 => ("revenue_up".into(), format!("{c} reported that sales {} {r} pct in the {p}.", v("rose", "grew")), rate(1.0)),
+        3 => ("revenue_down".into(), format!("{c} reported that sales {} {r} pct in the {p}.", v("fell", "shrank")), rate(-1.0)),
+        4 => ("dividend_raise".into(), format!("{c} {} its dividend to {a} cts a share.", v("raised", "lifted")), amt(1.0)),
+        5 => ("dividend_cut".into(), format!("{c} {} its dividend to {a} cts a share.", v("cut", "trimmed")), amt(-1.0)),
+        6 => ("guidance_up".into(), format!("{c} {} its forecast for the {p}.", v("raised", "lifted")), if p == "year" { 0.012 } else { 0.006 }),
+        7 => ("guidance_down".into(), format!("{c} {} its forecast for the {p}.", v("lowered", "trimmed")), if p == "year" { -0.012 } else { -0.006 }),
+        8 => ("layoffs".into(), format!("{c} will {} {q} thousand workers.", v("lay off", "shed")), qty(-1.0)),
+        9 => ("contract_win".into(), format!("{c} {} worth {a} mln dlrs.", v("won a contract", "secured an order")), amt(1.0)),
+        10 => ("buyback".into(), format!("{c} will {} {q} mln shares.", v("repurchase", "retire")), qty(1.0)),
+        11 => ("share_offering".into(), format!("{c} announced {} of {q} mln shares.", v("a public offering", "a sale")), qty(-1.0)),
+        12 => ("lawsuit".into(), format!("{c} faces {} seeking {a} mln dlrs.", v("a lawsuit", "legal action")), amt(-1.0)),
+        _ => ("executive_change".into(), format!("{c} said its chairman {}.", v("resigned", "quit")), 0.0),
     }
 }
 
@@ -186,11 +196,13 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
             let c = rng.below(cfg.companies);
             let name = COMPANIES[c];
             let mut sentences = Vec::new();
+            let mut paraphrased = false;
             let event = if rng.next_f64() < cfg.no_event {
                 sentences.push(format!("{name} said it was reviewing its options."));
                 None
             } else {
-                let (ty, s, impact) = stock_event(&mut rng, name);
+                paraphrased = rng.next_f64() < cfg.paraphrase;
+                let (ty, s, impact) = stock_event(&mut rng, name, paraphrased);
                 sentences.push(s);
                 Some((ty, impact))
             };
@@ -204,6 +216,7 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
                 company: c,
                 text: sentences.join(" "),
                 event,
+                paraphrased,
             });
         }
     }
@@ -391,15 +404,24 @@ mod tests {
         let d = EventDictionary::embedded();
         let mut hits = 0;
         let mut with_event = 0;
+        let mut paraphrased = 0;
         for n in &m.news {
             let x = d.extract(&n.text);
             if let Some((ty, _)) = &n.event {
-                with_event += 1;
-                // the planted type is among the extracted ones; distractors add no event
-                hits += usize::from(x.events.iter().any(|e| d.types[e.type_id].name == *ty));
+                let found = x.events.iter().any(|e| d.types[e.type_id].name == *ty);
+                if n.paraphrased {
+                    // paraphrases are what the dictionary misses
+                    assert!(x.events.is_empty(), "{}", n.text);
+                    paraphrased += 1;
+                } else {
+                    with_event += 1;
+                    // the planted type is among the extracted ones; distractors add no event
+                    hits += usize::from(found);
+                }
             }
         }
         assert_eq!(hits, with_event);
+        assert!(paraphrased > 0);
         // deterministic
         let again = stock_market(&StockMarketConfig { days: 30, ..Default::default() })
             .unwrap_or_else(|e| panic!("{e}"));
