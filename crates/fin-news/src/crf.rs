@@ -43,7 +43,12 @@ impl Crf {
     /// # Shapes
     /// `emissions` `[b, s, T]`, `tags` and `mask` `[b, s]` (1 = real; every sequence's first
     /// position must be real and real positions must come first).
-    pub fn nll(&self, emissions: Tensor<3>, tags: Tensor<2, Int>, mask: Tensor<2, Int>) -> Tensor<1> {
+    pub fn nll(
+        &self,
+        emissions: Tensor<3>,
+        tags: Tensor<2, Int>,
+        mask: Tensor<2, Int>,
+    ) -> Tensor<1> {
         let [b, s, t] = emissions.dims();
         let m = mask.clone().float(); // [b, s]
         // gold path score
@@ -70,11 +75,16 @@ impl Crf {
         let last = tags.gather(1, lengths.sub_scalar(1)).reshape([b]);
         score = score + self.end.val().select(0, last);
         // partition function
-        let mut alpha = self.start.val().reshape([1, t]) + emissions.clone().slice(s![.., 0..1, ..]).reshape([b, t]);
+        let mut alpha = self.start.val().reshape([1, t])
+            + emissions.clone().slice(s![.., 0..1, ..]).reshape([b, t]);
         let trans = self.transitions.val().reshape([1, t, t]);
         for i in 1..s {
-            let e = emissions.clone().slice(s![.., i..i + 1, ..]).reshape([b, t]);
-            let nxt = logsumexp(alpha.clone().reshape([b, t, 1]) + trans.clone(), 1).reshape([b, t]) + e;
+            let e = emissions
+                .clone()
+                .slice(s![.., i..i + 1, ..])
+                .reshape([b, t]);
+            let nxt =
+                logsumexp(alpha.clone().reshape([b, t, 1]) + trans.clone(), 1).reshape([b, t]) + e;
             let mi = m.clone().slice(s![.., i..i + 1]); // [b, 1]
             alpha = nxt * mi.clone() + alpha * (mi.neg().add_scalar(1.0));
         }
@@ -91,14 +101,18 @@ impl Crf {
                 self.n_tags()
             )));
         }
-        let mut score = self.start.val().reshape([1, t]) + emissions.clone().slice(s![.., 0..1, ..]).reshape([b, t]);
+        let mut score = self.start.val().reshape([1, t])
+            + emissions.clone().slice(s![.., 0..1, ..]).reshape([b, t]);
         let trans = self.transitions.val().reshape([1, t, t]);
         let mut back = Vec::with_capacity(s.saturating_sub(1));
         for i in 1..s {
             let cand = score.clone().reshape([b, t, 1]) + trans.clone(); // [b, from, to]
             let best = cand.clone().max_dim(1).reshape([b, t]);
             back.push(cand.argmax(1).reshape([b, 1, t]));
-            let e = emissions.clone().slice(s![.., i..i + 1, ..]).reshape([b, t]);
+            let e = emissions
+                .clone()
+                .slice(s![.., i..i + 1, ..])
+                .reshape([b, t]);
             let mi = mask.clone().slice(s![.., i..i + 1]).float();
             score = (best + e) * mi.clone() + score * mi.neg().add_scalar(1.0);
         }
@@ -120,7 +134,9 @@ impl Crf {
         for r in 0..b {
             let len = (lengths[r].max(1) as usize).min(s);
             let row = &final_scores[r * t..(r + 1) * t];
-            let mut tag = (0..t).max_by(|&x, &y| row[x].total_cmp(&row[y])).unwrap_or(0);
+            let mut tag = (0..t)
+                .max_by(|&x, &y| row[x].total_cmp(&row[y]))
+                .unwrap_or(0);
             let mut path = vec![tag; len];
             for i in (1..len).rev() {
                 // back-pointer stored at step i (index i - 1): best previous tag of `tag`
@@ -145,10 +161,31 @@ mod tests {
     use burn::tensor::Distribution;
 
     /// Brute force over every path of a tiny CRF.
-    fn brute(crf: &Crf, em: &[f32], s: usize, t: usize, len: usize) -> (f64, Vec<(Vec<usize>, f64)>) {
-        let tr: Vec<f32> = crf.transitions.val().into_data().try_to_vec::<f32>().unwrap_or_default();
-        let st: Vec<f32> = crf.start.val().into_data().try_to_vec::<f32>().unwrap_or_default();
-        let en: Vec<f32> = crf.end.val().into_data().try_to_vec::<f32>().unwrap_or_default();
+    fn brute(
+        crf: &Crf,
+        em: &[f32],
+        s: usize,
+        t: usize,
+        len: usize,
+    ) -> (f64, Vec<(Vec<usize>, f64)>) {
+        let tr: Vec<f32> = crf
+            .transitions
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let st: Vec<f32> = crf
+            .start
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let en: Vec<f32> = crf
+            .end
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
         let mut paths = Vec::new();
         let total = t.pow(len as u32);
         for code in 0..total {
@@ -174,25 +211,51 @@ mod tests {
         d.seed(5);
         let (b, s, t) = (2, 4, 3);
         let mut crf = Crf::new(t, &d);
-        crf.transitions = Param::from_tensor(Tensor::random([t, t], Distribution::Normal(0.0, 1.0), &d));
+        crf.transitions =
+            Param::from_tensor(Tensor::random([t, t], Distribution::Normal(0.0, 1.0), &d));
         crf.start = Param::from_tensor(Tensor::random([t], Distribution::Normal(0.0, 1.0), &d));
         crf.end = Param::from_tensor(Tensor::random([t], Distribution::Normal(0.0, 1.0), &d));
         let em = Tensor::<3>::random([b, s, t], Distribution::Normal(0.0, 1.0), &d);
-        let tags = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 2, 1, 1, 2, 0, 1, 0], [b, s]), &d);
-        let mask = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 1, 1, 1, 1, 1, 0, 0], [b, s]), &d);
-        let emv: Vec<f32> = em.clone().into_data().try_to_vec::<f32>().unwrap_or_default();
-        let nll: Vec<f32> = crf.nll(em.clone(), tags, mask.clone()).into_data().try_to_vec::<f32>().unwrap_or_default();
+        let tags = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![0i64, 2, 1, 1, 2, 0, 1, 0], [b, s]),
+            &d,
+        );
+        let mask = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![1i64, 1, 1, 1, 1, 1, 0, 0], [b, s]),
+            &d,
+        );
+        let emv: Vec<f32> = em
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let nll: Vec<f32> = crf
+            .nll(em.clone(), tags, mask.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
         let gold = [vec![0usize, 2, 1, 1], vec![2, 0]];
         let mut expect = 0.0;
         let decoded = crf.decode(em, mask).unwrap_or_else(|e| panic!("{e}"));
         for r in 0..b {
             let len = gold[r].len();
             let (z, paths) = brute(&crf, &emv[r * s * t..], s, t, len);
-            let g = paths.iter().find(|p| p.0 == gold[r]).map(|p| p.1).unwrap_or(0.0);
+            let g = paths
+                .iter()
+                .find(|p| p.0 == gold[r])
+                .map(|p| p.1)
+                .unwrap_or(0.0);
             expect += (z - g) / b as f64;
-            let best = paths.iter().max_by(|x, y| x.1.total_cmp(&y.1)).map(|p| p.0.clone());
+            let best = paths
+                .iter()
+                .max_by(|x, y| x.1.total_cmp(&y.1))
+                .map(|p| p.0.clone());
             assert_eq!(Some(decoded[r].clone()), best);
         }
-        assert!((f64::from(nll[0]) - expect).abs() < 1e-4, "{} vs {expect}", nll[0]);
+        assert!(
+            (f64::from(nll[0]) - expect).abs() < 1e-4,
+            "{} vs {expect}",
+            nll[0]
+        );
     }
 }

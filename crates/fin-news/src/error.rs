@@ -7,7 +7,9 @@ pub enum Error {
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     /// A time stamp could not be parsed.
-    #[error("bad time stamp {0:?} (expected YYYY-MM-DD[ HH:MM[:SS]], M/D/YYYY or DD-MON-YYYY HH:MM:SS)")]
+    #[error(
+        "bad time stamp {0:?} (expected YYYY-MM-DD[ HH:MM[:SS]], M/D/YYYY or DD-MON-YYYY HH:MM:SS)"
+    )]
     BadTime(String),
     /// A price series is not in time order or is otherwise unusable.
     #[error("price series: {0}")]

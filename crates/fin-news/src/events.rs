@@ -200,8 +200,10 @@ impl EventDictionary {
     /// The dictionary shipped with the crate (32 types).
     pub fn embedded() -> Self {
         // The file is part of the crate and is tested to parse.
-        Self::from_json(include_str!("../data/tfed.json"))
-            .unwrap_or_else(|_| Self { about: String::new(), types: Vec::new() })
+        Self::from_json(include_str!("../data/tfed.json")).unwrap_or_else(|_| Self {
+            about: String::new(),
+            types: Vec::new(),
+        })
     }
 
     /// Parses and validates a dictionary.
@@ -230,7 +232,10 @@ impl EventDictionary {
                 return Err(Error::Dictionary(format!("type {:?} twice", t.name)));
             }
             if t.triggers.iter().all(|p| phrase(p).is_empty()) {
-                return Err(Error::Dictionary(format!("type {:?} has no trigger", t.name)));
+                return Err(Error::Dictionary(format!(
+                    "type {:?} has no trigger",
+                    t.name
+                )));
             }
             for r in &t.roles {
                 if r.name.is_empty() || r.window == 0 {
@@ -422,7 +427,9 @@ fn find_role(
             RolePattern::Capitalized if t.is_capitalized() && !is_function_word(t) => {
                 // grow the run of capitalised words around i, inside the sentence
                 let mut a = i;
-                let free = |j: usize| !used[j] && (j < span.0 || j >= span.1) && !is_function_word(&tokens[j]);
+                let free = |j: usize| {
+                    !used[j] && (j < span.0 || j >= span.1) && !is_function_word(&tokens[j])
+                };
                 while a > sent.0 && free(a - 1) && tokens[a - 1].is_capitalized() {
                     a -= 1;
                 }
@@ -443,7 +450,9 @@ fn find_role(
                         .map(Vec::len)
                         .max();
                     match best {
-                        Some(k) if (b..b + k).all(|j| !used[j] && (j < span.0 || j >= span.1)) => b += k,
+                        Some(k) if (b..b + k).all(|j| !used[j] && (j < span.0 || j >= span.1)) => {
+                            b += k
+                        }
                         _ => break,
                     }
                 }
@@ -552,14 +561,19 @@ mod tests {
             .collect();
         assert_eq!(
             t,
-            vec!["Profit", "rose", "12.5", "pct", "to", "1,200", "mln", "dlrs", ".", "Shares", "fell", "3", "%", "."]
+            vec![
+                "Profit", "rose", "12.5", "pct", "to", "1,200", "mln", "dlrs", ".", "Shares",
+                "fell", "3", "%", "."
+            ]
         );
     }
 
     #[test]
     fn a_fine_grained_event_with_its_roles() {
         let d = EventDictionary::embedded();
-        let x = d.extract("Acme Widgets Corp said its net profit rose 12 pct in the first quarter. Nothing else.");
+        let x = d.extract(
+            "Acme Widgets Corp said its net profit rose 12 pct in the first quarter. Nothing else.",
+        );
         assert_eq!(x.events.len(), 1);
         let e = &x.events[0];
         assert_eq!(d.types[e.type_id].name, "earnings_up");
@@ -568,7 +582,13 @@ mod tests {
             e.roles
                 .iter()
                 .find(|r| roles[r.0] == name)
-                .map(|&(_, a, b)| x.tokens[a..b].iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(" "))
+                .map(|&(_, a, b)| {
+                    x.tokens[a..b]
+                        .iter()
+                        .map(|t| t.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
         };
         assert_eq!(span("company").as_deref(), Some("Acme Widgets Corp"));
         assert_eq!(span("change_rate").as_deref(), Some("12 pct"));
@@ -578,13 +598,21 @@ mod tests {
         let ids = d.tag_ids(&x);
         let names: Vec<&str> = ids.iter().map(|&i| tags.names[i].as_str()).collect();
         assert_eq!(&names[..3], &["B-company", "I-company", "I-company"]);
-        assert_eq!(&names[5..8], &["B-earnings_up", "I-earnings_up", "I-earnings_up"]);
+        assert_eq!(
+            &names[5..8],
+            &["B-earnings_up", "I-earnings_up", "I-earnings_up"]
+        );
         assert_eq!(&names[8..10], &["B-change_rate", "I-change_rate"]);
         // the coarse tags of the same text keep only S/P/O
         let c = coarse_tags(&x);
         let coarse = TagSet::coarse();
         let cn: Vec<&str> = c.iter().map(|&i| coarse.names[i].as_str()).collect();
-        assert_eq!(&cn[2..11], &["B-S", "I-S", "I-S", "B-P", "I-P", "I-P", "B-O", "I-O", "I-O"]);
+        assert_eq!(
+            &cn[2..11],
+            &[
+                "B-S", "I-S", "I-S", "B-P", "I-P", "I-P", "B-O", "I-O", "I-O"
+            ]
+        );
     }
 
     #[test]
@@ -609,7 +637,10 @@ mod tests {
             r#"{"types": [{"name": "a", "triggers": ["x"], "roles": [{"name": "r", "kind": "lexicon", "side": "after"}]}]}"#,
             r#"{"types": [{"name": "a", "triggers": ["x"], "roles": []}, {"name": "a", "triggers": ["y"], "roles": []}]}"#,
         ] {
-            assert!(matches!(EventDictionary::from_json(bad), Err(Error::Dictionary(_))), "{bad}");
+            assert!(
+                matches!(EventDictionary::from_json(bad), Err(Error::Dictionary(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -29,13 +29,21 @@ use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
 use crate::events::{EventDictionary, TagSet, Token, coarse_tags, tokenize};
-use crate::forex::{ForexBatch, ForexConfig, ForexModel, Grouping, NewsItem, TopicModel, extract, group};
+use crate::forex::{
+    ForexBatch, ForexConfig, ForexModel, Grouping, NewsItem, TopicModel, extract, group,
+};
 use crate::metrics::{Backtest, accuracy, backtest, mcc};
-use crate::model::{EventInput, Sspm, SspmConfig, StockBatch, TagSource, TradeOnly, up_probability};
-use crate::synthetic::{FOREX_CATEGORIES, ForexMarketConfig, StockMarketConfig, forex_market, stock_market};
+use crate::model::{
+    EventInput, Sspm, SspmConfig, StockBatch, TagSource, TradeOnly, up_probability,
+};
+use crate::synthetic::{
+    FOREX_CATEGORIES, ForexMarketConfig, StockMarketConfig, forex_market, stock_market,
+};
 use crate::text::{Vocab, encode_batch};
 use crate::time::{self, Minutes};
-use crate::trade::{LabelConfig, LabelTarget, PriceSeries, WindowConfig, chrono_split, example, trade_window};
+use crate::trade::{
+    LabelConfig, LabelTarget, PriceSeries, WindowConfig, chrono_split, example, trade_window,
+};
 use crate::{Error, Result};
 
 /// Configuration of the `fin-news` experiment.
@@ -83,6 +91,10 @@ pub struct FinNewsConfig {
     /// Tokens per forex news item.
     #[config(default = 24)]
     pub forex_max_len: usize,
+    /// Training-set sizes of the stock learning curve (the most recent examples of the training
+    /// part; 0 = all of it).
+    #[config(default = "vec![250, 0]")]
+    pub train_sizes: Vec<usize>,
     /// Training steps per stock model.
     #[config(default = 600)]
     pub steps: usize,
@@ -162,6 +174,7 @@ impl FinNewsConfig {
             .with_batch(8)
             .with_forex_batch(4)
             .with_real_steps(10)
+            .with_train_sizes(vec![40, 0])
             .with_seeds(vec![1])
     }
 }
@@ -188,6 +201,8 @@ pub struct ModelScore {
     pub model: String,
     /// Seed.
     pub seed: u64,
+    /// Training examples.
+    pub train_size: usize,
     /// Test accuracy.
     pub accuracy: f64,
     /// Test MCC.
@@ -205,6 +220,8 @@ pub struct ModelScore {
 pub struct Summary {
     /// Model name.
     pub model: String,
+    /// Training examples.
+    pub train_size: usize,
     /// Mean accuracy.
     pub accuracy: f64,
     /// Its std over seeds.
@@ -330,19 +347,29 @@ fn mean_std(x: &[f64]) -> (f64, f64) {
     (m, v.sqrt())
 }
 
-fn summarise(scores: &[ModelScore], model: &str) -> Summary {
-    let s: Vec<&ModelScore> = scores.iter().filter(|s| s.model == model).collect();
+fn summarise(scores: &[ModelScore], model: &str, train_size: usize) -> Summary {
+    let s: Vec<&ModelScore> = scores
+        .iter()
+        .filter(|s| s.model == model && s.train_size == train_size)
+        .collect();
     let (a, sa) = mean_std(&s.iter().map(|x| x.accuracy).collect::<Vec<_>>());
     let (m, sm) = mean_std(&s.iter().map(|x| x.mcc).collect::<Vec<_>>());
-    let (r, _) = mean_std(&s.iter().map(|x| x.backtest.strategy_log_return).collect::<Vec<_>>());
+    let (r, _) = mean_std(
+        &s.iter()
+            .map(|x| x.backtest.strategy_log_return)
+            .collect::<Vec<_>>(),
+    );
     Summary {
         model: model.into(),
+        train_size,
         accuracy: a,
         accuracy_std: sa,
         mcc: m,
         mcc_std: sm,
         strategy_log_return: r,
-        buy_hold_log_return: s.first().map_or(f64::NAN, |x| x.backtest.buy_hold_log_return),
+        buy_hold_log_return: s
+            .first()
+            .map_or(f64::NAN, |x| x.backtest.buy_hold_log_return),
         paraphrased_accuracy: {
             let v: Vec<f64> = s.iter().filter_map(|x| x.paraphrased_accuracy).collect();
             (!v.is_empty()).then(|| mean_std(&v).0)
@@ -414,7 +441,11 @@ impl Task<Sspm> for StockTask<'_> {
         let (loss, pred, crf) = m.loss(&b)?;
         Ok(StepLoss {
             loss,
-            extra: [("pred_loss".to_string(), pred), ("crf_loss".to_string(), crf)].into(),
+            extra: [
+                ("pred_loss".to_string(), pred),
+                ("crf_loss".to_string(), crf),
+            ]
+            .into(),
         })
     }
 }
@@ -440,7 +471,10 @@ impl Task<TradeOnly> for TradeTask<'_> {
             .collect();
         let x: Vec<&[f32]> = ex.iter().map(|e| e.0.as_slice()).collect();
         let labels = Tensor::<1, Int>::from_data(
-            TensorData::new(ex.iter().map(|e| i64::from(e.1)).collect::<Vec<_>>(), [ex.len()]),
+            TensorData::new(
+                ex.iter().map(|e| i64::from(e.1)).collect::<Vec<_>>(),
+                [ex.len()],
+            ),
             &self.device,
         );
         let logits = m.forward(trade_tensor(&x, self.steps, &self.device));
@@ -448,7 +482,14 @@ impl Task<TradeOnly> for TradeTask<'_> {
     }
 }
 
-fn score(model: &str, seed: u64, pred: &[bool], gold: &[bool], rets: &[f64], dev_acc: f64) -> ModelScore {
+fn score(
+    model: &str,
+    seed: u64,
+    pred: &[bool],
+    gold: &[bool],
+    rets: &[f64],
+    dev_acc: f64,
+) -> ModelScore {
     ModelScore {
         model: model.into(),
         seed,
@@ -457,14 +498,24 @@ fn score(model: &str, seed: u64, pred: &[bool], gold: &[bool], rets: &[f64], dev
         dev_accuracy: dev_acc,
         backtest: backtest(pred, rets),
         paraphrased_accuracy: None,
+        train_size: 0,
     }
 }
 
-fn predict_trade(m: &TradeOnly, x: &[(Vec<f32>, bool)], steps: usize, device: &Device) -> Result<Vec<bool>> {
+fn predict_trade(
+    m: &TradeOnly,
+    x: &[(Vec<f32>, bool)],
+    steps: usize,
+    device: &Device,
+) -> Result<Vec<bool>> {
     let mut out = Vec::with_capacity(x.len());
     for c in x.chunks(256) {
         let v: Vec<&[f32]> = c.iter().map(|e| e.0.as_slice()).collect();
-        out.extend(up_probability(m.forward(trade_tensor(&v, steps, device)))?.into_iter().map(|p| p >= 0.5));
+        out.extend(
+            up_probability(m.forward(trade_tensor(&v, steps, device)))?
+                .into_iter()
+                .map(|p| p >= 0.5),
+        );
     }
     Ok(out)
 }
@@ -497,7 +548,13 @@ fn predict_stock(
     Ok(out)
 }
 
-fn tag_accuracy(m: &Sspm, ex: &[StockExample], vocab: &Vocab, cfg: &FinNewsConfig, device: &Device) -> Result<f64> {
+fn tag_accuracy(
+    m: &Sspm,
+    ex: &[StockExample],
+    vocab: &Vocab,
+    cfg: &FinNewsConfig,
+    device: &Device,
+) -> Result<f64> {
     let (mut right, mut total) = (0usize, 0usize);
     for c in ex.chunks(128) {
         let refs: Vec<&StockExample> = c.iter().collect();
@@ -510,10 +567,18 @@ fn tag_accuracy(m: &Sspm, ex: &[StockExample], vocab: &Vocab, cfg: &FinNewsConfi
             }
         }
     }
-    Ok(if total == 0 { 0.0 } else { right as f64 / total as f64 })
+    Ok(if total == 0 {
+        0.0
+    } else {
+        right as f64 / total as f64
+    })
 }
 
-fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>) -> Result<StockResults> {
+fn run_stocks(
+    cfg: &FinNewsConfig,
+    dict: &EventDictionary,
+    ctx: &mut RunCtx<'_>,
+) -> Result<StockResults> {
     let ad = ctx.device.clone().autodiff();
     let dev = ad.clone().without_autodiff();
     let market = stock_market(&cfg.stocks)?;
@@ -524,14 +589,17 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
     for n in &market.news {
         let x = dict.extract(&n.text);
         for e in &x.events {
-            *event_types.entry(dict.types[e.type_id].name.clone()).or_default() += 1;
+            *event_types
+                .entry(dict.types[e.type_id].name.clone())
+                .or_default() += 1;
         }
         with_events += usize::from(!x.events.is_empty());
         if let Some((ty, _)) = &n.event {
             planted += 1;
             recall += usize::from(x.events.iter().any(|e| dict.types[e.type_id].name == *ty));
         }
-        let Some((w, l)) = example(&market.series[n.company], n.time, cfg.window, cfg.labels)? else {
+        let Some((w, l)) = example(&market.series[n.company], n.time, cfg.window, cfg.labels)?
+        else {
             stats.skipped += 1;
             continue;
         };
@@ -549,13 +617,23 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
         });
     }
     stats.examples = examples.len();
-    let split = chrono_split(examples, |e| e.time, |e| e.label_end, cfg.train_frac, cfg.dev_frac)?;
+    let split = chrono_split(
+        examples,
+        |e| e.time,
+        |e| e.label_end,
+        cfg.train_frac,
+        cfg.dev_frac,
+    )?;
     stats.split = (split.train.len(), split.dev.len(), split.test.len());
     stats.purged = split.purged;
     if split.train.is_empty() || split.test.is_empty() {
-        return Err(Error::NotEnoughData(format!("stock split {:?}", stats.split)));
+        return Err(Error::NotEnoughData(format!(
+            "stock split {:?}",
+            stats.split
+        )));
     }
-    stats.test_up_share = split.test.iter().filter(|e| e.up).count() as f64 / split.test.len() as f64;
+    stats.test_up_share =
+        split.test.iter().filter(|e| e.up).count() as f64 / split.test.len() as f64;
     let vocab = Vocab::build(split.train.iter().map(|e| e.tokens.as_slice()), 2, 5000);
     let fine_tags = dict.fine_tags();
     let gold: Vec<bool> = split.test.iter().map(|e| e.up).collect();
@@ -570,74 +648,108 @@ fn run_stocks(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>)
     ];
     let mut scores = Vec::new();
     let mut tag_acc = Vec::new();
-    for &seed in &cfg.seeds {
-        for (name, events, crf) in models {
-            ad.seed(seed);
-            match events {
-                None => {
-                    let train: Vec<(Vec<f32>, bool)> = split.train.iter().map(|e| (e.trade.clone(), e.up)).collect();
-                    let m = TradeOnly::new(cfg.window.step_dim(), cfg.d_model, 0.1, &ad)?;
-                    let out = Trainer::new(trainer_config(cfg, cfg.steps, seed), &ad)
-                        .with_progress(|p| ctx.report_progress(p))
-                        .fit(
-                            m,
-                            &mut TradeTask {
-                                train: &train,
-                                steps: cfg.window.steps,
-                                batch: cfg.batch,
-                                device: ad.clone(),
-                            },
-                        )?;
-                    let m = out.model.valid();
-                    let t: Vec<(Vec<f32>, bool)> = split.test.iter().map(|e| (e.trade.clone(), e.up)).collect();
-                    let d: Vec<(Vec<f32>, bool)> = split.dev.iter().map(|e| (e.trade.clone(), e.up)).collect();
-                    let pred = predict_trade(&m, &t, cfg.window.steps, &dev)?;
-                    let dpred = predict_trade(&m, &d, cfg.window.steps, &dev)?;
-                    let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
-                    sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
-                    scores.push(sc);
-                }
-                Some(events) => {
-                    let n_tags = match events {
-                        EventInput::Coarse => TagSet::coarse().len(),
-                        _ => fine_tags.len(),
-                    };
-                    let m = SspmConfig::new(vocab.len(), n_tags, cfg.window.step_dim())
-                        .with_events(events)
-                        .with_crf(crf)
-                        .with_eta(cfg.eta)
-                        .with_d_model(cfg.d_model)
-                        .with_n_layers(cfg.n_layers)
-                        .with_n_heads(cfg.n_heads)
-                        .with_max_len(cfg.max_len)
-                        .init(&ad)?;
-                    let out = Trainer::new(trainer_config(cfg, cfg.steps, seed), &ad)
-                        .with_progress(|p| ctx.report_progress(p))
-                        .fit(
-                            m,
-                            &mut StockTask {
-                                train: &split.train,
-                                vocab: &vocab,
-                                events,
-                                cfg,
-                                device: ad.clone(),
-                            },
-                        )?;
-                    let m = out.model.valid();
-                    let source = if crf { TagSource::Predicted } else { TagSource::Given };
-                    let pred = predict_stock(&m, &split.test, &vocab, events, source, cfg, &dev)?;
-                    let dpred = predict_stock(&m, &split.dev, &vocab, events, source, cfg, &dev)?;
-                    let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
-                    sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
-                    scores.push(sc);
-                    if crf {
-                        tag_acc.push(tag_accuracy(&m, &split.test, &vocab, cfg, &dev)?);
+    let mut sizes: Vec<usize> = cfg
+        .train_sizes
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                split.train.len()
+            } else {
+                n.min(split.train.len())
+            }
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for &size in &sizes {
+        // the most recent `size` training examples
+        let train_part = &split.train[split.train.len() - size..];
+        for &seed in &cfg.seeds {
+            for (name, events, crf) in models {
+                ad.seed(seed);
+                match events {
+                    None => {
+                        let train: Vec<(Vec<f32>, bool)> =
+                            train_part.iter().map(|e| (e.trade.clone(), e.up)).collect();
+                        let m = TradeOnly::new(cfg.window.step_dim(), cfg.d_model, 0.1, &ad)?;
+                        let out = Trainer::new(trainer_config(cfg, cfg.steps, seed), &ad)
+                            .with_progress(|p| ctx.report_progress(p))
+                            .fit(
+                                m,
+                                &mut TradeTask {
+                                    train: &train,
+                                    steps: cfg.window.steps,
+                                    batch: cfg.batch,
+                                    device: ad.clone(),
+                                },
+                            )?;
+                        let m = out.model.valid();
+                        let t: Vec<(Vec<f32>, bool)> =
+                            split.test.iter().map(|e| (e.trade.clone(), e.up)).collect();
+                        let d: Vec<(Vec<f32>, bool)> =
+                            split.dev.iter().map(|e| (e.trade.clone(), e.up)).collect();
+                        let pred = predict_trade(&m, &t, cfg.window.steps, &dev)?;
+                        let dpred = predict_trade(&m, &d, cfg.window.steps, &dev)?;
+                        let mut sc =
+                            score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
+                        sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
+                        sc.train_size = size;
+                        scores.push(sc);
+                    }
+                    Some(events) => {
+                        let n_tags = match events {
+                            EventInput::Coarse => TagSet::coarse().len(),
+                            _ => fine_tags.len(),
+                        };
+                        let m = SspmConfig::new(vocab.len(), n_tags, cfg.window.step_dim())
+                            .with_events(events)
+                            .with_crf(crf)
+                            .with_eta(cfg.eta)
+                            .with_d_model(cfg.d_model)
+                            .with_n_layers(cfg.n_layers)
+                            .with_n_heads(cfg.n_heads)
+                            .with_max_len(cfg.max_len)
+                            .init(&ad)?;
+                        let out = Trainer::new(trainer_config(cfg, cfg.steps, seed), &ad)
+                            .with_progress(|p| ctx.report_progress(p))
+                            .fit(
+                                m,
+                                &mut StockTask {
+                                    train: train_part,
+                                    vocab: &vocab,
+                                    events,
+                                    cfg,
+                                    device: ad.clone(),
+                                },
+                            )?;
+                        let m = out.model.valid();
+                        let source = if crf {
+                            TagSource::Predicted
+                        } else {
+                            TagSource::Given
+                        };
+                        let pred =
+                            predict_stock(&m, &split.test, &vocab, events, source, cfg, &dev)?;
+                        let dpred =
+                            predict_stock(&m, &split.dev, &vocab, events, source, cfg, &dev)?;
+                        let mut sc =
+                            score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
+                        sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
+                        sc.train_size = size;
+                        scores.push(sc);
+                        if crf && size == split.train.len() {
+                            tag_acc.push(tag_accuracy(&m, &split.test, &vocab, cfg, &dev)?);
+                        }
                     }
                 }
             }
         }
     }
-    let summary = models.iter().map(|m| summarise(&scores, m.0)).collect();
+    let summary = sizes
+        .iter()
+        .flat_map(|&n| models.iter().map(move |m| (n, m.0)))
+        .map(|(n, m)| summarise(&scores, m, n))
+        .collect();
     Ok(StockResults {
         data: stats,
         event_types,
@@ -675,7 +787,14 @@ impl Task<ForexModel> for ForexTask<'_> {
         let idx: Vec<usize> = (0..self.cfg.forex_batch)
             .map(|_| ctx.rng.below(self.train.len()))
             .collect();
-        let b = forex_batch(&idx, self.windows, self.train, self.vocab, self.cfg, &self.device)?;
+        let b = forex_batch(
+            &idx,
+            self.windows,
+            self.train,
+            self.vocab,
+            self.cfg,
+            &self.device,
+        )?;
         Ok(m.loss(&b).into())
     }
 }
@@ -691,7 +810,15 @@ fn forex_batch(
     let w: Vec<Vec<Vec<&[Token]>>> = idx.iter().map(|&i| windows[i].clone()).collect();
     let t: Vec<&[f32]> = idx.iter().map(|&i| ex[i].trade.as_slice()).collect();
     let l: Vec<bool> = idx.iter().map(|&i| ex[i].up).collect();
-    ForexBatch::new(&w, &t, cfg.forex_window.steps, &l, vocab, cfg.forex_max_len, device)
+    ForexBatch::new(
+        &w,
+        &t,
+        cfg.forex_window.steps,
+        &l,
+        vocab,
+        cfg.forex_max_len,
+        device,
+    )
 }
 
 fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> {
@@ -728,15 +855,29 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
         t += every;
     }
     stats.examples = examples.len();
-    let split = chrono_split(examples, |e| e.time, |e| e.label_end, cfg.train_frac, cfg.dev_frac)?;
+    let split = chrono_split(
+        examples,
+        |e| e.time,
+        |e| e.label_end,
+        cfg.train_frac,
+        cfg.dev_frac,
+    )?;
     stats.split = (split.train.len(), split.dev.len(), split.test.len());
     stats.purged = split.purged;
     if split.train.is_empty() || split.test.is_empty() {
-        return Err(Error::NotEnoughData(format!("forex split {:?}", stats.split)));
+        return Err(Error::NotEnoughData(format!(
+            "forex split {:?}",
+            stats.split
+        )));
     }
-    stats.test_up_share = split.test.iter().filter(|e| e.up).count() as f64 / split.test.len() as f64;
+    stats.test_up_share =
+        split.test.iter().filter(|e| e.up).count() as f64 / split.test.len() as f64;
     // Text: only news released before the first dev example fits the vocabulary and topics.
-    let cut = split.dev.first().or(split.test.first()).map_or(Minutes::MAX, |e| e.time);
+    let cut = split
+        .dev
+        .first()
+        .or(split.test.first())
+        .map_or(Minutes::MAX, |e| e.time);
     let tokens: Vec<Vec<Token>> = market.news.iter().map(|n| tokenize(&n.text)).collect();
     let train_docs: Vec<&[Token]> = market
         .news
@@ -760,12 +901,26 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
         })
         .collect();
     let relevant = |i: usize| market.news[i].category < 2;
-    let all: Vec<&ForexExample> = split.train.iter().chain(&split.dev).chain(&split.test).collect();
+    let all: Vec<&ForexExample> = split
+        .train
+        .iter()
+        .chain(&split.dev)
+        .chain(&split.test)
+        .collect();
     let n_items: usize = all.iter().map(|e| e.items.len()).sum();
-    let relevant_all = all.iter().flat_map(|e| e.items.iter()).filter(|&&i| relevant(i)).count() as f64 / n_items.max(1) as f64;
+    let relevant_all = all
+        .iter()
+        .flat_map(|e| e.items.iter())
+        .filter(|&&i| relevant(i))
+        .count() as f64
+        / n_items.max(1) as f64;
     let mut scores = Vec::new();
     let mut relevant_kept = BTreeMap::new();
-    let groupings = [("time", Grouping::Time), ("topic", Grouping::Topic), ("category", Grouping::Category)];
+    let groupings = [
+        ("time", Grouping::Time),
+        ("topic", Grouping::Topic),
+        ("category", Grouping::Category),
+    ];
     for (name, grouping) in groupings {
         let n_groups = match grouping {
             Grouping::Category => FOREX_CATEGORIES.len(),
@@ -776,19 +931,40 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
             let refs: Vec<&NewsItem> = e.items.iter().map(|&i| &items[i]).collect();
             group(&refs, grouping, n_groups, e.time - lookback, e.time)
                 .iter()
-                .map(|g| extract(&refs, g, cfg.per_group).into_iter().map(|k| e.items[k]).collect())
+                .map(|g| {
+                    extract(&refs, g, cfg.per_group)
+                        .into_iter()
+                        .map(|k| e.items[k])
+                        .collect()
+                })
                 .collect()
         };
-        let to_windows = |ex: &[ForexExample]| -> Vec<Vec<Vec<usize>>> { ex.iter().map(kept).collect() };
-        let (wtr, wdev, wte) = (to_windows(&split.train), to_windows(&split.dev), to_windows(&split.test));
-        let kept_all: Vec<usize> = wtr.iter().chain(&wdev).chain(&wte).flatten().flatten().copied().collect();
+        let to_windows =
+            |ex: &[ForexExample]| -> Vec<Vec<Vec<usize>>> { ex.iter().map(kept).collect() };
+        let (wtr, wdev, wte) = (
+            to_windows(&split.train),
+            to_windows(&split.dev),
+            to_windows(&split.test),
+        );
+        let kept_all: Vec<usize> = wtr
+            .iter()
+            .chain(&wdev)
+            .chain(&wte)
+            .flatten()
+            .flatten()
+            .copied()
+            .collect();
         relevant_kept.insert(
             name.to_string(),
             kept_all.iter().filter(|&&i| relevant(i)).count() as f64 / kept_all.len().max(1) as f64,
         );
         let as_tokens = |w: &[Vec<Vec<usize>>]| -> Vec<Vec<Vec<&[Token]>>> {
             w.iter()
-                .map(|gs| gs.iter().map(|g| g.iter().map(|&i| tokens[i].as_slice()).collect()).collect())
+                .map(|gs| {
+                    gs.iter()
+                        .map(|g| g.iter().map(|&i| tokens[i].as_slice()).collect())
+                        .collect()
+                })
                 .collect()
         };
         let (ttr, tdev, tte) = (as_tokens(&wtr), as_tokens(&wdev), as_tokens(&wte));
@@ -827,10 +1003,51 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
             let gold: Vec<bool> = split.test.iter().map(|e| e.up).collect();
             let rets: Vec<f64> = split.test.iter().map(|e| e.log_return).collect();
             let dgold: Vec<bool> = split.dev.iter().map(|e| e.up).collect();
-            scores.push(score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dgold)));
+            let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dgold));
+            sc.train_size = split.train.len();
+            scores.push(sc);
         }
     }
-    let summary = groupings.iter().map(|g| summarise(&scores, g.0)).collect();
+    // the same windows without news
+    let pairs = |v: &[ForexExample]| -> Vec<(Vec<f32>, bool)> {
+        v.iter().map(|e| (e.trade.clone(), e.up)).collect()
+    };
+    let (train, dv, test) = (pairs(&split.train), pairs(&split.dev), pairs(&split.test));
+    let gold: Vec<bool> = test.iter().map(|e| e.1).collect();
+    let dgold: Vec<bool> = dv.iter().map(|e| e.1).collect();
+    let rets: Vec<f64> = split.test.iter().map(|e| e.log_return).collect();
+    for &seed in &cfg.seeds {
+        ad.seed(seed);
+        let m = TradeOnly::new(cfg.forex_window.step_dim(), cfg.d_model, 0.1, &ad)?;
+        let out = Trainer::new(trainer_config(cfg, cfg.forex_steps, seed), &ad)
+            .with_progress(|p| ctx.report_progress(p))
+            .fit(
+                m,
+                &mut TradeTask {
+                    train: &train,
+                    steps: cfg.forex_window.steps,
+                    batch: cfg.batch,
+                    device: ad.clone(),
+                },
+            )?;
+        let m = out.model.valid();
+        let pred = predict_trade(&m, &test, cfg.forex_window.steps, &dev)?;
+        let dpred = predict_trade(&m, &dv, cfg.forex_window.steps, &dev)?;
+        let mut sc = score(
+            "trade only",
+            seed,
+            &pred,
+            &gold,
+            &rets,
+            accuracy(&dpred, &dgold),
+        );
+        sc.train_size = split.train.len();
+        scores.push(sc);
+    }
+    let summary = ["trade only", "time", "topic", "category"]
+        .iter()
+        .map(|g| summarise(&scores, g, split.train.len()))
+        .collect();
     Ok(ForexResults {
         data: stats,
         news: market.news.len(),
@@ -878,7 +1095,10 @@ fn run_real_trade(
     stats.split = (split.train.len(), split.dev.len(), split.test.len());
     stats.purged = split.purged;
     if split.train.is_empty() || split.test.is_empty() {
-        return Err(Error::NotEnoughData(format!("{}: split {:?}", s.name, stats.split)));
+        return Err(Error::NotEnoughData(format!(
+            "{}: split {:?}",
+            s.name, stats.split
+        )));
     }
     let pairs = |v: &[(Minutes, Vec<f32>, crate::trade::Label)]| -> Vec<(Vec<f32>, bool)> {
         v.iter().map(|e| (e.1.clone(), e.2.up)).collect()
@@ -908,9 +1128,18 @@ fn run_real_trade(
         let m = out.model.valid();
         let pred = predict_trade(&m, &test, window.steps, &dev)?;
         let dpred = predict_trade(&m, &dv, window.steps, &dev)?;
-        scores.push(score("trade only", seed, &pred, &gold, &rets, accuracy(&dpred, &dgold)));
+        let mut sc = score(
+            "trade only",
+            seed,
+            &pred,
+            &gold,
+            &rets,
+            accuracy(&dpred, &dgold),
+        );
+        sc.train_size = train.len();
+        scores.push(sc);
     }
-    let summary = summarise(&scores, "trade only");
+    let summary = summarise(&scores, "trade only", split.train.len());
     Ok(RealSeriesResult {
         series: s.name.clone(),
         data: stats,
@@ -920,18 +1149,28 @@ fn run_real_trade(
     })
 }
 
-fn run_real(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>) -> Result<RealResults> {
+fn run_real(
+    cfg: &FinNewsConfig,
+    dict: &EventDictionary,
+    ctx: &mut RunCtx<'_>,
+) -> Result<RealResults> {
     let mut r = RealResults::default();
     if let (Some(dir), Some(wti)) = (&cfg.reuters_dir, &cfg.wti_path) {
         let articles = textdata::readers::read_reuters_dir(Path::new(dir))?;
         // WTI spot is a single daily value; its New York session is taken as 09:00-14:30.
-        let s = read_series(wti, "WTI daily", Some(time::DAY))?.with_session(9 * 60, 14 * 60 + 30)?;
-        let window = WindowConfig { steps: 5, bars_per_step: 1 };
+        let s =
+            read_series(wti, "WTI daily", Some(time::DAY))?.with_session(9 * 60, 14 * 60 + 30)?;
+        let window = WindowConfig {
+            steps: 5,
+            bars_per_step: 1,
+        };
         r.reuters_articles = articles.len();
         for a in &articles {
             let x = dict.extract(&format!("{}. {}", a.title, a.body));
             for e in &x.events {
-                *r.reuters_event_types.entry(dict.types[e.type_id].name.clone()).or_default() += 1;
+                *r.reuters_event_types
+                    .entry(dict.types[e.type_id].name.clone())
+                    .or_default() += 1;
             }
             let t = time::parse(&a.date)?;
             let ex = example(&s, t, window, cfg.labels)?;
@@ -950,11 +1189,21 @@ fn run_real(cfg: &FinNewsConfig, dict: &EventDictionary, ctx: &mut RunCtx<'_>) -
                 ex.as_ref().map(|e| e.1.log_return),
             ));
         }
-        r.reuters_data.test_up_share = r.reuters_examples.iter().filter(|e| e.3 == Some(true)).count() as f64
+        r.reuters_data.test_up_share = r
+            .reuters_examples
+            .iter()
+            .filter(|e| e.3 == Some(true))
+            .count() as f64
             / r.reuters_data.examples.max(1) as f64;
     }
-    let daily = WindowConfig { steps: 10, bars_per_step: 1 };
-    let hourly = WindowConfig { steps: 12, bars_per_step: 2 };
+    let daily = WindowConfig {
+        steps: 10,
+        bars_per_step: 1,
+    };
+    let hourly = WindowConfig {
+        steps: 12,
+        bars_per_step: 2,
+    };
     let series: [(&Option<String>, &str, WindowConfig, Option<Minutes>); 3] = [
         (&cfg.goog_path, "GOOG daily", daily, Some(time::DAY)),
         (&cfg.eurusd_path, "EURUSD hourly", hourly, Some(60)),
@@ -990,72 +1239,159 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     let forex = run_forex(cfg, ctx)?;
     let real = run_real(cfg, &dict, ctx)?;
 
-    // claims, in direction, with the margin of the seeds' spread reported beside them
-    let acc = |v: &[Summary], m: &str| v.iter().find(|s| s.model == m).map_or(f64::NAN, |s| s.accuracy);
-    let para = |v: &[Summary], m: &str| {
+    // claims, in direction; the difference and the seeds' combined spread are reported beside
+    let find = |v: &[Summary], m: &str, n: usize| {
         v.iter()
-            .find(|s| s.model == m)
-            .and_then(|s| s.paraphrased_accuracy)
-            .unwrap_or(f64::NAN)
+            .find(|s| s.model == m && s.train_size == n)
+            .cloned()
     };
+    let compare =
+        |label: String, a: Option<Summary>, b: Option<Summary>, para: bool| -> (String, bool) {
+            let get = |s: &Option<Summary>| {
+                s.as_ref().map_or((f64::NAN, 0.0), |s| {
+                    if para {
+                        (s.paraphrased_accuracy.unwrap_or(f64::NAN), 0.0)
+                    } else {
+                        (s.accuracy, s.accuracy_std)
+                    }
+                })
+            };
+            let ((x, sx), (y, sy)) = (get(&a), get(&b));
+            let spread = (sx * sx + sy * sy).sqrt();
+            (
+                format!(
+                    "{label}: {} vs {} (Δ {:+.1}{})",
+                    fmt(x),
+                    fmt(y),
+                    100.0 * (x - y),
+                    if para {
+                        String::new()
+                    } else {
+                        format!(", seeds' spread {}", fmt(spread))
+                    }
+                ),
+                x > y,
+            )
+        };
     let st = &stocks.summary;
     let fx = &forex.summary;
-    let claims = vec![
-        (
-            format!(
-                "stocks: fine-grained (SSPM {}) > coarse events ({})",
-                fmt(acc(st, "SSPM (fine-grained)")),
-                fmt(acc(st, "coarse events"))
-            ),
-            acc(st, "SSPM (fine-grained)") > acc(st, "coarse events"),
-        ),
-        (
-            format!(
-                "stocks: coarse events ({}) > text only ({})",
-                fmt(acc(st, "coarse events")),
-                fmt(acc(st, "text only"))
-            ),
-            acc(st, "coarse events") > acc(st, "text only"),
-        ),
-        (
-            format!(
-                "stocks: MSSPM ({}) ≥ SSPM ({})",
-                fmt(acc(st, "MSSPM")),
-                fmt(acc(st, "SSPM (fine-grained)"))
-            ),
-            acc(st, "MSSPM") >= acc(st, "SSPM (fine-grained)"),
-        ),
-        (
-            format!(
-                "stocks, items whose event the dictionary misses: MSSPM ({}) > SSPM ({})",
-                fmt(para(st, "MSSPM")),
-                fmt(para(st, "SSPM (fine-grained)"))
-            ),
-            para(st, "MSSPM") > para(st, "SSPM (fine-grained)"),
-        ),
-        (
-            format!(
-                "forex: category grouping ({}) best (time {}, topic {})",
-                fmt(acc(fx, "category")),
-                fmt(acc(fx, "time")),
-                fmt(acc(fx, "topic"))
-            ),
-            acc(fx, "category") > acc(fx, "time") && acc(fx, "category") > acc(fx, "topic"),
-        ),
-    ];
+    let mut sizes: Vec<usize> = st.iter().map(|s| s.train_size).collect();
+    sizes.dedup();
+    let mut claims = Vec::new();
+    for &n in &sizes {
+        let (fine, coarse, text, msspm) = (
+            find(st, "SSPM (fine-grained)", n),
+            find(st, "coarse events", n),
+            find(st, "text only", n),
+            find(st, "MSSPM", n),
+        );
+        claims.push(compare(
+            format!("stocks (train {n}): fine-grained SSPM > coarse events"),
+            fine.clone(),
+            coarse.clone(),
+            false,
+        ));
+        claims.push(compare(
+            format!("stocks (train {n}): coarse events > text only"),
+            coarse,
+            text,
+            false,
+        ));
+        claims.push(compare(
+            format!("stocks (train {n}): MSSPM > SSPM"),
+            msspm.clone(),
+            fine.clone(),
+            false,
+        ));
+        claims.push(compare(
+            format!("stocks (train {n}), items whose event the dictionary misses: MSSPM > SSPM"),
+            msspm,
+            fine,
+            true,
+        ));
+    }
+    let fx_n = forex.data.split.0;
+    let (cat, tim, top) = (
+        find(fx, "category", fx_n),
+        find(fx, "time", fx_n),
+        find(fx, "topic", fx_n),
+    );
+    let c1 = compare(
+        "forex: category > time grouping".into(),
+        cat.clone(),
+        tim,
+        false,
+    );
+    let c2 = compare("forex: category > topic grouping".into(), cat, top, false);
+    claims.push((format!("{}; {}", c1.0, c2.0), c1.1 && c2.1));
+
+    // learning curve
+    let lc: Vec<Series> = [
+        "trade only",
+        "text only",
+        "coarse events",
+        "SSPM (fine-grained)",
+        "MSSPM",
+    ]
+    .iter()
+    .map(|m| {
+        Series::new(
+            *m,
+            st.iter()
+                .filter(|s| s.model == *m)
+                .map(|s| (s.train_size as f64, 100.0 * s.accuracy))
+                .collect(),
+        )
+    })
+    .collect();
+    write_line_plot(
+        &ctx.path("stocks_learning_curve.svg"),
+        "Synthetic stocks: test accuracy against training examples",
+        "training examples",
+        "accuracy %",
+        &lc,
+    )?;
 
     // plots: test backtests of the first seed
     let first = cfg.seeds[0];
+    let full = stocks.data.split.0;
     let curve = |scores: &[ModelScore], m: &str| -> Option<Series> {
-        scores.iter().find(|s| s.model == m && s.seed == first).map(|s| {
-            Series::new(m, s.backtest.curve.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect())
-        })
+        scores
+            .iter()
+            .find(|s| {
+                s.model == m
+                    && s.seed == first
+                    && (s.train_size == full
+                        || s.train_size == 0
+                        || !scores.iter().any(|x| x.train_size == full))
+            })
+            .map(|s| {
+                Series::new(
+                    m,
+                    s.backtest
+                        .curve
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &y)| (i as f64, y))
+                        .collect(),
+                )
+            })
     };
-    let mut series: Vec<Series> = stocks.summary.iter().filter_map(|s| curve(&stocks.scores, &s.model)).collect();
+    let mut series: Vec<Series> = stocks
+        .summary
+        .iter()
+        .filter(|s| s.train_size == full)
+        .filter_map(|s| curve(&stocks.scores, &s.model))
+        .collect();
     if let Some(s) = stocks.scores.first() {
         series.push(Series::new(
             "buy and hold",
-            s.backtest.buy_hold_curve.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect(),
+            s.backtest
+                .buy_hold_curve
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| (i as f64, y))
+                .collect(),
         ));
     }
     write_line_plot(
@@ -1065,11 +1401,20 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         "log return",
         &series,
     )?;
-    let mut fseries: Vec<Series> = forex.summary.iter().filter_map(|s| curve(&forex.scores, &s.model)).collect();
+    let mut fseries: Vec<Series> = forex
+        .summary
+        .iter()
+        .filter_map(|s| curve(&forex.scores, &s.model))
+        .collect();
     if let Some(s) = forex.scores.first() {
         fseries.push(Series::new(
             "buy and hold",
-            s.backtest.buy_hold_curve.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect(),
+            s.backtest
+                .buy_hold_curve
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| (i as f64, y))
+                .collect(),
         ));
     }
     write_line_plot(
@@ -1091,13 +1436,24 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             format!("{:+.3}", s.buy_hold_log_return),
         ]
     };
-    let mut rows: Vec<Vec<String>> = stocks.summary.iter().map(|s| row("stocks (synthetic)", s)).collect();
+    let mut rows: Vec<Vec<String>> = stocks
+        .summary
+        .iter()
+        .map(|s| row(&format!("stocks (synthetic, train {})", s.train_size), s))
+        .collect();
     rows.extend(forex.summary.iter().map(|s| row("forex (synthetic)", s)));
     for t in &real.trade_only {
         rows.push(row(&t.series, &t.summary));
     }
     let table = markdown_table(
-        &["part", "model", "accuracy %", "MCC", "strategy log return", "buy & hold"],
+        &[
+            "part",
+            "model",
+            "accuracy %",
+            "MCC",
+            "strategy log return",
+            "buy & hold",
+        ],
         &rows,
     );
     let mut body = String::new();
@@ -1131,9 +1487,19 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         "## Forex\n\n{} windows (train/dev/test {:?}, purged {}), {} news items, test up share {}; \
          leakage violations {}. Relevant (central bank / economy) share of all window items {}; \
          of the kept items: {}.\n\n",
-        d.examples, d.split, d.purged, forex.news, fmt(d.test_up_share), d.leakage_violations,
+        d.examples,
+        d.split,
+        d.purged,
+        forex.news,
+        fmt(d.test_up_share),
+        d.leakage_violations,
         fmt(forex.relevant_all),
-        forex.relevant_kept.iter().map(|(k, v)| format!("{k} {}", fmt(*v))).collect::<Vec<_>>().join(", ")
+        forex
+            .relevant_kept
+            .iter()
+            .map(|(k, v)| format!("{k} {}", fmt(*v)))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if real.reuters_articles > 0 {
         let d = &real.reuters_data;
@@ -1156,7 +1522,10 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 ]
             })
             .collect();
-        body.push_str(&markdown_table(&["time", "title", "events", "label", "log return"], &rows));
+        body.push_str(&markdown_table(
+            &["time", "title", "events", "label", "log return"],
+            &rows,
+        ));
         body.push('\n');
     }
     for t in &real.trade_only {
@@ -1167,7 +1536,11 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     }
     body.push_str("\n## Claims\n\n");
     for (c, ok) in &claims {
-        body.push_str(&format!("- {} — {}\n", c, if *ok { "holds" } else { "does not hold" }));
+        body.push_str(&format!(
+            "- {} — {}\n",
+            c,
+            if *ok { "holds" } else { "does not hold" }
+        ));
     }
     let metrics = FinNewsMetrics {
         stocks,
@@ -1188,7 +1561,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
         let r = run(&FinNewsConfig::quick(), &mut ctx).unwrap_or_else(|e| panic!("{e}"));
-        for f in ["metrics.json", "report.md", "config.json", "stocks_backtest.svg", "forex_backtest.svg"] {
+        for f in [
+            "metrics.json",
+            "report.md",
+            "config.json",
+            "stocks_backtest.svg",
+            "forex_backtest.svg",
+            "stocks_learning_curve.svg",
+        ] {
             assert!(r.dir.join(f).exists(), "{f}");
         }
         let m: serde_json::Value = serde_json::from_str(
@@ -1196,8 +1576,9 @@ mod tests {
         )
         .unwrap_or_default();
         assert_eq!(m["stocks"]["data"]["leakage_violations"], 0);
-        assert_eq!(m["stocks"]["summary"].as_array().map(Vec::len), Some(5));
-        assert_eq!(m["forex"]["summary"].as_array().map(Vec::len), Some(3));
+        // two training sizes × five models
+        assert_eq!(m["stocks"]["summary"].as_array().map(Vec::len), Some(10));
+        assert_eq!(m["forex"]["summary"].as_array().map(Vec::len), Some(4));
         assert!(matches!(
             run(&FinNewsConfig::quick().with_seeds(vec![]), &mut ctx),
             Err(Error::InvalidConfig(_))

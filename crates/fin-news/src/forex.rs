@@ -67,7 +67,11 @@ impl Tfidf {
         v.truncate(max_words);
         let n = docs.len().max(1) as f32;
         let idf = v.iter().map(|&(_, c)| (n / c as f32).ln() + 1.0).collect();
-        let index = v.iter().enumerate().map(|(i, &(w, _))| (w.to_string(), i)).collect();
+        let index = v
+            .iter()
+            .enumerate()
+            .map(|(i, &(w, _))| (w.to_string(), i))
+            .collect();
         Self { index, idf }
     }
 
@@ -108,9 +112,18 @@ pub struct TopicModel {
 impl TopicModel {
     /// Fits `k` topics on `docs` (k-means++ seeding from `seed`, `iters` Lloyd steps; the
     /// assignment step is one `[n, dim] × [dim, k]` product on `device`).
-    pub fn fit(docs: &[&[Token]], k: usize, iters: usize, seed: u64, device: &Device) -> Result<Self> {
+    pub fn fit(
+        docs: &[&[Token]],
+        k: usize,
+        iters: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         if k == 0 || docs.len() < k {
-            return Err(Error::NotEnoughData(format!("{} documents for {k} topics", docs.len())));
+            return Err(Error::NotEnoughData(format!(
+                "{} documents for {k} topics",
+                docs.len()
+            )));
         }
         let tfidf = Tfidf::fit(docs, 2000);
         let dim = tfidf.dim().max(1);
@@ -140,7 +153,14 @@ impl TopicModel {
             };
             centroids.push(x[pick].clone());
         }
-        let flat: Vec<f32> = x.iter().flat_map(|v| v.iter().copied().chain(std::iter::repeat_n(0.0, dim - v.len()))).collect();
+        let flat: Vec<f32> = x
+            .iter()
+            .flat_map(|v| {
+                v.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0.0, dim - v.len()))
+            })
+            .collect();
         let xt = Tensor::<2>::from_data(TensorData::new(flat, [x.len(), dim]), device);
         let mut model = Self { tfidf, centroids };
         for _ in 0..iters {
@@ -164,7 +184,11 @@ impl TopicModel {
     fn assign_matrix(&self, xt: &Tensor<2>, device: &Device) -> Result<Vec<usize>> {
         let dim = xt.dims()[1];
         let k = self.centroids.len();
-        let c: Vec<f32> = self.centroids.iter().flat_map(|v| v.iter().copied()).collect();
+        let c: Vec<f32> = self
+            .centroids
+            .iter()
+            .flat_map(|v| v.iter().copied())
+            .collect();
         let ct = Tensor::<2>::from_data(TensorData::new(c, [k, dim]), device);
         xt.clone()
             .matmul(ct.transpose())
@@ -200,12 +224,20 @@ pub struct NewsItem {
 }
 
 /// Groups the items (indices into `items`) of the window `[start, end)` into `n_groups`.
-pub fn group(items: &[&NewsItem], grouping: Grouping, n_groups: usize, start: i64, end: i64) -> Vec<Vec<usize>> {
+pub fn group(
+    items: &[&NewsItem],
+    grouping: Grouping,
+    n_groups: usize,
+    start: i64,
+    end: i64,
+) -> Vec<Vec<usize>> {
     let mut groups = vec![Vec::new(); n_groups.max(1)];
     let span = (end - start).max(1);
     for (i, it) in items.iter().enumerate() {
         let g = match grouping {
-            Grouping::Time => (((it.time - start).clamp(0, span - 1) * n_groups as i64) / span) as usize,
+            Grouping::Time => {
+                (((it.time - start).clamp(0, span - 1) * n_groups as i64) / span) as usize
+            }
             Grouping::Topic => it.topic,
             Grouping::Category => it.category,
         };
@@ -226,7 +258,10 @@ pub fn extract(items: &[&NewsItem], group: &[usize], k: usize) -> Vec<usize> {
             *m += x;
         }
     }
-    let mut scored: Vec<(usize, f32)> = group.iter().map(|&i| (i, dot(&items[i].vector, &mean))).collect();
+    let mut scored: Vec<(usize, f32)> = group
+        .iter()
+        .map(|&i| (i, dot(&items[i].vector, &mean)))
+        .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let mut keep: Vec<usize> = scored.into_iter().take(k).map(|x| x.0).collect();
     keep.sort_by_key(|&i| (items[i].time, i));
@@ -309,7 +344,12 @@ impl ForexBatch {
             )));
         }
         let g = windows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let k = windows.iter().flat_map(|w| w.iter().map(Vec::len)).max().unwrap_or(1).max(1);
+        let k = windows
+            .iter()
+            .flat_map(|w| w.iter().map(Vec::len))
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let mut texts: Vec<(&[Token], &[usize])> = Vec::with_capacity(b * g * k);
         let mut item_mask = vec![0f32; b * g * k];
         for (i, w) in windows.iter().enumerate() {
@@ -328,7 +368,9 @@ impl ForexBatch {
         let (ids, mask, _) = crate::text::encode_batch(vocab, &texts, max_len, device);
         let dim = trade[0].len();
         if dim % steps.max(1) != 0 || trade.iter().any(|t| t.len() != dim) {
-            return Err(Error::InvalidConfig("trade windows of different sizes".into()));
+            return Err(Error::InvalidConfig(
+                "trade windows of different sizes".into(),
+            ));
         }
         let flat: Vec<f32> = trade.iter().flat_map(|t| t.iter().copied()).collect();
         let _ = PAD;
@@ -338,7 +380,10 @@ impl ForexBatch {
             item_mask: Tensor::from_data(TensorData::new(item_mask, [b, g, k]), device),
             trade: Tensor::from_data(TensorData::new(flat, [b, steps, dim / steps]), device),
             labels: Tensor::from_data(
-                TensorData::new(labels.iter().map(|&u| i64::from(u)).collect::<Vec<_>>(), [b]),
+                TensorData::new(
+                    labels.iter().map(|&u| i64::from(u)).collect::<Vec<_>>(),
+                    [b],
+                ),
                 device,
             ),
         })
@@ -349,8 +394,15 @@ impl ForexBatch {
 /// all-masked row gives zero weights.
 fn masked_attention(query: Tensor<2>, keys: Tensor<3>, mask: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     let [b, n, d] = keys.dims();
-    let scores = keys.clone().matmul(query.reshape([b, d, 1])).reshape([b, n]).div_scalar((d as f64).sqrt());
-    let w = softmax(scores + (mask.clone().neg().add_scalar(1.0)).mul_scalar(-1e4), 1) * mask;
+    let scores = keys
+        .clone()
+        .matmul(query.reshape([b, d, 1]))
+        .reshape([b, n])
+        .div_scalar((d as f64).sqrt());
+    let w = softmax(
+        scores + (mask.clone().neg().add_scalar(1.0)).mul_scalar(-1e4),
+        1,
+    ) * mask;
     let out = w.clone().reshape([b, 1, n]).matmul(keys).reshape([b, d]);
     (out, w)
 }
@@ -396,7 +448,11 @@ impl ForexModel {
             .reshape([b * g, d]);
         let (groups, _) = masked_attention(qi, items, batch.item_mask.clone().reshape([b * g, k]));
         let group_mask = batch.item_mask.clone().max_dim(2).reshape([b, g]);
-        let (news, wg) = masked_attention(self.group_query.forward(q.clone()), groups.reshape([b, g, d]), group_mask);
+        let (news, wg) = masked_attention(
+            self.group_query.forward(q.clone()),
+            groups.reshape([b, g, d]),
+            group_mask,
+        );
         let logits = self
             .classifier
             .forward(self.dropout.forward(Tensor::cat(vec![q, news], 1)));
@@ -433,8 +489,12 @@ mod tests {
     #[test]
     fn grouping_extraction_and_topics() {
         let texts = [
-            "central bank raised rates", "central bank cut rates", "bank rates unchanged",
-            "football team won", "football team lost", "team won again",
+            "central bank raised rates",
+            "central bank cut rates",
+            "bank rates unchanged",
+            "football team won",
+            "football team lost",
+            "team won again",
         ];
         let toks: Vec<Vec<Token>> = texts.iter().map(|t| tokenize(t)).collect();
         let refs: Vec<&[Token]> = toks.iter().map(Vec::as_slice).collect();
@@ -453,19 +513,31 @@ mod tests {
             .map(|(i, t)| item(i as i64 * 10, usize::from(i >= 3), t, &tm.tfidf))
             .collect();
         let r: Vec<&NewsItem> = items.iter().collect();
-        assert_eq!(group(&r, Grouping::Category, 2, 0, 60), vec![vec![0, 1, 2], vec![3, 4, 5]]);
-        assert_eq!(group(&r, Grouping::Time, 3, 0, 60), vec![vec![0, 1], vec![2, 3], vec![4, 5]]);
+        assert_eq!(
+            group(&r, Grouping::Category, 2, 0, 60),
+            vec![vec![0, 1, 2], vec![3, 4, 5]]
+        );
+        assert_eq!(
+            group(&r, Grouping::Time, 3, 0, 60),
+            vec![vec![0, 1], vec![2, 3], vec![4, 5]]
+        );
         // the least central of the bank items is dropped; order stays by time
         let kept = extract(&r, &[0, 1, 2], 2);
         assert_eq!(kept.len(), 2);
-        assert!(kept.windows(2).all(|w| items[w[0]].time <= items[w[1]].time));
+        assert!(
+            kept.windows(2)
+                .all(|w| items[w[0]].time <= items[w[1]].time)
+        );
         assert_eq!(extract(&r, &[4], 2), vec![4]);
     }
 
     #[test]
     fn the_model_handles_empty_groups_and_windows() {
         let d = Device::flex();
-        let toks: Vec<Vec<Token>> = ["rates rose", "team won", "rates fell"].iter().map(|t| tokenize(t)).collect();
+        let toks: Vec<Vec<Token>> = ["rates rose", "team won", "rates fell"]
+            .iter()
+            .map(|t| tokenize(t))
+            .collect();
         let vocab = Vocab::build(toks.iter().map(Vec::as_slice), 1, 50);
         let m = ForexConfig::new(vocab.len(), 12)
             .with_d_model(16)
@@ -474,17 +546,32 @@ mod tests {
             .with_dropout(0.0)
             .init(&d)
             .unwrap_or_else(|e| panic!("{e}"));
-        let w1 = vec![vec![toks[0].as_slice(), toks[2].as_slice()], vec![toks[1].as_slice()]];
+        let w1 = vec![
+            vec![toks[0].as_slice(), toks[2].as_slice()],
+            vec![toks[1].as_slice()],
+        ];
         let w2: Vec<Vec<&[Token]>> = vec![vec![], vec![]];
         let trade = vec![0.5f32; 24];
-        let b = ForexBatch::new(&[w1, w2], &[&trade, &trade], 2, &[true, false], &vocab, 8, &d)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let b = ForexBatch::new(
+            &[w1, w2],
+            &[&trade, &trade],
+            2,
+            &[true, false],
+            &vocab,
+            8,
+            &d,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let (logits, wg) = m.forward(&b);
         assert_eq!(logits.dims(), [2, 2]);
         let w: Vec<f32> = wg.into_data().try_to_vec::<f32>().unwrap_or_default();
         assert!((w[0] + w[1] - 1.0).abs() < 1e-5);
         assert_eq!(&w[2..], &[0.0, 0.0]);
-        assert!(m.predict(&b).map(|p| p.iter().all(|x| x.is_finite())).unwrap_or(false));
+        assert!(
+            m.predict(&b)
+                .map(|p| p.iter().all(|x| x.is_finite()))
+                .unwrap_or(false)
+        );
         assert!(ForexBatch::new(&[], &[], 2, &[], &vocab, 8, &d).is_err());
     }
 }

@@ -23,7 +23,11 @@ pub fn mcc(pred: &[bool], gold: &[bool]) -> f64 {
         }
     }
     let den = ((tp + fp) * (tp + fneg) * (tn + fp) * (tn + fneg)).sqrt();
-    if den == 0.0 { 0.0 } else { (tp * tn - fp * fneg) / den }
+    if den == 0.0 {
+        0.0
+    } else {
+        (tp * tn - fp * fneg) / den
+    }
 }
 
 /// Result of [`backtest`].

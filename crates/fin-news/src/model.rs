@@ -19,7 +19,9 @@
 //!   CRF's Viterbi tags replace the dictionary's ([`TagSource::Predicted`]).
 
 use burn::module::Module;
-use burn::nn::{BiLstm, BiLstmConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{
+    BiLstm, BiLstmConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid, softmax};
 use plm::bert::{Bert, BertConfig, classification_loss};
@@ -79,7 +81,9 @@ impl TradeEncoder {
 pub fn masked_max(x: Tensor<3>, mask: Tensor<2, Int>) -> Tensor<2> {
     let [b, s, d] = x.dims();
     let m = mask.float().reshape([b, s, 1]);
-    (x * m.clone() + (m.neg().add_scalar(1.0)).mul_scalar(NEG)).max_dim(1).reshape([b, d])
+    (x * m.clone() + (m.neg().add_scalar(1.0)).mul_scalar(NEG))
+        .max_dim(1)
+        .reshape([b, d])
 }
 
 /// Which event tags a model has.
@@ -190,10 +194,14 @@ impl SspmConfig {
             )));
         }
         if self.events != EventInput::None && self.n_tags < 2 {
-            return Err(Error::InvalidConfig("event input needs at least two tags".into()));
+            return Err(Error::InvalidConfig(
+                "event input needs at least two tags".into(),
+            ));
         }
         if self.crf && self.events == EventInput::None {
-            return Err(Error::InvalidConfig("MSSPM's CRF needs an event input".into()));
+            return Err(Error::InvalidConfig(
+                "MSSPM's CRF needs an event input".into(),
+            ));
         }
         let d = self.d_model;
         let bert = BertConfig::new(self.vocab_size, d, self.n_layers, self.n_heads, 4 * d)
@@ -211,7 +219,9 @@ impl SspmConfig {
             gate_y: LinearConfig::new(2 * d, d).init(device),
             classifier: LinearConfig::new(2 * d, 2).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
-            tagger: self.crf.then(|| LinearConfig::new(d, self.n_tags).init(device)),
+            tagger: self
+                .crf
+                .then(|| LinearConfig::new(d, self.n_tags).init(device)),
             crf: self.crf.then(|| Crf::new(self.n_tags, device)),
             eta: self.eta,
         })
@@ -246,7 +256,9 @@ impl Sspm {
             (Some(emb), TagSource::Given) => emb.forward(batch.tags.clone()),
             (Some(emb), TagSource::Predicted) => {
                 let (Some(crf), Some(em)) = (&self.crf, &emissions) else {
-                    return Err(Error::InvalidConfig("predicted tags need MSSPM's CRF".into()));
+                    return Err(Error::InvalidConfig(
+                        "predicted tags need MSSPM's CRF".into(),
+                    ));
                 };
                 let paths = crf.decode(em.clone(), batch.mask.clone())?;
                 let mut flat = vec![0i64; b * s];
@@ -255,7 +267,10 @@ impl Sspm {
                         flat[r * s + j] = t as i64;
                     }
                 }
-                emb.forward(Tensor::from_data(TensorData::new(flat, [b, s]), &sx.device()))
+                emb.forward(Tensor::from_data(
+                    TensorData::new(flat, [b, s]),
+                    &sx.device(),
+                ))
             }
         };
         let hx = relu(self.fuse.forward(Tensor::cat(
@@ -263,7 +278,10 @@ impl Sspm {
             2,
         )));
         let sy = self.trade.forward(batch.trade.clone()); // [b, T, d]
-        let aff = self.co.forward(hx.clone()).matmul(sy.clone().swap_dims(1, 2)); // [b, s, T]
+        let aff = self
+            .co
+            .forward(hx.clone())
+            .matmul(sy.clone().swap_dims(1, 2)); // [b, s, T]
         let cx = softmax(aff.clone(), 2).matmul(sy.clone());
         let key_pad = batch
             .mask
@@ -384,15 +402,24 @@ mod tests {
     fn batch(d: &Device) -> StockBatch {
         let (b, s, steps, f) = (3, 6, 4, 12);
         let ids = Tensor::<2, Int>::from_data(
-            TensorData::new((0..(b * s) as i64).map(|i| 2 + i % 7).collect::<Vec<_>>(), [b, s]),
+            TensorData::new(
+                (0..(b * s) as i64).map(|i| 2 + i % 7).collect::<Vec<_>>(),
+                [b, s],
+            ),
             d,
         );
         let mask = Tensor::<2, Int>::from_data(
-            TensorData::new(vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0], [b, s]),
+            TensorData::new(
+                vec![1i64, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0],
+                [b, s],
+            ),
             d,
         );
         let tags = Tensor::<2, Int>::from_data(
-            TensorData::new((0..(b * s) as i64).map(|i| i % 3).collect::<Vec<_>>(), [b, s]),
+            TensorData::new(
+                (0..(b * s) as i64).map(|i| i % 3).collect::<Vec<_>>(),
+                [b, s],
+            ),
             d,
         ) * mask.clone();
         StockBatch {
@@ -408,7 +435,12 @@ mod tests {
     fn every_variant_runs_and_padding_does_not_leak() {
         let d = Device::flex();
         let b = batch(&d);
-        for (events, crf) in [(EventInput::None, false), (EventInput::Coarse, false), (EventInput::Fine, false), (EventInput::Fine, true)] {
+        for (events, crf) in [
+            (EventInput::None, false),
+            (EventInput::Coarse, false),
+            (EventInput::Fine, false),
+            (EventInput::Fine, true),
+        ] {
             d.seed(1);
             let m = SspmConfig::new(20, 3, 12)
                 .with_events(events)
@@ -423,10 +455,15 @@ mod tests {
             let (loss, pred, nll) = m.loss(&b).unwrap_or_else(|e| panic!("{e}"));
             assert!(pred > 0.0 && scalar(&loss).unwrap_or(f64::NAN).is_finite());
             assert_eq!(nll > 0.0, crf);
-            let p = m.predict(&b, TagSource::Given).unwrap_or_else(|e| panic!("{e}"));
+            let p = m
+                .predict(&b, TagSource::Given)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(p.len(), 3);
             if crf {
-                assert_eq!(m.predict(&b, TagSource::Predicted).map(|p| p.len()).ok(), Some(3));
+                assert_eq!(
+                    m.predict(&b, TagSource::Predicted).map(|p| p.len()).ok(),
+                    Some(3)
+                );
                 let tags = m.tag(&b).unwrap_or_else(|e| panic!("{e}"));
                 assert_eq!(tags.iter().map(Vec::len).collect::<Vec<_>>(), vec![6, 3, 5]);
             } else {
@@ -434,11 +471,22 @@ mod tests {
             }
             // changing a padded token changes nothing
             let mut b2 = b.clone();
-            b2.ids = b2.ids.clone().slice_assign(s![1..2, 4..5], Tensor::from_data(TensorData::new(vec![9i64], [1, 1]), &d));
-            let p2 = m.predict(&b2, TagSource::Given).unwrap_or_else(|e| panic!("{e}"));
+            b2.ids = b2.ids.clone().slice_assign(
+                s![1..2, 4..5],
+                Tensor::from_data(TensorData::new(vec![9i64], [1, 1]), &d),
+            );
+            let p2 = m
+                .predict(&b2, TagSource::Given)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!((p[1] - p2[1]).abs() < 1e-5, "{} vs {}", p[1], p2[1]);
         }
-        assert!(SspmConfig::new(20, 3, 12).with_events(EventInput::None).with_crf(true).init(&d).is_err());
+        assert!(
+            SspmConfig::new(20, 3, 12)
+                .with_events(EventInput::None)
+                .with_crf(true)
+                .init(&d)
+                .is_err()
+        );
         assert!(SspmConfig::new(20, 1, 12).init(&d).is_err());
         let t = TradeOnly::new(12, 16, 0.0, &d).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.forward(b.trade).dims(), [3, 2]);

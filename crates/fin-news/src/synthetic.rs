@@ -99,9 +99,18 @@ pub struct StockMarket {
 }
 
 const COMPANIES: [&str; 12] = [
-    "Acme Widgets Corp", "Borealis Mining Co", "Cobalt Energy Inc", "Delta Shipping Ltd",
-    "Evergreen Foods Corp", "Fulcrum Steel Co", "Granite Bank Corp", "Helios Solar Inc",
-    "Ionic Chemicals Ltd", "Juniper Telecom Corp", "Keystone Motors Inc", "Lumen Pharma Co",
+    "Acme Widgets Corp",
+    "Borealis Mining Co",
+    "Cobalt Energy Inc",
+    "Delta Shipping Ltd",
+    "Evergreen Foods Corp",
+    "Fulcrum Steel Co",
+    "Granite Bank Corp",
+    "Helios Solar Inc",
+    "Ionic Chemicals Ltd",
+    "Juniper Telecom Corp",
+    "Keystone Motors Inc",
+    "Lumen Pharma Co",
 ];
 
 const PERIODS: [&str; 4] = ["first quarter", "second quarter", "third quarter", "year"];
@@ -133,20 +142,103 @@ fn stock_event(rng: &mut Rng, company: &str, paraphrase: bool) -> (String, Strin
     let v = |plain: &'static str, other: &'static str| if paraphrase { other } else { plain };
     let c = company;
     match rng.below(14) {
-        0 => ("earnings_up".into(), format!("{c} said its net profit {} {r} pct in the {p}.", v("rose", "advanced")), rate(1.0)),
-        1 => ("earnings_down".into(), format!("{c} said its net profit {} {r} pct in the {p}.", v("fell", "slipped")), rate(-1.0)),
-        2 => ("revenue_up".into(), format!("{c} reported that sales {} {r} pct in the {p}.", v("rose", "grew")), rate(1.0)),
-        3 => ("revenue_down".into(), format!("{c} reported that sales {} {r} pct in the {p}.", v("fell", "shrank")), rate(-1.0)),
-        4 => ("dividend_raise".into(), format!("{c} {} its dividend to {a} cts a share.", v("raised", "lifted")), amt(1.0)),
-        5 => ("dividend_cut".into(), format!("{c} {} its dividend to {a} cts a share.", v("cut", "trimmed")), amt(-1.0)),
-        6 => ("guidance_up".into(), format!("{c} {} its forecast for the {p}.", v("raised", "lifted")), if p == "year" { 0.012 } else { 0.006 }),
-        7 => ("guidance_down".into(), format!("{c} {} its forecast for the {p}.", v("lowered", "trimmed")), if p == "year" { -0.012 } else { -0.006 }),
-        8 => ("layoffs".into(), format!("{c} will {} {q} thousand workers.", v("lay off", "shed")), qty(-1.0)),
-        9 => ("contract_win".into(), format!("{c} {} worth {a} mln dlrs.", v("won a contract", "secured an order")), amt(1.0)),
-        10 => ("buyback".into(), format!("{c} will {} {q} mln shares.", v("repurchase", "retire")), qty(1.0)),
-        11 => ("share_offering".into(), format!("{c} announced {} of {q} mln shares.", v("a public offering", "a sale")), qty(-1.0)),
-        12 => ("lawsuit".into(), format!("{c} faces {} seeking {a} mln dlrs.", v("a lawsuit", "legal action")), amt(-1.0)),
-        _ => ("executive_change".into(), format!("{c} said its chairman {}.", v("resigned", "quit")), 0.0),
+        0 => (
+            "earnings_up".into(),
+            format!(
+                "{c} said its net profit {} {r} pct in the {p}.",
+                v("rose", "advanced")
+            ),
+            rate(1.0),
+        ),
+        1 => (
+            "earnings_down".into(),
+            format!(
+                "{c} said its net profit {} {r} pct in the {p}.",
+                v("fell", "slipped")
+            ),
+            rate(-1.0),
+        ),
+        2 => (
+            "revenue_up".into(),
+            format!(
+                "{c} reported that sales {} {r} pct in the {p}.",
+                v("rose", "grew")
+            ),
+            rate(1.0),
+        ),
+        3 => (
+            "revenue_down".into(),
+            format!(
+                "{c} reported that sales {} {r} pct in the {p}.",
+                v("fell", "shrank")
+            ),
+            rate(-1.0),
+        ),
+        4 => (
+            "dividend_raise".into(),
+            format!(
+                "{c} {} its dividend to {a} cts a share.",
+                v("raised", "lifted")
+            ),
+            amt(1.0),
+        ),
+        5 => (
+            "dividend_cut".into(),
+            format!(
+                "{c} {} its dividend to {a} cts a share.",
+                v("cut", "trimmed")
+            ),
+            amt(-1.0),
+        ),
+        6 => (
+            "guidance_up".into(),
+            format!("{c} {} its forecast for the {p}.", v("raised", "lifted")),
+            if p == "year" { 0.012 } else { 0.006 },
+        ),
+        7 => (
+            "guidance_down".into(),
+            format!("{c} {} its forecast for the {p}.", v("lowered", "trimmed")),
+            if p == "year" { -0.012 } else { -0.006 },
+        ),
+        8 => (
+            "layoffs".into(),
+            format!("{c} will {} {q} thousand workers.", v("lay off", "shed")),
+            qty(-1.0),
+        ),
+        9 => (
+            "contract_win".into(),
+            format!(
+                "{c} {} worth {a} mln dlrs.",
+                v("won a contract", "secured an order")
+            ),
+            amt(1.0),
+        ),
+        10 => (
+            "buyback".into(),
+            format!("{c} will {} {q} mln shares.", v("repurchase", "retire")),
+            qty(1.0),
+        ),
+        11 => (
+            "share_offering".into(),
+            format!(
+                "{c} announced {} of {q} mln shares.",
+                v("a public offering", "a sale")
+            ),
+            qty(-1.0),
+        ),
+        12 => (
+            "lawsuit".into(),
+            format!(
+                "{c} faces {} seeking {a} mln dlrs.",
+                v("a lawsuit", "legal action")
+            ),
+            amt(-1.0),
+        ),
+        _ => (
+            "executive_change".into(),
+            format!("{c} said its chairman {}.", v("resigned", "quit")),
+            0.0,
+        ),
     }
 }
 
@@ -250,17 +342,31 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
         let mut bars = Vec::with_capacity(stamps.len());
         for i in 0..stamps.len() {
             let overnight = i > 0 && stamps[i] - stamps[i - 1] > 60;
-            let gap = if overnight { cfg.overnight_noise * normal(&mut rng) } else { 0.0 };
+            let gap = if overnight {
+                cfg.overnight_noise * normal(&mut rng)
+            } else {
+                0.0
+            };
             let open = price * (jump[i] + gap).exp();
             let close = open * (drift[i] + cfg.noise * normal(&mut rng)).exp();
-            let volume = 1000.0 * (0.3 * normal(&mut rng)).exp() * (1.0 + 100.0 * (jump[i].abs() + drift[i].abs()));
+            let volume = 1000.0
+                * (0.3 * normal(&mut rng)).exp()
+                * (1.0 + 100.0 * (jump[i].abs() + drift[i].abs()));
             bars.push(bar_from(open, close, cfg.noise, volume, &mut rng));
             price = close;
         }
-        series.push(PriceSeries::from_stamped(COMPANIES[c], stamps.clone(), bars, Some(60))?);
+        series.push(PriceSeries::from_stamped(
+            COMPANIES[c],
+            stamps.clone(),
+            bars,
+            Some(60),
+        )?);
     }
     Ok(StockMarket {
-        companies: COMPANIES[..cfg.companies].iter().map(|s| s.to_string()).collect(),
+        companies: COMPANIES[..cfg.companies]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         series,
         news,
     })
@@ -295,7 +401,12 @@ impl Default for ForexMarketConfig {
 
 /// Category names of the forex news.
 pub const FOREX_CATEGORIES: [&str; 6] = [
-    "central bank", "economy", "politics", "commodities", "equities", "sports",
+    "central bank",
+    "economy",
+    "politics",
+    "commodities",
+    "equities",
+    "sports",
 ];
 
 /// One synthetic forex news item.
@@ -329,25 +440,66 @@ fn forex_item(rng: &mut Rng) -> (usize, String, f64) {
     match rng.below(6) {
         0 => match rng.below(2) {
             // a higher euro rate lifts the pair, a higher dollar rate lowers it
-            0 => (0, format!("The European Central Bank {raised} interest rates by {x}0 basis points."), rdir * size * 1.5),
-            _ => (0, format!("The Federal Reserve {raised} interest rates by {x}0 basis points."), -rdir * size * 1.5),
+            0 => (
+                0,
+                format!("The European Central Bank {raised} interest rates by {x}0 basis points."),
+                rdir * size * 1.5,
+            ),
+            _ => (
+                0,
+                format!("The Federal Reserve {raised} interest rates by {x}0 basis points."),
+                -rdir * size * 1.5,
+            ),
         },
         1 => match rng.below(3) {
-            0 => (1, format!("Euro zone industrial output {moved} {x} pct last month."), dir * size),
-            1 => (1, format!("US payrolls {moved} by {x}0 thousand last month."), -dir * size),
-            _ => (1, format!("German business confidence {moved} {x} points."), dir * size),
+            0 => (
+                1,
+                format!("Euro zone industrial output {moved} {x} pct last month."),
+                dir * size,
+            ),
+            1 => (
+                1,
+                format!("US payrolls {moved} by {x}0 thousand last month."),
+                -dir * size,
+            ),
+            _ => (
+                1,
+                format!("German business confidence {moved} {x} points."),
+                dir * size,
+            ),
         },
-        2 => (2, format!("Support for the governing party {moved} {x} points in a poll."), 0.0),
-        3 => (3, format!("Oil prices {moved} {x} pct as inventories changed."), 0.0),
-        4 => (4, format!("European shares {moved} {x} pct led by banks."), 0.0),
-        _ => (5, format!("The home team {} {x} games in a row.", if up { "won" } else { "lost" }), 0.0),
+        2 => (
+            2,
+            format!("Support for the governing party {moved} {x} points in a poll."),
+            0.0,
+        ),
+        3 => (
+            3,
+            format!("Oil prices {moved} {x} pct as inventories changed."),
+            0.0,
+        ),
+        4 => (
+            4,
+            format!("European shares {moved} {x} pct led by banks."),
+            0.0,
+        ),
+        _ => (
+            5,
+            format!(
+                "The home team {} {x} games in a row.",
+                if up { "won" } else { "lost" }
+            ),
+            0.0,
+        ),
     }
 }
 
 /// Builds the forex market of `cfg`.
 pub fn forex_market(cfg: &ForexMarketConfig) -> Result<ForexMarket> {
     if cfg.days < 2 || cfg.absorb_bars == 0 {
-        return Err(Error::InvalidConfig("synthetic forex needs ≥ 2 days and absorb_bars ≥ 1".into()));
+        return Err(Error::InvalidConfig(
+            "synthetic forex needs ≥ 2 days and absorb_bars ≥ 1".into(),
+        ));
     }
     let mut rng = Rng::seed_from(cfg.seed);
     let days = weekdays(cfg.days);
@@ -397,8 +549,11 @@ mod tests {
 
     #[test]
     fn stock_events_are_found_by_the_dictionary_and_move_prices() {
-        let m = stock_market(&StockMarketConfig { days: 30, ..Default::default() })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let m = stock_market(&StockMarketConfig {
+            days: 30,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.series.len(), 8);
         assert!(m.news.windows(2).all(|w| w[0].time <= w[1].time));
         let d = EventDictionary::embedded();
@@ -423,24 +578,41 @@ mod tests {
         assert_eq!(hits, with_event);
         assert!(paraphrased > 0);
         // deterministic
-        let again = stock_market(&StockMarketConfig { days: 30, ..Default::default() })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let again = stock_market(&StockMarketConfig {
+            days: 30,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again.news, m.news);
-        assert!(stock_market(&StockMarketConfig { companies: 0, ..Default::default() }).is_err());
+        assert!(
+            stock_market(&StockMarketConfig {
+                companies: 0,
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn distractors_trigger_no_event() {
         let d = EventDictionary::embedded();
         for s in DISTRACTORS {
-            assert!(d.extract(&format!("Acme Corp said so. {s}")).events.is_empty(), "{s}");
+            assert!(
+                d.extract(&format!("Acme Corp said so. {s}"))
+                    .events
+                    .is_empty(),
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn forex_news_only_moves_through_relevant_categories() {
-        let m = forex_market(&ForexMarketConfig { days: 10, ..Default::default() })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let m = forex_market(&ForexMarketConfig {
+            days: 10,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.series.len(), 240);
         assert!(m.news.iter().all(|n| (n.impact != 0.0) == (n.category < 2)));
         assert!(m.news.iter().any(|n| n.category == 0));

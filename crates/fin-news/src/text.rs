@@ -48,7 +48,11 @@ impl Vocab {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        words.extend(v.into_iter().take(max_size.saturating_sub(4)).map(|(w, _)| w.to_string()));
+        words.extend(
+            v.into_iter()
+                .take(max_size.saturating_sub(4))
+                .map(|(w, _)| w.to_string()),
+        );
         let index = words
             .iter()
             .enumerate()

@@ -57,7 +57,9 @@ fn num<T: std::str::FromStr>(s: &str, whole: &str) -> Result<T> {
 }
 
 fn check(y: i64, m: u32, d: u32, whole: &str) -> Result<i64> {
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || civil_from_days(days_from_civil(y, m, d)) != (y, m, d)
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || civil_from_days(days_from_civil(y, m, d)) != (y, m, d)
     {
         return Err(Error::BadTime(whole.to_string()));
     }
@@ -126,7 +128,14 @@ mod tests {
         );
         // 1987-02-26 was a Thursday
         assert_eq!(parse("1987-02-26").map(weekday).ok(), Some(3));
-        for bad in ["", "2017-13-01", "2017-02-30", "x/y/z", "2017-01-01 25:00", "1-FOO-1987"] {
+        for bad in [
+            "",
+            "2017-13-01",
+            "2017-02-30",
+            "x/y/z",
+            "2017-01-01 25:00",
+            "1-FOO-1987",
+        ] {
             assert!(matches!(parse(bad), Err(Error::BadTime(_))), "{bad}");
         }
     }

@@ -77,7 +77,9 @@ impl PriceSeries {
             )));
         }
         if let Some((i, _)) = bars.iter().enumerate().find(|(_, b)| {
-            ![b.open, b.high, b.low, b.close].iter().all(|x| x.is_finite() && *x > 0.0)
+            ![b.open, b.high, b.low, b.close]
+                .iter()
+                .all(|x| x.is_finite() && *x > 0.0)
                 || !b.volume.is_finite()
                 || b.volume < 0.0
         }) {
@@ -85,10 +87,16 @@ impl PriceSeries {
                 "{name}: bar {i} has a non-positive or non-finite value"
             )));
         }
-        let gap = stamps.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(time::DAY);
+        let gap = stamps
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .min()
+            .unwrap_or(time::DAY);
         let length = length.unwrap_or(gap);
         if length <= 0 {
-            return Err(Error::Series(format!("{name}: bar length {length} minutes")));
+            return Err(Error::Series(format!(
+                "{name}: bar length {length} minutes"
+            )));
         }
         Ok(Self {
             name: name.to_string(),
@@ -209,8 +217,7 @@ pub fn trade_window(s: &PriceSeries, t: Minutes, cfg: WindowConfig) -> Result<Op
     let first = last + 1 - need;
     let bars = &s.bars[first..=last];
     let reference = bars[bars.len() - 1].close;
-    let mean_lv =
-        bars.iter().map(|b| b.volume.ln_1p()).sum::<f64>() / bars.len() as f64;
+    let mean_lv = bars.iter().map(|b| b.volume.ln_1p()).sum::<f64>() / bars.len() as f64;
     let bps = cfg.bars_per_step;
     let mut features = Vec::with_capacity(cfg.steps * cfg.step_dim());
     for step in 1..=cfg.steps {
@@ -305,8 +312,7 @@ pub fn example(
     window: WindowConfig,
     labels: LabelConfig,
 ) -> Result<Option<(TradeWindow, Label)>> {
-    Ok(trade_window(s, t, window)?
-        .and_then(|w| label(s, t, w.reference, labels).map(|l| (w, l))))
+    Ok(trade_window(s, t, window)?.and_then(|w| label(s, t, w.reference, labels).map(|l| (w, l))))
 }
 
 /// A chronological split.
@@ -382,7 +388,9 @@ mod tests {
     }
 
     fn hourly(prices: &[f64]) -> PriceSeries {
-        let stamps: Vec<Minutes> = (0..prices.len() as i64).map(|i| 1_000_000 + 60 * i).collect();
+        let stamps: Vec<Minutes> = (0..prices.len() as i64)
+            .map(|i| 1_000_000 + 60 * i)
+            .collect();
         let bars = prices.iter().map(|&p| bar("", p)).collect();
         PriceSeries::from_stamped("h", stamps, bars, None).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -391,7 +399,11 @@ mod tests {
     fn daily_bars_finish_at_midnight_or_at_the_session_close() {
         let s = PriceSeries::from_bars(
             "d",
-            vec![bar("1987-02-26", 10.0), bar("1987-02-27", 11.0), bar("1987-03-02", 12.0)],
+            vec![
+                bar("1987-02-26", 10.0),
+                bar("1987-02-27", 11.0),
+                bar("1987-03-02", 12.0),
+            ],
             None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -419,23 +431,40 @@ mod tests {
 
     #[test]
     fn bad_series_are_rejected() {
-        let unsorted = PriceSeries::from_bars("x", vec![bar("2020-01-02", 1.0), bar("2020-01-01", 1.0)], None);
+        let unsorted = PriceSeries::from_bars(
+            "x",
+            vec![bar("2020-01-02", 1.0), bar("2020-01-01", 1.0)],
+            None,
+        );
         assert!(matches!(unsorted, Err(Error::Series(_))));
-        let negative = PriceSeries::from_bars("x", vec![bar("2020-01-01", 1.0), bar("2020-01-02", -1.0)], None);
+        let negative = PriceSeries::from_bars(
+            "x",
+            vec![bar("2020-01-01", 1.0), bar("2020-01-02", -1.0)],
+            None,
+        );
         assert!(matches!(negative, Err(Error::Series(_))));
         assert!(matches!(
             PriceSeries::from_bars("x", vec![bar("garbage", 1.0), bar("2020-01-02", 1.0)], None),
             Err(Error::BadTime(_))
         ));
         let s = hourly(&[1.0, 2.0, 3.0]);
-        let zero = WindowConfig { steps: 0, bars_per_step: 1 };
-        assert!(matches!(trade_window(&s, 2_000_000, zero), Err(Error::InvalidConfig(_))));
+        let zero = WindowConfig {
+            steps: 0,
+            bars_per_step: 1,
+        };
+        assert!(matches!(
+            trade_window(&s, 2_000_000, zero),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 
     #[test]
     fn features_have_the_documented_layout() {
         let s = hourly(&[10.0, 10.0, 11.0, 12.1]);
-        let cfg = WindowConfig { steps: 2, bars_per_step: 1 };
+        let cfg = WindowConfig {
+            steps: 2,
+            bars_per_step: 1,
+        };
         let t = s.end(3);
         let w = trade_window(&s, t, cfg)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -454,10 +483,24 @@ mod tests {
     #[test]
     fn chronological_split_purges_overlapping_labels() {
         // (time, label end)
-        let items: Vec<(i64, i64)> = vec![(5, 6), (1, 2), (2, 8), (3, 4), (6, 7), (7, 9), (8, 9), (9, 10), (4, 5), (10, 11)];
+        let items: Vec<(i64, i64)> = vec![
+            (5, 6),
+            (1, 2),
+            (2, 8),
+            (3, 4),
+            (6, 7),
+            (7, 9),
+            (8, 9),
+            (9, 10),
+            (4, 5),
+            (10, 11),
+        ];
         let s = chrono_split(items, |x| x.0, |x| x.1, 0.6, 0.2).unwrap_or_else(|e| panic!("{e}"));
         // train = times 1..6 minus (2, 8), whose label ends after the first dev time 7
-        assert_eq!(s.train.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3, 4, 5, 6]);
+        assert_eq!(
+            s.train.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![1, 3, 4, 5, 6]
+        );
         assert_eq!(s.dev.iter().map(|x| x.0).collect::<Vec<_>>(), vec![7, 8]);
         assert_eq!(s.test.iter().map(|x| x.0).collect::<Vec<_>>(), vec![9, 10]);
         assert_eq!(s.purged, 1);
