@@ -15,15 +15,28 @@ use fin_news::synthetic::{StockMarketConfig, stock_market};
 use fin_news::trade::{WindowConfig, trade_window};
 
 fn extraction_and_windows(c: &mut Criterion) {
-    let market = stock_market(&StockMarketConfig { days: 60, ..Default::default() }).unwrap();
+    let market = stock_market(&StockMarketConfig {
+        days: 60,
+        ..Default::default()
+    })
+    .unwrap();
     let dict = EventDictionary::embedded();
     let mut g = c.benchmark_group("fin_news_data");
     g.throughput(Throughput::Elements(market.news.len() as u64));
     g.bench_function("extract_events_600_items", |b| {
-        b.iter(|| market.news.iter().map(|n| dict.extract(&n.text).events.len()).sum::<usize>())
+        b.iter(|| {
+            market
+                .news
+                .iter()
+                .map(|n| dict.extract(&n.text).events.len())
+                .sum::<usize>()
+        })
     });
     let s = &market.series[0];
-    let w = WindowConfig { steps: 6, bars_per_step: 2 };
+    let w = WindowConfig {
+        steps: 6,
+        bars_per_step: 2,
+    };
     g.throughput(Throughput::Elements(s.len() as u64));
     g.bench_function("trade_windows_480_bars", |b| {
         b.iter(|| {
@@ -62,13 +75,16 @@ fn models(c: &mut Criterion) {
             bn.iter(|| {
                 let (loss, _, _) = m.loss(&b).unwrap();
                 let grads = loss.backward();
-                d.sync();
+                d.sync().unwrap();
                 grads
             })
         });
     }
     let dv = benches::bench_device();
-    let m = SspmConfig::new(1000, n_tags, 24).with_crf(true).init(&dv).unwrap();
+    let m = SspmConfig::new(1000, n_tags, 24)
+        .with_crf(true)
+        .init(&dv)
+        .unwrap();
     let b = batch(&dv, n_tags);
     g.bench_function("msspm_viterbi_tags", |bn| bn.iter(|| m.tag(&b).unwrap()));
     g.finish();

@@ -288,7 +288,7 @@ impl EventDictionary {
             .flat_map(|(i, t)| t.triggers.iter().map(move |p| (phrase(p), i)))
             .filter(|(p, _)| !p.is_empty())
             .collect();
-        v.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        v.sort_by_key(|x| std::cmp::Reverse(x.0.len()));
         v
     }
 

@@ -300,12 +300,27 @@ pub struct RealResults {
     pub reuters_articles: usize,
     /// Extracted events by type.
     pub reuters_event_types: BTreeMap<String, usize>,
-    /// Per article: (date, title, events, label up?, log return, features end, label start).
-    pub reuters_examples: Vec<(String, String, usize, Option<bool>, Option<f64>)>,
+    /// Per article.
+    pub reuters_examples: Vec<ReutersExample>,
     /// Reuters examples' data counts.
     pub reuters_data: DataStats,
     /// Trade-only results per real series.
     pub trade_only: Vec<RealSeriesResult>,
+}
+
+/// One Reuters article through the pipeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReutersExample {
+    /// Release time.
+    pub time: String,
+    /// Title.
+    pub title: String,
+    /// Events extracted.
+    pub events: usize,
+    /// Label (up?), when the article has a window and a label.
+    pub up: Option<bool>,
+    /// The label's log return.
+    pub log_return: Option<f64>,
 }
 
 /// A trade-only model on one real series.
@@ -1181,18 +1196,18 @@ fn run_real(
                 }
                 None => r.reuters_data.skipped += 1,
             }
-            r.reuters_examples.push((
-                time::format(t),
-                a.title.clone(),
-                x.events.len(),
-                ex.as_ref().map(|e| e.1.up),
-                ex.as_ref().map(|e| e.1.log_return),
-            ));
+            r.reuters_examples.push(ReutersExample {
+                time: time::format(t),
+                title: a.title.clone(),
+                events: x.events.len(),
+                up: ex.as_ref().map(|e| e.1.up),
+                log_return: ex.as_ref().map(|e| e.1.log_return),
+            });
         }
         r.reuters_data.test_up_share = r
             .reuters_examples
             .iter()
-            .filter(|e| e.3 == Some(true))
+            .filter(|e| e.up == Some(true))
             .count() as f64
             / r.reuters_data.examples.max(1) as f64;
     }
@@ -1514,11 +1529,11 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             .iter()
             .map(|e| {
                 vec![
-                    e.0.clone(),
-                    e.1.clone(),
-                    e.2.to_string(),
-                    e.3.map_or("-".into(), |u| if u { "up".into() } else { "down".into() }),
-                    e.4.map_or("-".into(), |r| format!("{r:+.4}")),
+                    e.time.clone(),
+                    e.title.clone(),
+                    e.events.to_string(),
+                    e.up.map_or("-".into(), |u| if u { "up".into() } else { "down".into() }),
+                    e.log_return.map_or("-".into(), |r| format!("{r:+.4}")),
                 ]
             })
             .collect();

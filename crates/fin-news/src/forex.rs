@@ -367,7 +367,7 @@ impl ForexBatch {
         }
         let (ids, mask, _) = crate::text::encode_batch(vocab, &texts, max_len, device);
         let dim = trade[0].len();
-        if dim % steps.max(1) != 0 || trade.iter().any(|t| t.len() != dim) {
+        if !dim.is_multiple_of(steps.max(1)) || trade.iter().any(|t| t.len() != dim) {
             return Err(Error::InvalidConfig(
                 "trade windows of different sizes".into(),
             ));

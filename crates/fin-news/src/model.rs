@@ -50,7 +50,7 @@ pub struct TradeEncoder {
 impl TradeEncoder {
     /// `step_dim` values per step into `d_model` (even).
     pub fn new(step_dim: usize, d_model: usize, device: &Device) -> Result<Self> {
-        if d_model % 2 != 0 || step_dim == 0 {
+        if !d_model.is_multiple_of(2) || step_dim == 0 {
             return Err(Error::InvalidConfig(format!(
                 "trade encoder needs an even width and step features (d_model {d_model}, step_dim {step_dim})"
             )));

@@ -314,7 +314,7 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
     }
     news.sort_by_key(|n| (n.time, n.company));
     let mut series = Vec::with_capacity(cfg.companies);
-    for c in 0..cfg.companies {
+    for (c, &company) in COMPANIES.iter().enumerate().take(cfg.companies) {
         // jumps at bar opens and pre-news drift per bar
         let mut jump = vec![0f64; stamps.len()];
         let mut drift = vec![0f64; stamps.len()];
@@ -356,7 +356,7 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
             price = close;
         }
         series.push(PriceSeries::from_stamped(
-            COMPANIES[c],
+            company,
             stamps.clone(),
             bars,
             Some(60),
@@ -529,9 +529,9 @@ pub fn forex_market(cfg: &ForexMarketConfig) -> Result<ForexMarket> {
     }
     let mut price = 1.1;
     let mut bars = Vec::with_capacity(stamps.len());
-    for i in 0..stamps.len() {
+    for &d in drift.iter().take(stamps.len()) {
         let open = price;
-        let close = open * (drift[i] + cfg.noise * normal(&mut rng)).exp();
+        let close = open * (d + cfg.noise * normal(&mut rng)).exp();
         let volume = 500.0 * (0.3 * normal(&mut rng)).exp();
         bars.push(bar_from(open, close, cfg.noise, volume, &mut rng));
         price = close;
