@@ -122,6 +122,9 @@ pub struct FinNewsConfig {
     /// Seeds.
     #[config(default = "vec![1, 2, 3]")]
     pub seeds: Vec<u64>,
+    /// Parts to run: `stocks`, `forex`, `real`.
+    #[config(default = "vec![\"stocks\".into(), \"forex\".into(), \"real\".into()]")]
+    pub parts: Vec<String>,
     /// Event dictionary file (default: the embedded one).
     #[config(default = "None")]
     pub dictionary: Option<String>,
@@ -256,7 +259,7 @@ pub struct DataStats {
 }
 
 /// What the stock part measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct StockResults {
     /// Data counts.
     pub data: DataStats,
@@ -277,7 +280,7 @@ pub struct StockResults {
 }
 
 /// What the forex part measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ForexResults {
     /// Data counts.
     pub data: DataStats,
@@ -1250,9 +1253,31 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         Some(p) => EventDictionary::load(Path::new(p))?,
         None => EventDictionary::embedded(),
     };
-    let stocks = run_stocks(cfg, &dict, ctx)?;
-    let forex = run_forex(cfg, ctx)?;
-    let real = run_real(cfg, &dict, ctx)?;
+    let has = |p: &str| cfg.parts.iter().any(|x| x == p);
+    if let Some(p) = cfg
+        .parts
+        .iter()
+        .find(|p| !["stocks", "forex", "real"].contains(&p.as_str()))
+    {
+        return Err(Error::InvalidConfig(format!(
+            "unknown part {p:?} (stocks, forex, real)"
+        )));
+    }
+    let stocks = if has("stocks") {
+        run_stocks(cfg, &dict, ctx)?
+    } else {
+        StockResults::default()
+    };
+    let forex = if has("forex") {
+        run_forex(cfg, ctx)?
+    } else {
+        ForexResults::default()
+    };
+    let real = if has("real") {
+        run_real(cfg, &dict, ctx)?
+    } else {
+        RealResults::default()
+    };
 
     // claims, in direction; the difference and the seeds' combined spread are reported beside
     let find = |v: &[Summary], m: &str, n: usize| {
@@ -1325,20 +1350,30 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             true,
         ));
     }
-    let fx_n = forex.data.split.0;
-    let (cat, tim, top) = (
-        find(fx, "category", fx_n),
-        find(fx, "time", fx_n),
-        find(fx, "topic", fx_n),
-    );
-    let c1 = compare(
-        "forex: category > time grouping".into(),
-        cat.clone(),
-        tim,
-        false,
-    );
-    let c2 = compare("forex: category > topic grouping".into(), cat, top, false);
-    claims.push((format!("{}; {}", c1.0, c2.0), c1.1 && c2.1));
+    if has("forex") {
+        let fx_n = forex.data.split.0;
+        let get = |m: &str| find(fx, m, fx_n);
+        let c1 = compare(
+            "forex: category > time grouping".into(),
+            get("category"),
+            get("time"),
+            false,
+        );
+        let c2 = compare(
+            "forex: category > topic grouping".into(),
+            get("category"),
+            get("topic"),
+            false,
+        );
+        let c3 = compare(
+            "forex: category > trade only".into(),
+            get("category"),
+            get("trade only"),
+            false,
+        );
+        claims.push((format!("{}; {}", c1.0, c2.0), c1.1 && c2.1));
+        claims.push(c3);
+    }
 
     // learning curve
     let lc: Vec<Series> = [
@@ -1359,13 +1394,15 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         )
     })
     .collect();
-    write_line_plot(
-        &ctx.path("stocks_learning_curve.svg"),
-        "Synthetic stocks: test accuracy against training examples",
-        "training examples",
-        "accuracy %",
-        &lc,
-    )?;
+    if has("stocks") {
+        write_line_plot(
+            &ctx.path("stocks_learning_curve.svg"),
+            "Synthetic stocks: test accuracy against training examples",
+            "training examples",
+            "accuracy %",
+            &lc,
+        )?;
+    }
 
     // plots: test backtests of the first seed
     let first = cfg.seeds[0];
@@ -1409,13 +1446,15 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 .collect(),
         ));
     }
-    write_line_plot(
-        &ctx.path("stocks_backtest.svg"),
-        "Synthetic stocks: cumulative log return on the test part",
-        "trade",
-        "log return",
-        &series,
-    )?;
+    if has("stocks") {
+        write_line_plot(
+            &ctx.path("stocks_backtest.svg"),
+            "Synthetic stocks: cumulative log return on the test part",
+            "trade",
+            "log return",
+            &series,
+        )?;
+    }
     let mut fseries: Vec<Series> = forex
         .summary
         .iter()
@@ -1432,13 +1471,15 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 .collect(),
         ));
     }
-    write_line_plot(
-        &ctx.path("forex_backtest.svg"),
-        "Synthetic forex: cumulative log return on the test part",
-        "window",
-        "log return",
-        &fseries,
-    )?;
+    if has("forex") {
+        write_line_plot(
+            &ctx.path("forex_backtest.svg"),
+            "Synthetic forex: cumulative log return on the test part",
+            "window",
+            "log return",
+            &fseries,
+        )?;
+    }
 
     // report
     let row = |part: &str, s: &Summary| {
@@ -1479,8 +1520,9 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         ctx.device_name,
         100.0 * (1.0 - cfg.train_frac - cfg.dev_frac)
     ));
-    let d = &stocks.data;
-    body.push_str(&format!(
+    if has("stocks") {
+        let d = &stocks.data;
+        body.push_str(&format!(
         "## Stocks\n\n{} examples (train/dev/test {:?}, purged {}, skipped {}), test up share {}; \
          leakage violations {}. The dictionary found an event in {} of {} items and the planted \
          type in {} of {} planted events. MSSPM tag accuracy (test, vs dictionary tags): {:?}. Accuracy on the {} test items \
@@ -1497,8 +1539,10 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let d = &forex.data;
-    body.push_str(&format!(
+    }
+    if has("forex") {
+        let d = &forex.data;
+        body.push_str(&format!(
         "## Forex\n\n{} windows (train/dev/test {:?}, purged {}), {} news items, test up share {}; \
          leakage violations {}. Relevant (central bank / economy) share of all window items {}; \
          of the kept items: {}.\n\n",
@@ -1516,6 +1560,7 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    }
     if real.reuters_articles > 0 {
         let d = &real.reuters_data;
         body.push_str(&format!(
@@ -1598,5 +1643,22 @@ mod tests {
             run(&FinNewsConfig::quick().with_seeds(vec![]), &mut ctx),
             Err(Error::InvalidConfig(_))
         ));
+        assert!(matches!(
+            run(
+                &FinNewsConfig::quick().with_parts(vec!["bonds".into()]),
+                &mut ctx
+            ),
+            Err(Error::InvalidConfig(_))
+        ));
+        // one part alone
+        let dir2 = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut ctx2 = RunCtx::new(Device::flex(), dir2.path(), "flex");
+        let r = run(
+            &FinNewsConfig::quick().with_parts(vec!["forex".into()]),
+            &mut ctx2,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.dir.join("forex_backtest.svg").exists());
+        assert!(!r.dir.join("stocks_backtest.svg").exists());
     }
 }

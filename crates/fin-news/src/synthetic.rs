@@ -13,7 +13,8 @@
 //!
 //! **Forex** ([`forex_market`]): one currency pair with hourly bars around the clock on weekdays
 //! and a stream of news in six categories. Only central-bank and macro-economic news move the
-//! pair: each item's impact is spread evenly over the following `absorb_bars` bars. The other
+//! pair: each item's impact is spread evenly over `absorb_bars` bars that start `lag_bars` bars
+//! after its release (so the freshest news is not in the prices yet). The other
 //! categories use the same polarity words and move nothing.
 
 use textdata::readers::Bar;
@@ -379,6 +380,9 @@ pub struct ForexMarketConfig {
     pub days: usize,
     /// News items per day.
     pub news_per_day: usize,
+    /// Bars after its release before a relevant item starts to move the pair (news the
+    /// market has not priced yet: what trade data cannot show).
+    pub lag_bars: usize,
     /// Bars over which a relevant item's impact is spread.
     pub absorb_bars: usize,
     /// Per-bar log-price noise.
@@ -392,7 +396,8 @@ impl Default for ForexMarketConfig {
         Self {
             days: 150,
             news_per_day: 24,
-            absorb_bars: 24,
+            lag_bars: 4,
+            absorb_bars: 8,
             noise: 0.0006,
             seed: 11,
         }
@@ -520,11 +525,11 @@ pub fn forex_market(cfg: &ForexMarketConfig) -> Result<ForexMarket> {
         }
     }
     news.sort_by_key(|n| n.time);
-    let mut drift = vec![0f64; stamps.len() + cfg.absorb_bars];
+    let mut drift = vec![0f64; stamps.len() + cfg.lag_bars + cfg.absorb_bars];
     for n in &news {
         let j = stamps.partition_point(|&s| s < n.time);
         for k in 0..cfg.absorb_bars {
-            drift[j + k] += n.impact / cfg.absorb_bars as f64;
+            drift[j + cfg.lag_bars + k] += n.impact / cfg.absorb_bars as f64;
         }
     }
     let mut price = 1.1;
