@@ -74,6 +74,17 @@ fn reuters_has_50_acq_and_20_crude_articles_from_1987() {
             .all(|r| r.ymd.0 == 1987 && r.topics.contains(&"crude".to_string()))
     );
     assert!(crude.iter().all(|r| !r.body.is_empty()));
+    // XML entities are decoded (the files write quotes and apostrophes as entities)
+    assert!(
+        crude
+            .iter()
+            .all(|r| !r.body.contains("&quot;") && !r.body.contains("&apos;"))
+    );
+    assert!(
+        crude
+            .iter()
+            .any(|r| r.body.contains("Texaco Canada's") || r.body.contains('"'))
+    );
 }
 
 #[test]
