@@ -380,10 +380,30 @@ fn fin_news_experiment(spec: &RunSpec) -> Result<Box<dyn Prepared>> {
             "reuters",
             "usr/lib/R/site-library/tm/texts/crude",
         );
-        default_asset(spec, &mut cfg.wti_path, "indices", "arch/data/wti/wti.csv.gz");
-        default_asset(spec, &mut cfg.sp500_path, "indices", "arch/data/sp500/sp500.csv.gz");
-        default_asset(spec, &mut cfg.goog_path, "prices", "backtesting/test/GOOG.csv");
-        default_asset(spec, &mut cfg.eurusd_path, "prices", "backtesting/test/EURUSD.csv");
+        default_asset(
+            spec,
+            &mut cfg.wti_path,
+            "indices",
+            "arch/data/wti/wti.csv.gz",
+        );
+        default_asset(
+            spec,
+            &mut cfg.sp500_path,
+            "indices",
+            "arch/data/sp500/sp500.csv.gz",
+        );
+        default_asset(
+            spec,
+            &mut cfg.goog_path,
+            "prices",
+            "backtesting/test/GOOG.csv",
+        );
+        default_asset(
+            spec,
+            &mut cfg.eurusd_path,
+            "prices",
+            "backtesting/test/EURUSD.csv",
+        );
     }
     shift_seeds(spec, &mut cfg.seeds);
     Ok(Box::new(Configured {

@@ -1044,7 +1044,8 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
                 &mut TradeTask {
                     train: &train,
                     steps: cfg.forex_window.steps,
-                    batch: cfg.batch,
+                    // the news models' batch: the same number of windows per step
+                    batch: cfg.forex_batch,
                     device: ad.clone(),
                 },
             )?;
