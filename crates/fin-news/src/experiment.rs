@@ -520,6 +520,85 @@ fn score(
     }
 }
 
+/// Chronological split with purging; fills the counts of `stats`. `key` gives an example's
+/// time, label end and direction.
+fn split_counted<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> (Minutes, Minutes, bool),
+    cfg: &FinNewsConfig,
+    stats: &mut DataStats,
+    what: &str,
+) -> Result<crate::trade::Split<T>> {
+    stats.examples = items.len();
+    let split = chrono_split(
+        items,
+        |e| key(e).0,
+        |e| key(e).1,
+        cfg.train_frac,
+        cfg.dev_frac,
+    )?;
+    stats.split = (split.train.len(), split.dev.len(), split.test.len());
+    stats.purged = split.purged;
+    if split.train.is_empty() || split.test.is_empty() {
+        return Err(Error::NotEnoughData(format!(
+            "{what} split {:?}",
+            stats.split
+        )));
+    }
+    stats.test_up_share =
+        split.test.iter().filter(|e| key(e).2).count() as f64 / split.test.len() as f64;
+    Ok(split)
+}
+
+/// Trade windows and labels of the three parts, and the test log returns.
+struct TradeSets<'a> {
+    train: &'a [(Vec<f32>, bool)],
+    dev: &'a [(Vec<f32>, bool)],
+    test: &'a [(Vec<f32>, bool)],
+    test_returns: &'a [f64],
+}
+
+/// Trains the trade-only baseline (`steps` steps of `batch` windows of `window`) with `seed`
+/// and scores it on the test part; returns the score and the test predictions.
+fn trade_only_run(
+    cfg: &FinNewsConfig,
+    sets: &TradeSets<'_>,
+    window: WindowConfig,
+    (steps, batch): (usize, usize),
+    seed: u64,
+    ctx: &mut RunCtx<'_>,
+) -> Result<(ModelScore, Vec<bool>)> {
+    let ad = ctx.device.clone().autodiff();
+    let dev = ad.clone().without_autodiff();
+    ad.seed(seed);
+    let m = TradeOnly::new(window.step_dim(), cfg.d_model, 0.1, &ad)?;
+    let out = Trainer::new(trainer_config(cfg, steps, seed), &ad)
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(
+            m,
+            &mut TradeTask {
+                train: sets.train,
+                steps: window.steps,
+                batch,
+                device: ad.clone(),
+            },
+        )?;
+    let m = out.model.valid();
+    let pred = predict_trade(&m, sets.test, window.steps, &dev)?;
+    let dpred = predict_trade(&m, sets.dev, window.steps, &dev)?;
+    let labels = |v: &[(Vec<f32>, bool)]| -> Vec<bool> { v.iter().map(|e| e.1).collect() };
+    let mut sc = score(
+        "trade only",
+        seed,
+        &pred,
+        &labels(sets.test),
+        sets.test_returns,
+        accuracy(&dpred, &labels(sets.dev)),
+    );
+    sc.train_size = sets.train.len();
+    Ok((sc, pred))
+}
+
 fn predict_trade(
     m: &TradeOnly,
     x: &[(Vec<f32>, bool)],
@@ -634,24 +713,13 @@ fn run_stocks(
             paraphrased: n.paraphrased,
         });
     }
-    stats.examples = examples.len();
-    let split = chrono_split(
+    let split = split_counted(
         examples,
-        |e| e.time,
-        |e| e.label_end,
-        cfg.train_frac,
-        cfg.dev_frac,
+        |e| (e.time, e.label_end, e.up),
+        cfg,
+        &mut stats,
+        "stock",
     )?;
-    stats.split = (split.train.len(), split.dev.len(), split.test.len());
-    stats.purged = split.purged;
-    if split.train.is_empty() || split.test.is_empty() {
-        return Err(Error::NotEnoughData(format!(
-            "stock split {:?}",
-            stats.split
-        )));
-    }
-    stats.test_up_share =
-        split.test.iter().filter(|e| e.up).count() as f64 / split.test.len() as f64;
     let vocab = Vocab::build(split.train.iter().map(|e| e.tokens.as_slice()), 2, 5000);
     let fine_tags = dict.fine_tags();
     let gold: Vec<bool> = split.test.iter().map(|e| e.up).collect();
@@ -687,29 +755,26 @@ fn run_stocks(
                 ad.seed(seed);
                 match events {
                     None => {
-                        let train: Vec<(Vec<f32>, bool)> =
-                            train_part.iter().map(|e| (e.trade.clone(), e.up)).collect();
-                        let m = TradeOnly::new(cfg.window.step_dim(), cfg.d_model, 0.1, &ad)?;
-                        let out = Trainer::new(trainer_config(cfg, cfg.steps, seed), &ad)
-                            .with_progress(|p| ctx.report_progress(p))
-                            .fit(
-                                m,
-                                &mut TradeTask {
-                                    train: &train,
-                                    steps: cfg.window.steps,
-                                    batch: cfg.batch,
-                                    device: ad.clone(),
-                                },
-                            )?;
-                        let m = out.model.valid();
-                        let t: Vec<(Vec<f32>, bool)> =
-                            split.test.iter().map(|e| (e.trade.clone(), e.up)).collect();
-                        let d: Vec<(Vec<f32>, bool)> =
-                            split.dev.iter().map(|e| (e.trade.clone(), e.up)).collect();
-                        let pred = predict_trade(&m, &t, cfg.window.steps, &dev)?;
-                        let dpred = predict_trade(&m, &d, cfg.window.steps, &dev)?;
-                        let mut sc =
-                            score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dev_gold));
+                        let pairs = |v: &[StockExample]| -> Vec<(Vec<f32>, bool)> {
+                            v.iter().map(|e| (e.trade.clone(), e.up)).collect()
+                        };
+                        let (train, d, t) =
+                            (pairs(train_part), pairs(&split.dev), pairs(&split.test));
+                        let sets = TradeSets {
+                            train: &train,
+                            dev: &d,
+                            test: &t,
+                            test_returns: &rets,
+                        };
+                        let (mut sc, pred) = trade_only_run(
+                            cfg,
+                            &sets,
+                            cfg.window,
+                            (cfg.steps, cfg.batch),
+                            seed,
+                            ctx,
+                        )?;
+                        sc.model = name.to_string();
                         sc.paraphrased_accuracy = Some(paraphrased_accuracy(&pred, &split.test));
                         sc.train_size = size;
                         scores.push(sc);
@@ -872,24 +937,13 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
         }
         t += every;
     }
-    stats.examples = examples.len();
-    let split = chrono_split(
+    let split = split_counted(
         examples,
-        |e| e.time,
-        |e| e.label_end,
-        cfg.train_frac,
-        cfg.dev_frac,
+        |e| (e.time, e.label_end, e.up),
+        cfg,
+        &mut stats,
+        "forex",
     )?;
-    stats.split = (split.train.len(), split.dev.len(), split.test.len());
-    stats.purged = split.purged;
-    if split.train.is_empty() || split.test.is_empty() {
-        return Err(Error::NotEnoughData(format!(
-            "forex split {:?}",
-            stats.split
-        )));
-    }
-    stats.test_up_share =
-        split.test.iter().filter(|e| e.up).count() as f64 / split.test.len() as f64;
     // Text: only news released before the first dev example fits the vocabulary and topics.
     let cut = split
         .dev
@@ -1031,37 +1085,17 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
         v.iter().map(|e| (e.trade.clone(), e.up)).collect()
     };
     let (train, dv, test) = (pairs(&split.train), pairs(&split.dev), pairs(&split.test));
-    let gold: Vec<bool> = test.iter().map(|e| e.1).collect();
-    let dgold: Vec<bool> = dv.iter().map(|e| e.1).collect();
     let rets: Vec<f64> = split.test.iter().map(|e| e.log_return).collect();
+    let sets = TradeSets {
+        train: &train,
+        dev: &dv,
+        test: &test,
+        test_returns: &rets,
+    };
     for &seed in &cfg.seeds {
-        ad.seed(seed);
-        let m = TradeOnly::new(cfg.forex_window.step_dim(), cfg.d_model, 0.1, &ad)?;
-        let out = Trainer::new(trainer_config(cfg, cfg.forex_steps, seed), &ad)
-            .with_progress(|p| ctx.report_progress(p))
-            .fit(
-                m,
-                &mut TradeTask {
-                    train: &train,
-                    steps: cfg.forex_window.steps,
-                    // the news models' batch: the same number of windows per step
-                    batch: cfg.forex_batch,
-                    device: ad.clone(),
-                },
-            )?;
-        let m = out.model.valid();
-        let pred = predict_trade(&m, &test, cfg.forex_window.steps, &dev)?;
-        let dpred = predict_trade(&m, &dv, cfg.forex_window.steps, &dev)?;
-        let mut sc = score(
-            "trade only",
-            seed,
-            &pred,
-            &gold,
-            &rets,
-            accuracy(&dpred, &dgold),
-        );
-        sc.train_size = split.train.len();
-        scores.push(sc);
+        // the news models' batch: the same number of windows per step
+        let steps = (cfg.forex_steps, cfg.forex_batch);
+        scores.push(trade_only_run(cfg, &sets, cfg.forex_window, steps, seed, ctx)?.0);
     }
     let summary = ["trade only", "time", "topic", "category"]
         .iter()
@@ -1090,8 +1124,6 @@ fn run_real_trade(
     window: WindowConfig,
     ctx: &mut RunCtx<'_>,
 ) -> Result<RealSeriesResult> {
-    let ad = ctx.device.clone().autodiff();
-    let dev = ad.clone().without_autodiff();
     let labels = LabelConfig {
         target: LabelTarget::NextClose,
         neutral_band: 0.0,
@@ -1109,54 +1141,24 @@ fn run_real_trade(
             None => stats.skipped += 1,
         }
     }
-    stats.examples = ex.len();
-    let split = chrono_split(ex, |e| e.0, |e| e.2.end, cfg.train_frac, cfg.dev_frac)?;
-    stats.split = (split.train.len(), split.dev.len(), split.test.len());
-    stats.purged = split.purged;
-    if split.train.is_empty() || split.test.is_empty() {
-        return Err(Error::NotEnoughData(format!(
-            "{}: split {:?}",
-            s.name, stats.split
-        )));
-    }
+    let split = split_counted(ex, |e| (e.0, e.2.end, e.2.up), cfg, &mut stats, &s.name)?;
     let pairs = |v: &[(Minutes, Vec<f32>, crate::trade::Label)]| -> Vec<(Vec<f32>, bool)> {
         v.iter().map(|e| (e.1.clone(), e.2.up)).collect()
     };
     let (train, dv, test) = (pairs(&split.train), pairs(&split.dev), pairs(&split.test));
     let gold: Vec<bool> = test.iter().map(|e| e.1).collect();
-    let dgold: Vec<bool> = dv.iter().map(|e| e.1).collect();
     let rets: Vec<f64> = split.test.iter().map(|e| e.2.log_return).collect();
-    stats.test_up_share = gold.iter().filter(|&&u| u).count() as f64 / gold.len() as f64;
     let majority_up = train.iter().filter(|e| e.1).count() * 2 >= train.len();
     let majority_accuracy = accuracy(&vec![majority_up; gold.len()], &gold);
+    let sets = TradeSets {
+        train: &train,
+        dev: &dv,
+        test: &test,
+        test_returns: &rets,
+    };
     let mut scores = Vec::new();
     for &seed in &cfg.seeds {
-        ad.seed(seed);
-        let m = TradeOnly::new(window.step_dim(), cfg.d_model, 0.1, &ad)?;
-        let out = Trainer::new(trainer_config(cfg, cfg.real_steps, seed), &ad)
-            .with_progress(|p| ctx.report_progress(p))
-            .fit(
-                m,
-                &mut TradeTask {
-                    train: &train,
-                    steps: window.steps,
-                    batch: cfg.batch,
-                    device: ad.clone(),
-                },
-            )?;
-        let m = out.model.valid();
-        let pred = predict_trade(&m, &test, window.steps, &dev)?;
-        let dpred = predict_trade(&m, &dv, window.steps, &dev)?;
-        let mut sc = score(
-            "trade only",
-            seed,
-            &pred,
-            &gold,
-            &rets,
-            accuracy(&dpred, &dgold),
-        );
-        sc.train_size = train.len();
-        scores.push(sc);
+        scores.push(trade_only_run(cfg, &sets, window, (cfg.real_steps, cfg.batch), seed, ctx)?.0);
     }
     let summary = summarise(&scores, "trade only", split.train.len());
     Ok(RealSeriesResult {
