@@ -1243,6 +1243,28 @@ fn run_real(
 
 // ---------------------------------------------------------------- run
 
+/// Cumulative log returns of `runs` and of buy-and-hold over the same trades.
+fn backtest_plot(path: &Path, title: &str, x_label: &str, runs: &[ModelScore]) -> Result<()> {
+    let points = |c: &[f64]| c.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect();
+    let mut series: Vec<Series> = runs
+        .iter()
+        .map(|s| Series::new(s.model.as_str(), points(&s.backtest.curve)))
+        .collect();
+    if let Some(s) = runs.first() {
+        series.push(Series::new(
+            "buy and hold",
+            points(&s.backtest.buy_hold_curve),
+        ));
+    }
+    Ok(write_line_plot(
+        path,
+        title,
+        x_label,
+        "log return",
+        &series,
+    )?)
+}
+
 fn fmt(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
 }
@@ -1410,77 +1432,35 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     // plots: test backtests of the first seed
     let first = cfg.seeds[0];
     let full = stocks.data.split.0;
-    let curve = |scores: &[ModelScore], m: &str| -> Option<Series> {
-        scores
+    let first_seed = |scores: &[ModelScore],
+                      summary: &[Summary],
+                      n: Option<usize>|
+     -> Vec<ModelScore> {
+        summary
             .iter()
-            .find(|s| {
-                s.model == m
-                    && s.seed == first
-                    && (s.train_size == full
-                        || s.train_size == 0
-                        || !scores.iter().any(|x| x.train_size == full))
+            .filter(|s| n.is_none_or(|n| s.train_size == n))
+            .filter_map(|s| {
+                scores
+                    .iter()
+                    .find(|x| x.model == s.model && x.seed == first && x.train_size == s.train_size)
+                    .cloned()
             })
-            .map(|s| {
-                Series::new(
-                    m,
-                    s.backtest
-                        .curve
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &y)| (i as f64, y))
-                        .collect(),
-                )
-            })
+            .collect()
     };
-    let mut series: Vec<Series> = stocks
-        .summary
-        .iter()
-        .filter(|s| s.train_size == full)
-        .filter_map(|s| curve(&stocks.scores, &s.model))
-        .collect();
-    if let Some(s) = stocks.scores.first() {
-        series.push(Series::new(
-            "buy and hold",
-            s.backtest
-                .buy_hold_curve
-                .iter()
-                .enumerate()
-                .map(|(i, &y)| (i as f64, y))
-                .collect(),
-        ));
-    }
     if has("stocks") {
-        write_line_plot(
+        backtest_plot(
             &ctx.path("stocks_backtest.svg"),
             "Synthetic stocks: cumulative log return on the test part",
             "trade",
-            "log return",
-            &series,
+            &first_seed(&stocks.scores, &stocks.summary, Some(full)),
         )?;
     }
-    let mut fseries: Vec<Series> = forex
-        .summary
-        .iter()
-        .filter_map(|s| curve(&forex.scores, &s.model))
-        .collect();
-    if let Some(s) = forex.scores.first() {
-        fseries.push(Series::new(
-            "buy and hold",
-            s.backtest
-                .buy_hold_curve
-                .iter()
-                .enumerate()
-                .map(|(i, &y)| (i as f64, y))
-                .collect(),
-        ));
-    }
     if has("forex") {
-        write_line_plot(
+        backtest_plot(
             &ctx.path("forex_backtest.svg"),
             "Synthetic forex: cumulative log return on the test part",
             "window",
-            "log return",
-            &fseries,
+            &first_seed(&forex.scores, &forex.summary, None),
         )?;
     }
 
