@@ -1518,7 +1518,14 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         stocks
             .summary
             .iter()
-            .map(|s| format!("{} {}", s.model, s.paraphrased_accuracy.map_or("-".into(), fmt)))
+            .map(|s| {
+                format!(
+                    "{} (train {}) {}",
+                    s.model,
+                    s.train_size,
+                    s.paraphrased_accuracy.map_or("-".into(), fmt)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     ));
