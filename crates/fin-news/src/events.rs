@@ -21,6 +21,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -157,13 +158,33 @@ pub struct EventType {
 }
 
 /// A TFED-style dictionary.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EventDictionary {
     /// Free text about its provenance.
     #[serde(default)]
     pub about: String,
     /// Event types.
     pub types: Vec<EventType>,
+    /// Tokenised triggers and role phrases, built on the first extraction.
+    #[serde(skip)]
+    compiled: OnceLock<Compiled>,
+}
+
+impl PartialEq for EventDictionary {
+    fn eq(&self, other: &Self) -> bool {
+        self.about == other.about && self.types == other.types
+    }
+}
+
+/// The dictionary's phrases as token lists.
+#[derive(Clone, Debug, Default)]
+struct Compiled {
+    /// `(trigger tokens, type)`, longest first.
+    triggers: Vec<(Vec<String>, usize)>,
+    /// Per type and role: the role's index in [`EventDictionary::role_names`].
+    role_ids: Vec<Vec<usize>>,
+    /// Per type and role: its unit (number roles) or lexicon phrases.
+    phrases: Vec<Vec<Vec<Vec<String>>>>,
 }
 
 /// An extracted event.
@@ -203,6 +224,7 @@ impl EventDictionary {
         Self::from_json(include_str!("../data/tfed.json")).unwrap_or_else(|_| Self {
             about: String::new(),
             types: Vec::new(),
+            compiled: OnceLock::new(),
         })
     }
 
@@ -279,24 +301,57 @@ impl EventDictionary {
         TagSet { names }
     }
 
-    /// Trigger phrases of every type, longest first: `(tokens, type)`.
-    fn triggers(&self) -> Vec<(Vec<String>, usize)> {
-        let mut v: Vec<(Vec<String>, usize)> = self
-            .types
-            .iter()
-            .enumerate()
-            .flat_map(|(i, t)| t.triggers.iter().map(move |p| (phrase(p), i)))
-            .filter(|(p, _)| !p.is_empty())
-            .collect();
-        v.sort_by_key(|x| std::cmp::Reverse(x.0.len()));
-        v
+    fn compiled(&self) -> &Compiled {
+        self.compiled.get_or_init(|| {
+            let mut triggers: Vec<(Vec<String>, usize)> = self
+                .types
+                .iter()
+                .enumerate()
+                .flat_map(|(i, t)| t.triggers.iter().map(move |p| (phrase(p), i)))
+                .filter(|(p, _)| !p.is_empty())
+                .collect();
+            triggers.sort_by_key(|x| std::cmp::Reverse(x.0.len()));
+            let names = self.role_names();
+            let role_ids = self
+                .types
+                .iter()
+                .map(|t| {
+                    t.roles
+                        .iter()
+                        .map(|r| names.iter().position(|n| *n == r.name).unwrap_or(0))
+                        .collect()
+                })
+                .collect();
+            let phrases = self
+                .types
+                .iter()
+                .map(|t| {
+                    t.roles
+                        .iter()
+                        .map(|r| {
+                            let list = match r.kind {
+                                RolePattern::Number => &r.units,
+                                RolePattern::Lexicon => &r.words,
+                                RolePattern::Capitalized => return Vec::new(),
+                            };
+                            list.iter().map(|u| phrase(u)).collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            Compiled {
+                triggers,
+                role_ids,
+                phrases,
+            }
+        })
     }
 
     /// Extracts the events of `text`.
     pub fn extract(&self, text: &str) -> Extraction {
         let tokens = tokenize(text);
-        let triggers = self.triggers();
-        let roles = self.role_names();
+        let c = self.compiled();
+        let triggers = &c.triggers;
         let mut used = vec![false; tokens.len()];
         let mut events = Vec::new();
         let mut i = 0;
@@ -312,9 +367,9 @@ impl EventDictionary {
             let (s0, s1) = sentence(&tokens, i);
             let mut found = Vec::new();
             let mut ok = true;
-            for r in &self.types[*ty].roles {
-                let role_id = roles.iter().position(|n| *n == r.name).unwrap_or(0);
-                match find_role(&tokens, &used, span, (s0, s1), r) {
+            for (k, r) in self.types[*ty].roles.iter().enumerate() {
+                let role_id = c.role_ids[*ty][k];
+                match find_role(&tokens, &used, span, (s0, s1), r, &c.phrases[*ty][k]) {
                     Some((a, b)) => {
                         for u in &mut used[a..b] {
                             *u = true;
@@ -413,6 +468,7 @@ fn find_role(
     span: (usize, usize),
     sent: (usize, usize),
     r: &RoleSpec,
+    phrases: &[Vec<String>],
 ) -> Option<(usize, usize)> {
     let window = match r.kind {
         RolePattern::Capitalized => sent.1 - sent.0,
@@ -441,10 +497,9 @@ fn find_role(
             }
             RolePattern::Number if t.is_number() => {
                 let mut b = i + 1;
-                let units: Vec<Vec<String>> = r.units.iter().map(|u| phrase(u)).collect();
                 // the longest unit phrase that follows, repeatedly (`mln dlrs`)
                 loop {
-                    let best = units
+                    let best = phrases
                         .iter()
                         .filter(|u| matches_at(tokens, b, u) && b + u.len() <= sent.1)
                         .map(Vec::len)
@@ -459,8 +514,7 @@ fn find_role(
                 return Some((i, b));
             }
             RolePattern::Lexicon => {
-                let words: Vec<Vec<String>> = r.words.iter().map(|w| phrase(w)).collect();
-                let best = words
+                let best = phrases
                     .iter()
                     .filter(|w| {
                         matches_at(tokens, i, w)
