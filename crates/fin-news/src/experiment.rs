@@ -110,6 +110,9 @@ pub struct FinNewsConfig {
     /// Learning rate.
     #[config(default = 5e-4)]
     pub lr: f64,
+    /// Gradient clipping of every model (global norm 1.0 by default).
+    #[config(default = "Some(trainer::GradClip::GlobalNorm(1.0))")]
+    pub grad_clip: Option<trainer::GradClip>,
     /// η of MSSPM's joint loss.
     #[config(default = 0.5)]
     pub eta: f64,
@@ -403,7 +406,7 @@ fn trainer_config(cfg: &FinNewsConfig, steps: usize, seed: u64) -> TrainerConfig
             warmup_steps: steps / 10,
             min_ratio: 0.1,
         })
-        .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
+        .with_grad_clip(cfg.grad_clip.clone())
 }
 
 // ---------------------------------------------------------------- stocks
