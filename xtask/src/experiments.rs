@@ -100,8 +100,19 @@ pub fn load_config<C: Config>(path: &Path, base: &C) -> Result<C> {
         .with_context(|| format!("invalid config file {}", path.display()))
 }
 
+/// An externally tagged enum value: one key that names a variant (`{"GlobalNorm": 1.0}`).
+fn is_variant(m: &serde_json::Map<String, serde_json::Value>) -> bool {
+    m.len() == 1 && m.keys().all(|k| k.starts_with(char::is_uppercase))
+}
+
 fn merge(base: &mut serde_json::Value, overlay: serde_json::Value) {
     match (base, overlay) {
+        // another variant of an enum replaces the default instead of joining it
+        (serde_json::Value::Object(b), serde_json::Value::Object(o))
+            if is_variant(b) && is_variant(&o) && b.keys().ne(o.keys()) =>
+        {
+            *b = o;
+        }
         (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
@@ -483,6 +494,21 @@ mod tests {
         assert_eq!((c.seq_len, c.train.max_steps), (32, 7));
         assert_eq!(c.d_model, plm::hello_lm::HelloLmConfig::full().d_model);
         assert_eq!(c.train.lr, plm::hello_lm::HelloLmConfig::full().train.lr);
+    }
+
+    #[test]
+    fn a_config_file_can_switch_an_enum_variant() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        std::fs::write(&p, r#"{"grad_clip": {"PerTensorNorm": 2.0}, "lr": 0.01}"#).unwrap();
+        let full = fin_news::experiment::FinNewsConfig::full();
+        let c = load_config(&p, &full).unwrap();
+        assert!(matches!(c.grad_clip, Some(trainer::GradClip::PerTensorNorm(v)) if v == 2.0));
+        assert_eq!((c.lr, c.steps), (0.01, full.steps));
+        // the same variant still merges field by field
+        std::fs::write(&p, r#"{"grad_clip": {"GlobalNorm": 3.0}}"#).unwrap();
+        let c = load_config(&p, &full).unwrap();
+        assert!(matches!(c.grad_clip, Some(trainer::GradClip::GlobalNorm(v)) if v == 3.0));
     }
 
     #[test]
