@@ -4,14 +4,17 @@
 //! tokens, fine-grained tags (the dictionary's extraction), coarse S/P/O tags, the company's
 //! trade window before the news and the next-open label — split chronologically with purging.
 //! Models, each over the seeds: trade only, text only, coarse events, fine-grained events
-//! (SSPM) and MSSPM (CRF tagger, joint loss, predicted tags at test). Claims checked in
-//! direction: fine-grained > coarse > text only.
+//! (SSPM) and MSSPM (CRF tagger, joint loss, predicted tags at test), for every training-set
+//! size of `train_sizes` (the most recent items of the training part: a learning curve).
+//! Claims checked in direction at each size: fine-grained > coarse > text only, MSSPM > SSPM,
+//! and MSSPM > SSPM on the test items whose event the dictionary misses (paraphrased).
+//! Accuracy is reported on the test part and, as `dev_accuracy`, on the development part.
 //!
 //! **Forex** (synthetic by default): an example every `forex_every_hours` hours; its news are
 //! the items of the preceding `forex_lookback_hours`, grouped by time, topic (k-means fitted on
 //! the training period's news only) or category, the `per_group` most central items of each
-//! group kept; label = next bar's close against the last close. Claim: category grouping is
-//! best.
+//! group kept; label = next bar's close against the last close, and a trade-only model on the
+//! same windows. Claim: category grouping is best.
 //!
 //! **Real data** (when the paths are set; `cargo xtask assets` fetches them and the full size
 //! picks them up): the Reuters-21578 crude-oil articles of 1987 through the extractor, the
