@@ -37,7 +37,8 @@ pub struct Token {
 }
 
 impl Token {
-    fn is_number(&self) -> bool {
+    /// Starts with a digit.
+    pub fn is_number(&self) -> bool {
         self.text.chars().next().is_some_and(|c| c.is_ascii_digit())
     }
 

@@ -28,6 +28,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::Serialize;
+use trainer::metrics::mean_std;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
@@ -44,9 +45,7 @@ use crate::synthetic::{
 };
 use crate::text::{Vocab, encode_batch};
 use crate::time::{self, Minutes};
-use crate::trade::{
-    LabelConfig, LabelTarget, PriceSeries, WindowConfig, chrono_split, example, trade_window,
-};
+use crate::trade::{LabelConfig, LabelTarget, PriceSeries, WindowConfig, chrono_split, example};
 use crate::{Error, Result};
 
 /// Configuration of the `fin-news` experiment.
@@ -256,7 +255,7 @@ pub struct DataStats {
     pub split: (usize, usize, usize),
     /// Purged for overlapping labels.
     pub purged: usize,
-    /// Share of "up" labels in the test part.
+    /// Share of "up" labels in the test part (of all examples for the Reuters sample).
     pub test_up_share: f64,
     /// Examples whose features end after the label start (must be 0).
     pub leakage_violations: usize,
@@ -360,15 +359,6 @@ pub struct FinNewsMetrics {
     pub claims: Vec<(String, bool)>,
     /// Device.
     pub device: String,
-}
-
-fn mean_std(x: &[f64]) -> (f64, f64) {
-    if x.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = x.iter().sum::<f64>() / x.len() as f64;
-    let v = x.iter().map(|y| (y - m).powi(2)).sum::<f64>() / (x.len().max(2) - 1) as f64;
-    (m, v.sqrt())
 }
 
 fn summarise(scores: &[ModelScore], model: &str, train_size: usize) -> Summary {
@@ -1242,8 +1232,6 @@ fn run_real(
             r.trade_only.push(run_real_trade(cfg, &s, window, ctx)?);
         }
     }
-    // the trade window reads no bar that ends after the news (checked again on the real series)
-    let _ = trade_window;
     Ok(r)
 }
 

@@ -24,7 +24,7 @@ use trainer::Rng;
 
 use crate::events::Token;
 use crate::model::{TradeEncoder, up_probability};
-use crate::text::{PAD, Vocab};
+use crate::text::Vocab;
 use crate::{Error, Result};
 
 /// How news is grouped.
@@ -126,7 +126,10 @@ impl TopicModel {
             )));
         }
         let tfidf = Tfidf::fit(docs, 2000);
-        let dim = tfidf.dim().max(1);
+        let dim = tfidf.dim();
+        if dim == 0 {
+            return Err(Error::NotEnoughData("no words to build topics from".into()));
+        }
         let x: Vec<Vec<f32>> = docs.iter().map(|d| tfidf.vector(d)).collect();
         let mut rng = Rng::seed_from(seed);
         // k-means++ seeding on cosine distance
@@ -153,15 +156,7 @@ impl TopicModel {
             };
             centroids.push(x[pick].clone());
         }
-        let flat: Vec<f32> = x
-            .iter()
-            .flat_map(|v| {
-                v.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(0.0, dim - v.len()))
-            })
-            .collect();
-        let xt = Tensor::<2>::from_data(TensorData::new(flat, [x.len(), dim]), device);
+        let xt = Tensor::<2>::from_data(TensorData::new(x.concat(), [x.len(), dim]), device);
         let mut model = Self { tfidf, centroids };
         for _ in 0..iters {
             let assign = model.assign_matrix(&xt, device)?;
@@ -373,7 +368,6 @@ impl ForexBatch {
             ));
         }
         let flat: Vec<f32> = trade.iter().flat_map(|t| t.iter().copied()).collect();
-        let _ = PAD;
         Ok(Self {
             ids,
             mask,

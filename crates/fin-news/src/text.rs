@@ -34,7 +34,7 @@ impl Vocab {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for t in texts {
             for w in t {
-                if !is_number(w) {
+                if !w.is_number() {
                     *counts.entry(w.lower.as_str()).or_default() += 1;
                 }
             }
@@ -73,16 +73,12 @@ impl Vocab {
 
     /// Id of a token.
     pub fn id(&self, t: &Token) -> u32 {
-        if is_number(t) {
+        if t.is_number() {
             NUM
         } else {
             self.index.get(&t.lower).copied().unwrap_or(UNK)
         }
     }
-}
-
-fn is_number(t: &Token) -> bool {
-    t.text.chars().next().is_some_and(|c| c.is_ascii_digit())
 }
 
 /// Token ids `[b, s]`, mask `[b, s]` and tags `[b, s]` of texts with a leading `[CLS]`

@@ -25,6 +25,7 @@ use burn::prelude::*;
 use plm::bert::{Bert, BertConfig, PooledClassifier, Pooling, classification_loss};
 use serde::Serialize;
 use textdata::classify::{LabeledIds, SentenceTokenizer, WordVocab};
+use trainer::metrics::mean_std;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
@@ -248,13 +249,6 @@ pub struct FinePurifyMetrics {
     pub chosen_rho: Vec<(String, f64, f64)>,
     /// Mean over seeds: `(task, defense, acc, acc std, asr, asr std, time)`.
     pub summary: Vec<(String, String, f64, f64, f64, f64, f64)>,
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
 }
 
 fn load_data(

@@ -18,6 +18,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::Serialize;
 use textdata::{ByteCorpus, LmWindows};
+use trainer::metrics::mean_std;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Record, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
@@ -238,13 +239,6 @@ pub struct MoeCompareMetrics {
     pub device: String,
     /// Per variant.
     pub results: Vec<VariantResult>,
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (m, var.sqrt())
 }
 
 /// Runs the comparison into `ctx.dir`.

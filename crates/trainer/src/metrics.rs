@@ -11,6 +11,18 @@ use crate::{Error, Result};
 /// Named scalar metrics, e.g. `{"valid_loss": 2.31, "accuracy": 0.8}`.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// Mean and sample standard deviation (divisor `n − 1`; 0 for one value) of `v`, as reported
+/// over seeds; `(NaN, NaN)` for no values.
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
 /// ROC AUC of `scores` for the positives (Mann–Whitney, ties counted half). `None` without both
 /// classes.
 pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
@@ -143,4 +155,20 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert!((m - 2.5).abs() < 1e-12);
+        // sample variance 5/3
+        assert!((s - (5.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[7.0]), (7.0, 0.0));
+        let (m, s) = mean_std(&[]);
+        assert!(m.is_nan() && s.is_nan());
+    }
 }
