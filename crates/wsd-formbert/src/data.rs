@@ -168,6 +168,9 @@ pub struct BuildConfig {
     pub synonyms: usize,
     /// Seed of the context sampling.
     pub seed: u64,
+    /// Use a sentence for a word only where the word stands as a word by jieba's dictionary
+    /// ([`MorphemeLexicon::stands_alone`]; `包管` inside `软件包管理` does not).
+    pub word_boundaries: bool,
 }
 
 impl Default for BuildConfig {
@@ -179,6 +182,7 @@ impl Default for BuildConfig {
             window: 40,
             synonyms: 6,
             seed: 1234,
+            word_boundaries: true,
         }
     }
 }
@@ -275,16 +279,27 @@ pub fn build_pseudo_words(
     // Sentences per candidate, through one pass over every character bigram.
     let wanted: HashSet<&str> = cands.iter().map(|(w, _)| *w).collect();
     let mut hits: HashMap<&str, Vec<usize>> = HashMap::new();
+    // A sentence counts for a word only when every occurrence stands as a word
+    // (`MorphemeLexicon::stands_alone`, with `cfg.word_boundaries`).
     for (si, s) in sents.iter().enumerate() {
         let idx: Vec<usize> = s.char_indices().map(|(b, _)| b).chain([s.len()]).collect();
-        let mut seen = HashSet::new();
+        let chars: Vec<char> = s.chars().collect();
+        let mut found: HashMap<&str, bool> = HashMap::new();
         for k in 0..idx.len().saturating_sub(2) {
             let bi = &s[idx[k]..idx[k + 2]];
-            if let Some(&w) = wanted.get(bi)
-                && seen.insert(w)
-            {
-                hits.entry(w).or_default().push(si);
+            if let Some(&w) = wanted.get(bi) {
+                let ok = !cfg.word_boundaries || lex.stands_alone(&chars, k);
+                *found.entry(w).or_insert(true) &= ok;
             }
+        }
+        let mut ok: Vec<&str> = found
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(w, _)| w)
+            .collect();
+        ok.sort_unstable();
+        for w in ok {
+            hits.entry(w).or_default().push(si);
         }
     }
     let mut frequent: Vec<(&str, &str, usize)> = cands

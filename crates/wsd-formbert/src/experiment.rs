@@ -19,6 +19,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::Serialize;
+use trainer::metrics::mean_std;
 use trainer::report::markdown_table;
 use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
@@ -56,6 +57,10 @@ pub struct WsdConfig {
     /// Characters kept on each side of the target.
     #[config(default = 40)]
     pub window: usize,
+    /// Use a sentence only where the word stands as a word by jieba's dictionary (see
+    /// [`crate::formation::MorphemeLexicon::stands_alone`]).
+    #[config(default = true)]
+    pub word_boundaries: bool,
     /// Encoder width.
     #[config(default = 128)]
     pub d_model: usize,
@@ -68,6 +73,10 @@ pub struct WsdConfig {
     /// Vocabulary size cap (characters).
     #[config(default = 6000)]
     pub max_chars: usize,
+    /// A folder of an earlier run holding `encoder.bpk` and `vocab.txt`: pretraining is skipped
+    /// and that encoder is fine-tuned (same data settings needed).
+    #[config(default = "None")]
+    pub encoder_dir: Option<String>,
     /// MLM steps.
     #[config(default = 3000)]
     pub mlm_steps: usize,
@@ -136,6 +145,10 @@ pub struct WsdResult {
     pub pair_f1: f64,
     /// The formation predictor's accuracy on the test contexts (FormBERT only).
     pub formation_accuracy: Option<f64>,
+    /// Instance accuracy on the development set.
+    pub dev_accuracy: f64,
+    /// Instance accuracy on (at most 1,000) training instances: how well it fits.
+    pub train_accuracy: f64,
 }
 
 /// Everything the run measured.
@@ -151,8 +164,11 @@ pub struct WsdMetrics {
     pub split: (usize, usize, usize),
     /// Vocabulary size.
     pub vocab: usize,
-    /// MLM held-out accuracy before / after pretraining.
+    /// MLM held-out accuracy before / after pretraining (NaN when the encoder was loaded).
     pub mlm_accuracy: (f64, f64),
+    /// The pretrained masked-LM's own test accuracy on the pseudo-words
+    /// ([`crate::mlm::probe_pseudo_words`]): how recoverable the senses are for this encoder.
+    pub mlm_probe_accuracy: f64,
     /// Every model and seed.
     pub results: Vec<WsdResult>,
     /// Mean and std over seeds per model: (model, accuracy mean, std, F1 mean, std).
@@ -247,13 +263,6 @@ pub fn evaluate(
     Ok((correct as f64 / instances.len().max(1) as f64, f1, form_acc))
 }
 
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len().max(1) as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
-    (m, var.sqrt())
-}
-
 fn read(path: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.into(),
@@ -306,6 +315,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     let build = BuildConfig {
         n_pairs: cfg.n_pairs,
         window: cfg.window,
+        word_boundaries: cfg.word_boundaries,
         seed: cfg.data_seed,
         ..BuildConfig::default()
     };
@@ -318,19 +328,28 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             test.len()
         )));
     }
+    // The built set in the official TSV format, for inspection and for other tools.
+    for (name, part) in [("train", &train), ("dev", &dev_set), ("test", &test)] {
+        let rows: Vec<PairRow> = part.iter().flat_map(Instance::pairs).collect();
+        crate::data::write_tsv(&ctx.path(&format!("{name}.tsv")), &rows)?;
+    }
     let definitions: Vec<String> = train
         .iter()
         .chain(&test)
         .flat_map(|i| i.senses.iter().map(|s| s.definition.clone()))
         .collect();
-    let vocab = CharVocab::build(
-        passages.iter().chain(&definitions).map(String::as_str),
-        1,
-        cfg.max_chars,
-    );
+    let vocab = match &cfg.encoder_dir {
+        Some(d) => CharVocab::load(&Path::new(d).join("vocab.txt"))?,
+        None => CharVocab::build(
+            passages.iter().chain(&definitions).map(String::as_str),
+            1,
+            cfg.max_chars,
+        ),
+    };
     vocab.save(&ctx.path("vocab.txt"))?;
 
     // Pretraining.
+    let max_len = cfg.model.max_len;
     ad.seed(cfg.data_seed);
     let bert_cfg = BertConfig::new(
         vocab.len(),
@@ -341,47 +360,71 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     )
     .with_max_position_embeddings(cfg.model.max_len.max(cfg.mlm.seq_len));
     let mlm = CharBertMlm::new(&bert_cfg, &ad)?;
-    let mut tokenised: Vec<Vec<u32>> = passages.iter().map(|p| vocab.encode(p)).collect();
-    Rng::seed_from(cfg.data_seed).shuffle(&mut tokenised);
-    if tokenised.len() < 2 {
-        return Err(Error::InvalidConfig(
-            "pretraining needs at least two passages".into(),
-        ));
-    }
-    let n_valid = (tokenised.len() / 20).clamp(1, 200);
-    let valid_passages = tokenised.split_off(tokenised.len() - n_valid);
-    let mut task = MlmTask {
-        passages: tokenised,
-        vocab_size: vocab.len(),
-        config: cfg.mlm.clone(),
-        device: ad.clone(),
-        valid: Vec::new(),
-    }
-    .with_valid(&valid_passages, 256, cfg.data_seed);
-    let before = task.evaluate(&mlm, 0)?;
-    let pre = Trainer::new(
-        TrainerConfig::new(cfg.mlm_steps.max(1))
-            .with_lr(cfg.mlm_lr)
-            .with_seed(cfg.data_seed)
-            .with_schedule(LrSchedule::WarmupCosine {
-                warmup_steps: cfg.mlm_steps / 20,
-                min_ratio: 0.1,
-            })
-            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
-        &ad,
-    )
-    .with_progress(|p| ctx.report_progress(p))
-    .fit(mlm, &mut task)?;
-    let after = task.evaluate(&pre.model, cfg.mlm_steps)?;
-    let mlm_accuracy = (
-        before.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
-        after.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
-    );
-    let encoder = pre.model.bert;
+    let (mlm, mlm_accuracy) = if let Some(d) = &cfg.encoder_dir {
+        let path = Path::new(d).join("encoder.bpk");
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let record =
+            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
+        let m = mlm
+            .try_load_record(record)
+            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
+        (m, (f64::NAN, f64::NAN))
+    } else {
+        let mut tokenised: Vec<Vec<u32>> = passages.iter().map(|p| vocab.encode(p)).collect();
+        Rng::seed_from(cfg.data_seed).shuffle(&mut tokenised);
+        if tokenised.len() < 2 {
+            return Err(Error::InvalidConfig(
+                "pretraining needs at least two passages".into(),
+            ));
+        }
+        let n_valid = (tokenised.len() / 20).clamp(1, 200);
+        let valid_passages = tokenised.split_off(tokenised.len() - n_valid);
+        let mut task = MlmTask {
+            passages: tokenised,
+            vocab_size: vocab.len(),
+            config: cfg.mlm.clone(),
+            device: ad.clone(),
+            valid: Vec::new(),
+        }
+        .with_valid(&valid_passages, 256, cfg.data_seed);
+        let before = task.evaluate(&mlm, 0)?;
+        let pre = Trainer::new(
+            TrainerConfig::new(cfg.mlm_steps.max(1))
+                .with_lr(cfg.mlm_lr)
+                .with_seed(cfg.data_seed)
+                .with_schedule(LrSchedule::WarmupCosine {
+                    warmup_steps: cfg.mlm_steps / 20,
+                    min_ratio: 0.1,
+                })
+                .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
+            &ad,
+        )
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(mlm, &mut task)?;
+        let after = task.evaluate(&pre.model, cfg.mlm_steps)?;
+        let mlm_accuracy = (
+            before.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
+            after.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
+        );
+        let bytes = pre
+            .model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| Error::InvalidConfig(format!("encoder record: {e}")))?;
+        trainer::fs::write_atomic(&ctx.path("encoder.bpk"), &bytes)?;
+        (pre.model, mlm_accuracy)
+    };
+    let mlm_probe_accuracy =
+        crate::mlm::probe_pseudo_words(&mlm.clone().valid(), &test, &vocab, max_len, &dev)?;
+    let encoder = mlm.bert;
 
     // Fine-tuning.
     let train_rows: Vec<PairRow> = train.iter().flat_map(Instance::pairs).collect();
-    let max_len = cfg.model.max_len;
     let mut results = Vec::new();
     for &seed in &cfg.seeds {
         for formbert in [false, true] {
@@ -431,12 +474,17 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             for (name, source) in sources {
                 let (accuracy, pair_f1, formation_accuracy) =
                     evaluate(&m, &test, &vocab, max_len, *source, &dev)?;
+                let (dev_accuracy, _, _) = evaluate(&m, &dev_set, &vocab, max_len, *source, &dev)?;
+                let fit = &train[..train.len().min(1000)];
+                let (train_accuracy, _, _) = evaluate(&m, fit, &vocab, max_len, *source, &dev)?;
                 results.push(WsdResult {
                     model: name.to_string(),
                     seed,
                     accuracy,
                     pair_f1,
                     formation_accuracy,
+                    dev_accuracy,
+                    train_accuracy,
                 });
             }
         }
@@ -494,6 +542,11 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             beats(&summary[1], &summary[0]),
         ),
     ];
+    let pct = |n: &str, f: fn(&WsdResult) -> f64| {
+        let v: Vec<f64> = results.iter().filter(|r| r.model == n).map(f).collect();
+        let (m, sd) = mean_std(&v);
+        format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * sd)
+    };
     let rows: Vec<Vec<String>> = summary
         .iter()
         .map(|(n, a, sa, f, sf)| {
@@ -501,15 +554,28 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 n.clone(),
                 format!("{:.1} ± {:.1}", 100.0 * a, 100.0 * sa),
                 format!("{:.1} ± {:.1}", 100.0 * f, 100.0 * sf),
+                pct(n, |r| r.dev_accuracy),
+                pct(n, |r| r.train_accuracy),
             ]
         })
         .collect();
-    let table = markdown_table(&["model", "instance accuracy %", "pair F1 %"], &rows);
+    let table = markdown_table(
+        &[
+            "model",
+            "instance accuracy %",
+            "pair F1 %",
+            "dev accuracy %",
+            "train accuracy %",
+        ],
+        &rows,
+    );
     let mut body = format!(
         "\nData: {data}. {} pseudo-words, {} instances (train {} / dev {} / test {}); {:.0}% of \
          the senses have no analysable formation. Vocabulary {} characters. Encoder: {} layers × \
          {}, MLM {} steps (held-out masked accuracy {:.1}% → {:.1}%). Seeds {:?}. Formation \
-         predictor accuracy on the test contexts: {:.1} ± {:.1}%.\n\n",
+         predictor accuracy on the test contexts: {:.1} ± {:.1}%. The pretrained masked LM itself, \
+         asked which real word fills the pseudo-word's place, is right on {:.1}% of the test \
+         instances (how recoverable the senses are for this encoder).\n\n",
         stats.pairs,
         stats.instances,
         train.len(),
@@ -524,7 +590,8 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         100.0 * mlm_accuracy.1,
         cfg.seeds,
         100.0 * fa,
-        100.0 * fsd
+        100.0 * fsd,
+        100.0 * mlm_probe_accuracy
     );
     body.push_str(&markdown_table(
         &["claim", "here"],
@@ -545,6 +612,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         build: stats,
         vocab: vocab.len(),
         mlm_accuracy,
+        mlm_probe_accuracy,
         results,
         summary,
         claims,

@@ -88,13 +88,16 @@ const RESULTS: &[char] = &[
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MorphemeLexicon {
     pos: HashMap<char, (u64, String)>,
+    /// Frequencies of the two- and three-character words (word-boundary checks).
+    words: HashMap<String, u64>,
 }
 
 impl MorphemeLexicon {
     /// Reads the single-character entries of a jieba dictionary text, keeping each character's
-    /// most frequent tag.
+    /// most frequent tag, and the frequencies of its two- and three-character words.
     pub fn from_jieba(text: &str) -> Result<Self> {
         let mut pos: HashMap<char, (u64, String)> = HashMap::new();
+        let mut words: HashMap<String, u64> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             let mut it = line.split_whitespace();
             let (Some(w), Some(f), Some(p)) = (it.next(), it.next(), it.next()) else {
@@ -107,21 +110,48 @@ impl MorphemeLexicon {
                     reason: format!("expected 'word freq pos', got {line:?}"),
                 });
             };
-            let mut chars = w.chars();
-            let (Some(c), None) = (chars.next(), chars.next()) else {
-                continue;
-            };
             let f: u64 = f.parse().map_err(|_| Error::Format {
                 source_name: "jieba dict".into(),
                 line: i + 1,
                 reason: format!("frequency {f:?} is not a number"),
             })?;
+            let mut chars = w.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                if (2..=3).contains(&w.chars().count()) {
+                    let e = words.entry(w.to_string()).or_insert(0);
+                    *e = (*e).max(f);
+                }
+                continue;
+            };
             let e = pos.entry(c).or_insert((0, String::new()));
             if f >= e.0 {
                 *e = (f, p.to_string());
             }
         }
-        Ok(Self { pos })
+        Ok(Self { pos, words })
+    }
+
+    /// jieba's frequency of a two- or three-character word (0 when it is not listed).
+    pub fn word_freq(&self, w: &str) -> u64 {
+        self.words.get(w).copied().unwrap_or(0)
+    }
+
+    /// Whether the two-character word at chars `k, k+1` of `chars` stands as a word: no listed
+    /// two- or three-character word that crosses one of its ends (starts before it and ends
+    /// inside it, or starts inside it and ends after it) is more frequent than the word itself.
+    /// `软件包管理` holds the characters of `包管`, but `管理` crosses its end and is far more
+    /// frequent, so that `包管` is not a use of the word.
+    pub fn stands_alone(&self, chars: &[char], k: usize) -> bool {
+        if k + 2 > chars.len() {
+            return false;
+        }
+        let own = self.word_freq(&chars[k..k + 2].iter().collect::<String>());
+        let beats =
+            |a: usize, b: usize| self.word_freq(&chars[a..b].iter().collect::<String>()) > own;
+        // Left-crossing words end at char k; right-crossing ones start at char k + 1.
+        let left = (1..=2).any(|m| k >= m && beats(k - m, k + 1));
+        let right = (1..=2).any(|m| k + 2 + m <= chars.len() && beats(k + 1, k + 2 + m));
+        !(left || right)
     }
 
     /// The coarse tag (first letter of jieba's tag: `n`, `v`, `a`, `d`, `m`, `q`, `f`, `p`, `r`,
@@ -253,9 +283,32 @@ mod tests {
     #[test]
     fn bad_dictionary_lines_are_errors() {
         assert!(MorphemeLexicon::from_jieba("打 x v\n").is_err());
+        assert!(MorphemeLexicon::from_jieba("打球 x v\n").is_err());
         assert!(MorphemeLexicon::from_jieba("打\n").is_err());
         // The most frequent tag of a character wins.
         let l = lex();
         assert_eq!(l.tag('口'), Some('n'));
+    }
+
+    #[test]
+    fn words_that_cross_a_boundary_reject_the_use() {
+        let l = MorphemeLexicon::from_jieba(
+            "包管 20 v\n管理 5000 vn\n软件包 300 n\n软件 9000 n\n理 10 n\n他们 8000 r\n",
+        )
+        .expect("lex");
+        assert_eq!(l.word_freq("管理"), 5000);
+        assert_eq!(l.word_freq("包管理"), 0);
+        let c: Vec<char> = "软件包管理".chars().collect();
+        assert!(!l.stands_alone(&c, 2), "管理 crosses the end of 包管");
+        assert!(l.stands_alone(&c, 0), "软件 then 包: 件包 is no word");
+        let c: Vec<char> = "他们包管".chars().collect();
+        assert!(
+            l.stands_alone(&c, 2),
+            "at the sentence's end nothing crosses"
+        );
+        assert!(!l.stands_alone(&c, 3), "a word needs two characters");
+        // A less frequent crossing word does not reject.
+        let l = MorphemeLexicon::from_jieba("包管 20 v\n管理 5 vn\n").expect("lex");
+        assert!(l.stands_alone(&"包管理".chars().collect::<Vec<_>>(), 0));
     }
 }

@@ -10,11 +10,12 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
+use burn::tensor::activation::{gelu, log_softmax};
 use plm::bert::{Bert, BertConfig, classification_loss};
 use trainer::{BatchCtx, Metrics, Rng, StepLoss, Task};
 
-use crate::chartok::{CLS, MASK, N_SPECIAL, PAD, SEP};
+use crate::chartok::{CLS, CharVocab, MASK, N_SPECIAL, PAD, SEP};
+use crate::data::Instance;
 use crate::{Error, Result};
 
 /// BERT's MLM head.
@@ -168,6 +169,103 @@ impl CharBertMlm {
     }
 }
 
+/// Token ids of one probe input and the (position, character) pairs it scores.
+type ProbeRow = (Vec<u32>, Vec<(usize, u32)>);
+
+/// The masked-LM's own answer to a pseudo-word instance: every occurrence of the surface form in
+/// the context becomes `[MASK]`s (one per character of a candidate word) and each candidate is
+/// scored by the summed log-probability of its characters there (`[CLS] context [SEP]`, cut to
+/// `max_len`; masks cut off are not scored). Returns the share of instances whose real word
+/// scores highest. This reads the encoder's knowledge directly, without a definition or any
+/// fine-tuning: it says how recoverable the senses are for this encoder (the pseudo-word's real
+/// words are what the definitions stand for).
+pub fn probe_pseudo_words(
+    m: &CharBertMlm,
+    instances: &[Instance],
+    vocab: &CharVocab,
+    max_len: usize,
+    device: &Device,
+) -> Result<f64> {
+    if instances.is_empty() {
+        return Err(Error::InvalidConfig("no instances to probe".into()));
+    }
+    // One row per (instance, candidate): ids, then (position, character) pairs to score.
+    let mut rows: Vec<ProbeRow> = Vec::new();
+    for inst in instances {
+        let parts: Vec<&str> = inst.context.split(inst.surface.as_str()).collect();
+        for sense in &inst.senses {
+            let word = vocab.encode(&sense.word);
+            let mut ids = vec![CLS];
+            let mut targets = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    for &c in &word {
+                        targets.push((ids.len(), c));
+                        ids.push(MASK);
+                    }
+                }
+                ids.extend(vocab.encode(part));
+            }
+            ids.truncate(max_len.saturating_sub(1).max(1));
+            targets.retain(|&(p, _)| p < ids.len());
+            ids.push(SEP);
+            rows.push((ids, targets));
+        }
+    }
+    let mut scores = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(32) {
+        let b = chunk.len();
+        let s = chunk.iter().map(|r| r.0.len()).max().unwrap_or(1);
+        let mut ids = vec![i64::from(PAD); b * s];
+        let mut mask = vec![0i64; b * s];
+        let (mut flat, mut chars, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (r, t)) in chunk.iter().enumerate() {
+            for (j, &x) in r.iter().enumerate() {
+                ids[i * s + j] = i64::from(x);
+                mask[i * s + j] = 1;
+            }
+            for &(p, c) in t {
+                flat.push((i * s + p) as i64);
+                chars.push(i64::from(c));
+                owner.push(i);
+            }
+        }
+        let mut row_scores = vec![0.0f64; b];
+        if !flat.is_empty() {
+            let n = flat.len();
+            let logits = m.logits(
+                Tensor::from_data(TensorData::new(ids, [b, s]), device),
+                Tensor::from_data(TensorData::new(mask, [b, s]), device),
+            );
+            let v = logits.dims()[2];
+            let at = logits
+                .reshape([b * s, v])
+                .select(0, Tensor::from_data(TensorData::new(flat, [n]), device));
+            let lp = log_softmax(at, 1)
+                .gather(1, Tensor::from_data(TensorData::new(chars, [n, 1]), device))
+                .reshape([n])
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+            for (o, x) in owner.into_iter().zip(lp) {
+                row_scores[o] += f64::from(x);
+            }
+        }
+        scores.extend(row_scores);
+    }
+    let mut right = 0usize;
+    let mut at = 0usize;
+    for inst in instances {
+        let k = inst.senses.len();
+        let best = (0..k)
+            .max_by(|&a, &b| scores[at + a].total_cmp(&scores[at + b]))
+            .unwrap_or(0);
+        right += usize::from(best == inst.gold);
+        at += k;
+    }
+    Ok(right as f64 / instances.len() as f64)
+}
+
 /// MLM pretraining as a trainer task over tokenised passages.
 pub struct MlmTask {
     /// Passages as character ids (no special tokens).
@@ -283,9 +381,12 @@ mod tests {
     fn pretraining_learns_a_repetitive_text() {
         let d = Device::flex().autodiff();
         d.seed(2);
-        let vocab = 5 + 8;
         // "abcdefgh" repeated: every masked character is predictable from its neighbours
-        let passage: Vec<u32> = (0..400).map(|i| N_SPECIAL + (i % 8)).collect();
+        let text = "abcdefgh".repeat(50);
+        let chars = CharVocab::build([text.as_str()], 1, 100);
+        let vocab = chars.len();
+        assert_eq!(vocab, 5 + 8);
+        let passage = chars.encode(&text);
         let cfg = BertConfig::new(vocab, 32, 2, 2, 64);
         let m = CharBertMlm::new(&cfg, &d).unwrap_or_else(|e| panic!("{e}"));
         let mut task = MlmTask {
@@ -304,5 +405,28 @@ mod tests {
             .evaluate(&out.model, 150)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(after["mlm_accuracy"] > 0.9, "{before:?} -> {after:?}");
+        // The probe puts the right word back in a pseudo-word's place, whichever it is.
+        let sense = |w: &str| crate::data::Sense {
+            word: w.into(),
+            code: String::new(),
+            definition: String::new(),
+            formation: 0,
+        };
+        let inst = |context: &str, gold: usize| Instance {
+            surface: "〈cd|fg〉".into(),
+            context: context.into(),
+            senses: vec![sense("cd"), sense("fg")],
+            gold,
+        };
+        let probe = [
+            inst("ab〈cd|fg〉efghabcdefgh", 0),
+            inst("abcde〈cd|fg〉habcdefgh", 1),
+            inst("abcdefgh〈cd|fg〉efgh", 0),
+        ];
+        let m = out.model.valid();
+        let acc = probe_pseudo_words(&m, &probe, &chars, 32, &Device::flex())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(acc, 1.0);
+        assert!(probe_pseudo_words(&m, &[], &chars, 32, &Device::flex()).is_err());
     }
 }
