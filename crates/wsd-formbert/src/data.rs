@@ -6,10 +6,14 @@
 //! two-character words that Cilin lists under one sense code each, from different major classes,
 //! are merged into one surface form `〈w1|w2〉`; every sentence of the text that contains `w1`
 //! (or `w2`) becomes a context of the pseudo-word with `w1` (or `w2`) replaced by the surface
-//! form, labelled with `w1`'s (or `w2`'s) sense. A sense's definition is the synonym set of its
-//! Cilin code (the other words listed there, up to `synonyms`), and its word formation is
-//! derived from jieba's dictionary by [`crate::formation::derive_formation`]. Contexts are
-//! balanced between the two senses of a pseudo-word.
+//! form, labelled with `w1`'s (or `w2`'s) sense. A sentence counts only where the word stands
+//! as a word: no more frequent jieba word crosses either of its ends (`包管` inside `软件包管理`
+//! is not a use of `包管`; [`BuildConfig::word_boundaries`]). A sense's definition is the
+//! synonym set of its Cilin code: the word itself, then up to `synonyms` other words listed
+//! there (`允许：容许、同意、…`; [`BuildConfig::definition_with_word`] switches the word off).
+//! Its word formation is derived from jieba's dictionary by
+//! [`crate::formation::derive_formation`]. Contexts are balanced between the two senses of a
+//! pseudo-word.
 //!
 //! Each instance gives one gloss-matching pair per candidate sense (label 1 for the right one);
 //! the `formation` column of every pair is the formation of the word actually used in the
@@ -168,6 +172,11 @@ pub struct BuildConfig {
     pub synonyms: usize,
     /// Seed of the context sampling.
     pub seed: u64,
+    /// Start a definition with the sense's own word (`w：syn、syn…`), as Cilin lists it in its
+    /// synonym set and as GlossBERT's weak supervision puts the target word before the gloss;
+    /// false gives the other synonyms only. Both words of a pseudo-word are in every context,
+    /// so the word in a definition names its sense without revealing which one is used.
+    pub definition_with_word: bool,
     /// Use a sentence for a word only where the word stands as a word by jieba's dictionary
     /// ([`MorphemeLexicon::stands_alone`]; `包管` inside `软件包管理` does not).
     pub word_boundaries: bool,
@@ -183,6 +192,7 @@ impl Default for BuildConfig {
             synonyms: 6,
             seed: 1234,
             word_boundaries: true,
+            definition_with_word: true,
         }
     }
 }
@@ -351,10 +361,15 @@ pub fn build_pseudo_words(
                     .unwrap_or_default();
                 let formation = derive_formation(w, lex, &major);
                 formation_counts[formation] += 1;
+                let synonyms = syn[..syn.len().min(cfg.synonyms)].join("、");
                 Sense {
                     word: w.to_string(),
                     code: code.to_string(),
-                    definition: syn[..syn.len().min(cfg.synonyms)].join("、"),
+                    definition: if cfg.definition_with_word {
+                        format!("{w}：{synonyms}")
+                    } else {
+                        synonyms
+                    },
                     formation,
                 }
             })
@@ -439,11 +454,15 @@ mod tests {
             entry("Hb02A01", &["打球", "击球", "拍球"]), // 打球 is ambiguous: not a candidate
             entry("Ia01A01", &["下雨", "降雨", "落雨"]),
         ];
-        let lex = MorphemeLexicon::from_jieba("桌 9 n\n子 9 ng\n下 9 f\n雨 9 n\n").expect("lex");
+        let lex =
+            MorphemeLexicon::from_jieba("桌 9 n\n子 9 ng\n下 9 f\n雨 9 n\n下雨 50 v\n雨伞 90 n\n")
+                .expect("lex");
         let mut sents = Vec::new();
         for i in 0..6 {
             sents.push(format!("我们把书放在桌子上第{i}次"));
             sents.push(format!("今天下雨了我们在家第{i}次"));
+            // 下雨 is not a word here: 雨伞 crosses its end and is more frequent
+            sents.push(format!("他拿起桌下雨伞第{i}次"));
         }
         sents.push("桌子旁边在下雨".into()); // both words: used by neither
         (cilin, lex, sents)
@@ -466,12 +485,27 @@ mod tests {
             assert_eq!(i.surface, "〈下雨|桌子〉");
             assert!(i.context.contains(&i.surface));
             assert!(!i.context.contains("桌子上") && !i.context.contains("天下雨"));
+            assert!(!i.context.contains("伞"), "{}", i.context);
             let p = i.pairs();
             assert_eq!(p.iter().map(|r| r.label as usize).sum::<usize>(), 1);
             assert_eq!(p[i.gold].definition, i.senses[i.gold].definition);
         }
-        // Definitions are the other synonyms of the code.
-        assert_eq!(inst[0].senses[1].definition, "台子、案子、几子");
+        // Definitions are the sense's word, then the other synonyms of its code.
+        assert_eq!(inst[0].senses[1].definition, "桌子：台子、案子、几子");
+        let bare = BuildConfig {
+            definition_with_word: false,
+            ..cfg.clone()
+        };
+        let (plain, _) = build_pseudo_words(&cilin, &lex, &sents, &bare).expect("build");
+        assert_eq!(plain[0].senses[1].definition, "台子、案子、几子");
+        // Without the boundary check the 雨伞 sentences count for 下雨.
+        let loose = BuildConfig {
+            word_boundaries: false,
+            max_contexts: 20,
+            ..cfg.clone()
+        };
+        let (all, _) = build_pseudo_words(&cilin, &lex, &sents, &loose).expect("build");
+        assert!(all.iter().any(|i| i.context.contains("伞")));
         assert_eq!(formation_name(inst[0].senses[1].formation), Some("后缀"));
         assert_eq!(formation_name(inst[0].senses[0].formation), Some("01"));
     }

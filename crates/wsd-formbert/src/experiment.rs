@@ -61,6 +61,10 @@ pub struct WsdConfig {
     /// [`crate::formation::MorphemeLexicon::stands_alone`]).
     #[config(default = true)]
     pub word_boundaries: bool,
+    /// Definitions start with the sense's own word (see
+    /// [`crate::data::BuildConfig::definition_with_word`]).
+    #[config(default = true)]
+    pub definition_with_word: bool,
     /// Encoder width.
     #[config(default = 128)]
     pub d_model: usize,
@@ -164,8 +168,8 @@ pub struct WsdMetrics {
     pub split: (usize, usize, usize),
     /// Vocabulary size.
     pub vocab: usize,
-    /// MLM held-out accuracy before / after pretraining (NaN when the encoder was loaded).
-    pub mlm_accuracy: (f64, f64),
+    /// The encoder's pretraining (this run's, or the loaded encoder's).
+    pub pretraining: Pretraining,
     /// The pretrained masked-LM's own test accuracy on the pseudo-words
     /// ([`crate::mlm::probe_pseudo_words`]): how recoverable the senses are for this encoder.
     pub mlm_probe_accuracy: f64,
@@ -175,6 +179,15 @@ pub struct WsdMetrics {
     pub summary: Vec<(String, f64, f64, f64, f64)>,
     /// The claim checked and whether it held.
     pub claims: Vec<(String, bool)>,
+}
+
+/// What pretraining did, saved beside `encoder.bpk` and read back with it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Pretraining {
+    /// MLM steps.
+    pub steps: usize,
+    /// Held-out masked accuracy before / after.
+    pub accuracy: (f64, f64),
 }
 
 /// Fine-tuning on pairs.
@@ -316,6 +329,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         n_pairs: cfg.n_pairs,
         window: cfg.window,
         word_boundaries: cfg.word_boundaries,
+        definition_with_word: cfg.definition_with_word,
         seed: cfg.data_seed,
         ..BuildConfig::default()
     };
@@ -360,7 +374,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     )
     .with_max_position_embeddings(cfg.model.max_len.max(cfg.mlm.seq_len));
     let mlm = CharBertMlm::new(&bert_cfg, &ad)?;
-    let (mlm, mlm_accuracy) = if let Some(d) = &cfg.encoder_dir {
+    let (mlm, pretraining) = if let Some(d) = &cfg.encoder_dir {
         let path = Path::new(d).join("encoder.bpk");
         let bytes = std::fs::read(&path).map_err(|source| Error::Io {
             path: path.clone(),
@@ -372,7 +386,10 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         let m = mlm
             .try_load_record(record)
             .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
-        (m, (f64::NAN, f64::NAN))
+        let stats = Path::new(d).join("pretraining.json");
+        let pretraining: Pretraining = serde_json::from_str(&read(&stats.to_string_lossy())?)
+            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", stats.display())))?;
+        (m, pretraining)
     } else {
         let mut tokenised: Vec<Vec<u32>> = passages.iter().map(|p| vocab.encode(p)).collect();
         Rng::seed_from(cfg.data_seed).shuffle(&mut tokenised);
@@ -417,7 +434,14 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             .into_bytes()
             .map_err(|e| Error::InvalidConfig(format!("encoder record: {e}")))?;
         trainer::fs::write_atomic(&ctx.path("encoder.bpk"), &bytes)?;
-        (pre.model, mlm_accuracy)
+        let pretraining = Pretraining {
+            steps: cfg.mlm_steps,
+            accuracy: mlm_accuracy,
+        };
+        let json = serde_json::to_string_pretty(&pretraining)
+            .map_err(|e| Error::InvalidConfig(format!("pretraining stats: {e}")))?;
+        trainer::fs::write_atomic(&ctx.path("pretraining.json"), json.as_bytes())?;
+        (pre.model, pretraining)
     };
     let mlm_probe_accuracy =
         crate::mlm::probe_pseudo_words(&mlm.clone().valid(), &test, &vocab, max_len, &dev)?;
@@ -585,9 +609,9 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         vocab.len(),
         cfg.n_layers,
         cfg.d_model,
-        cfg.mlm_steps,
-        100.0 * mlm_accuracy.0,
-        100.0 * mlm_accuracy.1,
+        pretraining.steps,
+        100.0 * pretraining.accuracy.0,
+        100.0 * pretraining.accuracy.1,
         cfg.seeds,
         100.0 * fa,
         100.0 * fsd,
@@ -611,7 +635,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         split: (train.len(), dev_set.len(), test.len()),
         build: stats,
         vocab: vocab.len(),
-        mlm_accuracy,
+        pretraining: pretraining.clone(),
         mlm_probe_accuracy,
         results,
         summary,
