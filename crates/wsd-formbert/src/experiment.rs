@@ -54,8 +54,9 @@ pub struct WsdConfig {
     /// Pseudo-words built at most.
     #[config(default = 80)]
     pub n_pairs: usize,
-    /// Characters kept on each side of the target.
-    #[config(default = 40)]
+    /// Characters kept on each side of the target. Default 15: with the definition the pair fits
+    /// the 64 positions the encoder is pretrained on.
+    #[config(default = 15)]
     pub window: usize,
     /// Use a sentence only where the word stands as a word by jieba's dictionary (see
     /// [`crate::formation::MorphemeLexicon::stands_alone`]).
@@ -103,7 +104,7 @@ pub struct WsdConfig {
     #[config(default = 8.0)]
     pub formation_lr_scale: f64,
     /// FormBERT settings (the baseline switches the formation parts off).
-    #[config(default = "FormBertConfig::new().with_max_len(112)")]
+    #[config(default = "FormBertConfig::new().with_max_len(64)")]
     pub model: FormBertConfig,
     /// Fine-tuning seeds.
     #[config(default = "vec![1, 2, 3]")]
@@ -373,6 +374,13 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         4 * cfg.d_model,
     )
     .with_max_position_embeddings(cfg.model.max_len.max(cfg.mlm.seq_len));
+    if cfg.encoder_dir.is_none() && cfg.model.max_len > cfg.mlm.seq_len {
+        return Err(Error::InvalidConfig(format!(
+            "fine-tuning length {} exceeds the pretraining length {}: positions beyond it would \
+             keep their random embeddings",
+            cfg.model.max_len, cfg.mlm.seq_len
+        )));
+    }
     let mlm = CharBertMlm::new(&bert_cfg, &ad)?;
     let (mlm, pretraining) = if let Some(d) = &cfg.encoder_dir {
         let path = Path::new(d).join("encoder.bpk");

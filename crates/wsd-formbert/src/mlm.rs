@@ -4,8 +4,10 @@
 //! BERT's recipe: 15 % of the non-special tokens of a sequence are chosen (at least one); of
 //! those, 80 % become `[MASK]`, 10 % a random character, 10 % stay; the loss is the cross-entropy
 //! of the chosen positions only. The head is BERT's transform (dense, GELU, LayerNorm) and an
-//! untied output layer. Sequences are random windows of `seq_len − 2` characters of one passage,
-//! framed by `[CLS]` and `[SEP]`.
+//! untied output layer. Sequences are random windows of `seq_len − 2` characters of one passage
+//! (continued by the next passages when it is shorter, [`MlmConfig::pack`]), framed by `[CLS]`
+//! and `[SEP]`. Fine-tuning should not use positions beyond `seq_len`: their embeddings are never
+//! trained here (the experiment refuses such a configuration).
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -77,6 +79,11 @@ pub struct MlmConfig {
     /// Sequences per step. Default 32.
     #[config(default = 32)]
     pub batch_size: usize,
+    /// Fill a sequence that one passage leaves short with the next passages (no separator), so
+    /// every position up to `seq_len` is trained (most fortunes are shorter than 64 characters;
+    /// a position never seen in pretraining keeps its random embedding). Default true.
+    #[config(default = true)]
+    pub pack: bool,
 }
 
 /// Masks `ids` (content tokens only, no special token inside) in BERT's way: returns the input
@@ -281,12 +288,24 @@ pub struct MlmTask {
 }
 
 impl MlmTask {
-    /// A random window of at most `seq_len − 2` characters of a random passage.
-    fn window(&self, rng: &mut Rng) -> Vec<u32> {
-        let p = &self.passages[rng.below(self.passages.len())];
+    /// A random window of at most `seq_len − 2` characters of a random passage; a shorter
+    /// passage is followed by the next ones when [`MlmConfig::pack`] is on.
+    pub fn window(&self, rng: &mut Rng) -> Vec<u32> {
+        let i = rng.below(self.passages.len());
+        let p = &self.passages[i];
         let w = self.config.seq_len.saturating_sub(2).max(1);
         if p.len() <= w {
-            return p.clone();
+            let mut out = p.clone();
+            let mut j = i;
+            while self.config.pack && out.len() < w {
+                j = (j + 1) % self.passages.len();
+                if j == i {
+                    break;
+                }
+                out.extend(&self.passages[j]);
+            }
+            out.truncate(w);
+            return out;
         }
         let start = rng.below(p.len() - w + 1);
         p[start..start + w].to_vec()
@@ -428,5 +447,31 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(acc, 1.0);
         assert!(probe_pseudo_words(&m, &[], &chars, 32, &Device::flex()).is_err());
+    }
+
+    #[test]
+    fn packing_fills_every_position() {
+        let short: Vec<Vec<u32>> = (0..10).map(|i| vec![N_SPECIAL + i; 5]).collect();
+        let task = |pack| MlmTask {
+            passages: short.clone(),
+            vocab_size: 20,
+            config: MlmConfig::new().with_seq_len(14).with_pack(pack),
+            device: Device::flex(),
+            valid: Vec::new(),
+        };
+        let mut rng = Rng::seed_from(3);
+        for _ in 0..20 {
+            let w = task(true).window(&mut rng);
+            assert_eq!(w.len(), 12);
+            // the passage, then the next ones in order
+            assert_eq!(w[5], if w[0] == N_SPECIAL + 9 { N_SPECIAL } else { w[0] + 1 });
+            assert_eq!(task(false).window(&mut rng).len(), 5);
+        }
+        // Less text than a sequence: everything once, no repeats.
+        let one = MlmTask {
+            passages: short[..2].to_vec(),
+            ..task(true)
+        };
+        assert_eq!(one.window(&mut rng).len(), 10);
     }
 }
