@@ -2,18 +2,24 @@
 //!
 //! 1. Data: HIT Cilin, fortunes-zh (+ Tang/Song poems) and jieba's dictionary through
 //!    [`crate::data::build_pseudo_words`] (the real run), or the embedded synthetic corpus of
-//!    [`crate::synthetic`]; instances split 70/10/20 (train/dev/test) with a fixed seed.
-//! 2. Encoder: a character BERT pretrained with masked-LM on the passages ([`crate::mlm`]), once.
+//!    [`crate::synthetic`]; instances split 70/10/20 (train/dev/test) with a fixed seed and
+//!    written to the run folder in the official TSV format (`train.tsv`, `dev.tsv`, `test.tsv`).
+//! 2. Encoder: a character BERT pretrained with masked-LM on the passages ([`crate::mlm`]),
+//!    once, saved as `encoder.bpk` (+ `vocab.txt`, `pretraining.json`); `encoder_dir` reuses
+//!    one. The masked LM is then asked directly which real word fills each test pseudo-word
+//!    ([`crate::mlm::probe_pseudo_words`]): how recoverable the senses are for this encoder.
 //! 3. For every seed: Gloss-BERT (no formation), FormBERT (formation embedding + predictor,
 //!    joint loss, formation parameters at `formation_lr_scale` × the encoder's rate), each
 //!    fine-tuned from the pretrained encoder on the training pairs.
 //! 4. Test: instance accuracy (the sense whose definition scores highest) and pair F1 (positive
 //!    class, threshold 0.5); FormBERT evaluated with gold and with predicted formations; the
-//!    predictor's own formation accuracy.
+//!    predictor's own formation accuracy; instance accuracy on the dev split and on up to 1,000
+//!    training instances (how well each model fits).
 //!
-//! Gold formations are the formation of the word actually used in the context. For a pseudo-word
-//! the two merged words usually differ in formation, so a gold formation also hints at the sense:
-//! "FormBERT (gold)" is an upper bound here, "FormBERT (predicted)" the fair comparison.
+//! Gold formations are the formation of the word actually used in the context, the same for
+//! every candidate of an instance, so gold and predicted formations give the same instance
+//! accuracy (see [`crate::model`]) and differ in pair F1 only; a formation gain in instance
+//! accuracy comes from training with the formation embedding and the predictor's loss.
 
 use std::path::Path;
 

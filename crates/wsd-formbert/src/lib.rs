@@ -11,7 +11,8 @@
 //!   and a lexical-sample WSD set of pseudo-words built from HIT Cilin senses and Chinese text,
 //!   with its coverage statistics;
 //! - [`chartok`] and [`mlm`]: a character vocabulary and masked-LM pretraining of a small
-//!   character BERT (plm's encoder) on fortunes-zh and the Tang/Song poems;
+//!   character BERT (plm's encoder) on fortunes-zh and the Tang/Song poems, and a probe asking
+//!   the masked LM itself which real word fills a pseudo-word's place;
 //! - [`model`]: the gloss-matching classifier (Gloss-BERT) and FormBERT: formation embedding on
 //!   the pooled output, formation predictor over the embedding layer (masked mean by default,
 //!   the official all-positions mean as an option), joint loss with weight 0.5, formation
