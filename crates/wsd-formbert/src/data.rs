@@ -157,6 +157,28 @@ impl Instance {
     }
 }
 
+/// Instance accuracy from one score per (instance, candidate) in [`Instance::pairs`] order: the
+/// share of instances whose gold sense scores highest (the first of equal scores wins).
+pub fn instance_accuracy(instances: &[Instance], scores: &[f64]) -> Result<f64> {
+    let want: usize = instances.iter().map(|i| i.senses.len()).sum();
+    if instances.is_empty() || scores.len() != want {
+        return Err(Error::InvalidConfig(format!(
+            "{} scores for {} instances with {want} candidates",
+            scores.len(),
+            instances.len()
+        )));
+    }
+    let mut right = 0usize;
+    let mut at = 0usize;
+    for inst in instances {
+        let s = &scores[at..at + inst.senses.len()];
+        let best = (0..s.len()).fold(0, |b, k| if s[k] > s[b] { k } else { b });
+        right += usize::from(best == inst.gold);
+        at += s.len();
+    }
+    Ok(right as f64 / instances.len() as f64)
+}
+
 /// Settings of [`build_pseudo_words`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BuildConfig {
@@ -540,6 +562,30 @@ mod tests {
         let mut bad = rows.clone();
         bad[0].context.push('\t');
         assert!(write_tsv(&p, &bad).is_err());
+    }
+
+    #[test]
+    fn instance_accuracy_ranks_the_candidates_of_each_instance() {
+        let (cilin, lex, sents) = toy();
+        let cfg = BuildConfig {
+            min_contexts: 3,
+            max_contexts: 4,
+            ..BuildConfig::default()
+        };
+        let (inst, _) = build_pseudo_words(&cilin, &lex, &sents, &cfg).expect("build");
+        let oracle: Vec<f64> = inst
+            .iter()
+            .flat_map(|i| i.pairs().into_iter().map(|r| f64::from(r.label)))
+            .collect();
+        assert_eq!(instance_accuracy(&inst, &oracle).expect("acc"), 1.0);
+        let inverted: Vec<f64> = oracle.iter().map(|s| 1.0 - s).collect();
+        assert_eq!(instance_accuracy(&inst, &inverted).expect("acc"), 0.0);
+        // Ties go to the first candidate: right exactly for the instances whose gold is 0.
+        let flat = vec![0.5; oracle.len()];
+        let first = inst.iter().filter(|i| i.gold == 0).count() as f64 / inst.len() as f64;
+        assert_eq!(instance_accuracy(&inst, &flat).expect("acc"), first);
+        assert!(instance_accuracy(&inst, &oracle[1..]).is_err());
+        assert!(instance_accuracy(&[], &[]).is_err());
     }
 
     #[test]

@@ -251,16 +251,12 @@ pub fn evaluate(
             forms.extend(f);
         }
     }
-    let mut correct = 0usize;
-    let mut at = 0usize;
-    for inst in instances {
-        let k = inst.senses.len();
-        let best = (0..k)
-            .max_by(|&a, &b| probs[at + a].total_cmp(&probs[at + b]))
-            .unwrap_or(0);
-        correct += usize::from(best == inst.gold);
-        at += k;
-    }
+    let scores: Vec<f64> = probs.iter().map(|&p| f64::from(p)).collect();
+    let accuracy = if instances.is_empty() {
+        0.0
+    } else {
+        crate::data::instance_accuracy(instances, &scores)?
+    };
     let (mut tp, mut fp, mut fneg) = (0.0, 0.0, 0.0);
     for ((_, r), &p) in rows.iter().zip(&probs) {
         match (p >= 0.5, r.label == 1) {
@@ -282,7 +278,7 @@ pub fn evaluate(
             .count() as f64
             / rows.len() as f64
     });
-    Ok((correct as f64 / instances.len().max(1) as f64, f1, form_acc))
+    Ok((accuracy, f1, form_acc))
 }
 
 fn read(path: &str) -> Result<String> {

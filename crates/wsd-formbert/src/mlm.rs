@@ -260,17 +260,7 @@ pub fn probe_pseudo_words(
         }
         scores.extend(row_scores);
     }
-    let mut right = 0usize;
-    let mut at = 0usize;
-    for inst in instances {
-        let k = inst.senses.len();
-        let best = (0..k)
-            .max_by(|&a, &b| scores[at + a].total_cmp(&scores[at + b]))
-            .unwrap_or(0);
-        right += usize::from(best == inst.gold);
-        at += k;
-    }
-    Ok(right as f64 / instances.len() as f64)
+    crate::data::instance_accuracy(instances, &scores)
 }
 
 /// MLM pretraining as a trainer task over tokenised passages.
@@ -464,7 +454,14 @@ mod tests {
             let w = task(true).window(&mut rng);
             assert_eq!(w.len(), 12);
             // the passage, then the next ones in order
-            assert_eq!(w[5], if w[0] == N_SPECIAL + 9 { N_SPECIAL } else { w[0] + 1 });
+            assert_eq!(
+                w[5],
+                if w[0] == N_SPECIAL + 9 {
+                    N_SPECIAL
+                } else {
+                    w[0] + 1
+                }
+            );
             assert_eq!(task(false).window(&mut rng).len(), 5);
         }
         // Less text than a sequence: everything once, no repeats.
