@@ -26,7 +26,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Serialize;
 use trainer::metrics::mean_std;
-use trainer::report::markdown_table;
+use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
 use crate::chartok::CharVocab;
@@ -197,6 +197,32 @@ pub struct Pretraining {
     pub steps: usize,
     /// Held-out masked accuracy before / after.
     pub accuracy: (f64, f64),
+    /// (step, MLM loss averaged over 50 steps).
+    #[serde(default)]
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// `(step, mean of the values of `key` over `window` steps)` from a run's train records (`loss`
+/// for the total loss, or an `extra` metric name).
+fn loss_curve(records: &[trainer::Record], key: &str, window: usize) -> Vec<(f64, f64)> {
+    let pts: Vec<(usize, f64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            trainer::Record::Train {
+                step, loss, extra, ..
+            } => match key {
+                "loss" => Some((*step, *loss)),
+                k => extra.get(k).map(|v| (*step, *v)),
+            },
+            _ => None,
+        })
+        .collect();
+    pts.chunks(window.max(1))
+        .map(|c| {
+            let step = c[c.len() - 1].0 as f64;
+            (step, c.iter().map(|p| p.1).sum::<f64>() / c.len() as f64)
+        })
+        .collect()
 }
 
 /// Fine-tuning on pairs.
@@ -449,6 +475,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         let pretraining = Pretraining {
             steps: cfg.mlm_steps,
             accuracy: mlm_accuracy,
+            curve: loss_curve(&pre.records, "loss", 50),
         };
         let json = serde_json::to_string_pretty(&pretraining)
             .map_err(|e| Error::InvalidConfig(format!("pretraining stats: {e}")))?;
@@ -462,6 +489,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     // Fine-tuning.
     let train_rows: Vec<PairRow> = train.iter().flat_map(Instance::pairs).collect();
     let mut results = Vec::new();
+    let mut curves = Vec::new();
     for &seed in &cfg.seeds {
         for formbert in [false, true] {
             ad.seed(seed);
@@ -498,6 +526,20 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                     device: ad.clone(),
                 },
             )?;
+            if seed == cfg.seeds[0] {
+                let name = if formbert { "FormBERT" } else { "Gloss-BERT" };
+                let window = (cfg.wsd_steps / 40).max(1);
+                curves.push(Series::new(
+                    format!("{name}: match loss"),
+                    loss_curve(&out.records, "sense_loss", window),
+                ));
+                if formbert {
+                    curves.push(Series::new(
+                        "FormBERT: formation loss",
+                        loss_curve(&out.records, "formation_loss", window),
+                    ));
+                }
+            }
             let m = out.model.valid();
             let sources: &[(&str, FormationSource)] = if formbert {
                 &[
@@ -641,6 +683,25 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             })
             .collect::<Vec<_>>(),
     ));
+    if !pretraining.curve.is_empty() {
+        write_line_plot(
+            &ctx.path("pretraining_loss.svg"),
+            "Masked-LM pretraining",
+            "step",
+            "MLM loss (mean over 50 steps)",
+            &[Series::new("MLM loss", pretraining.curve.clone())],
+        )?;
+        body.push_str("\n\nPlots: `pretraining_loss.svg`, `finetuning_loss.svg`.\n");
+    } else {
+        body.push_str("\n\nPlot: `finetuning_loss.svg`.\n");
+    }
+    write_line_plot(
+        &ctx.path("finetuning_loss.svg"),
+        &format!("Fine-tuning (seed {})", cfg.seeds[0]),
+        "step",
+        "cross-entropy (running mean)",
+        &curves,
+    )?;
     let metrics = WsdMetrics {
         device: ctx.device_name.clone(),
         data,

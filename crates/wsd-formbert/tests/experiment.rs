@@ -1,0 +1,61 @@
+//! The `wsd-formbert` experiment at its quick size, offline: outputs, and a reused encoder
+//! giving the same run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use burn::prelude::*;
+use trainer::RunCtx;
+use wsd_formbert::experiment::{WsdConfig, run};
+
+fn results(dir: &std::path::Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap();
+    m["results"].clone()
+}
+
+#[test]
+fn quick_run_writes_its_outputs_and_a_reused_encoder_reproduces_it() {
+    let first = tempfile::tempdir().unwrap();
+    let cfg = WsdConfig::quick();
+    run(&cfg, &mut RunCtx::new(Device::flex(), first.path(), "flex")).unwrap();
+    for f in [
+        "metrics.json",
+        "report.md",
+        "train.tsv",
+        "dev.tsv",
+        "test.tsv",
+        "vocab.txt",
+        "encoder.bpk",
+        "pretraining.json",
+        "pretraining_loss.svg",
+        "finetuning_loss.svg",
+    ] {
+        assert!(first.path().join(f).exists(), "{f}");
+    }
+    let rows = wsd_formbert::data::read_tsv(&first.path().join("test.tsv")).unwrap();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.label <= 1));
+
+    let second = tempfile::tempdir().unwrap();
+    let reuse = WsdConfig::quick()
+        .with_encoder_dir(Some(first.path().to_string_lossy().into_owned()))
+        .with_mlm_steps(0);
+    run(
+        &reuse,
+        &mut RunCtx::new(Device::flex(), second.path(), "flex"),
+    )
+    .unwrap();
+    assert!(!second.path().join("encoder.bpk").exists());
+    assert_eq!(results(first.path()), results(second.path()));
+
+    // An encoder folder without an encoder is a typed error, not a panic.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        first.path().join("vocab.txt"),
+        empty.path().join("vocab.txt"),
+    )
+    .unwrap();
+    let bad =
+        WsdConfig::quick().with_encoder_dir(Some(empty.path().to_string_lossy().into_owned()));
+    let out = tempfile::tempdir().unwrap();
+    assert!(run(&bad, &mut RunCtx::new(Device::flex(), out.path(), "flex")).is_err());
+}
