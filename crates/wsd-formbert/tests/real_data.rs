@@ -39,7 +39,8 @@ fn the_real_builder_gives_balanced_recoverable_instances() {
         let rest = i.context.replace(&i.surface, "|");
         for s in &i.senses {
             assert!(!rest.contains(&s.word), "{} leaks {}", i.context, s.word);
-            assert!(!s.definition.is_empty());
+            assert!(s.definition.starts_with(&format!("{}：", s.word)));
+            assert!(s.definition.chars().count() > s.word.chars().count() + 1);
         }
     }
     assert!(stats.formations.len() >= 6, "{:?}", stats.formations);
