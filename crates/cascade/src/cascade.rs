@@ -102,12 +102,28 @@ pub(crate) fn lengths(mask: &Tensor<2, Int>) -> crate::Result<Vec<usize>> {
 }
 
 impl Cascade {
-    /// A cascade of `members` (at least one).
+    /// A cascade of `members` (at least one). Members are complete models that train apart: two
+    /// that share a parameter id (one a `clone()` of the other's encoder) are refused, as burn
+    /// would tie them (build them with `trainer::params::fresh_copy`).
     pub fn new(members: Vec<Member>) -> crate::Result<Self> {
         if members.is_empty() {
             return Err(Error::InvalidConfig(
                 "a cascade needs at least one member".into(),
             ));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (i, m) in members.iter().enumerate() {
+            for p in trainer::inventory(m) {
+                if let Some(j) = seen.insert(p.id, i)
+                    && j != i
+                {
+                    return Err(Error::InvalidConfig(format!(
+                        "members {j} and {i} share the parameter {} (a clone of one encoder ties \
+                         them: build members with trainer::params::fresh_copy)",
+                        p.path
+                    )));
+                }
+            }
         }
         Ok(Self { members })
     }

@@ -506,7 +506,10 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 spec.layers
             )));
         }
-        Ok(b.truncated(spec.layers))
+        // A fresh copy: members built from the same encoder must not share parameter ids (a
+        // clone would tie them: their gradients add up on the first member and the second's
+        // shared layers never move).
+        Ok(trainer::params::fresh_copy(b.truncated(spec.layers)))
     };
     let tcfg = |seed: u64| {
         TrainerConfig::new(cfg.steps)

@@ -144,4 +144,22 @@ fn bad_inputs_are_errors() {
     .unwrap();
     let (ids, mask) = batch(&[2, 3], &d);
     assert!(c.infer(ids, mask, &[]).is_err());
+    // Two members cut from one encoder by clone() would be tied; fresh copies train apart.
+    let shared = bert(2, &d);
+    let tied = Cascade::new(vec![
+        Member::new(shared.clone().truncated(1), 2, Pooling::Mean, 0.0, &d),
+        Member::new(shared.clone(), 2, Pooling::Mean, 0.0, &d),
+    ]);
+    assert!(tied.is_err());
+    let apart = Cascade::new(vec![
+        Member::new(
+            trainer::params::fresh_copy(shared.clone().truncated(1)),
+            2,
+            Pooling::Mean,
+            0.0,
+            &d,
+        ),
+        Member::new(shared, 2, Pooling::Mean, 0.0, &d),
+    ]);
+    assert!(apart.is_ok());
 }

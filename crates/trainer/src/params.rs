@@ -151,6 +151,27 @@ pub fn set_require_grad<M: Module>(module: M, ids: &HashSet<ParamId>, flag: bool
     module.map(&mut RequireGrad { ids, flag })
 }
 
+struct Fresh;
+
+impl burn::module::ModuleMapper for Fresh {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (_, value, mapper) = param.consume();
+        let track = value.is_require_grad();
+        let copy = Tensor::<D>::from_data(value.to_data(), &value.device()).set_require_grad(track);
+        Param::from_mapped_value(ParamId::new(), copy, mapper)
+    }
+}
+
+/// An independent copy of `module`: the same values in new tensors with new parameter ids.
+///
+/// A burn `clone()` keeps the ids and the autodiff leaves, so two clones inside one model are
+/// one tied parameter set (their gradients add up and the optimizer moves both alike). Use this
+/// when several members of one model start from the same pretrained weights but must train
+/// apart (the complete models of a cascade).
+pub fn fresh_copy<M: Module>(module: M) -> M {
+    module.map(&mut Fresh)
+}
+
 struct ForEachGrad<'a, F: FnMut(&mut GradientsParams, ParamId, usize)> {
     grads: &'a mut GradientsParams,
     f: F,

@@ -566,3 +566,49 @@ fn learning_rate_groups_scale_the_update_of_their_parameters_only() {
         .fit(fresh(), &mut Fixed(Regression::new(&d)));
     assert!(bad.is_err());
 }
+
+#[derive(Module, Debug)]
+struct TwoMembers {
+    a: Linear,
+    b: Linear,
+}
+
+/// After one SGD step on a loss that reads only member `b`: how far `a` moved.
+fn step_moves_a(b_from_a: impl Fn(Linear) -> Linear) -> f32 {
+    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    let d = Device::flex().autodiff();
+    d.seed(5);
+    let a = LinearConfig::new(3, 2).init(&d);
+    let m = TwoMembers {
+        b: b_from_a(a.clone()),
+        a,
+    };
+    let before = m.a.weight.val().into_data().to_vec::<f32>().unwrap();
+    let x = Tensor::<2>::ones([4, 3], &d);
+    let loss = m.b.forward(x).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &m);
+    let mut opt = SgdConfig::new().init();
+    let m = opt.step(0.5, m, grads);
+    let after = m.a.weight.val().into_data().to_vec::<f32>().unwrap();
+    before
+        .iter()
+        .zip(&after)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn a_fresh_copy_trains_apart_where_a_clone_is_tied() {
+    // A clone shares ids and leaves: `b`'s gradient lands on `a`, which the loss never read.
+    assert!(step_moves_a(|a| a) > 0.1);
+    // A fresh copy starts equal but is its own parameter set.
+    assert_eq!(step_moves_a(trainer::params::fresh_copy), 0.0);
+    let d = Device::flex();
+    let a = LinearConfig::new(3, 2).init(&d);
+    let c = trainer::params::fresh_copy(a.clone());
+    assert_ne!(a.weight.id, c.weight.id);
+    assert_eq!(
+        a.weight.val().into_data().to_vec::<f32>().unwrap(),
+        c.weight.val().into_data().to_vec::<f32>().unwrap()
+    );
+}
