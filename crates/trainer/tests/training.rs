@@ -575,7 +575,7 @@ struct TwoMembers {
 
 /// After one SGD step on a loss that reads only member `b`: how far `a` moved.
 fn step_moves_a(b_from_a: impl Fn(Linear) -> Linear) -> f32 {
-    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    use burn::optim::{GradientsParams, SgdConfig};
     let d = Device::flex().autodiff();
     d.seed(5);
     let a = LinearConfig::new(3, 2).init(&d);
@@ -583,13 +583,13 @@ fn step_moves_a(b_from_a: impl Fn(Linear) -> Linear) -> f32 {
         b: b_from_a(a.clone()),
         a,
     };
-    let before = m.a.weight.val().into_data().to_vec::<f32>().unwrap();
+    let before = m.a.weight.val().into_data().try_to_vec::<f32>().unwrap();
     let x = Tensor::<2>::ones([4, 3], &d);
     let loss = m.b.forward(x).sum();
     let grads = GradientsParams::from_grads(loss.backward(), &m);
     let mut opt = SgdConfig::new().init();
     let m = opt.step(0.5, m, grads);
-    let after = m.a.weight.val().into_data().to_vec::<f32>().unwrap();
+    let after = m.a.weight.val().into_data().try_to_vec::<f32>().unwrap();
     before
         .iter()
         .zip(&after)
@@ -608,7 +608,7 @@ fn a_fresh_copy_trains_apart_where_a_clone_is_tied() {
     let c = trainer::params::fresh_copy(a.clone());
     assert_ne!(a.weight.id, c.weight.id);
     assert_eq!(
-        a.weight.val().into_data().to_vec::<f32>().unwrap(),
-        c.weight.val().into_data().to_vec::<f32>().unwrap()
+        a.weight.val().into_data().try_to_vec::<f32>().unwrap(),
+        c.weight.val().into_data().try_to_vec::<f32>().unwrap()
     );
 }
