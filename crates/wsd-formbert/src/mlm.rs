@@ -427,15 +427,27 @@ mod tests {
             senses: vec![sense("cd"), sense("fg")],
             gold,
         };
-        let probe = [
-            inst("ab〈cd|fg〉efghabcdefgh", 0),
-            inst("abcde〈cd|fg〉habcdefgh", 1),
-            inst("abcdefgh〈cd|fg〉efgh", 0),
-        ];
+        // Every place of `cd` and of `fg` in three periods of the text.
+        let text3 = "abcdefgh".repeat(3);
+        let probe: Vec<Instance> = (0..text3.len() - 1)
+            .filter_map(|p| {
+                let gold = match &text3[p..p + 2] {
+                    "cd" => 0,
+                    "fg" => 1,
+                    _ => return None,
+                };
+                Some(inst(
+                    &format!("{}〈cd|fg〉{}", &text3[..p], &text3[p + 2..]),
+                    gold,
+                ))
+            })
+            .collect();
+        assert_eq!(probe.len(), 6);
         let m = out.model.valid();
         let acc = probe_pseudo_words(&m, &probe, &chars, 32, &Device::flex())
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(acc, 1.0);
+        // Chance is 1/2; the model predicts single characters at > 90 %.
+        assert!(acc >= 5.0 / 6.0, "{acc}");
         assert!(probe_pseudo_words(&m, &[], &chars, 32, &Device::flex()).is_err());
     }
 
