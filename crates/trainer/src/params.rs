@@ -123,10 +123,27 @@ impl TrainableSet {
 /// Loads an adapter written by [`TrainableSet::save_adapter`] over `module`: the parameters it
 /// names are replaced, all others are kept.
 pub fn load_adapter<M: Module>(module: M, path: &Path) -> Result<M> {
+    Ok(module.try_load_record(read_record(path)?.allow_partial(true))?)
+}
+
+/// Saves every parameter of `module` as a burnpack file, atomically (read back with
+/// [`load_module`]).
+pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
+    let bytes = module.clone().into_record().into_bytes()?;
+    crate::fs::write_atomic(path, &bytes)
+}
+
+/// Loads a file written by [`save_module`] into `module`, which must have the same parameters
+/// (a missing or mis-shaped one is an error).
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
+    Ok(module.try_load_record(read_record(path)?)?)
+}
+
+fn read_record(path: &Path) -> Result<burn::store::ModuleRecord> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))?
-        .allow_partial(true);
-    Ok(module.try_load_record(record)?)
+    Ok(burn::store::ModuleRecord::from_bytes(
+        burn::tensor::Bytes::from_bytes_vec(bytes),
+    )?)
 }
 
 struct RequireGrad<'a> {
@@ -165,7 +182,7 @@ impl burn::module::ModuleMapper for Fresh {
 /// An independent copy of `module`: the same values in new tensors with new parameter ids.
 ///
 /// A burn `clone()` keeps the ids and the autodiff leaves, so two clones inside one model are
-/// one tied parameter set (their gradients add up and the optimizer moves both alike). Use this
+/// tied: their gradients add up and land on the first of them, and the other never moves. Use this
 /// when several members of one model start from the same pretrained weights but must train
 /// apart (the complete models of a cascade).
 pub fn fresh_copy<M: Module>(module: M) -> M {

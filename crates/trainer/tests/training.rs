@@ -612,3 +612,20 @@ fn a_fresh_copy_trains_apart_where_a_clone_is_tied() {
         c.weight.val().into_data().try_to_vec::<f32>().unwrap()
     );
 }
+
+#[test]
+fn a_saved_module_loads_back_and_a_different_shape_is_an_error() {
+    let d = Device::flex();
+    d.seed(9);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.bpk");
+    let a = LinearConfig::new(3, 2).init(&d);
+    trainer::params::save_module(&a, &path).unwrap();
+    let b = trainer::params::load_module(LinearConfig::new(3, 2).init(&d), &path).unwrap();
+    assert_eq!(
+        a.weight.val().into_data().try_to_vec::<f32>().unwrap(),
+        b.weight.val().into_data().try_to_vec::<f32>().unwrap()
+    );
+    assert!(trainer::params::load_module(LinearConfig::new(4, 2).init(&d), &path).is_err());
+    assert!(trainer::params::load_module(a, &dir.path().join("missing.bpk")).is_err());
+}

@@ -324,13 +324,8 @@ pub fn build_pseudo_words(
                 *found.entry(w).or_insert(true) &= ok;
             }
         }
-        let mut ok: Vec<&str> = found
-            .into_iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(w, _)| w)
-            .collect();
-        ok.sort_unstable();
-        for w in ok {
+        // Each word's list grows in sentence order whatever order the map yields.
+        for (w, _) in found.into_iter().filter(|(_, ok)| *ok) {
             hits.entry(w).or_default().push(si);
         }
     }

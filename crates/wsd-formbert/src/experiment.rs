@@ -413,17 +413,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     }
     let mlm = CharBertMlm::new(&bert_cfg, &ad)?;
     let (mlm, pretraining) = if let Some(d) = &cfg.encoder_dir {
-        let path = Path::new(d).join("encoder.bpk");
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let record =
-            burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-                .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
-        let m = mlm
-            .try_load_record(record)
-            .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
+        let m = trainer::params::load_module(mlm, &Path::new(d).join("encoder.bpk"))?;
         let stats = Path::new(d).join("pretraining.json");
         let pretraining: Pretraining = serde_json::from_str(&read(&stats.to_string_lossy())?)
             .map_err(|e| Error::InvalidConfig(format!("{}: {e}", stats.display())))?;
@@ -465,13 +455,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             before.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
             after.get("mlm_accuracy").copied().unwrap_or(f64::NAN),
         );
-        let bytes = pre
-            .model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| Error::InvalidConfig(format!("encoder record: {e}")))?;
-        trainer::fs::write_atomic(&ctx.path("encoder.bpk"), &bytes)?;
+        trainer::params::save_module(&pre.model, &ctx.path("encoder.bpk"))?;
         let pretraining = Pretraining {
             steps: cfg.mlm_steps,
             accuracy: mlm_accuracy,
@@ -549,12 +533,15 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             } else {
                 &[("Gloss-BERT", FormationSource::Gold)]
             };
+            // Instance accuracy does not depend on the formation source (see the module docs):
+            // dev and train once per model.
+            let gold = FormationSource::Gold;
+            let (dev_accuracy, _, _) = evaluate(&m, &dev_set, &vocab, max_len, gold, &dev)?;
+            let fit = &train[..train.len().min(1000)];
+            let (train_accuracy, _, _) = evaluate(&m, fit, &vocab, max_len, gold, &dev)?;
             for (name, source) in sources {
                 let (accuracy, pair_f1, formation_accuracy) =
                     evaluate(&m, &test, &vocab, max_len, *source, &dev)?;
-                let (dev_accuracy, _, _) = evaluate(&m, &dev_set, &vocab, max_len, *source, &dev)?;
-                let fit = &train[..train.len().min(1000)];
-                let (train_accuracy, _, _) = evaluate(&m, fit, &vocab, max_len, *source, &dev)?;
                 results.push(WsdResult {
                     model: name.to_string(),
                     seed,

@@ -222,15 +222,11 @@ pub fn probe_pseudo_words(
     let mut scores = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(32) {
         let b = chunk.len();
-        let s = chunk.iter().map(|r| r.0.len()).max().unwrap_or(1);
-        let mut ids = vec![i64::from(PAD); b * s];
-        let mut mask = vec![0i64; b * s];
+        let tokens: Vec<Vec<u32>> = chunk.iter().map(|r| r.0.clone()).collect();
+        let (ids, mask) = crate::model::pad(&tokens, device);
+        let s = ids.dims()[1];
         let (mut flat, mut chars, mut owner) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, (r, t)) in chunk.iter().enumerate() {
-            for (j, &x) in r.iter().enumerate() {
-                ids[i * s + j] = i64::from(x);
-                mask[i * s + j] = 1;
-            }
+        for (i, (_, t)) in chunk.iter().enumerate() {
             for &(p, c) in t {
                 flat.push((i * s + p) as i64);
                 chars.push(i64::from(c));
@@ -240,10 +236,7 @@ pub fn probe_pseudo_words(
         let mut row_scores = vec![0.0f64; b];
         if !flat.is_empty() {
             let n = flat.len();
-            let logits = m.logits(
-                Tensor::from_data(TensorData::new(ids, [b, s]), device),
-                Tensor::from_data(TensorData::new(mask, [b, s]), device),
-            );
+            let logits = m.logits(ids, mask);
             let v = logits.dims()[2];
             let at = logits
                 .reshape([b * s, v])

@@ -122,7 +122,8 @@ pub struct PairBatch {
     pub formations: Tensor<1, Int>,
 }
 
-fn pad(rows: &[Vec<u32>], device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+/// Right-pads token rows with [`PAD`] into `[rows, longest]` ids and a 1/0 mask.
+pub(crate) fn pad(rows: &[Vec<u32>], device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let b = rows.len();
     let s = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let mut ids = vec![i64::from(PAD); b * s];
