@@ -352,6 +352,68 @@ pub struct MathShepherdMetrics {
     pub candidates: (usize, usize, usize),
     /// Greedy accuracy: no RL, ORM-PPO, step-PPO (when PPO ran).
     pub ppo: Option<(f64, f64, f64)>,
+    /// Per PPO iteration of ORM-PPO and step-PPO (when PPO ran).
+    pub ppo_curves: Vec<PpoCurve>,
+}
+
+/// What one PPO run's rollouts looked like, iteration by iteration.
+#[derive(Debug, Clone, Serialize)]
+pub struct PpoCurve {
+    /// `ORM-PPO` or `step-PPO`.
+    pub run: String,
+    /// Mean summed score reward of the iteration's rollouts (before the KL penalty).
+    pub score_reward: Vec<f64>,
+    /// Mean summed per-token KL estimate to the reference policy.
+    pub kl: Vec<f64>,
+    /// Mean response length (tokens).
+    pub response_tokens: Vec<f64>,
+}
+
+impl PpoCurve {
+    /// The curve of a PPO run from its training records (one rollout batch per `epochs` steps).
+    fn from_records(run: &str, records: &[trainer::Record], epochs: usize) -> Self {
+        let mut c = Self {
+            run: run.to_string(),
+            score_reward: Vec::new(),
+            kl: Vec::new(),
+            response_tokens: Vec::new(),
+        };
+        for r in records {
+            if let trainer::Record::Train { step, extra, .. } = r
+                && (step - 1) % epochs.max(1) == 0
+            {
+                let get = |k: &str| extra.get(k).copied().unwrap_or(f64::NAN);
+                c.score_reward.push(get("score_reward"));
+                c.kl.push(get("kl"));
+                c.response_tokens.push(get("response_tokens"));
+            }
+        }
+        c
+    }
+}
+
+/// One report line per PPO run: its rollouts at the first and the last iteration.
+fn metrics_curves(curves: &[PpoCurve]) -> Vec<String> {
+    let ends = |v: &[f64]| {
+        (
+            v.first().copied().unwrap_or(f64::NAN),
+            v.last().copied().unwrap_or(f64::NAN),
+        )
+    };
+    curves
+        .iter()
+        .map(|c| {
+            let (r0, r1) = ends(&c.score_reward);
+            let (k0, k1) = ends(&c.kl);
+            let (t0, t1) = ends(&c.response_tokens);
+            format!(
+                "\n{} rollouts, first → last iteration: score reward {r0:.2} → {r1:.2}, KL \
+                 {k0:.2} → {k1:.2}, response {t0:.0} → {t1:.0} tokens (`ppo_reward.svg`, \
+                 `ppo_length.svg`).\n",
+                c.run
+            )
+        })
+        .collect()
 }
 
 fn greedy_accuracy(
@@ -752,6 +814,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         .collect();
 
     // Step-level PPO vs ORM-PPO vs no RL.
+    let mut ppo_curves = Vec::new();
     let ppo = if cfg.ppo_iterations > 0 {
         let prompts: Vec<String> = train_problems
             .iter()
@@ -761,7 +824,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             .iter()
             .map(|p| (setup.prompt(&p.question), p.question.clone()))
             .collect();
-        let run_ppo = |kind: RewardKind, ctx: &mut RunCtx<'_>| -> Result<f64> {
+        let run_ppo = |kind: RewardKind, ctx: &mut RunCtx<'_>| -> Result<(f64, PpoCurve)> {
             let rm = if kind == RewardKind::Step {
                 &prm_i
             } else {
@@ -802,20 +865,57 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )
             .with_progress(|p| ctx.report_progress(p))
             .fit(actor, &mut task)?;
-            greedy_accuracy(
+            let name = if kind == RewardKind::Step {
+                "step-PPO"
+            } else {
+                "ORM-PPO"
+            };
+            let acc = greedy_accuracy(
                 &out.model.valid().policy,
                 &setup,
                 &test_problems,
                 max_new,
                 &dev,
-            )
+            )?;
+            Ok((acc, PpoCurve::from_records(name, &out.records, epochs)))
         };
-        let orm_ppo = run_ppo(RewardKind::Outcome, ctx)?;
-        let step_ppo = run_ppo(RewardKind::Step, ctx)?;
+        let (orm_ppo, orm_curve) = run_ppo(RewardKind::Outcome, ctx)?;
+        let (step_ppo, step_curve) = run_ppo(RewardKind::Step, ctx)?;
+        ppo_curves = vec![orm_curve, step_curve];
         Some((greedy, orm_ppo, step_ppo))
     } else {
         None
     };
+    if !ppo_curves.is_empty() {
+        let line = |f: fn(&PpoCurve) -> &Vec<f64>| -> Vec<Series> {
+            ppo_curves
+                .iter()
+                .map(|c| {
+                    Series::new(
+                        &c.run,
+                        f(c).iter()
+                            .enumerate()
+                            .map(|(i, &y)| ((i + 1) as f64, y))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        write_line_plot(
+            &ctx.path("ppo_reward.svg"),
+            "PPO rollouts: score reward (before KL)",
+            "iteration",
+            "mean summed score reward",
+            &line(|c| &c.score_reward),
+        )?;
+        write_line_plot(
+            &ctx.path("ppo_length.svg"),
+            "PPO rollouts: response length",
+            "iteration",
+            "tokens",
+            &line(|c| &c.response_tokens),
+        )?;
+    }
 
     // Report.
     let series: Vec<Series> = methods
@@ -894,6 +994,9 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )
         ));
     }
+    for c in &metrics_curves(&ppo_curves) {
+        body.push_str(c);
+    }
     write_jsonl(&ctx.path("candidates.jsonl"), &scored)?;
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let rm_auc_within = (mean(&within[0]), mean(&within[1]), mean(&within[2]));
@@ -937,6 +1040,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         rm_auc_within,
         candidates: (n_cands, n_unanswered, n_truncated),
         ppo,
+        ppo_curves,
     };
     Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
 }

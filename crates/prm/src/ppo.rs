@@ -14,8 +14,12 @@
 //!   (the k1 estimator), the reference being the policy before RL, frozen.
 //! - **Advantages**: GAE with `gamma = lambda = 1` by default over the response tokens, the value
 //!   after the last token being 0; whitened over the batch.
-//! - **Value head**: a linear head on the policy's final normed hidden state (shared trunk),
-//!   squared error to the GAE returns with weight `value_coef`; no value clipping.
+//! - **Value head**: a linear head on the policy's final normed hidden state, squared error to
+//!   the GAE returns with weight `value_coef`; no value clipping. By default
+//!   ([`PpoConfig::detach_value`]) the head reads that state detached, so the value loss trains
+//!   the head alone and never moves the policy: with a shared trunk the critic's early errors
+//!   (a fresh head, returns of a few units) push the policy's weights as hard as the policy
+//!   gradient does.
 //! - **Updates**: each iteration samples `rollouts` responses (one per prompt drawn) and takes
 //!   `ppo_epochs` optimizer steps on them (prompts are drawn with replacement and each gives
 //!   `samples_per_prompt` responses decoded together), all rollouts in one batch, with the clipped ratio
@@ -98,6 +102,10 @@ pub struct PpoConfig {
     /// Whiten advantages over the batch.
     #[config(default = true)]
     pub whiten: bool,
+    /// The value head reads the policy's hidden state detached (the value loss trains the head
+    /// only); false shares the trunk, so the value loss also moves the policy.
+    #[config(default = true)]
+    pub detach_value: bool,
     /// Rollout decoding.
     #[config(default = "SampleConfig::new().with_temperature(1.0).with_top_p(1.0)")]
     pub sample: SampleConfig,
@@ -123,11 +131,13 @@ impl ActorCritic {
     }
 
     /// Log-probabilities of `targets` and values, both `[batch, seq]`: position `q` gives
-    /// `log π(targets[q] | ids[..=q])` and `V(ids[..=q])`.
+    /// `log π(targets[q] | ids[..=q])` and `V(ids[..=q])`. With `detach_value` the values'
+    /// gradient stops at the value head.
     pub fn logp_values(
         &self,
         ids: Tensor<2, Int>,
         targets: Tensor<2, Int>,
+        detach_value: bool,
     ) -> (Tensor<2>, Tensor<2>) {
         let [b, s] = ids.dims();
         let out = self.policy.forward(ids);
@@ -136,10 +146,12 @@ impl ActorCritic {
             .last()
             .cloned()
             .unwrap_or_else(|| out.logits.clone());
-        let v = self
-            .value
-            .forward(self.policy.norm.forward(h))
-            .reshape([b, s]);
+        let mut h = self.policy.norm.forward(h);
+        if detach_value {
+            // After the final norm, whose weight is the policy's too.
+            h = h.detach();
+        }
+        let v = self.value.forward(h).reshape([b, s]);
         (token_logp(out.logits, targets), v)
     }
 }
@@ -308,7 +320,7 @@ impl<'a> PpoTask<'a> {
         }
         let seqs: Vec<(&[u32], usize)> = keep.iter().map(|&i| (&raw[i].0[..], raw[i].1)).collect();
         let (ids, tgt, _, l) = pack(&seqs, &dev);
-        let (lp, values) = infer.logp_values(ids.clone(), tgt.clone());
+        let (lp, values) = infer.logp_values(ids.clone(), tgt.clone(), true);
         let lp_ref = token_logp(self.reference.forward(ids).logits, tgt);
         let (lp, values, lp_ref) = (read_f32(lp)?, read_f32(values)?, read_f32(lp_ref)?);
         let mut rollouts = Vec::with_capacity(keep.len());
@@ -424,7 +436,7 @@ impl<'a> PpoTask<'a> {
         }
         let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, l]), &self.device);
         let (old, adv, ret) = (t(old), t(adv), t(ret));
-        let (lp, values) = actor.logp_values(ids, tgt);
+        let (lp, values) = actor.logp_values(ids, tgt, self.cfg.detach_value);
         let ratio = (lp - old).exp();
         let clipped = ratio
             .clone()
@@ -523,6 +535,34 @@ mod tests {
             .with_max_seq_len(128)
             .init(device)
             .expect("lm")
+    }
+
+    #[test]
+    fn a_detached_value_loss_leaves_the_policy_alone() {
+        let ad = Device::flex().autodiff();
+        let actor = ActorCritic::new(setup(&ad), &ad);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![81i64, 58, 50], [1, 3]), &ad);
+        let tgt = Tensor::<2, Int>::from_data(TensorData::new(vec![58i64, 50, 10], [1, 3]), &ad);
+        let grad_norm = |detach: bool| -> (f32, f32, f32) {
+            let (_, v) = actor.logp_values(ids.clone(), tgt.clone(), detach);
+            let grads = v.powf_scalar(2.0).sum().backward();
+            let norm = |g: Option<Tensor<2>>| g.map_or(0.0, |g| g.abs().sum().into_scalar());
+            (
+                norm(actor.policy.embed_tokens.weight.grad(&grads)),
+                actor
+                    .policy
+                    .norm
+                    .gamma
+                    .grad(&grads)
+                    .map_or(0.0, |g| g.abs().sum().into_scalar()),
+                norm(actor.value.weight.grad(&grads)),
+            )
+        };
+        let (embed, norm, head) = grad_norm(true);
+        assert_eq!((embed, norm), (0.0, 0.0));
+        assert!(head > 0.0);
+        let (embed, norm, head) = grad_norm(false);
+        assert!(embed > 0.0 && norm > 0.0 && head > 0.0);
     }
 
     #[test]
