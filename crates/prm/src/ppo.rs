@@ -17,9 +17,10 @@
 //! - **Value head**: a linear head on the policy's final normed hidden state, squared error to
 //!   the GAE returns with weight `value_coef`; no value clipping. By default
 //!   ([`PpoConfig::detach_value`]) the head reads that state detached, so the value loss trains
-//!   the head alone and never moves the policy: with a shared trunk the critic's early errors
-//!   (a fresh head, returns of a few units) push the policy's weights as hard as the policy
-//!   gradient does.
+//!   the head alone and never moves the policy (a separate critic's behaviour at the cost of a
+//!   head). Measured on the synthetic `math-shepherd` run at lr 3e-5: ORM-PPO 31.3 % greedy
+//!   accuracy either way, step-PPO 13.3 % shared vs 8.7 % detached (both collapse from 50.7 %
+//!   for another reason: see the README).
 //! - **Updates**: each iteration samples `rollouts` responses (one per prompt drawn) and takes
 //!   `ppo_epochs` optimizer steps on them (prompts are drawn with replacement and each gives
 //!   `samples_per_prompt` responses decoded together), all rollouts in one batch, with the clipped ratio
