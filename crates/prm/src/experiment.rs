@@ -393,7 +393,7 @@ impl PpoCurve {
 }
 
 /// One report line per PPO run: its rollouts at the first and the last iteration.
-fn metrics_curves(curves: &[PpoCurve]) -> Vec<String> {
+fn ppo_curve_lines(curves: &[PpoCurve]) -> Vec<String> {
     let ends = |v: &[f64]| {
         (
             v.first().copied().unwrap_or(f64::NAN),
@@ -994,7 +994,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )
         ));
     }
-    for c in &metrics_curves(&ppo_curves) {
+    for c in &ppo_curve_lines(&ppo_curves) {
         body.push_str(c);
     }
     write_jsonl(&ctx.path("candidates.jsonl"), &scored)?;
@@ -1043,4 +1043,35 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         ppo_curves,
     };
     Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ppo_curve_keeps_the_first_step_of_each_rollout_batch() {
+        let rec = |step: usize, r: f64| trainer::Record::Train {
+            step,
+            loss: 0.0,
+            lr: 1e-4,
+            grad_norm: 1.0,
+            extra: trainer::Metrics::from([
+                ("score_reward".to_string(), r),
+                ("kl".to_string(), r / 10.0),
+                ("response_tokens".to_string(), 40.0 + r),
+            ]),
+        };
+        let records: Vec<_> = (1..=6).map(|s| rec(s, s as f64)).collect();
+        let c = PpoCurve::from_records("ORM-PPO", &records, 2);
+        assert_eq!(c.score_reward, vec![1.0, 3.0, 5.0]);
+        assert_eq!(c.kl, vec![0.1, 0.3, 0.5]);
+        assert_eq!(c.response_tokens, vec![41.0, 43.0, 45.0]);
+        let lines = ppo_curve_lines(&[c]);
+        assert!(
+            lines[0].contains("score reward 1.00 → 5.00"),
+            "{}",
+            lines[0]
+        );
+    }
 }
