@@ -15,6 +15,7 @@ mod experiments;
 mod forward;
 mod golden;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -174,11 +175,51 @@ fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}",
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}  eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
+}
+
+/// Progress as plain lines on stderr, for runs without a terminal.
+#[derive(Clone)]
+struct LogLines {
+    on: bool,
+    began: std::time::Instant,
+    /// The stage last written and the tenth of it reached.
+    last: std::rc::Rc<std::cell::RefCell<(String, usize, usize)>>,
+}
+
+impl LogLines {
+    fn new(on: bool) -> Self {
+        Self {
+            on,
+            began: std::time::Instant::now(),
+            last: Default::default(),
+        }
+    }
+
+    /// Writes a line when a stage begins, at every tenth of it and at its end.
+    fn line(&self, label: &str, done: usize, total: usize, msg: &str) {
+        if !self.on {
+            return;
+        }
+        let tenth = (10 * done).checked_div(total).unwrap_or(10);
+        let mut last = self.last.borrow_mut();
+        // a new stage, or the same one again from its start
+        let new = last.0 != label || last.2 != total || tenth < last.1;
+        if new || tenth > last.1 {
+            let t = self.began.elapsed().as_secs();
+            eprintln!(
+                "[{:02}:{:02}:{:02}] {label} {done}/{total} {msg}",
+                t / 3600,
+                t / 60 % 60,
+                t % 60
+            );
+            *last = (label.to_string(), tenth, total);
+        }
+    }
 }
 
 /// The newest run folder of `name` that did not finish (`<run-id>.partial`).
@@ -251,7 +292,11 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
     let bar = progress_bar();
     let mut ctx = RunCtx::new(device, &dir, device_name);
     ctx.resume = args.resume;
+    // Without a terminal (a run under nohup, CI) the bar draws nothing; the log then gets a line
+    // when a stage or training run starts, every tenth of the way and at its end.
+    let log = LogLines::new(!std::io::stderr().is_terminal());
     let bar_cb = bar.clone();
+    let log_cb = log.clone();
     ctx.progress = Some(Box::new(move |p: &trainer::Progress| {
         bar_cb.set_length(p.total as u64);
         bar_cb.set_position(p.step as u64);
@@ -260,10 +305,19 @@ fn run(args: &RunArgs) -> Result<PathBuf> {
             .as_ref()
             .and_then(|m| m.iter().next().map(|(k, v)| format!("  {k} {v:.4}")))
             .unwrap_or_default();
-        bar_cb.set_message(format!(
-            "loss {:.4}  lr {:.2e}  {:.1} it/s{eval}",
+        let msg = format!(
+            "steps  loss {:.4}  lr {:.2e}  {:.1} it/s{eval}",
             p.loss, p.lr, p.steps_per_sec
-        ));
+        );
+        log_cb.line("training", p.step, p.total, &msg);
+        bar_cb.set_message(msg);
+    }));
+    let bar_cb = bar.clone();
+    ctx.stage = Some(Box::new(move |s: &trainer::Stage<'_>| {
+        bar_cb.set_length(s.total as u64);
+        bar_cb.set_position(s.done as u64);
+        bar_cb.set_message(s.label.to_string());
+        log.line(s.label, s.done, s.total, "");
     }));
     // A backend that fails at run time (no GPU adapter, driver error) panics inside burn; catch
     // it so the run folder is cleaned up like after any other error.

@@ -463,8 +463,11 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                     }
                 }
             }
-            // Flows.
-            for (p, &g) in prompts.iter().zip(&gold).take(cfg.n_saliency) {
+            // Flows (a backward pass per prompt: the long part of a run).
+            let stage = format!("saliency flows ({}, seed {seed})", ds.name);
+            let n_sal = cfg.n_saliency.min(prompts.len());
+            for (i, (p, &g)) in prompts.iter().zip(&gold).take(n_sal).enumerate() {
+                ctx.report_stage(&stage, i, n_sal);
                 for (l, f) in saliency_flows(&model, p, &ids, g, LabelTokens::First, &ad)?
                     .iter()
                     .enumerate()
@@ -476,6 +479,7 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 }
                 flow_n += 1;
             }
+            ctx.report_stage(&stage, n_sal, n_sal);
             // Isolation.
             let first: Vec<usize> = (0..iso).collect();
             let last: Vec<usize> = (nl - iso..nl).collect();

@@ -367,6 +367,8 @@ pub struct PpoCurve {
     pub kl: Vec<f64>,
     /// Mean response length (tokens).
     pub response_tokens: Vec<f64>,
+    /// The KL coefficient the iteration's rewards used (constant unless `ppo.kl_target` is set).
+    pub kl_coef: Vec<f64>,
 }
 
 impl PpoCurve {
@@ -377,6 +379,7 @@ impl PpoCurve {
             score_reward: Vec::new(),
             kl: Vec::new(),
             response_tokens: Vec::new(),
+            kl_coef: Vec::new(),
         };
         for r in records {
             if let trainer::Record::Train { step, extra, .. } = r
@@ -386,6 +389,7 @@ impl PpoCurve {
                 c.score_reward.push(get("score_reward"));
                 c.kl.push(get("kl"));
                 c.response_tokens.push(get("response_tokens"));
+                c.kl_coef.push(get("kl_coef"));
             }
         }
         c
@@ -406,10 +410,11 @@ fn ppo_curve_lines(curves: &[PpoCurve]) -> Vec<String> {
             let (r0, r1) = ends(&c.score_reward);
             let (k0, k1) = ends(&c.kl);
             let (t0, t1) = ends(&c.response_tokens);
+            let (c0, c1) = ends(&c.kl_coef);
             format!(
                 "\n{} rollouts, first → last iteration: score reward {r0:.2} → {r1:.2}, KL \
-                 {k0:.2} → {k1:.2}, response {t0:.0} → {t1:.0} tokens (`ppo_reward.svg`, \
-                 `ppo_length.svg`).\n",
+                 {k0:.2} → {k1:.2} (coefficient {c0:.3} → {c1:.3}), response {t0:.0} → {t1:.0} \
+                 tokens (`ppo_reward.svg`, `ppo_length.svg`).\n",
                 c.run
             )
         })
@@ -422,11 +427,14 @@ fn greedy_accuracy(
     problems: &[Problem],
     max_new: usize,
     device: &Device,
+    ctx: &mut RunCtx<'_>,
+    label: &str,
 ) -> Result<f64> {
     let cfg = SampleConfig::greedy(max_new);
     let mut rng = Rng::seed_from(0);
     let mut ok = 0;
-    for p in problems {
+    for (i, p) in problems.iter().enumerate() {
+        ctx.report_stage(label, i, problems.len());
         let prompt = setup.tok.encode(&setup.prompt(&p.question))?;
         let ids = sample(model, &prompt, 1, &cfg, &setup.stop, &mut rng, device)?
             .pop()
@@ -436,6 +444,7 @@ fn greedy_accuracy(
             ok += 1;
         }
     }
+    ctx.report_stage(label, problems.len(), problems.len());
     Ok(ok as f64 / problems.len().max(1) as f64)
 }
 
@@ -561,7 +570,15 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         };
     let gen_infer = generator.valid();
     let max_new = cfg.sample.max_new_tokens;
-    let greedy = greedy_accuracy(&gen_infer, &setup, &test_problems, max_new, &dev)?;
+    let greedy = greedy_accuracy(
+        &gen_infer,
+        &setup,
+        &test_problems,
+        max_new,
+        &dev,
+        ctx,
+        "greedy decoding (test problems)",
+    )?;
 
     // Annotation: sample solutions, label every step with N completions.
     let t0 = Instant::now();
@@ -576,7 +593,10 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     };
     let mut annotated: Vec<Annotated> = Vec::new();
     let mut completions = 0;
-    for (pi, p) in train_problems.iter().take(cfg.n_annotate).enumerate() {
+    let stage = "sampling and annotating solutions (problems)";
+    let n_annotate = cfg.n_annotate.min(train_problems.len());
+    for (pi, p) in train_problems.iter().take(n_annotate).enumerate() {
+        ctx.report_stage(stage, pi, n_annotate);
         let prompt = setup.prompt(&p.question);
         let mut seen: Vec<Vec<String>> = Vec::new();
         for text in policy.complete(&prompt, cfg.solutions_per_problem)? {
@@ -599,6 +619,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             });
         }
     }
+    ctx.report_stage(stage, n_annotate, n_annotate);
     let annotate_s = t0.elapsed().as_secs_f64();
     if annotated.is_empty() {
         return Err(Error::InvalidConfig(
@@ -700,7 +721,9 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     let mut within: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     let mut scored: Vec<ScoredCandidate> = Vec::new();
     let (mut n_cands, mut n_unanswered, mut n_truncated) = (0usize, 0usize, 0usize);
+    let stage = "sampling and scoring candidates (test problems)";
     for (pi, p) in test_problems.iter().enumerate() {
+        ctx.report_stage(stage, pi, test_problems.len());
         let texts = cand_policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
         let steps: Vec<Vec<String>> = texts.iter().map(|t| parse_steps(t)).collect();
         let answers: Vec<Option<String>> = texts.iter().map(|t| extract_answer(t)).collect();
@@ -796,6 +819,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             }
         }
     }
+    ctx.report_stage(stage, test_problems.len(), test_problems.len());
     let nt = test_problems.len() as f64;
     let verification: Vec<VerifyRow> = methods
         .iter()
@@ -876,6 +900,8 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 &test_problems,
                 max_new,
                 &dev,
+                ctx,
+                "greedy decoding after PPO (test problems)",
             )?;
             Ok((acc, PpoCurve::from_records(name, &out.records, epochs)))
         };
@@ -1060,6 +1086,7 @@ mod tests {
                 ("score_reward".to_string(), r),
                 ("kl".to_string(), r / 10.0),
                 ("response_tokens".to_string(), 40.0 + r),
+                ("kl_coef".to_string(), 0.04),
             ]),
         };
         let records: Vec<_> = (1..=6).map(|s| rec(s, s as f64)).collect();
@@ -1067,6 +1094,7 @@ mod tests {
         assert_eq!(c.score_reward, vec![1.0, 3.0, 5.0]);
         assert_eq!(c.kl, vec![0.1, 0.3, 0.5]);
         assert_eq!(c.response_tokens, vec![41.0, 43.0, 45.0]);
+        assert_eq!(c.kl_coef, vec![0.04; 3]);
         let lines = ppo_curve_lines(&[c]);
         assert!(
             lines[0].contains("score reward 1.00 → 5.00"),

@@ -11,7 +11,11 @@
 //! - **Where**: the reward of step `i` is added to the token that ends it (the separator, or the
 //!   last token); the outcome reward to the last token.
 //! - **KL**: a per-token penalty `-kl_coef * (log π(a) - log π_ref(a))` on the sampled token
-//!   (the k1 estimator), the reference being the policy before RL, frozen.
+//!   (the k1 estimator), the reference being the policy before RL, frozen. The coefficient is
+//!   fixed by default (the paper's 0.04); with [`PpoConfig::kl_target`] it adapts by the rule of
+//!   Schulman et al. (2017, §4): after each batch of rollouts, whose rewards used the current
+//!   coefficient, it doubles when the batch's mean summed KL per response exceeds 1.5 × the
+//!   target and halves when it falls below target / 1.5 ([`adapt_kl_coef`]).
 //! - **Advantages**: GAE with `gamma = lambda = 1` by default over the response tokens, the value
 //!   after the last token being 0; whitened over the batch.
 //! - **Value head**: a linear head on the policy's final normed hidden state, squared error to
@@ -76,9 +80,12 @@ pub struct PpoConfig {
     /// Score to reward mapping.
     #[config(default = "ScoreShape::Centered")]
     pub shape: ScoreShape,
-    /// Per-token KL penalty weight (the paper: 0.04).
+    /// Per-token KL penalty weight (the paper: 0.04); the starting value when `kl_target` is set.
     #[config(default = 0.04)]
     pub kl_coef: f64,
+    /// Adapt `kl_coef` toward this mean summed KL per response (nats); `None` keeps it fixed.
+    #[config(default = "None")]
+    pub kl_target: Option<f64>,
     /// Discount.
     #[config(default = 1.0)]
     pub gamma: f64,
@@ -251,6 +258,19 @@ pub struct PpoTask<'a> {
     buffer: Vec<Rollout>,
     uses: usize,
     stats: Metrics,
+    kl_coef: f64,
+}
+
+/// The adaptive KL rule of Schulman et al. (2017, §4): `coef` doubled when the measured `kl`
+/// exceeds 1.5 × `target`, halved when it is below `target` / 1.5, kept otherwise.
+pub fn adapt_kl_coef(coef: f64, kl: f64, target: f64) -> f64 {
+    if kl > 1.5 * target {
+        coef * 2.0
+    } else if kl < target / 1.5 {
+        coef / 2.0
+    } else {
+        coef
+    }
 }
 
 impl<'a> PpoTask<'a> {
@@ -271,7 +291,14 @@ impl<'a> PpoTask<'a> {
                 "PPO needs prompts, rollouts >= 1 and ppo_epochs >= 1".into(),
             ));
         }
+        let bad = |x: f64, min_ok: bool| x.is_nan() || x < 0.0 || (!min_ok && x == 0.0);
+        if bad(cfg.kl_coef, true) || cfg.kl_target.is_some_and(|t| bad(t, false)) {
+            return Err(Error::InvalidConfig(
+                "PPO needs kl_coef >= 0 and a kl_target > 0 when one is set".into(),
+            ));
+        }
         Ok(Self {
+            kl_coef: cfg.kl_coef,
             cfg,
             prompts,
             tok,
@@ -336,7 +363,7 @@ impl<'a> PpoTask<'a> {
             let rewards: Vec<f64> = score_rewards
                 .iter()
                 .zip(&kl)
-                .map(|(r, k)| r - self.cfg.kl_coef * k)
+                .map(|(r, k)| r - self.kl_coef * k)
                 .collect();
             let (adv, ret) = gae(&rewards, &vals, self.cfg.gamma, self.cfg.lambda);
             rollouts.push(Rollout {
@@ -364,15 +391,15 @@ impl<'a> PpoTask<'a> {
             }
         }
         let n = rollouts.len() as f64;
+        let mean_kl = rollouts.iter().map(|r| r.kl).sum::<f64>() / n;
         self.stats = Metrics::from([
             (
                 "score_reward".to_string(),
                 rollouts.iter().map(|r| r.score_reward).sum::<f64>() / n,
             ),
-            (
-                "kl".to_string(),
-                rollouts.iter().map(|r| r.kl).sum::<f64>() / n,
-            ),
+            ("kl".to_string(), mean_kl),
+            // the coefficient these rollouts' rewards used
+            ("kl_coef".to_string(), self.kl_coef),
             (
                 "response_tokens".to_string(),
                 rollouts
@@ -382,6 +409,9 @@ impl<'a> PpoTask<'a> {
                     / n,
             ),
         ]);
+        if let Some(target) = self.cfg.kl_target {
+            self.kl_coef = adapt_kl_coef(self.kl_coef, mean_kl, target);
+        }
         self.buffer = rollouts;
         self.uses = 0;
         Ok(())
@@ -513,6 +543,78 @@ mod tests {
         let (adv0, _) = gae(&r, &v, 0.9, 0.0);
         assert!((adv0[0] - (0.0 + 0.9 * -0.2 - 0.3)).abs() < 1e-12);
         assert!((adv0[3] - (2.0 - 0.5)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_kl_coefficient_adapts_outside_the_band_only() {
+        assert_eq!(adapt_kl_coef(0.04, 3.1, 2.0), 0.08);
+        assert_eq!(adapt_kl_coef(0.04, 1.3, 2.0), 0.02);
+        for kl in [1.34, 2.0, 2.99] {
+            assert_eq!(adapt_kl_coef(0.04, kl, 2.0), 0.04);
+        }
+    }
+
+    #[test]
+    fn a_kl_target_changes_the_coefficient_between_rollout_batches() {
+        // A target far above any KL reached: every batch halves the coefficient, and the
+        // rewards of each batch used the value before its own update.
+        let ad = Device::flex().autodiff();
+        let infer = ad.clone().without_autodiff();
+        let cfg = PpoConfig::new()
+            .with_kl_target(Some(1e9))
+            .with_ppo_epochs(1)
+            .with_rollouts(2)
+            .with_sample(SampleConfig::new().with_max_new_tokens(3));
+        let scorer: Scorer<'_> = Box::new(|_: &str, steps: &[String]| Ok(vec![0.5; steps.len()]));
+        let mut task = PpoTask::new(
+            cfg,
+            vec!["Q:".into()],
+            &ByteTokenizer,
+            setup(&infer),
+            scorer,
+            vec![],
+            "\n",
+            ad.clone(),
+        )
+        .expect("task");
+        let out = trainer::Trainer::new(
+            trainer::TrainerConfig::new(3).with_lr(1e-3).with_seed(1),
+            &ad,
+        )
+        .fit(ActorCritic::new(setup(&ad), &ad), &mut task)
+        .expect("ppo");
+        let coefs: Vec<f64> = out
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                trainer::Record::Train { extra, .. } => extra.get("kl_coef").copied(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(coefs, vec![0.04, 0.02, 0.01]);
+    }
+
+    #[test]
+    fn bad_kl_settings_are_refused() {
+        let infer = Device::flex();
+        for cfg in [
+            PpoConfig::new().with_kl_coef(-0.1),
+            PpoConfig::new().with_kl_coef(f64::NAN),
+            PpoConfig::new().with_kl_target(Some(0.0)),
+        ] {
+            let scorer: Scorer<'_> = Box::new(|_: &str, _: &[String]| Ok(vec![]));
+            let r = PpoTask::new(
+                cfg,
+                vec!["Q:".into()],
+                &ByteTokenizer,
+                setup(&infer),
+                scorer,
+                vec![],
+                "\n",
+                infer.clone(),
+            );
+            assert!(matches!(r, Err(Error::InvalidConfig(_))));
+        }
     }
 
     #[test]

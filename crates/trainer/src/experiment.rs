@@ -13,6 +13,19 @@ use crate::fs::write_json_atomic;
 use crate::{Progress, Result};
 
 type ProgressFn<'a> = Box<dyn FnMut(&Progress) + 'a>;
+type StageFn<'a> = Box<dyn FnMut(&Stage<'_>) + 'a>;
+
+/// Progress through long work that is not training (sampling, annotation, evaluation): `done`
+/// of `total` units of the stage called `label`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage<'s> {
+    /// What is being done, e.g. `"annotating problems"`.
+    pub label: &'s str,
+    /// Units finished.
+    pub done: usize,
+    /// Units in the stage.
+    pub total: usize,
+}
 
 /// Everything an experiment needs from the runner.
 pub struct RunCtx<'a> {
@@ -24,6 +37,8 @@ pub struct RunCtx<'a> {
     pub resume: bool,
     /// Drawn by the runner (indicatif in xtask).
     pub progress: Option<ProgressFn<'a>>,
+    /// Progress through stages that are not training, drawn by the runner like `progress`.
+    pub stage: Option<StageFn<'a>>,
     /// Free-form note about the device, recorded in `metrics.json` (e.g. `flex (cpu)`).
     pub device_name: String,
 }
@@ -36,6 +51,7 @@ impl<'a> RunCtx<'a> {
             dir: dir.into(),
             resume: false,
             progress: None,
+            stage: None,
             device_name: device_name.into(),
         }
     }
@@ -44,6 +60,13 @@ impl<'a> RunCtx<'a> {
     pub fn report_progress(&mut self, p: &Progress) {
         if let Some(cb) = self.progress.as_mut() {
             cb(p);
+        }
+    }
+
+    /// Forwards progress through a stage that is not training to the runner's callback.
+    pub fn report_stage(&mut self, label: &str, done: usize, total: usize) {
+        if let Some(cb) = self.stage.as_mut() {
+            cb(&Stage { label, done, total });
         }
     }
 
@@ -85,5 +108,34 @@ impl Report {
     /// The run folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_reach_the_runner_and_are_optional() {
+        let events = std::cell::RefCell::new(Vec::new());
+        let dev = Device::flex();
+        let mut ctx = RunCtx::new(dev.clone(), "unused", "cpu");
+        ctx.stage = Some(Box::new(|s: &Stage<'_>| {
+            events
+                .borrow_mut()
+                .push((s.label.to_string(), s.done, s.total));
+        }));
+        ctx.report_stage("sampling", 0, 3);
+        ctx.report_stage("sampling", 3, 3);
+        drop(ctx);
+        assert_eq!(
+            events.into_inner(),
+            vec![
+                ("sampling".to_string(), 0, 3),
+                ("sampling".to_string(), 3, 3)
+            ]
+        );
+        // without a callback a report is a no-op
+        RunCtx::new(dev, "unused", "cpu").report_stage("x", 1, 2);
     }
 }

@@ -41,7 +41,7 @@ mod train;
 
 pub use config::{GradClip, LrSchedule, OptimizerKind, TrainerConfig};
 pub use error::{Error, Result};
-pub use experiment::{Report, RunCtx};
+pub use experiment::{Report, RunCtx, Stage};
 pub use metrics::{Metrics, Record};
 pub use params::{ParamInfo, TrainableSet, inventory, load_adapter};
 pub use rng::Rng;
