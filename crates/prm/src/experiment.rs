@@ -336,6 +336,8 @@ pub struct MathShepherdMetrics {
     pub annotation: (usize, usize, usize, f64),
     /// Share of steps labelled good by HE / SE (mean).
     pub label_rates: (f64, f64),
+    /// Annotated solutions that reach the gold answer (the ORM's positive examples).
+    pub solutions_right: usize,
     /// HE / SE (≥ 0.5) accuracy against the true step correctness (synthetic only).
     pub annotation_accuracy: Option<(f64, f64)>,
     /// Final reward-model training losses (PRM-HE, PRM-SE, ORM).
@@ -629,6 +631,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     let n_steps: usize = annotated.iter().map(|a| a.steps.len()).sum();
     let mean =
         |f: &dyn Fn(&Annotated) -> f64| annotated.iter().map(f).sum::<f64>() / n_steps as f64;
+    let solutions_right = annotated.iter().filter(|a| a.outcome).count();
     let label_rates = (
         mean(&|a| a.hard.iter().sum()),
         mean(&|a| a.soft.iter().sum()),
@@ -984,7 +987,8 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     let mut body = format!(
         "\nModel: {}. Data: {}. Greedy accuracy {:.1}% on {} test problems.\n\n\
          Annotation: {} solutions, {} steps, {} completions (N = {}) in {:.0} s; \
-         good-step rate HE {:.2}, SE {:.2}.\n",
+         good-step rate HE {:.2}, SE {:.2}; {} of the solutions reach the gold answer \
+         (the ORM's positive examples{}).\n",
         setup.name,
         data_name,
         100.0 * greedy,
@@ -995,7 +999,13 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         cfg.completions,
         annotate_s,
         label_rates.0,
-        label_rates.1
+        label_rates.1,
+        solutions_right,
+        if solutions_right == 0 || solutions_right == annotated.len() {
+            ": one class only, so the ORM learns a constant"
+        } else {
+            ""
+        }
     );
     if let Some((he, se)) = annotation_accuracy {
         body.push_str(&format!(
@@ -1059,6 +1069,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         greedy_accuracy: greedy,
         annotation: (annotated.len(), n_steps, completions, annotate_s),
         label_rates,
+        solutions_right,
         annotation_accuracy,
         rm_final_loss: (prm_loss, se_loss, orm_loss),
         verification,
