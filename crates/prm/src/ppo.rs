@@ -566,17 +566,7 @@ mod tests {
             .with_rollouts(2)
             .with_sample(SampleConfig::new().with_max_new_tokens(3));
         let scorer: Scorer<'_> = Box::new(|_: &str, steps: &[String]| Ok(vec![0.5; steps.len()]));
-        let mut task = PpoTask::new(
-            cfg,
-            vec!["Q:".into()],
-            &ByteTokenizer,
-            setup(&infer),
-            scorer,
-            vec![],
-            "\n",
-            ad.clone(),
-        )
-        .expect("task");
+        let mut task = byte_task(cfg, scorer, vec![], &infer, &ad).expect("task");
         let out = trainer::Trainer::new(
             trainer::TrainerConfig::new(3).with_lr(1e-3).with_seed(1),
             &ad,
@@ -603,16 +593,7 @@ mod tests {
             PpoConfig::new().with_kl_target(Some(0.0)),
         ] {
             let scorer: Scorer<'_> = Box::new(|_: &str, _: &[String]| Ok(vec![]));
-            let r = PpoTask::new(
-                cfg,
-                vec!["Q:".into()],
-                &ByteTokenizer,
-                setup(&infer),
-                scorer,
-                vec![],
-                "\n",
-                infer.clone(),
-            );
+            let r = byte_task(cfg, scorer, vec![], &infer, &infer);
             assert!(matches!(r, Err(Error::InvalidConfig(_))));
         }
     }
@@ -638,6 +619,27 @@ mod tests {
             .with_max_seq_len(128)
             .init(device)
             .expect("lm")
+    }
+
+    /// A task on the prompt "Q:" with the byte tokenizer, `\n` as the step separator and the
+    /// reference policy on `reference_on`.
+    fn byte_task<'a>(
+        cfg: PpoConfig,
+        scorer: Scorer<'a>,
+        stop: Vec<u32>,
+        reference_on: &Device,
+        device: &Device,
+    ) -> Result<PpoTask<'a>> {
+        PpoTask::new(
+            cfg,
+            vec!["Q:".into()],
+            &ByteTokenizer,
+            setup(reference_on),
+            scorer,
+            stop,
+            "\n",
+            device.clone(),
+        )
     }
 
     #[test]
@@ -685,24 +687,13 @@ mod tests {
                     .with_top_p(1.0)
                     .with_max_new_tokens(3),
             );
-        let tok = ByteTokenizer;
         let scorer: Scorer<'_> = Box::new(|_: &str, steps: &[String]| {
             Ok(steps
                 .iter()
                 .map(|s| f64::from(u8::from(s.starts_with(|c: char| c.is_ascii_lowercase()))))
                 .collect())
         });
-        let mut task = PpoTask::new(
-            cfg,
-            vec!["Q:".into()],
-            &tok,
-            setup(&infer),
-            scorer,
-            vec![u32::from(b'\n')],
-            "\n",
-            ad.clone(),
-        )
-        .expect("task");
+        let mut task = byte_task(cfg, scorer, vec![u32::from(b'\n')], &infer, &ad).expect("task");
         let p_lower = |m: &ActorCritic| -> f32 {
             let x = Tensor::<2, Int>::from_data(TensorData::new(vec![81i64, 58], [1, 2]), &infer);
             let lp = log_softmax(m.valid().policy.forward(x).logits, 2);
