@@ -205,11 +205,8 @@ impl LogLines {
         if !self.on {
             return;
         }
-        let tenth = (10 * done).checked_div(total).unwrap_or(10);
         let mut last = self.last.borrow_mut();
-        // a new stage, or the same one again from its start
-        let new = last.0 != label || last.2 != total || tenth < last.1;
-        if new || tenth > last.1 {
+        if let Some(tenth) = line_due(&last, label, done, total) {
             let t = self.began.elapsed().as_secs();
             eprintln!(
                 "[{:02}:{:02}:{:02}] {label} {done}/{total} {msg}",
@@ -220,6 +217,20 @@ impl LogLines {
             *last = (label.to_string(), tenth, total);
         }
     }
+}
+
+/// Whether `done` of `total` in `label` deserves a log line after `last` (label, tenth, total):
+/// the tenth to remember when it does.
+fn line_due(
+    last: &(String, usize, usize),
+    label: &str,
+    done: usize,
+    total: usize,
+) -> Option<usize> {
+    let tenth = (10 * done).checked_div(total).unwrap_or(10);
+    // a new stage, the same one again from its start, or a further tenth
+    let new = last.0 != label || last.2 != total || tenth < last.1;
+    (new || tenth > last.1).then_some(tenth)
 }
 
 /// The newest run folder of `name` that did not finish (`<run-id>.partial`).
@@ -403,4 +414,29 @@ fn smoke(device: &str) -> Result<()> {
         bail!("validation loss did not fall on {name}: {start} -> {end}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_due;
+
+    #[test]
+    fn log_lines_come_at_a_stage_start_each_tenth_and_a_restart() {
+        let mut last = (String::new(), 0, 0);
+        let mut lines = Vec::new();
+        for (label, done, total) in (0..=20).map(|d| ("a", d, 20)).chain([
+            ("a", 1, 20),
+            ("b", 1, 3),
+            ("b", 1, 3),
+            ("b", 0, 0),
+        ]) {
+            if let Some(t) = line_due(&last, label, done, total) {
+                lines.push((label, done));
+                last = (label.to_string(), t, total);
+            }
+        }
+        let mut want: Vec<(&str, usize)> = (0..=20).step_by(2).map(|d| ("a", d)).collect();
+        want.extend([("a", 1), ("b", 1), ("b", 0)]);
+        assert_eq!(lines, want);
+    }
 }
