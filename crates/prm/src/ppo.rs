@@ -15,7 +15,10 @@
 //!   fixed by default (the paper's 0.04); with [`PpoConfig::kl_target`] it adapts by the rule of
 //!   Schulman et al. (2017, §4): after each batch of rollouts, whose rewards used the current
 //!   coefficient, it doubles when the batch's mean summed KL per response exceeds 1.5 × the
-//!   target and halves when it falls below target / 1.5 ([`adapt_kl_coef`]).
+//!   target and halves when it falls below target / 1.5 ([`adapt_kl_coef`]). Measured on the
+//!   synthetic `math-shepherd` run (lr 3e-5, target 1 nat): the rule halves the coefficient
+//!   while the policy is still near the reference, so it lags (see the README); greedy accuracy
+//!   after ORM-PPO 36.7 % (31.3 % fixed), step-PPO 16.0 % (8.7 %), 50.7 % without RL.
 //! - **Advantages**: GAE with `gamma = lambda = 1` by default over the response tokens, the value
 //!   after the last token being 0; whitened over the batch.
 //! - **Value head**: a linear head on the policy's final normed hidden state, squared error to

@@ -374,6 +374,7 @@ mod tests {
 
     #[test]
     fn shapes_errors_and_the_formation_embedding_changes_the_logits() {
+        let _serial = crate::serial_rng();
         let d = Device::flex();
         let (m, vocab) = setup(&FormBertConfig::new().with_dropout(0.0), &d);
         let rows = rows();
@@ -416,6 +417,7 @@ mod tests {
 
     #[test]
     fn masked_pooling_ignores_padding_and_the_official_mean_does_not() {
+        let _serial = crate::serial_rng();
         let d = Device::flex();
         let rows = rows();
         for (pooling, same) in [
@@ -446,6 +448,7 @@ mod tests {
 
     #[test]
     fn the_joint_loss_falls_and_formation_parameters_are_named_for_lr_groups() {
+        let _serial = crate::serial_rng();
         let d = Device::flex().autodiff();
         let (m, vocab) = setup(&FormBertConfig::new().with_dropout(0.0), &d);
         let paths: Vec<String> = trainer::inventory(&m).into_iter().map(|p| p.path).collect();
