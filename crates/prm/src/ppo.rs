@@ -294,8 +294,9 @@ impl<'a> PpoTask<'a> {
                 "PPO needs prompts, rollouts >= 1 and ppo_epochs >= 1".into(),
             ));
         }
-        let bad = |x: f64, min_ok: bool| x.is_nan() || x < 0.0 || (!min_ok && x == 0.0);
-        if bad(cfg.kl_coef, true) || cfg.kl_target.is_some_and(|t| bad(t, false)) {
+        // NaN fails both comparisons
+        let kl_ok = cfg.kl_coef >= 0.0 && cfg.kl_target.is_none_or(|t| t > 0.0);
+        if !kl_ok {
             return Err(Error::InvalidConfig(
                 "PPO needs kl_coef >= 0 and a kl_target > 0 when one is set".into(),
             ));
