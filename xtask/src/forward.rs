@@ -1,9 +1,10 @@
-//! `cargo xtask forward --model PATH --ids "1 2 3" [--out FILE] [--device D]`: load any supported
-//! checkpoint and write what it computes for one sequence, so a user can check it loads right.
+//! `cargo xtask forward --model PATH --ids "1 2 3" [--dtype f32|bf16|f16|stored] [--out FILE]
+//! [--device D]`: load any supported checkpoint and write what it computes for one sequence, so a
+//! user can check it loads right. The architecture comes from `plm::checkpoint::Architecture`:
 //!
-//! - a `.gguf` file (llama architecture) or an HF folder whose `config.json` says
-//!   `"model_type": "llama"`, `"gpt2"`, `"deepseek"` or `"deepseek_v2"` → the logits at the last position,
-//!   shape `[vocab]`;
+//! - a `.gguf` file (llama architecture) or an HF folder (one `model.safetensors` or a sharded
+//!   index) whose `config.json` says `"model_type"` `llama`, `mistral`, `qwen2`, `gpt2`,
+//!   `deepseek`, `deepseek_v2` or `deepseek_v3` → the logits at the last position, shape `[vocab]`;
 //! - an HF folder with `"model_type": "bert"` → the last hidden states, shape `[seq, d_model]`.
 //!
 //! Output: JSON `{"shape": [...], "data": [...]}` to `--out` (written atomically) or stdout.
@@ -12,6 +13,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use burn::tensor::DType;
+use plm::checkpoint::{Architecture, LoadDtype};
 
 fn parse_ids(ids: &str) -> Result<Vec<i64>> {
     let v: Vec<i64> = ids
@@ -38,73 +41,73 @@ fn check_vocab(ids: &[i64], vocab: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the checkpoint at `model` on `ids`; returns `(shape, data)`.
-pub fn forward(model: &Path, ids: &str, device: &Device) -> Result<(Vec<usize>, Vec<f32>)> {
+/// `[1, n, vocab]` logits → the last position's, as f32 on the host.
+fn last_position(logits: Tensor<3>) -> Result<(Vec<usize>, Vec<f32>)> {
+    let [_, n, v] = logits.dims();
+    let data = logits
+        .slice(s![.., n - 1..n, ..])
+        .reshape([v])
+        .cast(DType::F32)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok((vec![v], data))
+}
+
+/// Runs the checkpoint at `model` on `ids` with parameters held in `dtype`; returns
+/// `(shape, data)`.
+pub fn forward(
+    model: &Path,
+    ids: &str,
+    dtype: LoadDtype,
+    device: &Device,
+) -> Result<(Vec<usize>, Vec<f32>)> {
     let ids = parse_ids(ids)?;
     let n = ids.len();
     let tokens = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, n]), device);
-    // [1, n, vocab] -> the last position's logits.
-    let last = |logits: Tensor<3>| -> Result<(Vec<usize>, Vec<f32>)> {
-        let [_, _, v] = logits.dims();
-        let data = logits
-            .slice(s![.., n - 1..n, ..])
-            .reshape([v])
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok((vec![v], data))
-    };
-    let last_logits = |m: &plm::llama::Llama| -> Result<(Vec<usize>, Vec<f32>)> {
-        check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
-        last(m.forward(tokens()).logits)
-    };
-    if model.extension().is_some_and(|e| e == "gguf") {
-        let (m, _) = plm::llama::Llama::load_gguf(model, device)?;
-        return last_logits(&m);
-    }
-    let cfg = model.join("config.json");
-    let text = std::fs::read_to_string(&cfg).with_context(|| {
-        format!(
-            "{} is neither a .gguf file nor a folder with config.json",
-            model.display()
-        )
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("invalid {}", cfg.display()))?;
-    match v["model_type"].as_str() {
-        Some("llama") => last_logits(&plm::llama::Llama::load_hf(model, device)?),
-        Some("gpt2") => {
-            let m = plm::gpt2::Gpt2::load_hf(model, device)?;
+    match Architecture::detect(model)? {
+        Architecture::GgufLlama => {
+            if dtype != LoadDtype::F32 {
+                bail!("GGUF files are dequantised to f32: --dtype {dtype} does not apply");
+            }
+            let (m, _) = plm::llama::Llama::load_gguf(model, device)?;
+            check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
+            last_position(m.forward(tokens()).logits)
+        }
+        Architecture::Llama | Architecture::Mistral | Architecture::Qwen2 => {
+            let m = plm::llama::Llama::load_hf_dtype(model, dtype, device)?;
+            check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
+            last_position(m.forward(tokens()).logits)
+        }
+        Architecture::Gpt2 => {
+            let m = plm::gpt2::Gpt2::load_hf_dtype(model, dtype, device)?;
             check_vocab(&ids, m.wte.weight.dims()[0])?;
-            last(m.forward(tokens()).logits)
+            let out = m.try_forward_with(tokens(), &plm::hooks::AttentionHooks::none())?;
+            last_position(out.logits)
         }
-        Some("deepseek") => {
-            let m = moe_arch::deepseek::DeepseekLm::load_hf(model, device)?;
+        Architecture::Deepseek => {
+            let m = moe_arch::deepseek::DeepseekLm::load_hf_dtype(model, dtype, device)?;
             check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
-            last(m.forward(tokens(), None)?.logits)
+            last_position(m.forward(tokens(), None)?.logits)
         }
-        Some("deepseek_v2") => {
-            let m = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf(model, device)?;
+        Architecture::DeepseekV2 | Architecture::DeepseekV3 => {
+            let m = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf_dtype(model, dtype, device)?;
             check_vocab(&ids, m.embed_tokens.weight.dims()[0])?;
-            last(m.forward(tokens(), None)?.logits)
+            last_position(m.forward(tokens(), None)?.logits)
         }
-        Some("bert") => {
-            let m = plm::bert::Bert::load_hf(model, device)?;
+        Architecture::Bert => {
+            let m = plm::bert::Bert::load_hf_dtype(model, dtype, device)?;
             check_vocab(&ids, m.embeddings.word_embeddings.weight.dims()[0])?;
-            let h = m.forward(tokens(), None, None).last_hidden_state;
+            let h = m.try_forward(tokens(), None, None)?.last_hidden_state;
             let [_, s, d] = h.dims();
             let data = h
                 .reshape([s * d])
+                .cast(DType::F32)
                 .into_data()
                 .try_to_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             Ok((vec![s, d], data))
         }
-        Some(other) => bail!(
-            "unknown architecture '{other}' in {} (supported: bert, deepseek, deepseek_v2, gpt2, llama, .gguf llama)",
-            cfg.display()
-        ),
-        None => bail!("{} has no model_type", cfg.display()),
     }
 }
 

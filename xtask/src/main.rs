@@ -14,6 +14,7 @@ mod device;
 mod experiments;
 mod forward;
 mod golden;
+mod inspect;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -79,6 +80,19 @@ enum Cmd {
         /// Device.
         #[arg(long, default_value = "flex")]
         device: String,
+        /// In-memory dtype of the weights: f32 (default; compute in f32), bf16 or f16 (2 bytes
+        /// per parameter; activations follow), or stored (as the file holds them).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Describe a checkpoint (.gguf file or HF folder) from its headers: architecture,
+    /// parameters, dtypes, bytes, shards, MoE layout.
+    Inspect {
+        /// A .gguf file or an HF folder with config.json.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the hello-lm training smoke test on one device (used by `ci --backend wgpu`).
     Smoke {
@@ -137,13 +151,23 @@ fn main() -> ExitCode {
         }
         Cmd::Ci { backend } => ci::ci(&backend),
         Cmd::Smoke { device } => smoke(&device),
+        Cmd::Inspect { model, json } => inspect::inspect(&model).and_then(|s| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("{}", inspect::render(&s));
+            }
+            Ok(())
+        }),
         Cmd::Forward {
             model,
             ids,
             out,
             device,
+            dtype,
         } => device::from_name(&device).and_then(|(d, _)| {
-            let (shape, data) = forward::forward(&model, &ids, &d)?;
+            let dtype: plm::checkpoint::LoadDtype = dtype.parse()?;
+            let (shape, data) = forward::forward(&model, &ids, dtype, &d)?;
             let json = forward::to_json(&shape, &data);
             match out {
                 Some(p) => Ok(trainer::fs::write_atomic(&p, json.as_bytes())?),

@@ -19,7 +19,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+use plm::checkpoint::{LoadDtype, LoadOptions};
 use plm::hooks::AttentionHooks;
 use plm::layers::Init;
 use plm::llama::{Attention, Rope, RopeScaling, SwiGlu};
@@ -378,20 +379,21 @@ impl DeepseekLm {
         Ok(())
     }
 
-    /// Loads an HF `deepseek` folder (`config.json` + `model.safetensors`).
+    /// Loads an HF `deepseek` folder (one `model.safetensors` or a sharded index) with f32
+    /// parameters.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (hf, path) = plm::layers::read_hf_folder::<DeepseekHfConfig>(dir)?;
-        let mut model = hf.init(device)?;
-        let mut store = SafetensorsStore::from_file(&path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .with_key_remapping(r"^model\.", "")
-            .skip_enum_variants(true)
-            .allow_partial(true);
-        let res = model
-            .load_from(&mut store)
-            .map_err(|e| plm::Error::Weights(format!("{}: {e}", path.display())))?;
-        plm::safetensors::check_apply(&path, &res)?;
-        Ok(model)
+        Self::load_hf_dtype(dir, LoadDtype::F32, device)
+    }
+
+    /// Loads an HF `deepseek` folder with parameters held in `dtype`.
+    pub fn load_hf_dtype(dir: &Path, dtype: LoadDtype, device: &Device) -> crate::Result<Self> {
+        let (hf, weights) = plm::layers::read_hf_folder::<DeepseekHfConfig>(dir)?;
+        let model = hf.init(device)?;
+        let options = LoadOptions::default()
+            .remap(r"^model\.", "")
+            .with_skip_enum_variants(true)
+            .with_dtype(dtype);
+        Ok(weights.load_into(model, &options)?)
     }
 }
 

@@ -19,8 +19,8 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::softmax;
+use plm::checkpoint::{LoadDtype, LoadOptions};
 use plm::layers::Init;
 use serde::Deserialize;
 
@@ -467,21 +467,23 @@ impl DeepseekV2Lm {
         self
     }
 
-    /// Loads an HF `deepseek_v2` folder.
+    /// Loads an HF `deepseek_v2` folder (one `model.safetensors` or a sharded index) with f32
+    /// parameters.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (hf, path) = plm::layers::read_hf_folder::<DeepseekV2HfConfig>(dir)?;
-        let mut model = hf.init(device)?;
-        let mut store = SafetensorsStore::from_file(&path)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .with_key_remapping(r"^model\.", "");
+        Self::load_hf_dtype(dir, LoadDtype::F32, device)
+    }
+
+    /// Loads an HF `deepseek_v2` folder with parameters held in `dtype`.
+    pub fn load_hf_dtype(dir: &Path, dtype: LoadDtype, device: &Device) -> crate::Result<Self> {
+        let (hf, weights) = plm::layers::read_hf_folder::<DeepseekV2HfConfig>(dir)?;
+        let model = hf.init(device)?;
+        let mut options = LoadOptions::default()
+            .remap(r"^model\.", "")
+            .with_skip_enum_variants(true)
+            .with_dtype(dtype);
         for (from, to) in HF_LOAD_REMAPS {
-            store = store.with_key_remapping(*from, *to);
+            options = options.remap(from, to);
         }
-        let mut store = store.skip_enum_variants(true).allow_partial(true);
-        let res = model
-            .load_from(&mut store)
-            .map_err(|e| plm::Error::Weights(format!("{}: {e}", path.display())))?;
-        plm::safetensors::check_apply(&path, &res)?;
-        Ok(model)
+        Ok(weights.load_into(model, &options)?)
     }
 }

@@ -25,6 +25,7 @@ use burn::tensor::activation::{gelu, softmax};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::checkpoint::{LoadDtype, LoadOptions};
 use crate::hooks::AttentionHooks;
 
 /// Configuration of a [`Bert`] encoder (burn names; see [`BertHfConfig`] for HF's).
@@ -285,6 +286,8 @@ impl Bert {
     /// # Shapes
     /// `input_ids`, `token_type_ids`, `attention_mask` `[batch, seq]` (mask: 1 = real token,
     /// 0 = padding; padded keys get no attention) → [`BertOutput`].
+    ///
+    /// `seq` must fit the learned position table ([`Bert::try_forward`] checks it).
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
@@ -297,6 +300,27 @@ impl Bert {
             attention_mask,
             &AttentionHooks::none(),
         )
+    }
+
+    /// [`Bert::forward`] that first checks the input against the learned position table:
+    /// [`crate::Error::SequenceTooLong`] instead of an out-of-bounds lookup.
+    pub fn try_forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> crate::Result<BertOutput> {
+        self.check_len(input_ids.dims()[1])?;
+        Ok(self.forward(input_ids, token_type_ids, attention_mask))
+    }
+
+    /// Checks that `seq` positions fit the learned position table.
+    pub fn check_len(&self, seq: usize) -> crate::Result<()> {
+        let max = self.embeddings.position_embeddings.weight.dims()[0];
+        if seq > max {
+            return Err(Error::SequenceTooLong { len: seq, max });
+        }
+        Ok(())
     }
 
     /// [`Bert::forward`] with attention hooks (see [`crate::hooks`]).
@@ -419,15 +443,19 @@ impl Bert {
         self.encoder.layer.len()
     }
 
-    /// Loads an HF BERT folder (`config.json` + `model.safetensors`).
+    /// Loads an HF BERT folder (`config.json` + `model.safetensors` or a sharded index) with
+    /// f32 parameters.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
+        Self::load_hf_dtype(dir, LoadDtype::F32, device)
+    }
+
+    /// Loads an HF BERT folder with parameters held in `dtype`.
+    pub fn load_hf_dtype(dir: &Path, dtype: LoadDtype, device: &Device) -> crate::Result<Self> {
         let (hf, weights) = crate::layers::read_hf_folder::<BertHfConfig>(dir)?;
         // The pooler is built only when the checkpoint has one.
-        let has_pooler = crate::safetensors::tensor_names(&weights)?
-            .iter()
-            .any(|n| n.ends_with("pooler.dense.weight"));
+        let has_pooler = weights.names().any(|n| n.ends_with("pooler.dense.weight"));
         let model = hf.to_config()?.with_with_pooler(has_pooler).init(device)?;
-        model.load_store(SafetensorsStore::from_file(&weights), &weights)
+        weights.load_into(model, &hf_names(true).with_dtype(dtype))
     }
 
     /// Replaces every parameter with the tensors of an HF safetensors file.
@@ -491,6 +519,19 @@ impl Bert {
         crate::safetensors::check_apply(path, &res)?;
         Ok(self)
     }
+}
+
+/// HF BERT names → module paths (`bert.` stripped for a bare encoder).
+fn hf_names(strip_bert: bool) -> LoadOptions {
+    let options = LoadOptions::default();
+    let options = if strip_bert {
+        options.remap(r"^bert\.", "")
+    } else {
+        options
+    };
+    options
+        .remap(r"\.attention\.self\.", ".attention.self_attn.")
+        .remap(r"\.LayerNorm\.", ".layer_norm.")
 }
 
 impl BertSelfAttention {
@@ -559,25 +600,16 @@ impl BertClassifier {
     /// Loads an HF `BertForSequenceClassification` folder.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
         let (hf, weights) = crate::layers::read_hf_folder::<BertHfConfig>(dir)?;
-        let n_labels = crate::safetensors::read_header(&weights)?
-            .get("classifier.weight")
-            .map(|t| t.shape[0])
+        let n_labels = weights
+            .tensor("classifier.weight")
+            .map(|(_, t)| t.shape[0])
             .ok_or_else(|| Error::MissingTensor {
                 tensor: "classifier.weight".into(),
-                file: weights.clone(),
+                file: dir.to_path_buf(),
             })?;
         let bert = hf.to_config()?.init(device)?;
-        let mut model = Self::new(bert, n_labels, 0.1, device)?;
-        let mut store = SafetensorsStore::from_file(&weights)
-            .with_from_adapter(PyTorchToBurnAdapter)
-            .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
-            .with_key_remapping(r"\.LayerNorm\.", ".layer_norm.")
-            .allow_partial(true);
-        let res = model
-            .load_from(&mut store)
-            .map_err(|e| Error::Weights(format!("{}: {e}", weights.display())))?;
-        crate::safetensors::check_apply(&weights, &res)?;
-        Ok(model)
+        let model = Self::new(bert, n_labels, 0.1, device)?;
+        weights.load_into(model, &hf_names(false))
     }
 
     /// # Shapes

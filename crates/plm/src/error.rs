@@ -27,6 +27,46 @@ pub enum Error {
     /// A weights file is malformed or does not fit the module.
     #[error("weights: {0}")]
     Weights(String),
+    /// A sharded checkpoint's index names a file the folder lacks.
+    #[error("shard {shard} named by {index} is missing")]
+    MissingShard {
+        /// The missing file.
+        shard: std::path::PathBuf,
+        /// The index naming it.
+        index: std::path::PathBuf,
+    },
+    /// A sharded checkpoint's index places a tensor in a shard that does not hold it.
+    #[error("the index places {tensor} in {shard}, which does not hold it")]
+    TensorNotInShard {
+        /// The tensor name.
+        tensor: String,
+        /// The shard.
+        shard: std::path::PathBuf,
+    },
+    /// A folder holds neither `model.safetensors` nor `model.safetensors.index.json`.
+    #[error("{dir} holds neither model.safetensors nor model.safetensors.index.json")]
+    NoWeights {
+        /// The folder.
+        dir: std::path::PathBuf,
+    },
+    /// A stored tensor's dtype cannot be loaded.
+    #[error("tensor {tensor} in {file} is stored as {dtype}, which is not supported")]
+    UnsupportedDtype {
+        /// The tensor name.
+        tensor: String,
+        /// Its stored dtype.
+        dtype: String,
+        /// The file.
+        file: std::path::PathBuf,
+    },
+    /// An input is longer than a learned position table.
+    #[error("sequence of {len} positions exceeds the model's {max} learned positions")]
+    SequenceTooLong {
+        /// Positions asked for (past + new tokens).
+        len: usize,
+        /// Positions the table holds.
+        max: usize,
+    },
     /// A `config.json` could not be parsed.
     #[error("config {path}: {reason}")]
     Config {

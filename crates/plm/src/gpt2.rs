@@ -19,11 +19,11 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::activation::{gelu_approximate, softmax};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::checkpoint::{LoadDtype, LoadOptions};
 use crate::hooks::AttentionHooks;
 
 /// Configuration of a [`Gpt2`] decoder.
@@ -249,7 +249,23 @@ impl Gpt2 {
         self.forward_with(tokens, &AttentionHooks::none())
     }
 
-    /// Forward pass with attention hooks (see [`crate::hooks`]).
+    /// [`Gpt2::forward_with`] that first checks the input against the learned position table:
+    /// [`crate::Error::SequenceTooLong`] instead of an out-of-bounds lookup.
+    pub fn try_forward_with(
+        &self,
+        tokens: Tensor<2, Int>,
+        hooks: &AttentionHooks,
+    ) -> crate::Result<Gpt2Output> {
+        let max = self.wpe.weight.dims()[0];
+        let len = tokens.dims()[1];
+        if len > max {
+            return Err(Error::SequenceTooLong { len, max });
+        }
+        Ok(self.forward_with(tokens, hooks))
+    }
+
+    /// Forward pass with attention hooks (see [`crate::hooks`]). `seq` must fit the learned
+    /// position table ([`Gpt2::try_forward_with`] checks it).
     pub fn forward_with(&self, tokens: Tensor<2, Int>, hooks: &AttentionHooks) -> Gpt2Output {
         let [b, s] = tokens.dims();
         let device = tokens.device();
@@ -292,19 +308,24 @@ impl Gpt2 {
         }
     }
 
-    /// Loads an HF GPT-2 folder (`config.json` + `model.safetensors`).
+    /// Loads an HF GPT-2 folder (`config.json` + `model.safetensors` or a sharded index) with
+    /// f32 parameters.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (hf, path) = crate::layers::read_hf_folder::<Gpt2HfConfig>(dir)?;
-        let mut model = hf.to_config()?.init(device)?;
-        let mut store = SafetensorsStore::from_file(&path)
-            .with_key_remapping(r"^transformer\.", "")
-            .with_key_remapping(r"(ln_[12f])\.weight$", "$1.gamma")
-            .with_key_remapping(r"(ln_[12f])\.bias$", "$1.beta")
-            .allow_partial(true);
-        let res = model
-            .load_from(&mut store)
-            .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
-        crate::safetensors::check_apply(&path, &res)?;
+        Self::load_hf_dtype(dir, LoadDtype::F32, device)
+    }
+
+    /// Loads an HF GPT-2 folder with parameters held in `dtype`.
+    pub fn load_hf_dtype(dir: &Path, dtype: LoadDtype, device: &Device) -> crate::Result<Self> {
+        let (hf, weights) = crate::layers::read_hf_folder::<Gpt2HfConfig>(dir)?;
+        let model = hf.to_config()?.init(device)?;
+        // GPT-2's Conv1D weights are stored `[in, out]` already: no PyTorch transpose.
+        let options = LoadOptions::default()
+            .with_pytorch_layout(false)
+            .remap(r"^transformer\.", "")
+            .remap(r"(ln_[12f])\.weight$", "$1.gamma")
+            .remap(r"(ln_[12f])\.bias$", "$1.beta")
+            .with_dtype(dtype);
+        let model = weights.load_into(model, &options)?;
         Ok(model)
     }
 }

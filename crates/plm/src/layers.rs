@@ -1,7 +1,7 @@
 //! Small builders shared by the architectures: HF-style normal initialisation and the reading
 //! of an HF checkpoint folder's `config.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
@@ -79,16 +79,12 @@ pub fn rope_settings<'a>(
     (theta, scaling, kind)
 }
 
-/// Reads `dir/config.json` into an HF config type; returns it and the weights path
-/// `dir/model.safetensors`, whose header has been checked.
-pub fn read_hf_folder<T: DeserializeOwned>(dir: &Path) -> crate::Result<(T, PathBuf)> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let hf: T = serde_json::from_str(&text).map_err(|e| Error::Config {
-        path: cfg_path.clone(),
-        reason: e.to_string(),
-    })?;
-    let weights = dir.join("model.safetensors");
-    crate::safetensors::validate(&weights)?;
+/// Reads `dir/config.json` into an HF config type and opens the folder's weights (one
+/// `model.safetensors` or a sharded index), every header checked.
+pub fn read_hf_folder<T: DeserializeOwned>(
+    dir: &Path,
+) -> crate::Result<(T, crate::checkpoint::Weights)> {
+    let hf = crate::checkpoint::read_config(dir)?;
+    let weights = crate::checkpoint::Weights::open(dir)?;
     Ok((hf, weights))
 }

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod bert;
+pub mod checkpoint;
 mod error;
 pub mod gguf;
 pub mod gpt2;

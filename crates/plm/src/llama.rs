@@ -28,6 +28,7 @@ use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::checkpoint::{LoadDtype, LoadOptions};
 use crate::gguf::{Gguf, Value};
 use crate::hooks::AttentionHooks;
 
@@ -65,6 +66,24 @@ pub struct LlamaConfig {
     /// RoPE frequency scaling for context extension. Default none.
     #[config(default = "RopeScaling::None")]
     pub rope_scaling: RopeScaling,
+    /// Width of one attention head when it is not `d_model / n_heads` (Mistral-Nemo's
+    /// `head_dim`). Default none (`d_model / n_heads`).
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Biases on the q, k and v projections (Qwen2; Llama's `attention_bias`). Default false.
+    #[config(default = false)]
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama's `attention_bias`). Default false.
+    #[config(default = false)]
+    pub o_bias: bool,
+    /// Sliding-window attention (Mistral, Qwen2): a query at position `i` sees keys at
+    /// positions `j` with `i - W < j ≤ i`. Default none (full causal attention).
+    #[config(default = "None")]
+    pub sliding_window: Option<usize>,
+    /// First layer that uses the sliding window; earlier layers attend fully (Qwen2's
+    /// `max_window_layers`; 0 for Mistral). Default 0.
+    #[config(default = 0)]
+    pub sliding_window_from: usize,
 }
 
 /// RoPE frequency scaling (HF `rope_scaling` / `rope_parameters`).
@@ -123,7 +142,7 @@ impl RopeScaling {
 impl LlamaConfig {
     /// Head width.
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+        self.head_dim.unwrap_or(self.d_model / self.n_heads.max(1))
     }
 
     /// Checks divisibility constraints.
@@ -132,7 +151,15 @@ impl LlamaConfig {
         if self.vocab_size == 0 || self.d_model == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
             return bad("vocab_size, d_model, n_heads and n_kv_heads must be positive".into());
         }
-        crate::layers::check_heads(self.d_model, self.n_heads)?;
+        if self.head_dim.is_none() {
+            crate::layers::check_heads(self.d_model, self.n_heads)?;
+        }
+        if self.head_dim() == 0 {
+            return bad("head_dim must be positive".into());
+        }
+        if self.sliding_window == Some(0) {
+            return bad("sliding_window must be positive".into());
+        }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "n_heads {} is not divisible by n_kv_heads {}",
@@ -159,7 +186,14 @@ impl LlamaConfig {
         let linear = |i: usize, o: usize| init.linear(i, o, false);
         let layers = (0..self.n_layers)
             .map(|_| DecoderLayer {
-                self_attn: Attention::new(self.d_model, self.n_heads, self.n_kv_heads, &init),
+                self_attn: Attention::with_layout(
+                    self.d_model,
+                    self.n_heads,
+                    self.n_kv_heads,
+                    hd,
+                    (self.qkv_bias, self.o_bias),
+                    &init,
+                ),
                 mlp: SwiGlu {
                     gate_proj: linear(self.d_model, self.d_ff),
                     up_proj: linear(self.d_model, self.d_ff),
@@ -182,6 +216,8 @@ impl LlamaConfig {
                 .init(device),
             lm_head,
             rope: Rope::new(hd, self.max_seq_len, self.rope_theta, &self.rope_scaling),
+            sliding_window: self.sliding_window.unwrap_or(0),
+            sliding_window_from: self.sliding_window_from,
         })
     }
 }
@@ -276,6 +312,8 @@ impl Rope {
     pub fn apply(&self, x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
         let [b, h, s, d] = x.dims();
         let half = d / 2;
+        // The tables are f32; weights held in bf16/f16 make `x` that dtype.
+        let (cos, sin) = (cos.cast(x.dtype()), sin.cast(x.dtype()));
         let x1 = x.clone().slice(s![.., .., .., 0..half]);
         let x2 = x.clone().slice(s![.., .., .., half..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, h, s, d]
@@ -308,12 +346,31 @@ impl Attention {
         n_kv_heads: usize,
         init: &crate::layers::Init<'_>,
     ) -> Self {
-        let hd = d_model / n_heads;
+        Self::with_layout(
+            d_model,
+            n_heads,
+            n_kv_heads,
+            d_model / n_heads,
+            (false, false),
+            init,
+        )
+    }
+
+    /// Q/K/V/O projections with heads of `head_dim` and `(qkv, o)` biases.
+    pub fn with_layout(
+        d_model: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
+        (qkv_bias, o_bias): (bool, bool),
+        init: &crate::layers::Init<'_>,
+    ) -> Self {
+        let hd = head_dim;
         Self {
-            q_proj: init.linear(d_model, n_heads * hd, false),
-            k_proj: init.linear(d_model, n_kv_heads * hd, false),
-            v_proj: init.linear(d_model, n_kv_heads * hd, false),
-            o_proj: init.linear(n_heads * hd, d_model, false),
+            q_proj: init.linear(d_model, n_heads * hd, qkv_bias),
+            k_proj: init.linear(d_model, n_kv_heads * hd, qkv_bias),
+            v_proj: init.linear(d_model, n_kv_heads * hd, qkv_bias),
+            o_proj: init.linear(n_heads * hd, d_model, o_bias),
             n_heads,
             n_kv_heads,
         }
@@ -525,6 +582,10 @@ pub struct Llama {
     /// Output projection (absent when tied to `embed_tokens`).
     pub lm_head: Option<Linear>,
     rope: Rope,
+    /// Sliding window W (0: none).
+    sliding_window: usize,
+    /// First layer with the sliding window.
+    sliding_window_from: usize,
 }
 
 impl Llama {
@@ -567,6 +628,16 @@ impl Llama {
         // positions a query must not see.
         let mask =
             Tensor::<2, Bool>::tril_mask([s, t], past_keys as i64, &device).reshape([1, 1, s, t]);
+        // Sliding window: also hide keys W or more positions back, i.e. `j - i ≤ past_keys - W`
+        // (the complement of the band `tril_mask` leaves). The cached keys are taken to be the
+        // most recent ones (true of a cache that was never retained).
+        let w = self.sliding_window;
+        let sliding_mask = (w > 0 && t > w).then(|| {
+            let far = Tensor::<2, Bool>::tril_mask([s, t], past_keys as i64 - w as i64, &device)
+                .bool_not()
+                .reshape([1, 1, s, t]);
+            mask.clone().bool_or(far)
+        });
         let mut h = self.embed_tokens.forward(tokens); // [b, s, d]
         let mut attentions = Vec::with_capacity(self.layers.len());
         let mut hidden_states = vec![h.clone()];
@@ -574,12 +645,16 @@ impl Llama {
         for (l, layer) in self.layers.iter().enumerate() {
             let n = layer.self_attn.n_heads;
             let past_kv = cache.as_ref().and_then(|c| c.layers.get(l).cloned());
+            let layer_mask = match &sliding_mask {
+                Some(m) if l >= self.sliding_window_from => m.clone(),
+                _ => mask.clone(),
+            };
             let (a, probs, layer_kv) = layer.self_attn.forward(
                 layer.input_layernorm.forward(h.clone()),
                 &self.rope,
                 cos.clone(),
                 sin.clone(),
-                mask.clone().expand([b, n, s, t]),
+                layer_mask.expand([b, n, s, t]),
                 past_kv,
                 hooks,
                 l,
@@ -670,8 +745,26 @@ pub struct LlamaHfConfig {
     /// `rope_parameters` (transformers ≥ 5: `rope_theta`, `rope_type` and the scaling keys).
     #[serde(default)]
     pub rope_parameters: Option<serde_json::Value>,
-    /// `head_dim`, when given; must equal `hidden_size / num_attention_heads`.
+    /// `head_dim`, when given (Mistral-Nemo's differs from `hidden_size / heads`).
     pub head_dim: Option<usize>,
+    /// `model_type`: `llama`, `mistral` or `qwen2` (absent: llama).
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// `attention_bias` (Llama: biases on q, k, v and o).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// `sliding_window` (Mistral, Qwen2; null: full attention).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// `use_sliding_window` (Qwen2; false switches the window off).
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    /// `max_window_layers` (Qwen2: layers from this index on use the window).
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
+    /// `layer_types` (transformers ≥ 5: `full_attention` / `sliding_attention` per layer).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
 }
 
 fn default_eps() -> f64 {
@@ -722,14 +815,18 @@ impl LlamaHfConfig {
                 }
             }
         };
-        if let Some(hd) = self.head_dim
-            && hd * self.num_attention_heads != self.hidden_size
-        {
-            return Err(Error::Unsupported(format!(
-                "head_dim {hd} × {} heads ≠ hidden_size {}",
-                self.num_attention_heads, self.hidden_size
-            )));
-        }
+        let family = self.model_type.as_deref().unwrap_or("llama");
+        let (qkv_bias, o_bias) = match family {
+            "llama" => (self.attention_bias, self.attention_bias),
+            "mistral" => (false, false),
+            "qwen2" => (true, false),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "model_type '{other}' for the Llama decoder (llama, mistral, qwen2)"
+                )));
+            }
+        };
+        let (sliding_window, sliding_window_from) = self.sliding()?;
         Ok(LlamaConfig::new(
             self.vocab_size,
             self.hidden_size,
@@ -742,7 +839,46 @@ impl LlamaHfConfig {
         .with_rope_scaling(rope_scaling)
         .with_rms_norm_eps(self.rms_norm_eps)
         .with_max_seq_len(self.max_position_embeddings)
-        .with_tie_embeddings(self.tie_word_embeddings))
+        .with_tie_embeddings(self.tie_word_embeddings)
+        .with_head_dim(self.head_dim)
+        .with_qkv_bias(qkv_bias)
+        .with_o_bias(o_bias)
+        .with_sliding_window(sliding_window)
+        .with_sliding_window_from(sliding_window_from))
+    }
+
+    /// The sliding window and the first layer using it. Qwen2 switches the window off with
+    /// `use_sliding_window: false` and keeps the first `max_window_layers` layers full;
+    /// transformers ≥ 5 also spells the result out in `layer_types`, which must then be full
+    /// layers followed by sliding ones.
+    fn sliding(&self) -> crate::Result<(Option<usize>, usize)> {
+        let qwen2 = self.model_type.as_deref() == Some("qwen2");
+        let window = match self.sliding_window {
+            Some(w) if !(qwen2 && self.use_sliding_window != Some(true)) => w,
+            _ => return Ok((None, 0)),
+        };
+        let from = match &self.layer_types {
+            Some(types) => {
+                let from = types
+                    .iter()
+                    .position(|t| t == "sliding_attention")
+                    .unwrap_or(types.len());
+                if types[from..].iter().any(|t| t != "sliding_attention")
+                    || types[..from].iter().any(|t| t != "full_attention")
+                {
+                    return Err(Error::Unsupported(format!(
+                        "layer_types {types:?} (full layers must precede sliding ones)"
+                    )));
+                }
+                from
+            }
+            None if qwen2 => self.max_window_layers.unwrap_or(0),
+            None => 0,
+        };
+        if from >= self.num_hidden_layers {
+            return Ok((None, 0));
+        }
+        Ok((Some(window), from))
     }
 }
 
@@ -772,11 +908,22 @@ fn meta_usize(g: &Gguf, key: &str) -> crate::Result<usize> {
 }
 
 impl Llama {
-    /// Loads an HF Llama folder (`config.json` + `model.safetensors`).
+    /// Loads an HF Llama-family folder (`model_type` llama, mistral or qwen2; one
+    /// `model.safetensors` or a sharded index) with f32 parameters.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (hf, path) = crate::layers::read_hf_folder::<LlamaHfConfig>(dir)?;
+        Self::load_hf_dtype(dir, LoadDtype::F32, device)
+    }
+
+    /// Loads an HF Llama-family folder with parameters held in `dtype`.
+    pub fn load_hf_dtype(dir: &Path, dtype: LoadDtype, device: &Device) -> crate::Result<Self> {
+        let (hf, weights) = crate::layers::read_hf_folder::<LlamaHfConfig>(dir)?;
         let model = hf.to_config()?.init(device)?;
-        model.load_store(SafetensorsStore::from_file(&path), &path)
+        weights.load_into(
+            model,
+            &LoadOptions::default()
+                .remap(r"^model\.", "")
+                .with_dtype(dtype),
+        )
     }
 
     fn load_store(mut self, store: SafetensorsStore, origin: &Path) -> crate::Result<Self> {

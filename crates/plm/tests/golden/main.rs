@@ -10,6 +10,7 @@
 mod bert_cls;
 mod gguf_quants;
 mod gpt2;
+mod llama_family_bf16;
 mod llama_hf;
 mod minilm;
 mod minilm_l3_onnx;
