@@ -125,7 +125,7 @@ pub struct MoeHfFields {
     /// `routed_scaling_factor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routed_scaling_factor: Option<f64>,
-    /// `topk_method` (`greedy` | `group_limited_greedy`).
+    /// `topk_method` (`greedy` | `group_limited_greedy` | `noaux_tc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topk_method: Option<String>,
     /// `n_group`.
@@ -140,7 +140,7 @@ pub struct MoeHfFields {
     /// `seq_aux` (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq_aux: Option<bool>,
-    /// `scoring_func`; only softmax.
+    /// `scoring_func`: `softmax` (default) or `sigmoid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring_func: Option<String>,
 }
@@ -156,12 +156,20 @@ impl MoeHfFields {
 
     /// The MoE layer configuration for hidden size `d_model`.
     pub fn moe_config(&self, d_model: usize) -> crate::Result<MoeConfig> {
-        if let Some(f) = self.scoring_func.as_deref().filter(|f| *f != "softmax") {
-            return Err(Error::InvalidConfig(format!(
-                "scoring_func '{f}' (only softmax)"
-            )));
-        }
+        let scoring = match self.scoring_func.as_deref() {
+            None | Some("softmax") => crate::Scoring::Softmax,
+            Some("sigmoid") => crate::Scoring::Sigmoid,
+            Some(f) => {
+                return Err(Error::InvalidConfig(format!(
+                    "scoring_func '{f}' (softmax or sigmoid)"
+                )));
+            }
+        };
         let topk_method = match (self.topk_method.as_deref(), self.n_group, self.topk_group) {
+            (Some("noaux_tc"), n_group, topk_group) => TopkMethod::NoAuxTc {
+                n_group: n_group.unwrap_or(1),
+                topk_group: topk_group.unwrap_or(1),
+            },
             (Some("group_limited_greedy"), Some(n_group), Some(topk_group)) => {
                 TopkMethod::GroupLimited {
                     n_group,
@@ -186,7 +194,8 @@ impl MoeHfFields {
         .with_routed_scaling_factor(self.routed_scaling_factor.unwrap_or(1.0))
         .with_topk_method(topk_method)
         .with_aux_alpha(self.aux_loss_alpha.unwrap_or(0.001))
-        .with_seq_aux(self.seq_aux.unwrap_or(true)))
+        .with_seq_aux(self.seq_aux.unwrap_or(true))
+        .with_scoring(scoring))
     }
 
     /// The feed-forward of layer `l`: MoE or a dense SwiGLU of width `d_ff`.

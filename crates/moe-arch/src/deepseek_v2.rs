@@ -19,6 +19,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::softmax;
 use plm::checkpoint::{LoadDtype, LoadOptions};
 use plm::layers::Init;
@@ -66,6 +67,12 @@ pub struct DeepseekV2HfConfig {
     /// `rope_parameters` (transformers ≥ 5).
     #[serde(default)]
     pub rope_parameters: Option<serde_json::Value>,
+    /// `model_type`: `deepseek_v2` (default) or `deepseek_v3`.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// `rope_interleave` (DeepSeek-V3; only the interleaved layout the checkpoints use).
+    #[serde(default)]
+    pub rope_interleave: Option<bool>,
 }
 
 /// YaRN parameters (all from the checkpoint's rope scaling entry).
@@ -184,6 +191,9 @@ fn rope_interleaved(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
     let odd = pairs
         .slice(s![.., .., .., .., 1..2])
         .reshape([b, h, s, d / 2]);
+    // The tables are f32; weights held in bf16/f16 make `x` that dtype.
+    let cos = plm::layers::to_dtype(cos, even.dtype());
+    let sin = plm::layers::to_dtype(sin, even.dtype());
     let cos = cos.reshape([1, 1, s, d / 2]).expand([b, h, s, d / 2]);
     let sin = sin.reshape([1, 1, s, d / 2]).expand([b, h, s, d / 2]);
     let re = even.clone() * cos.clone() - odd.clone() * sin.clone();
@@ -227,9 +237,11 @@ impl MlaAttention {
         let qs = Tensor::cat(vec![q_nope, q_pe], 3);
         let ks = Tensor::cat(vec![k_nope, k_pe], 3);
         let scores = qs.matmul(ks.swap_dims(2, 3)).mul_scalar(self.scale); // [b, h, s, s]
+        // Softmax in f32 whatever the weights' dtype (as HF's eager path).
+        let dtype = v.dtype();
+        let scores = plm::layers::to_dtype(scores, DType::F32);
         let probs = softmax(scores.mask_fill(mask, f32::MIN), 3);
-        let ctx = probs
-            .clone()
+        let ctx = plm::layers::to_dtype(probs.clone(), dtype)
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([b, s, h * vd]);
@@ -314,9 +326,40 @@ impl DeepseekV2HfConfig {
         }
     }
 
+    /// The MoE keys with DeepSeek-V3's defaults filled in where `config.json` leaves them out
+    /// (transformers' `DeepseekV3Config` saves neither `topk_method` nor `scoring_func`: its
+    /// router is always sigmoid + `noaux_tc`; `n_group` 8, `topk_group` 4, `norm_topk_prob`
+    /// true, `routed_scaling_factor` 2.5 are its defaults).
+    pub fn moe_fields(&self) -> crate::Result<MoeHfFields> {
+        let mut moe = self.moe.clone();
+        match self.model_type.as_deref() {
+            None | Some("deepseek_v2") => {}
+            Some("deepseek_v3") => {
+                if self.rope_interleave == Some(false) {
+                    return Err(Error::InvalidConfig(
+                        "deepseek_v3 with rope_interleave false (only the interleaved layout)"
+                            .into(),
+                    ));
+                }
+                moe.topk_method.get_or_insert_with(|| "noaux_tc".into());
+                moe.scoring_func.get_or_insert_with(|| "sigmoid".into());
+                moe.n_group.get_or_insert(8);
+                moe.topk_group.get_or_insert(4);
+                moe.routed_scaling_factor.get_or_insert(2.5);
+            }
+            Some(other) => {
+                return Err(Error::InvalidConfig(format!(
+                    "model_type '{other}' for the DeepSeek-V2/V3 model"
+                )));
+            }
+        }
+        Ok(moe)
+    }
+
     /// Builds the model with random weights (std 0.02).
     pub fn init(&self, device: &Device) -> crate::Result<DeepseekV2Lm> {
         let init = Init { std: 0.02, device };
+        let moe = self.moe_fields()?;
         let d = self.hidden_size;
         let h = self.num_attention_heads;
         let eps = self.rms_norm_eps.unwrap_or(1e-6);
@@ -337,7 +380,7 @@ impl DeepseekV2HfConfig {
         let scale = (qk as f64).powf(-0.5) * m_all * m_all;
         let mut layers = Vec::with_capacity(self.num_hidden_layers);
         for l in 0..self.num_hidden_layers {
-            let mlp = self.moe.ffn(l, d, self.intermediate_size, &init)?;
+            let mlp = moe.ffn(l, d, self.intermediate_size, &init)?;
             let q = match self.q_lora_rank {
                 None => QueryProj::Full(init.linear(d, h * qk, false)),
                 Some(rank) => QueryProj::LowRank(LowRankQuery {
@@ -388,6 +431,7 @@ impl DeepseekV2HfConfig {
 /// [`crate::deepseek::hf_safetensors_bytes`]: the query projection lives under `self_attn.q`.
 pub const HF_SAVE_REMAPS: &[(&str, &str)] = &[
     (r"self_attn\.q\.weight$", "self_attn.q_proj.weight"),
+    (r"\.mlp\.score_bias$", ".mlp.gate.e_score_correction_bias"),
     (
         r"self_attn\.q\.(q_a_proj|q_a_layernorm|q_b_proj)\.",
         "self_attn.$1.",
@@ -397,6 +441,7 @@ pub const HF_SAVE_REMAPS: &[(&str, &str)] = &[
 /// The inverse of [`HF_SAVE_REMAPS`], applied after the `model.` prefix is dropped.
 pub const HF_LOAD_REMAPS: &[(&str, &str)] = &[
     (r"self_attn\.q_proj\.", "self_attn.q."),
+    (r"\.mlp\.gate\.e_score_correction_bias$", ".mlp.score_bias"),
     (
         r"self_attn\.(q_a_proj|q_a_layernorm|q_b_proj)\.",
         "self_attn.q.$1.",
@@ -480,7 +525,8 @@ impl DeepseekV2Lm {
         let mut options = LoadOptions::default()
             .remap(r"^model\.", "")
             .with_skip_enum_variants(true)
-            .with_dtype(dtype);
+            .with_dtype(dtype)
+            .keep_f32("score_bias");
         for (from, to) in HF_LOAD_REMAPS {
             options = options.remap(from, to);
         }

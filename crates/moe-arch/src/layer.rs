@@ -14,9 +14,10 @@
 //!   gate matrix that is zero outside each token's top-k. Used by the tests.
 
 use burn::module::Module;
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::{sigmoid, silu, softmax};
 use plm::layers::Init;
 use plm::llama::SwiGlu;
 
@@ -35,6 +36,26 @@ pub enum TopkMethod {
         /// Groups a token may use.
         topk_group: usize,
     },
+    /// DeepSeek-V3's `noaux_tc`: experts are chosen by their score plus a per-expert bias
+    /// (`e_score_correction_bias`, moved by auxiliary-loss-free balancing, see
+    /// [`MoeLayer::update_score_bias`]); with `n_group > 1`, groups are ranked by the sum of their
+    /// two best biased scores and the best `topk_group` kept. The weights come from the unbiased
+    /// scores (renormalised when `norm_topk_prob`), always times `routed_scaling_factor`.
+    NoAuxTc {
+        /// Number of expert groups (1: no group limit).
+        n_group: usize,
+        /// Groups a token may use.
+        topk_group: usize,
+    },
+}
+
+/// How router logits become expert scores.
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum Scoring {
+    /// Softmax over the routed experts (DeepSeekMoE, DeepSeek-V2).
+    Softmax,
+    /// An independent sigmoid per expert (DeepSeek-V3).
+    Sigmoid,
 }
 
 /// How [`MoeLayer::forward`] runs the routed experts on the tokens sent to them. Both give the
@@ -99,6 +120,9 @@ pub struct MoeConfig {
     /// How the routed experts are run (same result, different speed). Default per expert.
     #[config(default = "Dispatch::PerExpert")]
     pub dispatch: Dispatch,
+    /// Router scores from the logits. Default softmax.
+    #[config(default = "Scoring::Softmax")]
+    pub scoring: Scoring,
 }
 
 /// The MoE feed-forward layer.
@@ -110,7 +134,13 @@ pub struct MoeLayer {
     pub experts: Vec<SwiGlu>,
     /// The shared experts as one fused MLP.
     pub shared_experts: Option<SwiGlu>,
+    /// Per-expert bias added to the scores when choosing experts, never to the weights
+    /// (DeepSeek-V3's `gate.e_score_correction_bias`; [`TopkMethod::NoAuxTc`] only). Not
+    /// trained by gradients: [`MoeLayer::update_score_bias`] moves it.
+    pub score_bias: Option<Param<Tensor<1>>>,
     top_k: usize,
+    sigmoid: bool,
+    noaux: bool,
     norm_topk_prob: bool,
     routed_scaling_factor: f64,
     n_group: usize,
@@ -171,6 +201,10 @@ impl MoeConfig {
         if let TopkMethod::GroupLimited {
             n_group,
             topk_group,
+        }
+        | TopkMethod::NoAuxTc {
+            n_group,
+            topk_group,
         } = self.topk_method
         {
             if n_group == 0 || !self.n_experts.is_multiple_of(n_group) {
@@ -181,6 +215,15 @@ impl MoeConfig {
             }
             if topk_group == 0 || topk_group > n_group {
                 return bad(format!("topk_group {topk_group} must be in 1..={n_group}"));
+            }
+            if matches!(self.topk_method, TopkMethod::NoAuxTc { .. })
+                && n_group > 1
+                && self.n_experts / n_group < 2
+            {
+                return bad(format!(
+                    "noaux_tc ranks groups by their two best experts: {} per group is too few",
+                    self.n_experts / n_group
+                ));
             }
             if topk_group * (self.n_experts / n_group) < self.top_k {
                 return bad(format!(
@@ -205,8 +248,13 @@ impl MoeConfig {
             TopkMethod::GroupLimited {
                 n_group,
                 topk_group,
+            }
+            | TopkMethod::NoAuxTc {
+                n_group,
+                topk_group,
             } => (n_group, topk_group),
         };
+        let noaux = matches!(self.topk_method, TopkMethod::NoAuxTc { .. });
         Ok(MoeLayer {
             gate: init.linear(self.d_model, self.n_experts, false),
             experts: (0..self.n_experts)
@@ -214,7 +262,12 @@ impl MoeConfig {
                 .collect(),
             shared_experts: (self.n_shared > 0)
                 .then(|| swiglu(&init, self.d_model, self.d_ff * self.n_shared)),
+            score_bias: noaux.then(|| {
+                Param::from_tensor(Tensor::zeros([self.n_experts], device)).set_require_grad(false)
+            }),
             top_k: self.top_k,
+            sigmoid: self.scoring == Scoring::Sigmoid,
+            noaux,
             norm_topk_prob: self.norm_topk_prob,
             routed_scaling_factor: self.routed_scaling_factor,
             n_group,
@@ -302,7 +355,16 @@ impl MoeLayer {
         let [n, _] = x.dims();
         let e = self.n_experts();
         let device = x.device();
-        let probs = softmax(self.gate.forward(x), 1); // [n, E]
+        // Routing runs in f32 whatever the weights' dtype (as HF's routers do).
+        let logits = self.gate.forward(x).cast(burn::tensor::DType::F32); // [n, E]
+        let probs = if self.sigmoid {
+            sigmoid(logits)
+        } else {
+            softmax(logits, 1)
+        }; // [n, E]
+        if self.noaux {
+            return self.route_noaux(probs);
+        }
         let candidates = if self.n_group > 1 {
             let per = e / self.n_group;
             let group_best = probs
@@ -310,18 +372,7 @@ impl MoeLayer {
                 .reshape([n, self.n_group, per])
                 .max_dim(2)
                 .reshape([n, self.n_group]); // [n, G]
-            let (_, gidx) = group_best.topk_with_indices(self.topk_group, 1); // [n, tg]
-            let keep = Tensor::<2>::zeros([n, self.n_group], &device).scatter(
-                1,
-                gidx,
-                Tensor::ones([n, self.topk_group], &device),
-                IndexingUpdateOp::Add,
-            ); // [n, G]
-            let keep = keep
-                .reshape([n, self.n_group, 1])
-                .expand([n, self.n_group, per])
-                .reshape([n, e]);
-            probs.clone() * keep
+            probs.clone() * self.group_keep(group_best, &device)
         } else {
             probs.clone()
         };
@@ -349,6 +400,115 @@ impl MoeLayer {
         } else {
             w.mul_scalar(self.routed_scaling_factor)
         };
+        self.routing(probs, idx, weight)
+    }
+
+    /// `[n, E]` 0/1: the experts of each token's best `topk_group` groups by `group_score`
+    /// `[n, G]`.
+    fn group_keep(&self, group_score: Tensor<2>, device: &Device) -> Tensor<2> {
+        let [n, _] = group_score.dims();
+        let per = self.n_experts() / self.n_group;
+        let (_, gidx) = group_score.topk_with_indices(self.topk_group, 1); // [n, tg]
+        Tensor::<2>::zeros([n, self.n_group], device)
+            .scatter(
+                1,
+                gidx,
+                Tensor::ones([n, self.topk_group], device),
+                IndexingUpdateOp::Add,
+            )
+            .reshape([n, self.n_group, 1])
+            .expand([n, self.n_group, per])
+            .reshape([n, self.n_experts()]) // [n, E]
+    }
+
+    /// DeepSeek-V3's `noaux_tc` (HF `DeepseekV3TopkRouter`).
+    fn route_noaux(&self, scores: Tensor<2>) -> Routing {
+        let [n, e] = scores.dims();
+        let device = scores.device();
+        let choice = match &self.score_bias {
+            Some(b) => scores.clone() + b.val().cast(scores.dtype()).reshape([1, e]),
+            None => scores.clone(),
+        }; // [n, E]
+        let choice = if self.n_group > 1 {
+            let per = e / self.n_group;
+            let (top2, _) = choice
+                .clone()
+                .reshape([n * self.n_group, per])
+                .topk_with_indices(2, 1); // [n G, 2]
+            let group_score = top2.sum_dim(1).reshape([n, self.n_group]); // [n, G]
+            let keep = self.group_keep(group_score, &device);
+            choice.mask_fill(keep.equal_elem(0.0), f32::NEG_INFINITY)
+        } else {
+            choice
+        };
+        let choice = if self.mask_top > 0 {
+            let (_, top) = scores.clone().topk_with_indices(self.mask_top, 1); // [n, r]
+            let hide = Tensor::<2>::zeros([n, e], &device)
+                .scatter(
+                    1,
+                    top,
+                    Tensor::ones([n, self.mask_top], &device),
+                    IndexingUpdateOp::Add,
+                )
+                .greater_elem(0.5);
+            choice.mask_fill(hide, f32::NEG_INFINITY)
+        } else {
+            choice
+        };
+        let (_, idx) = choice.topk_with_indices(self.top_k, 1); // [n, k]
+        let w = scores.clone().gather(1, idx.clone());
+        let w = if self.norm_topk_prob {
+            w.clone() / (w.sum_dim(1) + 1e-20)
+        } else {
+            w
+        };
+        let weight = w.mul_scalar(self.routed_scaling_factor);
+        self.routing(scores, idx, weight)
+    }
+
+    /// Auxiliary-loss-free balancing (DeepSeek-V3 §2.1.2): after a training step, move each
+    /// expert's score bias by `gamma` towards balance, `b_i += γ · sign(mean load − load_i)`, from
+    /// the number of tokens each expert received (`load` `[n_experts]`, e.g. the column sums of
+    /// [`MoeOutput::topk_idx`] counted per expert, see [`crate::stats`]). Only for
+    /// [`TopkMethod::NoAuxTc`] layers.
+    pub fn update_score_bias(&mut self, load: Tensor<1>, gamma: f64) -> crate::Result<()> {
+        let e = self.n_experts();
+        if load.dims() != [e] {
+            return Err(Error::InvalidConfig(format!(
+                "load has {} entries, the layer {e} experts",
+                load.dims()[0]
+            )));
+        }
+        let Some(bias) = self.score_bias.take() else {
+            return Err(Error::InvalidConfig(
+                "auxiliary-loss-free balancing needs topk_method NoAuxTc".into(),
+            ));
+        };
+        let load = load.cast(burn::tensor::DType::F32);
+        let mean = load.clone().mean().reshape([1]).expand([e]);
+        let step = (mean - load).sign().mul_scalar(gamma);
+        let value = bias.val();
+        let updated = (value.clone() + step.cast(value.dtype())).detach();
+        self.score_bias = Some(bias.map(|_| updated));
+        Ok(())
+    }
+
+    /// Tokens routed to each expert `[n_experts]` by a routing `topk_idx` `[tokens, top_k]`.
+    pub fn expert_load(&self, topk_idx: Tensor<2, Int>) -> Tensor<1> {
+        let [n, k] = topk_idx.dims();
+        let e = self.n_experts();
+        let device = topk_idx.device();
+        Tensor::<1>::zeros([e], &device).scatter(
+            0,
+            topk_idx.reshape([n * k]),
+            Tensor::ones([n * k], &device),
+            IndexingUpdateOp::Add,
+        )
+    }
+
+    fn routing(&self, probs: Tensor<2>, idx: Tensor<2, Int>, weight: Tensor<2>) -> Routing {
+        let [n, e] = probs.dims();
+        let device = probs.device();
         let arange = Tensor::<1, Int>::arange(0..e as i64, &device).reshape([1, 1, e]);
         let selected = idx
             .clone()
@@ -464,7 +624,12 @@ impl MoeLayer {
         // Sort the n·k assignments by expert; token of assignment j is j / k.
         let (sorted_experts, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
         let tokens = order.clone().div_scalar(k as i64); // [n k]
-        let weights = r.weight.clone().reshape([n * k, 1]).select(0, order); // [n k, 1]
+        let weights = r
+            .weight
+            .clone()
+            .cast(flat.dtype())
+            .reshape([n * k, 1])
+            .select(0, order); // [n k, 1]
         let xs = flat.select(0, tokens.clone()); // [n k, d]
         let counts: Vec<f32> = r
             .selected
@@ -476,12 +641,14 @@ impl MoeLayer {
         if self.padded {
             let counts: Vec<usize> = counts.iter().map(|c| c.round() as usize).collect();
             let ys = self.run_padded(xs, sorted_experts, &counts) * weights;
-            return Ok(Tensor::<2>::zeros([n, d], &device).select_assign(
-                0,
-                tokens,
-                ys,
-                IndexingUpdateOp::Add,
-            ));
+            return Ok(
+                Tensor::<2>::zeros([n, d], (&device, ys.dtype())).select_assign(
+                    0,
+                    tokens,
+                    ys,
+                    IndexingUpdateOp::Add,
+                ),
+            );
         }
         let mut outs = Vec::with_capacity(self.n_experts());
         let mut start = 0usize;
@@ -494,7 +661,14 @@ impl MoeLayer {
             start += c;
         }
         let ys = Tensor::cat(outs, 0) * weights; // [n k, d]
-        Ok(Tensor::<2>::zeros([n, d], &device).select_assign(0, tokens, ys, IndexingUpdateOp::Add))
+        Ok(
+            Tensor::<2>::zeros([n, d], (&device, ys.dtype())).select_assign(
+                0,
+                tokens,
+                ys,
+                IndexingUpdateOp::Add,
+            ),
+        )
     }
 
     /// [`Dispatch::Padded`]: the rows of `xs` (`[n·k, d]`, sorted by expert; `experts` `[n·k]`
@@ -515,7 +689,7 @@ impl MoeLayer {
         let starts = Tensor::<1, Int>::from_data(TensorData::new(starts, [e]), &device);
         let rank = Tensor::<1, Int>::arange(0..nk as i64, &device);
         let slot = experts.clone().mul_scalar(cap as i64) + rank - starts.select(0, experts);
-        let buf = Tensor::<2>::zeros([e * cap, d], &device)
+        let buf = Tensor::<2>::zeros([e * cap, d], (&device, xs.dtype()))
             .select_assign(0, slot.clone(), xs, IndexingUpdateOp::Add)
             .reshape([e, cap, d]);
         let stack = |f: &dyn Fn(&SwiGlu) -> &burn::nn::Linear| -> (Tensor<3>, Option<Tensor<3>>) {
@@ -619,7 +793,8 @@ impl MoeLayer {
             r.weight.clone(),
             IndexingUpdateOp::Add,
         ); // [n, E]
-        let mut y = Tensor::<2>::zeros([n, d], &device);
+        let dense = dense.cast(flat.dtype());
+        let mut y = Tensor::<2>::zeros([n, d], (&device, flat.dtype()));
         for (i, expert) in self.experts.iter().enumerate() {
             let yi = expert
                 .forward(flat.clone().reshape([1, n, d]))

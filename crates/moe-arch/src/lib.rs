@@ -42,4 +42,4 @@ mod layer;
 pub mod stats;
 
 pub use error::{Error, Result};
-pub use layer::{Dispatch, HashRouter, MoeConfig, MoeLayer, MoeOutput, TopkMethod};
+pub use layer::{Dispatch, HashRouter, MoeConfig, MoeLayer, MoeOutput, Scoring, TopkMethod};

@@ -28,9 +28,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use burn::module::Module;
+use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
-    ApplyError, ChainAdapter, FloatCastAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore,
+    ApplyError, ChainAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore,
 };
 use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
@@ -289,13 +290,16 @@ impl Weights {
         let mut missing: Vec<String> = Vec::new();
         for shard in &self.shards {
             let store = SafetensorsStore::from_file(&shard.path);
+            let cast = |dt: DType| CastExcept {
+                cast: FloatCastAdapter::to(dt),
+                keep: options.keep_f32.clone(),
+            };
             let store = match (options.pytorch_layout, options.dtype.dtype()) {
-                (true, Some(dt)) => store.with_from_adapter(ChainAdapter::new(
-                    PyTorchToBurnAdapter,
-                    FloatCastAdapter::to(dt),
-                )),
+                (true, Some(dt)) => {
+                    store.with_from_adapter(ChainAdapter::new(PyTorchToBurnAdapter, cast(dt)))
+                }
                 (true, None) => store.with_from_adapter(PyTorchToBurnAdapter),
-                (false, Some(dt)) => store.with_from_adapter(FloatCastAdapter::to(dt)),
+                (false, Some(dt)) => store.with_from_adapter(cast(dt)),
                 (false, None) => store,
             };
             let mut store = store
@@ -334,6 +338,28 @@ impl Weights {
     }
 }
 
+/// Casts float tensors to one dtype, except the module paths ending in one of `keep` (held in
+/// f32 whatever the load dtype).
+#[derive(Clone)]
+struct CastExcept {
+    cast: FloatCastAdapter,
+    keep: Vec<String>,
+}
+
+impl ModuleAdapter for CastExcept {
+    fn adapt(&self, tensor: PackTensor, ctx: ModuleContext<'_>) -> PackTensor {
+        if self.keep.iter().any(|k| tensor.name.ends_with(k.as_str())) {
+            FloatCastAdapter::to(DType::F32).adapt(tensor, ctx)
+        } else {
+            self.cast.adapt(tensor, ctx)
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
 /// How stored names and layouts map onto a module.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -346,6 +372,9 @@ pub struct LoadOptions {
     pub skip_enum_variants: bool,
     /// In-memory dtype of the float parameters. Default f32.
     pub dtype: LoadDtype,
+    /// Module paths (suffixes) held in f32 whatever `dtype`: small tensors whose precision
+    /// decides discrete choices (DeepSeek-V3's expert score bias, stored in f32 upstream too).
+    pub keep_f32: Vec<String>,
 }
 
 impl Default for LoadOptions {
@@ -355,6 +384,7 @@ impl Default for LoadOptions {
             pytorch_layout: true,
             skip_enum_variants: false,
             dtype: LoadDtype::F32,
+            keep_f32: Vec::new(),
         }
     }
 }
@@ -369,6 +399,12 @@ impl LoadOptions {
     /// Sets the in-memory dtype.
     pub fn with_dtype(mut self, dtype: LoadDtype) -> Self {
         self.dtype = dtype;
+        self
+    }
+
+    /// Holds the module paths ending in `suffix` in f32 whatever the load dtype.
+    pub fn keep_f32(mut self, suffix: &str) -> Self {
+        self.keep_f32.push(suffix.to_string());
         self
     }
 

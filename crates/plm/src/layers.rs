@@ -49,6 +49,13 @@ impl Init<'_> {
     }
 }
 
+/// `x` in `dtype` (no copy when it already is). Weights held in bf16/f16 make activations that
+/// dtype; the few places that compute in f32 whatever the weights (attention softmax, routers)
+/// go through this.
+pub fn to_dtype<const D: usize>(x: Tensor<D>, dtype: burn::tensor::DType) -> Tensor<D> {
+    if x.dtype() == dtype { x } else { x.cast(dtype) }
+}
+
 /// Checks that `n_heads` divides `d_model`.
 pub fn check_heads(d_model: usize, n_heads: usize) -> crate::Result<()> {
     if n_heads == 0 || !d_model.is_multiple_of(n_heads) {

@@ -20,6 +20,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::activation::{log_softmax, silu, softmax};
 
 use std::path::Path;
@@ -313,7 +314,10 @@ impl Rope {
         let [b, h, s, d] = x.dims();
         let half = d / 2;
         // The tables are f32; weights held in bf16/f16 make `x` that dtype.
-        let (cos, sin) = (cos.cast(x.dtype()), sin.cast(x.dtype()));
+        let (cos, sin) = (
+            crate::layers::to_dtype(cos, x.dtype()),
+            crate::layers::to_dtype(sin, x.dtype()),
+        );
         let x1 = x.clone().slice(s![.., .., .., 0..half]);
         let x2 = x.clone().slice(s![.., .., .., half..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, h, s, d]
@@ -423,9 +427,12 @@ impl Attention {
         };
         let (kr, vr) = (repeat(k.clone()), repeat(v.clone()));
         let scores = q.matmul(kr.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, t]
+        // Scores, hooks and softmax in f32 whatever the weights' dtype (as HF's eager path).
+        let dtype = vr.dtype();
+        let scores = crate::layers::to_dtype(scores, DType::F32);
         let scores = hooks.pre_softmax(layer, scores.mask_fill(mask, f32::MIN));
         let probs = hooks.post_softmax(layer, softmax(scores, 3));
-        let ctx = probs.clone().matmul(vr); // [b, h, s, hd]
+        let ctx = crate::layers::to_dtype(probs.clone(), dtype).matmul(vr); // [b, h, s, hd]
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]);
         (self.o_proj.forward(ctx), probs, (k, v))
     }

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod deepseek_bf16;
 mod deepseek_v1;
 mod deepseek_v2;
 mod moe_layer;
