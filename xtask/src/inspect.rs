@@ -57,7 +57,7 @@ fn usize_key(cfg: &serde_json::Value, key: &str) -> Option<usize> {
     cfg[key].as_u64().map(|v| v as usize)
 }
 
-fn moe_layout(cfg: &serde_json::Value, weights: &Weights) -> Option<MoeLayout> {
+fn moe_layout(cfg: &serde_json::Value, weights: &Weights, arch: Architecture) -> Option<MoeLayout> {
     let routed = usize_key(cfg, "n_routed_experts")?;
     let layers = usize_key(cfg, "num_hidden_layers")?;
     let first = usize_key(cfg, "first_k_dense_replace").unwrap_or(0);
@@ -77,9 +77,11 @@ fn moe_layout(cfg: &serde_json::Value, weights: &Weights) -> Option<MoeLayout> {
         .unwrap_or(0);
     let activated = weights.n_params() - routed_params + (moe_layers * k) as u64 * per_expert;
     let text = |key: &str| cfg[key].as_str().map(str::to_string);
+    // transformers' DeepseekV3Config saves neither key: its router is always noaux_tc + sigmoid.
+    let v3 = arch == Architecture::DeepseekV3;
     let mut routing = vec![
-        text("topk_method").unwrap_or_else(|| "greedy".into()),
-        text("scoring_func").unwrap_or_else(|| "softmax".into()),
+        text("topk_method").unwrap_or_else(|| if v3 { "noaux_tc" } else { "greedy" }.into()),
+        text("scoring_func").unwrap_or_else(|| if v3 { "sigmoid" } else { "softmax" }.into()),
     ];
     if let (Some(g), Some(tg)) = (usize_key(cfg, "n_group"), usize_key(cfg, "topk_group")) {
         routing.push(format!("{tg} of {g} groups"));
@@ -133,7 +135,7 @@ pub fn inspect(model: &Path) -> Result<Summary> {
             .iter()
             .map(|s| s.path.display().to_string())
             .collect(),
-        moe: moe_layout(&cfg, &weights),
+        moe: moe_layout(&cfg, &weights, arch),
     })
 }
 

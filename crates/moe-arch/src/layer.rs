@@ -174,6 +174,15 @@ pub struct MoeOutput {
     pub probs: Tensor<2>,
 }
 
+/// `mlp(x)` computed in the dtype of the MLP's weights and returned in `x`'s: an expert made
+/// trainable in f32 beside a base held in bf16 (ESFT on a frozen bf16 checkpoint) takes and
+/// gives the base's activations. No cast when the dtypes agree.
+fn run_mlp(mlp: &SwiGlu, x: Tensor<3>) -> Tensor<3> {
+    let dtype = x.dtype();
+    let wd = mlp.gate_proj.weight.val().dtype();
+    plm::layers::to_dtype(mlp.forward(plm::layers::to_dtype(x, wd)), dtype)
+}
+
 fn swiglu(init: &Init<'_>, d: usize, d_ff: usize) -> SwiGlu {
     SwiGlu {
         gate_proj: init.linear(d, d_ff, false),
@@ -585,7 +594,7 @@ impl MoeLayer {
     ) -> MoeOutput {
         let [b, s, d] = dims;
         let y = match &self.shared_experts {
-            Some(shared) => y + shared.forward(x.reshape([1, b * s, d])).reshape([b * s, d]),
+            Some(shared) => y + run_mlp(shared, x.reshape([1, b * s, d])).reshape([b * s, d]),
             None => y,
         };
         let (expert_loss, device_loss) = self.balance_losses(&r, b, s, token_mask);
@@ -656,7 +665,7 @@ impl MoeLayer {
             let c = c.round() as usize;
             if c > 0 {
                 let block = xs.clone().slice(s![start..start + c, ..]); // [c, d]
-                outs.push(expert.forward(block.reshape([1, c, d])).reshape([c, d]));
+                outs.push(run_mlp(expert, block.reshape([1, c, d])).reshape([c, d]));
             }
             start += c;
         }
@@ -689,16 +698,28 @@ impl MoeLayer {
         let starts = Tensor::<1, Int>::from_data(TensorData::new(starts, [e]), &device);
         let rank = Tensor::<1, Int>::arange(0..nk as i64, &device);
         let slot = experts.clone().mul_scalar(cap as i64) + rank - starts.select(0, experts);
-        let buf = Tensor::<2>::zeros([e * cap, d], (&device, xs.dtype()))
+        let dtype = xs.dtype();
+        let buf = Tensor::<2>::zeros([e * cap, d], (&device, dtype))
             .select_assign(0, slot.clone(), xs, IndexingUpdateOp::Add)
             .reshape([e, cap, d]);
         let stack = |f: &dyn Fn(&SwiGlu) -> &burn::nn::Linear| -> (Tensor<3>, Option<Tensor<3>>) {
-            let w = Tensor::stack::<3>(self.experts.iter().map(|x| f(x).weight.val()).collect(), 0);
+            // Experts of mixed dtypes (some made trainable in f32) stack in the activations'.
+            let w = Tensor::stack::<3>(
+                self.experts
+                    .iter()
+                    .map(|x| plm::layers::to_dtype(f(x).weight.val(), dtype))
+                    .collect(),
+                0,
+            );
             let b = f(&self.experts[0]).bias.as_ref().map(|_| {
                 Tensor::stack::<2>(
                     self.experts
                         .iter()
-                        .filter_map(|x| f(x).bias.as_ref().map(|b| b.val()))
+                        .filter_map(|x| {
+                            f(x).bias
+                                .as_ref()
+                                .map(|b| plm::layers::to_dtype(b.val(), dtype))
+                        })
                         .collect(),
                     0,
                 )
@@ -761,7 +782,7 @@ impl MoeLayer {
         };
         let y = self.dispatch(flat.clone(), &r)?;
         let y = match &self.shared_experts {
-            Some(shared) => y + shared.forward(flat.reshape([1, n, d])).reshape([n, d]),
+            Some(shared) => y + run_mlp(shared, flat.reshape([1, n, d])).reshape([n, d]),
             None => y,
         };
         let zero = Tensor::<1>::zeros([1], &device);
@@ -796,9 +817,7 @@ impl MoeLayer {
         let dense = dense.cast(flat.dtype());
         let mut y = Tensor::<2>::zeros([n, d], (&device, flat.dtype()));
         for (i, expert) in self.experts.iter().enumerate() {
-            let yi = expert
-                .forward(flat.clone().reshape([1, n, d]))
-                .reshape([n, d]);
+            let yi = run_mlp(expert, flat.clone().reshape([1, n, d])).reshape([n, d]);
             y = y + yi * dense.clone().slice(s![.., i..i + 1]);
         }
         self.output(y, flat, r, [b, s, d], token_mask)

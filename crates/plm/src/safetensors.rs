@@ -107,6 +107,14 @@ pub fn read_header(path: &Path) -> crate::Result<BTreeMap<String, TensorInfo>> {
     parse_header(&buf, file_len).map_err(|e| Error::Weights(format!("{}: {e}", path.display())))
 }
 
+/// Where the data section of the safetensors file at `path` starts (8 + header length).
+pub fn data_start(path: &Path) -> crate::Result<u64> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len8 = [0u8; 8];
+    f.read_exact(&mut len8).map_err(|e| Error::io(path, e))?;
+    Ok(8 + u64::from_le_bytes(len8))
+}
+
 /// Checks the header of `path` (truncation, offsets, dtypes).
 pub fn validate(path: &Path) -> crate::Result<()> {
     read_header(path).map(|_| ())

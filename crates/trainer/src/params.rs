@@ -168,6 +168,51 @@ pub fn set_require_grad<M: Module>(module: M, ids: &HashSet<ParamId>, flag: bool
     module.map(&mut RequireGrad { ids, flag })
 }
 
+struct CastWhere<'a> {
+    stack: Vec<String>,
+    dtype: burn::tensor::DType,
+    select: &'a dyn Fn(&str) -> bool,
+}
+
+impl burn::module::ModuleMapper for CastWhere<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !(self.select)(&self.stack.join(".")) {
+            return param;
+        }
+        let (id, value, mapper) = param.consume();
+        if value.dtype() == self.dtype {
+            return Param::from_mapped_value(id, value, mapper);
+        }
+        // A new leaf (same id, same tracking): a cast of the old leaf would be an interior
+        // node, and its gradient would never reach the optimizer.
+        let track = value.is_require_grad();
+        let cast = value.detach().cast(self.dtype).set_require_grad(track);
+        Param::from_mapped_value(id, cast, mapper)
+    }
+}
+
+/// `module` with the float parameters whose path `select` accepts held in `dtype` (ids kept).
+/// With a base loaded in bf16, `cast_where(model, DType::F32, |p| cfg.is_trainable(p))` makes
+/// the parameters to train f32 beside the frozen bf16 rest (layers that mix dtypes cast at
+/// their boundary, as moe-arch's experts do).
+pub fn cast_where<M: Module>(
+    module: M,
+    dtype: burn::tensor::DType,
+    select: impl Fn(&str) -> bool,
+) -> M {
+    module.map(&mut CastWhere {
+        stack: Vec::new(),
+        dtype,
+        select: &select,
+    })
+}
+
 struct Fresh;
 
 impl burn::module::ModuleMapper for Fresh {
