@@ -118,8 +118,9 @@ struct RunArgs {
     /// A JSON config file (the experiment's burn Config).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// A model checkpoint folder to start from, for the experiments that take one (`esft`:
-    /// an HF `deepseek` folder with a byte-level vocabulary).
+    /// A model checkpoint to start from, for the experiments that take one (`esft`: an HF
+    /// `deepseek` folder with a byte-level vocabulary; `icl-anchors`, `math-shepherd`: a llama
+    /// `.gguf` file or an HF Llama / Mistral / Qwen2 folder with `tokenizer.json`).
     #[arg(long)]
     model: Option<PathBuf>,
     /// A data folder for the experiments that read one (`math-shepherd`: GSM8K's

@@ -570,6 +570,8 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             device.seed(cfg.seed);
             let model = cfg.hf().init(&device)?;
             let mut task = moe_arch::experiment::LmTask {
+                aux_free_gamma: None,
+                loads: Vec::new(),
                 train: LmWindows::new(general.train.clone(), cfg.seq_len, 1)?,
                 batch: cfg.batch_size,
                 device: device.clone(),

@@ -394,3 +394,97 @@ impl Task<Lora<DeepseekLm>> for LoraLm {
         .loss(&model.merged(), ctx)
     }
 }
+
+struct V2Task {
+    device: Device,
+}
+
+impl Task<moe_arch::deepseek_v2::DeepseekV2Lm> for V2Task {
+    fn loss(
+        &mut self,
+        model: &moe_arch::deepseek_v2::DeepseekV2Lm,
+        ctx: &mut BatchCtx<'_>,
+    ) -> trainer::Result<StepLoss> {
+        let ids: Vec<i64> = (0..2 * 17).map(|_| 3 + ctx.rng.below(90) as i64).collect();
+        let x = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 17]), &self.device);
+        let out = model
+            .forward(x.clone().slice(s![.., 0..16]), None)
+            .map_err(trainer::Error::task)?;
+        let loss = plm::llama::cross_entropy(
+            out.logits.cast(burn::tensor::DType::F32),
+            x.slice(s![.., 1..17]),
+        );
+        Ok(loss.into())
+    }
+}
+
+#[test]
+fn experts_train_in_f32_beside_a_base_frozen_in_bf16() {
+    use burn::tensor::DType;
+    let _g = serial();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/deepseek_bf16/v2_lite");
+    let device = Device::flex().autodiff();
+    let base = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf_dtype(
+        &dir,
+        plm::checkpoint::LoadDtype::Bf16,
+        &device,
+    )
+    .unwrap();
+    let cfg: ExpertConfig = serde_json::from_str(
+        r#"{"experts": {"1": [0, 3], "2": [5]}, "shared_experts": false, "non_expert_modules": false}"#,
+    )
+    .unwrap();
+    let trainable = |p: &str| cfg.is_trainable(p);
+    let model = trainer::params::cast_where(base, DType::F32, trainable);
+    let before = trainer::params::inventory(&model);
+    let snapshot = |m: &moe_arch::deepseek_v2::DeepseekV2Lm| -> Vec<(String, DType, Vec<f32>)> {
+        let mut out = Vec::new();
+        struct V<'a>(Vec<String>, &'a mut Vec<(String, DType, Vec<f32>)>);
+        impl burn::module::ModuleVisitor for V<'_> {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.0.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.0.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                let t = p.val();
+                let v = t
+                    .clone()
+                    .cast(DType::F32)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                self.1.push((self.0.join("."), t.dtype(), v));
+            }
+        }
+        m.visit(&mut V(Vec::new(), &mut out));
+        out
+    };
+    let start = snapshot(&model);
+    assert_eq!(before.len(), start.len());
+    let out = Trainer::new(TrainerConfig::new(3).with_lr(1e-2), &device)
+        .with_trainable(trainable)
+        .fit(
+            model,
+            &mut V2Task {
+                device: device.clone(),
+            },
+        )
+        .unwrap();
+    let end = snapshot(&out.model);
+    let mut moved = 0;
+    for ((path, dt0, v0), (_, dt1, v1)) in start.iter().zip(&end) {
+        assert_eq!(dt0, dt1, "{path}");
+        if trainable(path) {
+            assert_eq!(*dt0, DType::F32, "{path}");
+            moved += usize::from(v0 != v1);
+        } else {
+            assert_eq!(*dt0, DType::BF16, "{path}");
+            assert!(v0 == v1, "{path} moved");
+        }
+    }
+    // 3 experts × 3 matrices, every one updated.
+    assert_eq!(moved, 9);
+}

@@ -30,7 +30,8 @@ use crate::reweight::{Reweighting, label_loss};
 /// Configuration of the `icl-anchors` experiment.
 #[derive(Config, Debug)]
 pub struct IclAnchorsConfig {
-    /// SmolLM2 GGUF file; `None`: the synthetic task and a model trained here.
+    /// The decoder: a llama GGUF file (SmolLM2 by default) or an HF Llama / Mistral / Qwen2
+    /// folder with `tokenizer.json`; `None`: the synthetic task and a model trained here.
     #[config(default = "None")]
     pub gguf_path: Option<String>,
     /// `movieReviewSnippets_GroundTruth.txt`.
@@ -265,8 +266,7 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
     // The model and tokenizer.
     let (model, tok, model_name): (Llama, Box<Tokenize>, String) = match &cfg.gguf_path {
         Some(p) => {
-            let (m, g) = Llama::load_gguf(Path::new(p), &ad)?;
-            let tk = g.tokenizer()?;
+            let (m, tk) = Llama::load_decoder(Path::new(p), plm::checkpoint::LoadDtype::F32, &ad)?;
             (
                 m,
                 Box::new(move |s: &str| Ok(tk.encode(s, false)?)),

@@ -388,6 +388,34 @@ impl DeepseekLm {
         Ok(())
     }
 
+    /// Tokens routed to each expert `[n_experts]`, per MoE layer in order, from a forward's
+    /// routing (detached: counts carry no gradient).
+    pub fn expert_loads(&self, routing: &Routing) -> Vec<Tensor<1>> {
+        let moe = self.layers.iter().filter_map(|l| match &l.mlp {
+            Ffn::Moe(m) => Some(m),
+            Ffn::Dense(_) => None,
+        });
+        moe.zip(routing)
+            .map(|(m, (_, idx, _))| m.expert_load(idx.clone()))
+            .collect()
+    }
+
+    /// Auxiliary-loss-free balancing on every MoE layer (see
+    /// [`MoeLayer::update_score_bias`]): `loads` per MoE layer in order, as from
+    /// [`DeepseekLm::expert_loads`] summed over a step's batches.
+    pub fn update_score_biases(mut self, loads: &[Tensor<1>], gamma: f64) -> crate::Result<Self> {
+        let mut it = loads.iter();
+        for layer in &mut self.layers {
+            if let Ffn::Moe(m) = &mut layer.mlp {
+                let load = it
+                    .next()
+                    .ok_or_else(|| Error::InvalidConfig("fewer loads than MoE layers".into()))?;
+                m.update_score_bias(load.clone(), gamma)?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Loads an HF `deepseek` folder (one `model.safetensors` or a sharded index) with f32
     /// parameters.
     pub fn load_hf(dir: &Path, device: &Device) -> crate::Result<Self> {

@@ -9,8 +9,13 @@
 //! - DeepSeekMoE: 1 shared + 63 routed experts of width w/4, top-7 (m = 4);
 //! - DeepSeekMoE without shared: 64 routed of width w/4, top-8.
 //!
-//! All four are [`DeepseekLm`]s (Llama attention, every layer's FFN replaced), trained with the
-//! expert-level balance loss (α1, logged apart from the LM loss).
+//! - DeepSeekMoE, auxiliary-loss-free: the DeepSeekMoE model balanced as DeepSeek-V3 is — no
+//!   balance loss, experts chosen by score plus a per-expert bias that moves by γ
+//!   (`aux_free_gamma`) towards balance after every step — beside the paper's balance loss.
+//!
+//! All are [`DeepseekLm`]s (Llama attention, every layer's FFN replaced); all but the last are
+//! trained with the expert-level balance loss (α1, logged apart from the LM loss). Each MoE
+//! model's load balance on the validation windows is reported as MaxVio (DeepSeek-V3 §4.5.3).
 
 use std::time::Instant;
 
@@ -61,6 +66,10 @@ pub struct MoeCompareConfig {
     /// Expert-level balance factor α1 (the paper's 2B models: 0.01).
     #[config(default = 0.01)]
     pub aux_alpha: f64,
+    /// Bias step γ of the auxiliary-loss-free variant (DeepSeek-V3: 0.001 for most of
+    /// training).
+    #[config(default = 0.001)]
+    pub aux_free_gamma: f64,
     /// Seeds; every variant trains once per seed.
     #[config(default = "vec![1, 2, 3]")]
     pub seeds: Vec<u64>,
@@ -98,13 +107,22 @@ impl MoeCompareConfig {
 }
 
 /// The four models compared.
-pub const VARIANTS: [&str; 4] = ["dense", "gshard", "deepseekmoe", "deepseekmoe-no-shared"];
+pub const VARIANTS: [&str; 5] = [
+    "dense",
+    "gshard",
+    "deepseekmoe",
+    "deepseekmoe-no-shared",
+    "deepseekmoe-auxfree",
+];
 
 fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> DeepseekHfConfig {
     let w = cfg.expert_width;
+    // DeepSeekMoE balanced by expert biases instead of the balance loss (DeepSeek-V3 §2.1.2):
+    // the same softmax router and weights, experts chosen by score + bias.
+    let auxfree = variant == "deepseekmoe-auxfree";
     let (n_routed, n_shared, k, width) = match variant {
         "gshard" => (Some(16), 0, 2, w),
-        "deepseekmoe" => (Some(63), 1, 7, w / 4),
+        "deepseekmoe" | "deepseekmoe-auxfree" => (Some(63), 1, 7, w / 4),
         "deepseekmoe-no-shared" => (Some(64), 0, 8, w / 4),
         _ => (None, 0, 1, w),
     };
@@ -124,10 +142,10 @@ fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> DeepseekHfConfig {
             moe_layer_freq: Some(1),
             norm_topk_prob: false,
             routed_scaling_factor: None,
-            topk_method: None,
+            topk_method: auxfree.then(|| "noaux_tc".to_string()),
             n_group: None,
             topk_group: None,
-            aux_loss_alpha: Some(cfg.aux_alpha),
+            aux_loss_alpha: Some(if auxfree { 0.0 } else { cfg.aux_alpha }),
             seq_aux: Some(false),
             scoring_func: None,
         },
@@ -169,9 +187,38 @@ pub struct LmTask {
     pub batch: usize,
     /// Device of the batches.
     pub device: Device,
+    /// Auxiliary-loss-free balancing step γ (DeepSeek-V3): after every optimizer step each
+    /// MoE layer's expert biases move by γ towards balance, from the loads of that step's
+    /// batches. Needs `noaux_tc` routing; `None`: off.
+    pub aux_free_gamma: Option<f64>,
+    /// Loads of the current step, per MoE layer.
+    pub loads: Vec<Tensor<1>>,
+}
+
+impl LmTask {
+    /// A task without auxiliary-loss-free balancing.
+    pub fn new(train: LmWindows, batch: usize, device: Device) -> Self {
+        Self {
+            train,
+            batch,
+            device,
+            aux_free_gamma: None,
+            loads: Vec::new(),
+        }
+    }
 }
 
 impl Task<DeepseekLm> for LmTask {
+    fn after_step(&mut self, model: DeepseekLm, _step: usize) -> trainer::Result<DeepseekLm> {
+        let Some(gamma) = self.aux_free_gamma else {
+            return Ok(model);
+        };
+        let loads = std::mem::take(&mut self.loads);
+        model
+            .update_score_biases(&loads, gamma)
+            .map_err(trainer::Error::task)
+    }
+
     fn loss(&mut self, model: &DeepseekLm, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         let idx: Vec<usize> = (0..self.batch)
             .map(|_| ctx.rng.below(self.train.len()))
@@ -181,6 +228,18 @@ impl Task<DeepseekLm> for LmTask {
             .batch(&idx, &self.device)
             .map_err(trainer::Error::task)?;
         let out = model.forward(x, None).map_err(trainer::Error::task)?;
+        if self.aux_free_gamma.is_some() {
+            let loads = model.expert_loads(&out.routing);
+            self.loads = if self.loads.is_empty() {
+                loads
+            } else {
+                std::mem::take(&mut self.loads)
+                    .into_iter()
+                    .zip(loads)
+                    .map(|(a, b)| a + b)
+                    .collect()
+            };
+        }
         let lm = plm::llama::cross_entropy(out.logits, y);
         let aux: f32 = out.aux_loss.clone().into_scalar();
         Ok(StepLoss {
@@ -196,7 +255,48 @@ fn valid_loss(
     n: usize,
     device: &Device,
 ) -> crate::Result<f64> {
-    plm::llama::mean_window_loss(windows, n, device, |x| Ok(model.forward(x, None)?.logits))
+    Ok(valid_loss_and_balance(model, windows, n, device)?.0)
+}
+
+/// Validation loss and, for MoE models, the load imbalance MaxVio (DeepSeek-V3 §4.5.3:
+/// `(max_i load_i − mean load) / mean load`, per MoE layer over the windows, averaged over
+/// layers).
+fn valid_loss_and_balance(
+    model: &DeepseekLm,
+    windows: &LmWindows,
+    n: usize,
+    device: &Device,
+) -> crate::Result<(f64, Option<f64>)> {
+    let mut loads: Vec<Tensor<1>> = Vec::new();
+    let loss = plm::llama::mean_window_loss(windows, n, device, |x| {
+        let out = model.forward(x, None)?;
+        let l = model.expert_loads(&out.routing);
+        loads = if loads.is_empty() {
+            l
+        } else {
+            std::mem::take(&mut loads)
+                .into_iter()
+                .zip(l)
+                .map(|(a, b)| a + b)
+                .collect()
+        };
+        Ok::<_, Error>(out.logits)
+    })?;
+    if loads.is_empty() {
+        return Ok((loss, None));
+    }
+    let mut vio = 0.0;
+    for l in &loads {
+        let v: Vec<f32> = l
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let mean = v.iter().sum::<f32>() as f64 / v.len() as f64;
+        let max = v.iter().fold(0.0f32, |m, &x| m.max(x)) as f64;
+        vio += (max - mean) / mean.max(1e-9);
+    }
+    Ok((loss, Some(vio / loads.len() as f64)))
 }
 
 /// One variant's results over the seeds.
@@ -220,6 +320,8 @@ pub struct VariantResult {
     pub flops_per_token: usize,
     /// Mean training wall time per seed (s).
     pub train_wall_s: f64,
+    /// Mean over seeds of the validation MaxVio (MoE variants only).
+    pub max_violation: Option<f64>,
     /// `(fraction disabled, mean valid loss)` — MoE variants only.
     pub redundancy: Vec<(f64, f64)>,
 }
@@ -264,17 +366,15 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         let hf = hf_config(cfg, variant);
         let (params, active) = param_counts(cfg, variant);
         let mut losses = Vec::new();
+        let mut violations = Vec::new();
         let mut walls = Vec::new();
         let mut redundancy_runs: Vec<Vec<f64>> = Vec::new();
         for (si, &seed) in cfg.seeds.iter().enumerate() {
             device.seed(seed);
             let model = hf.init(&device)?;
             let began = Instant::now();
-            let mut task = LmTask {
-                train: train.clone(),
-                batch: cfg.batch_size,
-                device: device.clone(),
-            };
+            let mut task = LmTask::new(train.clone(), cfg.batch_size, device.clone());
+            task.aux_free_gamma = (variant == "deepseekmoe-auxfree").then_some(cfg.aux_free_gamma);
             let progress = &mut ctx.progress;
             let outcome = Trainer::new(cfg.train.clone().with_seed(seed), &device)
                 .with_progress(|p| {
@@ -296,12 +396,10 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 curves.push(Series::new(variant, pts));
             }
             let trained = outcome.model.valid();
-            losses.push(valid_loss(
-                &trained,
-                &valid,
-                cfg.eval_windows,
-                &eval_device,
-            )?);
+            let (loss, vio) =
+                valid_loss_and_balance(&trained, &valid, cfg.eval_windows, &eval_device)?;
+            losses.push(loss);
+            violations.extend(vio);
             if let Some(n_routed) = hf.moe.n_routed_experts {
                 let mut row = Vec::new();
                 for &f in &cfg.mask_fractions {
@@ -336,6 +434,7 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             activated_params: active,
             flops_per_token: 2 * active + 2 * cfg.d_model * textdata::ByteTokenizer::VOCAB,
             train_wall_s: walls.iter().sum::<f64>() / walls.len() as f64,
+            max_violation: (!violations.is_empty()).then(|| mean_std(&violations).0),
             redundancy,
         });
     }
@@ -370,6 +469,9 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 format!("{}", r.activated_params),
                 format!("{}", r.flops_per_token),
                 format!("{:.2}", r.train_wall_s),
+                r.max_violation
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "–".into()),
             ]
         })
         .collect();
@@ -382,6 +484,7 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             "activated",
             "FLOPs/token",
             "train s/seed",
+            "MaxVio",
         ],
         &rows,
     );

@@ -349,3 +349,110 @@ fn hash_routing_sends_equal_ids_to_their_expert_and_matches_a_manual_dispatch() 
         .is_err()
     );
 }
+
+fn noaux(e: usize, k: usize, n_group: usize, sigmoid: bool, norm: bool) -> MoeConfig {
+    MoeConfig::new(16, e, k, 8)
+        .with_n_shared(1)
+        .with_norm_topk_prob(norm)
+        .with_routed_scaling_factor(2.5)
+        .with_topk_method(TopkMethod::NoAuxTc {
+            n_group,
+            topk_group: 1.max(n_group / 2),
+        })
+        .with_scoring(if sigmoid {
+            moe_arch::Scoring::Sigmoid
+        } else {
+            moe_arch::Scoring::Softmax
+        })
+        .with_initializer_range(0.3)
+}
+
+fn with_bias(mut m: MoeLayer, bias: &[f32], d: &Device) -> MoeLayer {
+    let b = Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [bias.len()]), d);
+    m.score_bias = Some(Param::from_tensor(b).set_require_grad(false));
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn noaux_routing_chooses_by_biased_scores_and_weighs_by_unbiased_ones(
+        seed in 0u64..1000,
+        sigmoid in any::<bool>(),
+        norm in any::<bool>(),
+        grouped in any::<bool>(),
+        bias in proptest::collection::vec(-0.5f32..0.5, 8),
+    ) {
+        let _g = serial();
+        let n_group = if grouped { 4 } else { 1 };
+        let (m, d) = layer(&noaux(8, 2, n_group, sigmoid, norm), seed);
+        let m = with_bias(m, &bias, &d);
+        let x = input(2, 5, 16, &d);
+        let out = m.forward(x.clone(), None).unwrap();
+        let reference = m.forward_dense(x, None);
+        prop_assert!(close(&vecf(out.output), &vecf(reference.output), 1e-5));
+        let idx = out.topk_idx.into_data().try_to_vec_as::<i64>().unwrap();
+        let w = vecf(out.topk_weight);
+        let p = vecf(out.probs);
+        for t in 0..10 {
+            let ids: Vec<usize> = idx[t * 2..t * 2 + 2].iter().map(|&i| i as usize).collect();
+            prop_assert!(ids[0] != ids[1]);
+            let choice = |i: usize| p[t * 8 + i] + bias[i];
+            // Allowed experts: all, or those of the best 2 of 4 groups by their top-2 sum.
+            let allowed: Vec<bool> = if grouped {
+                let gs: Vec<f32> = (0..4).map(|g| choice(2 * g) + choice(2 * g + 1)).collect();
+                let mut order: Vec<usize> = (0..4).collect();
+                order.sort_by(|&a, &b| gs[b].total_cmp(&gs[a]));
+                (0..8).map(|i| order[..2].contains(&(i / 2))).collect()
+            } else {
+                vec![true; 8]
+            };
+            for &c in &ids {
+                prop_assert!(allowed[c]);
+                for o in (0..8).filter(|o| allowed[*o] && !ids.contains(o)) {
+                    prop_assert!(choice(c) >= choice(o) - 1e-6);
+                }
+            }
+            let raw: Vec<f32> = ids.iter().map(|&i| p[t * 8 + i]).collect();
+            let sum: f32 = raw.iter().sum();
+            for (j, r) in raw.iter().enumerate() {
+                let want = if norm { r / (sum + 1e-20) } else { *r } * 2.5;
+                prop_assert!((w[t * 2 + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn auxiliary_loss_free_bias_updates_balance_a_skewed_router() {
+    let _g = serial();
+    let (m, d) = layer(&noaux(8, 2, 1, false, false), 3);
+    // Experts 0 and 1 start far ahead: every token picks them.
+    let mut m = with_bias(m, &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], &d);
+    let x = input(4, 16, 16, &d);
+    let max_vio = |m: &MoeLayer| {
+        let out = m.forward(x.clone(), None).unwrap();
+        let load = vecf(m.expert_load(out.topk_idx));
+        assert_eq!(load.iter().sum::<f32>(), 4.0 * 16.0 * 2.0);
+        let mean = load.iter().sum::<f32>() / 8.0;
+        (load.iter().fold(0.0f32, |a, &b| a.max(b)) - mean) / mean
+    };
+    let start = max_vio(&m);
+    assert!((start - 3.0).abs() < 1e-6, "{start}");
+    for _ in 0..60 {
+        let out = m.forward(x.clone(), None).unwrap();
+        let load = m.expert_load(out.topk_idx);
+        m.update_score_bias(load, 0.05).unwrap();
+    }
+    let end = max_vio(&m);
+    assert!(end < 1.0, "MaxVio {start} → {end}");
+    // A layer without a score bias refuses the update.
+    let (plain, _) = layer(&MoeConfig::new(16, 8, 2, 8), 3);
+    let mut plain = plain;
+    assert!(
+        plain
+            .update_score_bias(Tensor::zeros([8], &d), 0.05)
+            .is_err()
+    );
+}

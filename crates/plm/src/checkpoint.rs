@@ -310,8 +310,11 @@ impl Weights {
                     (false, Some(dt)) => store.with_from_adapter(cast(dt)),
                     (false, None) => store,
                 };
+                // Without the store's own validation its errors come back in the apply result,
+                // where they become typed errors below.
                 let mut store = store
                     .skip_enum_variants(options.skip_enum_variants)
+                    .validate(false)
                     .allow_partial(true);
                 for (from, to) in &options.remaps {
                     store = store.with_key_remapping(from, to);

