@@ -381,7 +381,7 @@ fn read_chunk(
     base: u64,
     chunk: &[(&str, &TensorInfo)],
 ) -> crate::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
+    use std::io::{Read, Seek, SeekFrom};
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
     for (name, t) in chunk {
@@ -396,16 +396,25 @@ fn read_chunk(
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
-    let start = 8 + h.len();
-    let mut buf = vec![0u8; start + offset as usize];
-    buf[..8].copy_from_slice(&(h.len() as u64).to_le_bytes());
-    buf[8..start].copy_from_slice(&h);
-    let mut at = start;
-    for (_, t) in chunk {
-        let len = (t.data_offsets[1] - t.data_offsets[0]) as usize;
-        file.read_exact_at(&mut buf[at..at + len], base + t.data_offsets[0])
+    // Filled by reads into spare capacity: no zeroing pass over the chunk first.
+    let mut buf = Vec::with_capacity(8 + h.len() + offset as usize);
+    buf.extend((h.len() as u64).to_le_bytes());
+    buf.extend(&h);
+    let mut f = file;
+    for (name, t) in chunk {
+        let len = t.data_offsets[1] - t.data_offsets[0];
+        f.seek(SeekFrom::Start(base + t.data_offsets[0]))
             .map_err(|e| Error::io(path, e))?;
-        at += len;
+        let got = f
+            .take(len)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(path, e))?;
+        if got as u64 != len {
+            return Err(Error::Weights(format!(
+                "{}: tensor {name} is cut short ({got} of {len} bytes)",
+                path.display()
+            )));
+        }
     }
     Ok(buf)
 }

@@ -330,3 +330,32 @@ pub fn to_bytes(tensors: &[NamedTensor]) -> Vec<u8> {
     }
     out
 }
+
+/// A tensor as stored: `(name, dtype such as "BF16", shape, little-endian bytes)`.
+pub type RawTensor = (String, String, Vec<usize>, Vec<u8>);
+
+/// Serialises tensors of any stored dtype as a safetensors file in memory (the bytes are taken
+/// as they are; their length must be `shape × dtype size`).
+pub fn to_bytes_raw(tensors: &[RawTensor]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (name, dtype, shape, data) in tensors {
+        let len = data.len() as u64;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset as usize);
+    out.extend((h.len() as u64).to_le_bytes());
+    out.extend(h);
+    for (_, _, _, data) in tensors {
+        out.extend(data);
+    }
+    out
+}
