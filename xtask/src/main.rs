@@ -119,7 +119,7 @@ struct RunArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// A model checkpoint to start from, for the experiments that take one (`esft`: an HF
-    /// `deepseek` folder with a byte-level vocabulary; `icl-anchors`, `math-shepherd`: a llama
+    /// `deepseek`, `deepseek_v2` or `deepseek_v3` folder with a byte-level vocabulary; `icl-anchors`, `math-shepherd`: a llama
     /// `.gguf` file or an HF Llama / Mistral / Qwen2 folder with `tokenizer.json`).
     #[arg(long)]
     model: Option<PathBuf>,

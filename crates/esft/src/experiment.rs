@@ -2,7 +2,9 @@
 //!
 //! 1. Base model: a DeepSeekMoE LM (layer 0 dense, the others fine-grained MoE with shared
 //!    experts, as the V2-Lite backbone) pretrained on general text (BBC News; the embedded
-//!    text offline), or a user's `deepseek` checkpoint (`model_dir`, byte vocabulary).
+//!    text offline), or a user's checkpoint (`model_dir`: a `deepseek`, `deepseek_v2` or
+//!    `deepseek_v3` folder, single-file or sharded, with a vocabulary of at least 256 since the
+//!    tasks are byte-level).
 //! 2. For each task: relevance scores on a sample of its training data, expert configs
 //!    (ESFT-Gate p, ESFT-Token p, random experts with Token's counts, shared experts only).
 //! 3. Every method fine-tunes a copy of the base for the same steps: task score, general
@@ -17,6 +19,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::prelude::*;
 use moe_arch::deepseek::{DeepseekHfConfig, DeepseekLm, MoeHfFields};
+use moe_arch::deepseek_v2::{DeepseekV2HfConfig, DeepseekV2Lm};
+use plm::checkpoint::Architecture;
 use serde::Serialize;
 use textdata::{ByteCorpus, LmWindows};
 use trainer::report::{Series, markdown_table, write_line_plot};
@@ -41,7 +45,8 @@ pub struct EsftConfig {
     /// fortunes-zh's `usr/share/games/fortunes`; `None`: embedded poems.
     #[config(default = "None")]
     pub fortunes_dir: Option<String>,
-    /// A `deepseek` checkpoint folder to use as the base instead of pretraining one.
+    /// A `deepseek`, `deepseek_v2` or `deepseek_v3` checkpoint folder (single-file or sharded,
+    /// any stored float dtype; byte vocabulary) to use as the base instead of pretraining one.
     #[config(default = "None")]
     pub model_dir: Option<String>,
     /// Bytes per sequence.
@@ -227,20 +232,67 @@ impl FinetuneTask<'_> {
     }
 }
 
-impl Task<DeepseekLm> for FinetuneTask<'_> {
-    fn loss(&mut self, model: &DeepseekLm, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+impl<M: MoeModel> Task<M> for FinetuneTask<'_> {
+    fn loss(&mut self, model: &M, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         self.step(model, ctx)
     }
 }
 
-impl Task<Lora<DeepseekLm>> for FinetuneTask<'_> {
-    fn loss(
-        &mut self,
-        model: &Lora<DeepseekLm>,
-        ctx: &mut BatchCtx<'_>,
-    ) -> trainer::Result<StepLoss> {
+impl<M: MoeModel + burn::module::ModuleDisplay> Task<Lora<M>> for FinetuneTask<'_> {
+    fn loss(&mut self, model: &Lora<M>, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         self.step(&model.merged(), ctx)
     }
+}
+
+/// How FFT writes a full fine-tuned model: the base's own format.
+enum FullSave {
+    /// `DeepseekLm::save_hf` with this config.
+    V1(DeepseekHfConfig),
+    /// The base folder's `config.json` text beside `model.safetensors` with HF names.
+    V2(String),
+}
+
+/// What the experiment needs of a base model beyond [`MoeModel`]: writing a full copy.
+trait EsftBase: MoeModel + burn::module::ModuleDisplay {
+    fn save_full(&self, how: &FullSave, dir: &Path) -> crate::Result<()>;
+}
+
+impl EsftBase for DeepseekLm {
+    fn save_full(&self, how: &FullSave, dir: &Path) -> crate::Result<()> {
+        match how {
+            FullSave::V1(hf) => Ok(self.save_hf(hf, dir)?),
+            FullSave::V2(_) => Err(Error::InvalidConfig(
+                "a deepseek model saved with a deepseek_v2 config".into(),
+            )),
+        }
+    }
+}
+
+impl EsftBase for DeepseekV2Lm {
+    fn save_full(&self, how: &FullSave, dir: &Path) -> crate::Result<()> {
+        let FullSave::V2(config) = how else {
+            return Err(Error::InvalidConfig(
+                "a deepseek_v2 model saved with a deepseek config".into(),
+            ));
+        };
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        trainer::fs::write_atomic(&dir.join("config.json"), config.as_bytes())?;
+        let bytes = moe_arch::deepseek::hf_safetensors_bytes(
+            self,
+            None,
+            moe_arch::deepseek_v2::HF_SAVE_REMAPS,
+        )?;
+        trainer::fs::write_atomic(&dir.join("model.safetensors"), &bytes)?;
+        Ok(())
+    }
+}
+
+/// The sizes the report states.
+struct BaseShape {
+    n_layers: usize,
+    d_model: usize,
+    n_shared: usize,
+    expert_width: usize,
 }
 
 /// Task score in [0, 1] and the answer loss (nats/byte) on the held-out examples.
@@ -282,8 +334,8 @@ fn retention<M: MoeModel>(
 }
 
 /// Relevance scores of a task: the full sample and its two halves (for the self-overlap).
-fn task_scores(
-    model: &DeepseekLm,
+fn task_scores<M: MoeModel>(
+    model: &M,
     data: &TaskData,
     cfg: &EsftConfig,
     n_routed: usize,
@@ -390,7 +442,7 @@ fn dir_size(dir: &Path) -> u64 {
 
 struct Runner<'c, 'p> {
     cfg: &'c EsftConfig,
-    hf: DeepseekHfConfig,
+    save: FullSave,
     device: Device,
     eval_device: Device,
     valid: LmWindows,
@@ -409,7 +461,7 @@ impl Runner<'_, '_> {
             .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
     }
 
-    fn evaluate(&self, model: &DeepseekLm, data: &TaskData) -> crate::Result<(f64, f64, f64)> {
+    fn evaluate<M: MoeModel>(&self, model: &M, data: &TaskData) -> crate::Result<(f64, f64, f64)> {
         let (score, loss) = task_score(model, data, self.cfg.seq_len, &self.eval_device)?;
         Ok((
             score,
@@ -424,9 +476,9 @@ impl Runner<'_, '_> {
     }
 
     /// FFT or expert-restricted fine-tuning.
-    fn train_experts(
+    fn train_experts<M: EsftBase>(
         &mut self,
-        base: &DeepseekLm,
+        base: &M,
         data: &TaskData,
         method: &str,
         experts: Option<&ExpertConfig>,
@@ -458,7 +510,7 @@ impl Runner<'_, '_> {
         let storage_bytes = match experts {
             Some(e) => save_adapter(&model, e, out)?.bytes_on_disk,
             None => {
-                model.save_hf(&self.hf, out)?;
+                model.save_full(&self.save, out)?;
                 dir_size(out)
             }
         };
@@ -476,9 +528,9 @@ impl Runner<'_, '_> {
         })
     }
 
-    fn train_lora(
+    fn train_lora<M: EsftBase>(
         &mut self,
-        base: &DeepseekLm,
+        base: &M,
         data: &TaskData,
         out: &Path,
     ) -> crate::Result<MethodResult> {
@@ -492,7 +544,7 @@ impl Runner<'_, '_> {
         let began = Instant::now();
         let lora = Lora::new(base.clone(), &self.cfg.lora, &self.device)?;
         let outcome = Trainer::new(tcfg, &self.device)
-            .with_trainable(Lora::<DeepseekLm>::is_lora)
+            .with_trainable(Lora::<M>::is_lora)
             .with_progress(self.progress())
             .fit(lora, &mut task)?;
         let train_s = began.elapsed().as_secs_f64();
@@ -555,44 +607,120 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     ];
 
     // 1. The base model.
-    let (base, base_name, hf) = match &cfg.model_dir {
-        Some(dir) => {
-            let (hf, _) = plm::layers::read_hf_folder::<DeepseekHfConfig>(Path::new(dir))?;
-            let m = DeepseekLm::load_hf(Path::new(dir), &device)?;
-            if m.embed_tokens.weight.dims()[0] < textdata::ByteTokenizer::VOCAB {
-                return Err(Error::InvalidConfig(format!(
-                    "{dir}: the tasks are byte-level and need a vocabulary of at least 256"
-                )));
-            }
-            (m, dir.clone(), hf)
+    let arch = match &cfg.model_dir {
+        Some(dir) => Some(plm::checkpoint::Architecture::detect(Path::new(dir))?),
+        None => None,
+    };
+    let vocab_check = |dir: &str, vocab: usize| {
+        if vocab < textdata::ByteTokenizer::VOCAB {
+            return Err(Error::InvalidConfig(format!(
+                "{dir}: the tasks are byte-level and need a vocabulary of at least 256"
+            )));
         }
-        None => {
-            device.seed(cfg.seed);
-            let model = cfg.hf().init(&device)?;
-            let mut task = moe_arch::experiment::LmTask {
-                aux_free_gamma: None,
-                loads: Vec::new(),
-                train: LmWindows::new(general.train.clone(), cfg.seq_len, 1)?,
-                batch: cfg.batch_size,
-                device: device.clone(),
+        Ok(())
+    };
+    let data = Inputs {
+        general,
+        valid,
+        task_data,
+        device,
+        eval_device,
+    };
+    match (&cfg.model_dir, arch) {
+        (Some(dir), Some(Architecture::DeepseekV2 | Architecture::DeepseekV3)) => {
+            let path = Path::new(dir);
+            let hf: DeepseekV2HfConfig = plm::checkpoint::read_config(path)?;
+            let text = std::fs::read_to_string(path.join("config.json"))
+                .map_err(|e| Error::io(&path.join("config.json"), e))?;
+            let m = DeepseekV2Lm::load_hf(path, &data.device)?;
+            vocab_check(dir, m.embed_tokens.weight.dims()[0])?;
+            let shape = BaseShape {
+                n_layers: hf.num_hidden_layers,
+                d_model: hf.hidden_size,
+                n_shared: hf.moe.n_shared_experts.unwrap_or(0),
+                expert_width: hf.moe.moe_intermediate_size,
             };
-            let outcome = Trainer::new(cfg.pretrain.clone().with_seed(cfg.seed), &device)
+            run_with(cfg, ctx, m, dir.clone(), FullSave::V2(text), shape, data)
+        }
+        (Some(dir), Some(Architecture::Deepseek)) => {
+            let (hf, _) = plm::layers::read_hf_folder::<DeepseekHfConfig>(Path::new(dir))?;
+            let m = DeepseekLm::load_hf(Path::new(dir), &data.device)?;
+            vocab_check(dir, m.embed_tokens.weight.dims()[0])?;
+            let shape = v1_shape(&hf);
+            run_with(cfg, ctx, m, dir.clone(), FullSave::V1(hf), shape, data)
+        }
+        (Some(dir), Some(other)) => Err(Error::InvalidConfig(format!(
+            "{dir}: esft needs a deepseek, deepseek_v2 or deepseek_v3 checkpoint, not {other}"
+        ))),
+        _ => {
+            let device = &data.device;
+            device.seed(cfg.seed);
+            let model = cfg.hf().init(device)?;
+            let mut task = moe_arch::experiment::LmTask::new(
+                LmWindows::new(data.general.train.clone(), cfg.seq_len, 1)?,
+                cfg.batch_size,
+                device.clone(),
+            );
+            let outcome = Trainer::new(cfg.pretrain.clone().with_seed(cfg.seed), device)
                 .with_progress(|p| ctx.report_progress(p))
                 .fit(model, &mut task)?;
             outcome
                 .model
                 .valid()
                 .save_hf(&cfg.hf(), &ctx.path("base"))?;
-            (
+            let name = format!(
+                "pretrained here on {} ({} steps)",
+                data.general.name, cfg.pretrain.max_steps
+            );
+            let shape = v1_shape(&cfg.hf());
+            run_with(
+                cfg,
+                ctx,
                 outcome.model,
-                format!(
-                    "pretrained here on {} ({} steps)",
-                    general.name, cfg.pretrain.max_steps
-                ),
-                cfg.hf(),
+                name,
+                FullSave::V1(cfg.hf()),
+                shape,
+                data,
             )
         }
-    };
+    }
+}
+
+fn v1_shape(hf: &DeepseekHfConfig) -> BaseShape {
+    BaseShape {
+        n_layers: hf.num_hidden_layers,
+        d_model: hf.hidden_size,
+        n_shared: hf.moe.n_shared_experts.unwrap_or(0),
+        expert_width: hf.moe.moe_intermediate_size,
+    }
+}
+
+/// Data and devices shared by every base model.
+struct Inputs {
+    general: ByteCorpus,
+    valid: LmWindows,
+    task_data: Vec<TaskData>,
+    device: Device,
+    eval_device: Device,
+}
+
+/// Stages 2–4 on a loaded base model.
+fn run_with<M: EsftBase>(
+    cfg: &EsftConfig,
+    ctx: &mut RunCtx<'_>,
+    base: M,
+    base_name: String,
+    save: FullSave,
+    shape: BaseShape,
+    inputs: Inputs,
+) -> crate::Result<Report> {
+    let Inputs {
+        general,
+        valid,
+        task_data,
+        device,
+        eval_device,
+    } = inputs;
     let base_eval = base.valid();
     let layers = base_eval.moe_layers();
     let (n_routed, top_k) = match layers.first() {
@@ -605,7 +733,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     };
     let mut runner = Runner {
         cfg,
-        hf: hf.clone(),
+        save,
         device: device.clone(),
         eval_device: eval_device.clone(),
         valid,
@@ -951,11 +1079,11 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let body = format!(
         "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes. Scores: exact match of the greedy answer (sentiment, arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (direction)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
         general.name,
-        hf.num_hidden_layers,
-        hf.hidden_size,
-        hf.moe.n_shared_experts.unwrap_or(0),
+        shape.n_layers,
+        shape.d_model,
+        shape.n_shared,
         n_routed,
-        hf.moe.moe_intermediate_size,
+        shape.expert_width,
         top_k,
         cfg.finetune_steps,
         cfg.batch_size,

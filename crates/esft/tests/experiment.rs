@@ -56,3 +56,45 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
     let x = Tensor::<2, Int>::from_data(TensorData::new(vec![72i64, 105, 33], [1, 3]), &d);
     assert_eq!(merged.forward(x, None).unwrap().logits.into_data(), a);
 }
+
+#[test]
+fn quick_run_fine_tunes_a_user_deepseek_v3_checkpoint_stored_in_bf16() {
+    use moe_arch::deepseek_v2::{DeepseekV2HfConfig, DeepseekV2Lm, HF_SAVE_REMAPS};
+    let d = Device::flex();
+    // The tiny V3 fixture's config with a byte vocabulary; random weights stored as bf16.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/deepseek_bf16/v3/config.json");
+    let text = std::fs::read_to_string(fixture)
+        .unwrap()
+        .replace("\"vocab_size\": 97", "\"vocab_size\": 256");
+    let hf: DeepseekV2HfConfig = serde_json::from_str(&text).unwrap();
+    d.seed(5);
+    let model =
+        trainer::params::cast_where(hf.init(&d).unwrap(), burn::tensor::DType::BF16, |_| true);
+    let base = tempfile::tempdir().unwrap();
+    std::fs::write(base.path().join("config.json"), &text).unwrap();
+    let bytes = moe_arch::deepseek::hf_safetensors_bytes(&model, None, HF_SAVE_REMAPS).unwrap();
+    std::fs::write(base.path().join("model.safetensors"), bytes).unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let mut ctx = RunCtx::new(d.clone(), out.path(), "flex");
+    let cfg = EsftConfig::quick()
+        .with_model_dir(Some(base.path().to_string_lossy().into_owned()))
+        .with_p_sweep(vec![]);
+    let report = run(&cfg, &mut ctx).unwrap();
+    assert!(report.table_md.contains("esft-token"));
+    // FFT wrote a full deepseek_v3 folder that loads back; the ESFT adapter applies to the base.
+    let fft = out.path().join("tasks/arithmetic/fft");
+    assert_eq!(
+        plm::checkpoint::Architecture::detect(&fft).unwrap(),
+        plm::checkpoint::Architecture::DeepseekV3
+    );
+    DeepseekV2Lm::load_hf(&fft, &d).unwrap();
+    let base_model = DeepseekV2Lm::load_hf(base.path(), &d).unwrap();
+    let adapter = Adapter::read(&out.path().join("tasks/arithmetic/esft-token")).unwrap();
+    let (tuned, _) = adapter.apply(&base_model).unwrap();
+    let x = Tensor::<2, Int>::from_data(TensorData::new(vec![72i64, 105, 33], [1, 3]), &d);
+    let a = tuned.forward(x.clone(), None).unwrap().logits.into_data();
+    let b = base_model.forward(x, None).unwrap().logits.into_data();
+    assert_ne!(a, b, "the adapter changed nothing");
+}
