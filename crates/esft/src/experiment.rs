@@ -247,7 +247,7 @@ impl<M: MoeModel + burn::module::ModuleDisplay> Task<Lora<M>> for FinetuneTask<'
 /// How FFT writes a full fine-tuned model: the base's own format.
 enum FullSave {
     /// `DeepseekLm::save_hf` with this config.
-    V1(DeepseekHfConfig),
+    V1(Box<DeepseekHfConfig>),
     /// The base folder's `config.json` text beside `model.safetensors` with HF names.
     V2(String),
 }
@@ -647,7 +647,15 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             let m = DeepseekLm::load_hf(Path::new(dir), &data.device)?;
             vocab_check(dir, m.embed_tokens.weight.dims()[0])?;
             let shape = v1_shape(&hf);
-            run_with(cfg, ctx, m, dir.clone(), FullSave::V1(hf), shape, data)
+            run_with(
+                cfg,
+                ctx,
+                m,
+                dir.clone(),
+                FullSave::V1(Box::new(hf)),
+                shape,
+                data,
+            )
         }
         (Some(dir), Some(other)) => Err(Error::InvalidConfig(format!(
             "{dir}: esft needs a deepseek, deepseek_v2 or deepseek_v3 checkpoint, not {other}"
@@ -678,7 +686,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 ctx,
                 outcome.model,
                 name,
-                FullSave::V1(cfg.hf()),
+                FullSave::V1(Box::new(cfg.hf())),
                 shape,
                 data,
             )
