@@ -30,9 +30,21 @@
 //! an H200 through libtorch, see README). [`MoeLayer::forward_dense`] is the dense masked
 //! reference both are tested against.
 //!
-//! Also here: the DeepSeekMoE v1 and DeepSeek-V2 causal LMs with HF loading and saving
+//! DeepSeek-V3's router is here too: sigmoid scores ([`Scoring::Sigmoid`]) and `noaux_tc`
+//! ([`TopkMethod::NoAuxTc`]: experts chosen by score plus a per-expert bias, groups ranked by
+//! their two best biased scores, weights from the unbiased scores), with auxiliary-loss-free
+//! balancing as a training option ([`MoeLayer::update_score_bias`],
+//! [`deepseek::DeepseekLm::update_score_biases`]) beside the paper's balance losses.
+//!
+//! Also here: the DeepSeekMoE v1 and DeepSeek-V2 / V3 causal LMs with HF loading (one file or
+//! sharded, F32/F16/BF16, held in f32 or bf16 — see `plm::checkpoint`) and saving
 //! ([`deepseek`], [`deepseek_v2`]), Hash routing, routing statistics ([`stats`]) and the
 //! `moe-compare` experiment ([`experiment`]).
+//!
+//! Dtypes: with weights held in bf16 the residual stream, norms, projections and experts compute
+//! in bf16 (burn-flex's bf16 kernels); attention softmax and the whole router (logits, scores,
+//! top-k, weights) run in f32, as in HF. An expert held in another dtype than the activations
+//! (f32 experts trained beside a frozen bf16 base) takes and returns the activations' dtype.
 
 pub mod deepseek;
 pub mod deepseek_v2;

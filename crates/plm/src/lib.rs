@@ -1,11 +1,22 @@
 //! Pretrained backbones for the paper crates.
 //!
-//! Today this crate holds a Llama-style causal decoder ([`llama`]: RMSNorm, rotate-half RoPE,
-//! grouped-query attention, SwiGLU, tied embeddings) whose forward pass returns the attention
-//! probabilities of every layer, and the `hello-lm` experiment ([`hello_lm`]) that trains it from
-//! scratch on real news text through the shared trainer. BERT, GPT-2, HF safetensors / GGUF /
-//! ONNX weight loading and KV caching are the subject of the backbone issue and build on the same
-//! module layout (field names follow HF's `LlamaForCausalLM`).
+//! - [`llama`]: the Llama family — Llama, Mistral (sliding window, explicit `head_dim`), Qwen2
+//!   (q/k/v biases, tied embeddings) — with a KV cache and attention hooks; HF folders and llama
+//!   GGUF files ([`llama::Llama::load_decoder`] loads either with its tokenizer).
+//! - [`bert`] (HF safetensors, ONNX initializers) and [`gpt2`].
+//! - [`checkpoint`]: checkpoints as they are published — one `model.safetensors` or a sharded
+//!   index, tensors stored as F32/F16/BF16, read in chunks; the parameters held in f32 (default)
+//!   or bf16/f16 ([`checkpoint::LoadDtype`]); typed errors naming a missing shard, a misplaced or
+//!   missing tensor, a shape that disagrees with `config.json`; and the one place that maps a
+//!   checkpoint path to its architecture ([`checkpoint::Architecture::detect`]).
+//! - [`hooks`]: one attention-hook interface (additive bias, post-softmax scale, dL/dA probes).
+//! - [`hello_lm`]: the `hello-lm` experiment (a byte-level Llama trained from scratch).
+//!
+//! Dtypes: with weights held in bf16, embeddings, norms, projections and the residual stream are
+//! bf16 (burn-flex's bf16 kernels) while attention scores, hooks and softmax run in f32 and the
+//! RoPE tables are cast to the activations' dtype; logits come out in bf16. f32 is exact against
+//! transformers' f32 forward of the same weights (1e-4); bf16 differs by about 1 % of the logit
+//! scale on the tiny golden models.
 //!
 //! ```
 //! use burn::prelude::*;
