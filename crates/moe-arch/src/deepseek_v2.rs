@@ -11,8 +11,19 @@
 //! frequencies over the correction range of `beta_fast`/`beta_slow`, and scales cos/sin by
 //! `mscale(factor, mscale) / mscale(factor, mscale_all_dim)`.
 //!
-//! HF keys: `model.layers.l.self_attn.{q_proj | q_a_proj, q_a_layernorm, q_b_proj,
-//! kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj}` (+ the v1 MLP/MoE names).
+//! DeepSeek-V3 (`model_type: "deepseek_v3"`) is the same model with V3's router: sigmoid scores,
+//! `noaux_tc` group-limited top-k with the per-expert `e_score_correction_bias` (see
+//! [`crate::TopkMethod::NoAuxTc`]); its `config.json` from transformers names neither, so they
+//! are V3's defaults ([`DeepseekV2HfConfig::moe_fields`]).
+//!
+//! | HF key (after `model.`)                                   | module path                          |
+//! |-----------------------------------------------------------|--------------------------------------|
+//! | `layers.l.self_attn.q_proj`                               | `layers.l.self_attn.q` (`Full`)      |
+//! | `layers.l.self_attn.{q_a_proj, q_a_layernorm, q_b_proj}`  | `layers.l.self_attn.q.*` (`LowRank`) |
+//! | `layers.l.self_attn.{kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj}` | same          |
+//! | `layers.l.mlp.gate.weight`                                | `layers.l.mlp.gate.weight`           |
+//! | `layers.l.mlp.gate.e_score_correction_bias` (V3)          | `layers.l.mlp.score_bias`            |
+//! | `layers.l.mlp.{experts.j, shared_experts}.*` and the v1 names | same                             |
 
 use std::path::Path;
 

@@ -382,24 +382,12 @@ fn read_chunk(
     chunk: &[(&str, &TensorInfo)],
 ) -> crate::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut header = serde_json::Map::new();
-    let mut offset = 0u64;
-    for (name, t) in chunk {
+    let entries = chunk.iter().map(|(name, t)| {
         let len = t.data_offsets[1] - t.data_offsets[0];
-        header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
-    }
-    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
+        (*name, t.dtype.as_str(), t.shape.as_slice(), len)
+    });
     // Filled by reads into spare capacity: no zeroing pass over the chunk first.
-    let mut buf = Vec::with_capacity(8 + h.len() + offset as usize);
-    buf.extend((h.len() as u64).to_le_bytes());
-    buf.extend(&h);
+    let mut buf = crate::safetensors::header_bytes(entries);
     let mut f = file;
     for (name, t) in chunk {
         let len = t.data_offsets[1] - t.data_offsets[0];

@@ -1,5 +1,8 @@
 //! Llama-style causal decoder: RMSNorm, rotary position embedding (rotate-half, as HF
-//! `LlamaForCausalLM`), grouped-query attention and a SwiGLU feed-forward.
+//! `LlamaForCausalLM`), grouped-query attention and a SwiGLU feed-forward. The same module is
+//! Mistral (sliding-window attention, a `head_dim` that may differ from `hidden / heads`) and
+//! Qwen2 (q/k/v biases, tied embeddings, sliding window from `max_window_layers`), set by
+//! `LlamaHfConfig::to_config` from `model_type`.
 //!
 //! Field names follow HF's `LlamaForCausalLM`, so checkpoints map one to one:
 //!
@@ -7,6 +10,7 @@
 //! |-----------------------------------------------|-----------------------------|-----------------------------------|
 //! | `model.embed_tokens.weight`                   | `token_embd.weight`         | `embed_tokens.weight`             |
 //! | `model.layers.N.self_attn.{q,k,v,o}_proj.weight` | `blk.N.attn_{q,k,v,output}.weight` | `layers.N.self_attn.{q,k,v,o}_proj.weight` |
+//! | `model.layers.N.self_attn.{q,k,v,o}_proj.bias` (Qwen2: q/k/v; Llama `attention_bias`) | — | `layers.N.self_attn.*_proj.bias` |
 //! | `model.layers.N.mlp.{gate,up,down}_proj.weight` | `blk.N.ffn_{gate,up,down}.weight` | `layers.N.mlp.*`            |
 //! | `model.layers.N.input_layernorm.weight`       | `blk.N.attn_norm.weight`    | `layers.N.input_layernorm.gamma`  |
 //! | `model.layers.N.post_attention_layernorm.weight` | `blk.N.ffn_norm.weight`  | `layers.N.post_attention_layernorm.gamma` |

@@ -306,23 +306,15 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 /// Serialises f32 tensors as a safetensors file in memory (used to feed tensors from other
 /// formats, such as dequantised GGUF or ONNX initializers, through the same loader as HF files).
 pub fn to_bytes(tensors: &[NamedTensor]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0u64;
-    for (name, shape, data) in tensors {
-        let len = 4 * data.len() as u64;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
-    }
-    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + h.len() + offset as usize);
-    out.extend((h.len() as u64).to_le_bytes());
-    out.extend(h);
+    let entries = tensors.iter().map(|(name, shape, data)| {
+        (
+            name.as_str(),
+            "F32",
+            shape.as_slice(),
+            4 * data.len() as u64,
+        )
+    });
+    let mut out = header_bytes(entries);
     for (_, _, data) in tensors {
         for v in data {
             out.extend(v.to_le_bytes());
@@ -331,18 +323,16 @@ pub fn to_bytes(tensors: &[NamedTensor]) -> Vec<u8> {
     out
 }
 
-/// A tensor as stored: `(name, dtype such as "BF16", shape, little-endian bytes)`.
-pub type RawTensor = (String, String, Vec<usize>, Vec<u8>);
-
-/// Serialises tensors of any stored dtype as a safetensors file in memory (the bytes are taken
-/// as they are; their length must be `shape × dtype size`).
-pub fn to_bytes_raw(tensors: &[RawTensor]) -> Vec<u8> {
+/// The start of a safetensors file: the 8-byte header length and the JSON header (padded to 8
+/// bytes) for tensors `(name, dtype, shape, byte length)` laid out in order. The data follows.
+pub fn header_bytes<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str, &'a [usize], u64)>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
-    for (name, dtype, shape, data) in tensors {
-        let len = data.len() as u64;
+    for (name, dtype, shape, len) in entries {
         header.insert(
-            name.clone(),
+            name.to_string(),
             serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len]}),
         );
         offset += len;
@@ -354,6 +344,24 @@ pub fn to_bytes_raw(tensors: &[RawTensor]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + h.len() + offset as usize);
     out.extend((h.len() as u64).to_le_bytes());
     out.extend(h);
+    out
+}
+
+/// A tensor as stored: `(name, dtype such as "BF16", shape, little-endian bytes)`.
+pub type RawTensor = (String, String, Vec<usize>, Vec<u8>);
+
+/// Serialises tensors of any stored dtype as a safetensors file in memory (the bytes are taken
+/// as they are; their length must be `shape × dtype size`).
+pub fn to_bytes_raw(tensors: &[RawTensor]) -> Vec<u8> {
+    let entries = tensors.iter().map(|(name, dtype, shape, data)| {
+        (
+            name.as_str(),
+            dtype.as_str(),
+            shape.as_slice(),
+            data.len() as u64,
+        )
+    });
+    let mut out = header_bytes(entries);
     for (_, _, _, data) in tensors {
         out.extend(data);
     }
