@@ -195,7 +195,10 @@ impl ModuleMapper for AddDelta<'_> {
                 let id: ParamId = param.id;
                 let w = param.val();
                 let dims = w.dims();
-                Param::initialized(id, w.detach() + delta.clone().reshape(dims))
+                // The pairs stay f32 beside a base held in bf16: the merged weight takes the
+                // base's dtype (the cast is differentiable, so A and B still get gradients).
+                let delta = plm::layers::to_dtype(delta.clone().reshape(dims), w.dtype());
+                Param::initialized(id, w.detach() + delta)
             }
             _ => param,
         }

@@ -399,6 +399,16 @@ struct V2Task {
     device: Device,
 }
 
+impl Task<Lora<moe_arch::deepseek_v2::DeepseekV2Lm>> for V2Task {
+    fn loss(
+        &mut self,
+        model: &Lora<moe_arch::deepseek_v2::DeepseekV2Lm>,
+        ctx: &mut BatchCtx<'_>,
+    ) -> trainer::Result<StepLoss> {
+        <Self as Task<moe_arch::deepseek_v2::DeepseekV2Lm>>::loss(self, &model.merged(), ctx)
+    }
+}
+
 impl Task<moe_arch::deepseek_v2::DeepseekV2Lm> for V2Task {
     fn loss(
         &mut self,
@@ -487,4 +497,43 @@ fn experts_train_in_f32_beside_a_base_frozen_in_bf16() {
     }
     // 3 experts × 3 matrices, every one updated.
     assert_eq!(moved, 9);
+}
+
+#[test]
+fn lora_pairs_train_in_f32_beside_a_base_held_in_bf16() {
+    use burn::tensor::DType;
+    let _g = serial();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/deepseek_bf16/v2_lite");
+    let device = Device::flex().autodiff();
+    let base = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf_dtype(
+        &dir,
+        plm::checkpoint::LoadDtype::Bf16,
+        &device,
+    )
+    .unwrap();
+    let lora = Lora::new(base, &LoraConfig::default(), &device).unwrap();
+    let b0: Vec<f32> = lora.pairs[0]
+        .b
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let out = Trainer::new(TrainerConfig::new(2).with_lr(1e-2), &device)
+        .with_trainable(Lora::<moe_arch::deepseek_v2::DeepseekV2Lm>::is_lora)
+        .fit(
+            lora,
+            &mut V2Task {
+                device: device.clone(),
+            },
+        )
+        .unwrap();
+    let pair = &out.model.pairs[0];
+    assert_eq!(pair.b.val().dtype(), DType::F32);
+    let b1: Vec<f32> = pair.b.val().into_data().try_to_vec::<f32>().unwrap();
+    assert_ne!(b0, b1, "the LoRA pair did not train");
+    assert_eq!(
+        out.model.merged().embed_tokens.weight.val().dtype(),
+        DType::BF16
+    );
 }
