@@ -1277,6 +1277,49 @@ mod tests {
     }
 
     #[test]
+    fn sliding_window_decoding_with_the_cache_equals_full_forwards() {
+        // Window 3 over 9 tokens, fed 4 + 1 + 4: every chunk after the first meets keys the
+        // window hides; the second layer alone slides.
+        let d = Device::flex();
+        d.seed(4);
+        let m = tiny()
+            .with_sliding_window(Some(3))
+            .with_sliding_window_from(1)
+            .init(&d)
+            .unwrap();
+        let seq = [3i64, 14, 15, 9, 2, 6, 5, 3, 5];
+        let full = m.forward(ids(&seq, &d)).logits;
+        let mut cache = KvCache::new();
+        let mut parts = Vec::new();
+        for (a, b) in [(0, 4), (4, 5), (5, 9)] {
+            let out = m.forward_with(
+                ids(&seq[a..b], &d),
+                &AttentionHooks::none(),
+                Some(&mut cache),
+            );
+            parts.push(out.logits);
+        }
+        let a = Tensor::cat(parts, 1)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = full.into_data().try_to_vec::<f32>().unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5));
+        // The window changes the result: without it the last logits differ.
+        let no_window = Llama {
+            sliding_window: 0,
+            ..m.clone()
+        };
+        let c = no_window
+            .forward(ids(&seq, &d))
+            .logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(c.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4));
+    }
+
+    #[test]
     fn repeated_and_selected_cache_rows_decode_like_their_own_sequences() {
         let d = Device::flex();
         d.seed(4);
