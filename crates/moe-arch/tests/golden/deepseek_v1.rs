@@ -65,3 +65,68 @@ fn save_hf_writes_the_reference_names_and_loads_back_bit_for_bit() {
     let b = back.forward(x, None).unwrap().logits.into_data();
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_v1_checkpoint_resharded_in_bf16_loads_as_its_bf16_rounding() {
+    // The fixture re-published as the hub does (bf16, 3 shards) gives exactly what the f32
+    // checkpoint gives once its weights are rounded to bf16.
+    let d = crate::device();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/deepseek_v1_tiny/model");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let w = plm::checkpoint::Weights::open(&src).unwrap();
+    let names: Vec<String> = w.names().map(str::to_string).collect();
+    let mut map = serde_json::Map::new();
+    for (i, part) in names.chunks(names.len().div_ceil(3)).enumerate() {
+        let file = format!("model-0000{}-of-00003.safetensors", i + 1);
+        let tensors: Vec<plm::safetensors::RawTensor> = part
+            .iter()
+            .map(|n| {
+                let t = read_f32(&w.shards[0].path, n).unwrap();
+                let bytes = t
+                    .data
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect();
+                map.insert(n.clone(), file.clone().into());
+                (n.clone(), "BF16".to_string(), t.shape, bytes)
+            })
+            .collect();
+        std::fs::write(
+            tmp.path().join(&file),
+            plm::safetensors::to_bytes_raw(&tensors),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        serde_json::json!({ "weight_map": map }).to_string(),
+    )
+    .unwrap();
+    let sharded = DeepseekLm::load_hf(tmp.path(), &d).unwrap();
+    let rounded = trainer::params::cast_where(
+        trainer::params::cast_where(
+            DeepseekLm::load_hf(&src, &d).unwrap(),
+            burn::tensor::DType::BF16,
+            |_| true,
+        ),
+        burn::tensor::DType::F32,
+        |_| true,
+    );
+    let x = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 5, 9, 2, 7], [1, 5]), &d);
+    let a = sharded
+        .forward(x.clone(), None)
+        .unwrap()
+        .logits
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b = rounded
+        .forward(x, None)
+        .unwrap()
+        .logits
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(max_diff(a, &b) < 1e-6);
+}
