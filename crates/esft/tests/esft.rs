@@ -428,19 +428,24 @@ impl Task<moe_arch::deepseek_v2::DeepseekV2Lm> for V2Task {
     }
 }
 
+/// The tiny V2-Lite-style fixture (sharded bf16) with its weights held in bf16.
+fn bf16_v2_lite(device: &Device) -> moe_arch::deepseek_v2::DeepseekV2Lm {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/deepseek_bf16/v2_lite");
+    moe_arch::deepseek_v2::DeepseekV2Lm::load_hf_dtype(
+        &dir,
+        plm::checkpoint::LoadDtype::Bf16,
+        device,
+    )
+    .unwrap()
+}
+
 #[test]
 fn experts_train_in_f32_beside_a_base_frozen_in_bf16() {
     use burn::tensor::DType;
     let _g = serial();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/deepseek_bf16/v2_lite");
     let device = Device::flex().autodiff();
-    let base = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf_dtype(
-        &dir,
-        plm::checkpoint::LoadDtype::Bf16,
-        &device,
-    )
-    .unwrap();
+    let base = bf16_v2_lite(&device);
     let cfg: ExpertConfig = serde_json::from_str(
         r#"{"experts": {"1": [0, 3], "2": [5]}, "shared_experts": false, "non_expert_modules": false}"#,
     )
@@ -503,15 +508,8 @@ fn experts_train_in_f32_beside_a_base_frozen_in_bf16() {
 fn lora_pairs_train_in_f32_beside_a_base_held_in_bf16() {
     use burn::tensor::DType;
     let _g = serial();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/deepseek_bf16/v2_lite");
     let device = Device::flex().autodiff();
-    let base = moe_arch::deepseek_v2::DeepseekV2Lm::load_hf_dtype(
-        &dir,
-        plm::checkpoint::LoadDtype::Bf16,
-        &device,
-    )
-    .unwrap();
+    let base = bf16_v2_lite(&device);
     let lora = Lora::new(base, &LoraConfig::default(), &device).unwrap();
     let b0: Vec<f32> = lora.pairs[0]
         .b
