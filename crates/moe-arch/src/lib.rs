@@ -51,7 +51,9 @@ pub mod deepseek_v2;
 mod error;
 pub mod experiment;
 mod layer;
+pub mod model;
 pub mod stats;
 
 pub use error::{Error, Result};
 pub use layer::{Dispatch, HashRouter, MoeConfig, MoeLayer, MoeOutput, Scoring, TopkMethod};
+pub use model::{MoeLayerInfo, MoeModel};

@@ -9,6 +9,8 @@
 //!   or bf16/f16 ([`checkpoint::LoadDtype`]); typed errors naming a missing shard, a misplaced or
 //!   missing tensor, a shape that disagrees with `config.json`; and the one place that maps a
 //!   checkpoint path to its architecture ([`checkpoint::Architecture::detect`]).
+//! - [`causal`]: the causal-LM trait every decoder here implements (logits and attentions under
+//!   hooks, query/key vectors), for analyses that work with any of them.
 //! - [`hooks`]: one attention-hook interface (additive bias, post-softmax scale, dL/dA probes).
 //! - [`hello_lm`]: the `hello-lm` experiment (a byte-level Llama trained from scratch).
 //!
@@ -30,6 +32,7 @@
 //! ```
 
 pub mod bert;
+pub mod causal;
 pub mod checkpoint;
 mod error;
 pub mod gguf;

@@ -15,43 +15,12 @@
 //! a labelled tag: it fails with [`Error::TagTruncated`] or drops whole trailing steps.
 
 use serde::{Deserialize, Serialize};
-use textdata::{ByteTokenizer, TextTokenizer};
 
 use crate::{Error, Result};
 
-/// What this crate needs from a tokenizer.
-pub trait Tokenizer {
-    /// Token ids of `text` (no special tokens added).
-    fn encode(&self, text: &str) -> Result<Vec<u32>>;
-    /// Text of `ids` (special tokens skipped).
-    fn decode(&self, ids: &[u32]) -> Result<String>;
-    /// Vocabulary size.
-    fn vocab_size(&self) -> usize;
-}
-
-impl Tokenizer for ByteTokenizer {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(ByteTokenizer::encode(self, text))
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        Ok(ByteTokenizer::decode(self, ids))
-    }
-    fn vocab_size(&self) -> usize {
-        ByteTokenizer::VOCAB
-    }
-}
-
-impl Tokenizer for TextTokenizer {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(TextTokenizer::encode(self, text, false)?)
-    }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        Ok(TextTokenizer::decode(self, ids, true)?)
-    }
-    fn vocab_size(&self) -> usize {
-        TextTokenizer::vocab_size(self)
-    }
-}
+/// The tokenizer interface lives with the tokenizers, in `textdata`; re-exported here so
+/// `prm::tags::Tokenizer` keeps working.
+pub use textdata::Tokenizer;
 
 /// Token ids with the position of every step tag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -188,6 +157,7 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use textdata::ByteTokenizer;
 
     /// A GPT-2-like word tokenizer: a leading space belongs to the following word, so `" ки"`
     /// is one token and `"ки"` another.
@@ -203,7 +173,7 @@ mod tests {
     }
 
     impl Tokenizer for WordTok {
-        fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        fn encode(&self, text: &str) -> textdata::Result<Vec<u32>> {
             let mut out = Vec::new();
             let mut cur = String::new();
             for c in text.chars() {
@@ -226,7 +196,7 @@ mod tests {
             }
             Ok(out)
         }
-        fn decode(&self, _ids: &[u32]) -> Result<String> {
+        fn decode(&self, _ids: &[u32]) -> textdata::Result<String> {
             Ok(String::new())
         }
         fn vocab_size(&self) -> usize {

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
 use crate::tags::Tokenizer;
 
 /// See the module docs.
@@ -139,10 +138,10 @@ impl WordTokenizer {
 }
 
 impl Tokenizer for WordTokenizer {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+    fn encode(&self, text: &str) -> textdata::Result<Vec<u32>> {
         Ok(self.encode_text(text))
     }
-    fn decode(&self, ids: &[u32]) -> Result<String> {
+    fn decode(&self, ids: &[u32]) -> textdata::Result<String> {
         Ok(self.decode_ids(ids))
     }
     fn vocab_size(&self) -> usize {

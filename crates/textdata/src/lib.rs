@@ -23,8 +23,10 @@ mod lm;
 pub mod readers;
 pub mod synthetic;
 mod tokenize;
+mod tokenizer;
 
 pub use corpus::{Document, read_text_dir, split_every_kth};
 pub use error::{Error, Result};
 pub use lm::{ByteCorpus, ByteTokenizer, EMBEDDED_TEXT, LmWindows};
 pub use tokenize::{EncodedBatch, TextTokenizer};
+pub use tokenizer::Tokenizer;
