@@ -62,7 +62,7 @@ impl MoeModel for DeepseekLm {
         tokens: Tensor<2, Int>,
         token_mask: Option<Tensor<2, Int>>,
     ) -> crate::Result<DeepseekOutput> {
-        Ok(self.forward(tokens, token_mask)?)
+        self.forward(tokens, token_mask)
     }
     fn moe_layers(&self) -> Vec<MoeLayerInfo> {
         layers_of(self.layers.iter().map(|l| &l.mlp))
@@ -81,7 +81,7 @@ impl MoeModel for DeepseekV2Lm {
         tokens: Tensor<2, Int>,
         token_mask: Option<Tensor<2, Int>>,
     ) -> crate::Result<DeepseekOutput> {
-        Ok(self.forward(tokens, token_mask)?)
+        self.forward(tokens, token_mask)
     }
     fn moe_layers(&self) -> Vec<MoeLayerInfo> {
         layers_of(self.layers.iter().map(|l| &l.mlp))
