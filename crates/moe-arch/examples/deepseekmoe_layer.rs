@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p moe-arch --example deepseekmoe_layer`
 
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use moe_arch::MoeConfig;
