@@ -64,14 +64,13 @@ fn moe_layout(cfg: &serde_json::Value, weights: &Weights, arch: Architecture) ->
     let freq = usize_key(cfg, "moe_layer_freq").unwrap_or(1).max(1);
     let moe_layers = (first..layers).filter(|l| l % freq == 0).count();
     let k = usize_key(cfg, "num_experts_per_tok").unwrap_or(0);
-    let mut routed_params = 0u64;
-    for name in weights.names() {
-        if name.contains(".mlp.experts.")
-            && let Some((_, t)) = weights.tensor(name)
-        {
-            routed_params += t.shape.iter().map(|&d| d as u64).product::<u64>();
-        }
-    }
+    let routed_params: u64 = weights
+        .shards
+        .iter()
+        .flat_map(|s| s.tensors.iter())
+        .filter(|(name, _)| name.contains(".mlp.experts."))
+        .map(|(_, t)| t.numel())
+        .sum();
     let per_expert = routed_params
         .checked_div((moe_layers * routed) as u64)
         .unwrap_or(0);

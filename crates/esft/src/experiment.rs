@@ -244,46 +244,26 @@ impl<M: MoeModel + burn::module::ModuleDisplay> Task<Lora<M>> for FinetuneTask<'
     }
 }
 
-/// How FFT writes a full fine-tuned model: the base's own format.
-enum FullSave {
-    /// `DeepseekLm::save_hf` with this config.
-    V1(Box<DeepseekHfConfig>),
-    /// The base folder's `config.json` text beside `model.safetensors` with HF names.
-    V2(String),
-}
-
-/// What the experiment needs of a base model beyond [`MoeModel`]: writing a full copy.
+/// What the experiment needs of a base model beyond [`MoeModel`]: writing a full copy in its
+/// own HF format (FFT's checkpoint), from the config it was loaded or built with.
 trait EsftBase: MoeModel + burn::module::ModuleDisplay {
-    fn save_full(&self, how: &FullSave, dir: &Path) -> crate::Result<()>;
+    /// What saving needs besides the weights.
+    type SaveConfig;
+    fn save_full(&self, config: &Self::SaveConfig, dir: &Path) -> crate::Result<()>;
 }
 
 impl EsftBase for DeepseekLm {
-    fn save_full(&self, how: &FullSave, dir: &Path) -> crate::Result<()> {
-        match how {
-            FullSave::V1(hf) => Ok(self.save_hf(hf, dir)?),
-            FullSave::V2(_) => Err(Error::InvalidConfig(
-                "a deepseek model saved with a deepseek_v2 config".into(),
-            )),
-        }
+    type SaveConfig = DeepseekHfConfig;
+    fn save_full(&self, config: &DeepseekHfConfig, dir: &Path) -> crate::Result<()> {
+        Ok(self.save_hf(config, dir)?)
     }
 }
 
 impl EsftBase for DeepseekV2Lm {
-    fn save_full(&self, how: &FullSave, dir: &Path) -> crate::Result<()> {
-        let FullSave::V2(config) = how else {
-            return Err(Error::InvalidConfig(
-                "a deepseek_v2 model saved with a deepseek config".into(),
-            ));
-        };
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        trainer::fs::write_atomic(&dir.join("config.json"), config.as_bytes())?;
-        let bytes = moe_arch::deepseek::hf_safetensors_bytes(
-            self,
-            None,
-            moe_arch::deepseek_v2::HF_SAVE_REMAPS,
-        )?;
-        trainer::fs::write_atomic(&dir.join("model.safetensors"), &bytes)?;
-        Ok(())
+    /// The base folder's `config.json` text.
+    type SaveConfig = String;
+    fn save_full(&self, config: &String, dir: &Path) -> crate::Result<()> {
+        Ok(self.save_hf(config, dir)?)
     }
 }
 
@@ -440,16 +420,16 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-struct Runner<'c, 'p> {
+struct Runner<'c, 'p, S> {
     cfg: &'c EsftConfig,
-    save: FullSave,
+    save: S,
     device: Device,
     eval_device: Device,
     valid: LmWindows,
     ctx: &'c mut RunCtx<'p>,
 }
 
-impl Runner<'_, '_> {
+impl<S> Runner<'_, '_, S> {
     fn progress(&mut self) -> impl FnMut(&trainer::Progress) + '_ {
         |p| self.ctx.report_progress(p)
     }
@@ -476,7 +456,7 @@ impl Runner<'_, '_> {
     }
 
     /// FFT or expert-restricted fine-tuning.
-    fn train_experts<M: EsftBase>(
+    fn train_experts<M: EsftBase<SaveConfig = S>>(
         &mut self,
         base: &M,
         data: &TaskData,
@@ -528,7 +508,7 @@ impl Runner<'_, '_> {
         })
     }
 
-    fn train_lora<M: EsftBase>(
+    fn train_lora<M: EsftBase<SaveConfig = S>>(
         &mut self,
         base: &M,
         data: &TaskData,
@@ -640,22 +620,14 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 n_shared: hf.moe.n_shared_experts.unwrap_or(0),
                 expert_width: hf.moe.moe_intermediate_size,
             };
-            run_with(cfg, ctx, m, dir.clone(), FullSave::V2(text), shape, data)
+            run_with(cfg, ctx, m, dir.clone(), text, shape, data)
         }
         (Some(dir), Some(Architecture::Deepseek)) => {
             let (hf, _) = plm::layers::read_hf_folder::<DeepseekHfConfig>(Path::new(dir))?;
             let m = DeepseekLm::load_hf(Path::new(dir), &data.device)?;
             vocab_check(dir, m.embed_tokens.weight.dims()[0])?;
             let shape = v1_shape(&hf);
-            run_with(
-                cfg,
-                ctx,
-                m,
-                dir.clone(),
-                FullSave::V1(Box::new(hf)),
-                shape,
-                data,
-            )
+            run_with(cfg, ctx, m, dir.clone(), hf, shape, data)
         }
         (Some(dir), Some(other)) => Err(Error::InvalidConfig(format!(
             "{dir}: esft needs a deepseek, deepseek_v2 or deepseek_v3 checkpoint, not {other}"
@@ -681,15 +653,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 data.general.name, cfg.pretrain.max_steps
             );
             let shape = v1_shape(&cfg.hf());
-            run_with(
-                cfg,
-                ctx,
-                outcome.model,
-                name,
-                FullSave::V1(Box::new(cfg.hf())),
-                shape,
-                data,
-            )
+            run_with(cfg, ctx, outcome.model, name, cfg.hf(), shape, data)
         }
     }
 }
@@ -718,7 +682,7 @@ fn run_with<M: EsftBase>(
     ctx: &mut RunCtx<'_>,
     base: M,
     base_name: String,
-    save: FullSave,
+    save: M::SaveConfig,
     shape: BaseShape,
     inputs: Inputs,
 ) -> crate::Result<Report> {

@@ -67,7 +67,7 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
 #[test]
 fn quick_run_fine_tunes_a_user_deepseek_v3_checkpoint_stored_in_bf16() {
     let _g = serial();
-    use moe_arch::deepseek_v2::{DeepseekV2HfConfig, DeepseekV2Lm, HF_SAVE_REMAPS};
+    use moe_arch::deepseek_v2::{DeepseekV2HfConfig, DeepseekV2Lm};
     let d = Device::flex();
     // The tiny V3 fixture's config with a byte vocabulary; random weights stored as bf16.
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -80,9 +80,7 @@ fn quick_run_fine_tunes_a_user_deepseek_v3_checkpoint_stored_in_bf16() {
     let model =
         trainer::params::cast_where(hf.init(&d).unwrap(), burn::tensor::DType::BF16, |_| true);
     let base = tempfile::tempdir().unwrap();
-    std::fs::write(base.path().join("config.json"), &text).unwrap();
-    let bytes = moe_arch::deepseek::hf_safetensors_bytes(&model, None, HF_SAVE_REMAPS).unwrap();
-    std::fs::write(base.path().join("model.safetensors"), bytes).unwrap();
+    model.save_hf(&text, base.path()).unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let mut ctx = RunCtx::new(d.clone(), out.path(), "flex");

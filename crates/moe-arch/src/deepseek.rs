@@ -309,6 +309,11 @@ impl DeepseekLm {
         let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
         let hooks = AttentionHooks::none();
         let mut h = self.embed_tokens.forward(tokens);
+        // The tables are built in f32; weights held in bf16/f16 make the activations that dtype.
+        let (cos, sin) = (
+            plm::layers::to_dtype(cos, h.dtype()),
+            plm::layers::to_dtype(sin, h.dtype()),
+        );
         let mut aux = Tensor::<1>::zeros([1], &device);
         let mut routing = Vec::new();
         let mut attentions = Vec::with_capacity(self.layers.len());

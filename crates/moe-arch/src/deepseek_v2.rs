@@ -202,9 +202,6 @@ fn rope_interleaved(x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
     let odd = pairs
         .slice(s![.., .., .., .., 1..2])
         .reshape([b, h, s, d / 2]);
-    // The tables are f32; weights held in bf16/f16 make `x` that dtype.
-    let cos = plm::layers::to_dtype(cos, even.dtype());
-    let sin = plm::layers::to_dtype(sin, even.dtype());
     let cos = cos.reshape([1, 1, s, d / 2]).expand([b, h, s, d / 2]);
     let sin = sin.reshape([1, 1, s, d / 2]).expand([b, h, s, d / 2]);
     let re = even.clone() * cos.clone() - odd.clone() * sin.clone();
@@ -486,6 +483,11 @@ impl DeepseekV2Lm {
         // burn's `tril_mask` is true strictly above the diagonal: the future positions.
         let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
         let mut h = self.embed_tokens.forward(tokens);
+        // The tables are built in f32; weights held in bf16/f16 make the activations that dtype.
+        let (cos, sin) = (
+            plm::layers::to_dtype(cos, h.dtype()),
+            plm::layers::to_dtype(sin, h.dtype()),
+        );
         let mut aux = Tensor::<1>::zeros([1], &device);
         let mut routing = Vec::new();
         let mut attentions = Vec::with_capacity(self.layers.len());
@@ -521,6 +523,17 @@ impl DeepseekV2Lm {
             layer.mlp.set_dispatch(dispatch);
         }
         self
+    }
+
+    /// Writes an HF folder that [`DeepseekV2Lm::load_hf`] and transformers read back:
+    /// `config` (the text of the `config.json` the model was loaded with) and `model.safetensors`
+    /// with the HF names, each written atomically.
+    pub fn save_hf(&self, config: &str, dir: &Path) -> crate::Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| plm::Error::io(dir, e))?;
+        trainer::fs::write_atomic(&dir.join("config.json"), config.as_bytes())?;
+        let bytes = crate::deepseek::hf_safetensors_bytes(self, None, HF_SAVE_REMAPS)?;
+        trainer::fs::write_atomic(&dir.join("model.safetensors"), &bytes)?;
+        Ok(())
     }
 
     /// Loads an HF `deepseek_v2` folder (one `model.safetensors` or a sharded index) with f32

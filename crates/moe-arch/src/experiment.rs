@@ -229,16 +229,7 @@ impl Task<DeepseekLm> for LmTask {
             .map_err(trainer::Error::task)?;
         let out = model.forward(x, None).map_err(trainer::Error::task)?;
         if self.aux_free_gamma.is_some() {
-            let loads = model.expert_loads(&out.routing);
-            self.loads = if self.loads.is_empty() {
-                loads
-            } else {
-                std::mem::take(&mut self.loads)
-                    .into_iter()
-                    .zip(loads)
-                    .map(|(a, b)| a + b)
-                    .collect()
-            };
+            add_loads(&mut self.loads, model.expert_loads(&out.routing));
         }
         let lm = plm::llama::cross_entropy(out.logits, y);
         let aux: f32 = out.aux_loss.clone().into_scalar();
@@ -255,7 +246,20 @@ fn valid_loss(
     n: usize,
     device: &Device,
 ) -> crate::Result<f64> {
-    Ok(valid_loss_and_balance(model, windows, n, device)?.0)
+    plm::llama::mean_window_loss(windows, n, device, |x| Ok(model.forward(x, None)?.logits))
+}
+
+/// Adds per-layer expert loads to a running sum (empty: the first batch).
+fn add_loads(acc: &mut Vec<Tensor<1>>, loads: Vec<Tensor<1>>) {
+    *acc = if acc.is_empty() {
+        loads
+    } else {
+        std::mem::take(acc)
+            .into_iter()
+            .zip(loads)
+            .map(|(a, b)| a + b)
+            .collect()
+    };
 }
 
 /// Validation loss and, for MoE models, the load imbalance MaxVio (DeepSeek-V3 §4.5.3:
@@ -270,16 +274,7 @@ fn valid_loss_and_balance(
     let mut loads: Vec<Tensor<1>> = Vec::new();
     let loss = plm::llama::mean_window_loss(windows, n, device, |x| {
         let out = model.forward(x, None)?;
-        let l = model.expert_loads(&out.routing);
-        loads = if loads.is_empty() {
-            l
-        } else {
-            std::mem::take(&mut loads)
-                .into_iter()
-                .zip(l)
-                .map(|(a, b)| a + b)
-                .collect()
-        };
+        add_loads(&mut loads, model.expert_loads(&out.routing));
         Ok::<_, Error>(out.logits)
     })?;
     if loads.is_empty() {

@@ -16,9 +16,10 @@
 use burn::module::Module;
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::{sigmoid, silu, softmax};
-use plm::layers::Init;
+use plm::layers::{Init, to_dtype};
 use plm::llama::SwiGlu;
 
 use crate::Error;
@@ -140,7 +141,6 @@ pub struct MoeLayer {
     pub score_bias: Option<Param<Tensor<1>>>,
     top_k: usize,
     sigmoid: bool,
-    noaux: bool,
     norm_topk_prob: bool,
     routed_scaling_factor: f64,
     n_group: usize,
@@ -180,7 +180,7 @@ pub struct MoeOutput {
 fn run_mlp(mlp: &SwiGlu, x: Tensor<3>) -> Tensor<3> {
     let dtype = x.dtype();
     let wd = mlp.gate_proj.weight.val().dtype();
-    plm::layers::to_dtype(mlp.forward(plm::layers::to_dtype(x, wd)), dtype)
+    to_dtype(mlp.forward(to_dtype(x, wd)), dtype)
 }
 
 fn swiglu(init: &Init<'_>, d: usize, d_ff: usize) -> SwiGlu {
@@ -276,7 +276,6 @@ impl MoeConfig {
             }),
             top_k: self.top_k,
             sigmoid: self.scoring == Scoring::Sigmoid,
-            noaux,
             norm_topk_prob: self.norm_topk_prob,
             routed_scaling_factor: self.routed_scaling_factor,
             n_group,
@@ -365,14 +364,14 @@ impl MoeLayer {
         let e = self.n_experts();
         let device = x.device();
         // Routing runs in f32 whatever the weights' dtype (as HF's routers do).
-        let logits = self.gate.forward(x).cast(burn::tensor::DType::F32); // [n, E]
+        let logits = to_dtype(self.gate.forward(x), DType::F32); // [n, E]
         let probs = if self.sigmoid {
             sigmoid(logits)
         } else {
             softmax(logits, 1)
         }; // [n, E]
-        if self.noaux {
-            return self.route_noaux(probs);
+        if let Some(bias) = &self.score_bias {
+            return self.route_noaux(probs, bias.val());
         }
         let candidates = if self.n_group > 1 {
             let per = e / self.n_group;
@@ -430,14 +429,12 @@ impl MoeLayer {
             .reshape([n, self.n_experts()]) // [n, E]
     }
 
-    /// DeepSeek-V3's `noaux_tc` (HF `DeepseekV3TopkRouter`).
-    fn route_noaux(&self, scores: Tensor<2>) -> Routing {
+    /// DeepSeek-V3's `noaux_tc` (HF `DeepseekV3TopkRouter`): `bias` `[E]` is added to the
+    /// scores for the choice only.
+    fn route_noaux(&self, scores: Tensor<2>, bias: Tensor<1>) -> Routing {
         let [n, e] = scores.dims();
         let device = scores.device();
-        let choice = match &self.score_bias {
-            Some(b) => scores.clone() + b.val().cast(scores.dtype()).reshape([1, e]),
-            None => scores.clone(),
-        }; // [n, E]
+        let choice = scores.clone() + to_dtype(bias, scores.dtype()).reshape([1, e]); // [n, E]
         let choice = if self.n_group > 1 {
             let per = e / self.n_group;
             let (top2, _) = choice
@@ -493,11 +490,11 @@ impl MoeLayer {
                 "auxiliary-loss-free balancing needs topk_method NoAuxTc".into(),
             ));
         };
-        let load = load.cast(burn::tensor::DType::F32);
+        let load = to_dtype(load, DType::F32);
         let mean = load.clone().mean().reshape([1]).expand([e]);
         let step = (mean - load).sign().mul_scalar(gamma);
         let value = bias.val();
-        let updated = (value.clone() + step.cast(value.dtype())).detach();
+        let updated = (value.clone() + to_dtype(step, value.dtype())).detach();
         self.score_bias = Some(bias.map(|_| updated));
         Ok(())
     }
@@ -633,10 +630,7 @@ impl MoeLayer {
         // Sort the n·k assignments by expert; token of assignment j is j / k.
         let (sorted_experts, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
         let tokens = order.clone().div_scalar(k as i64); // [n k]
-        let weights = r
-            .weight
-            .clone()
-            .cast(flat.dtype())
+        let weights = to_dtype(r.weight.clone(), flat.dtype())
             .reshape([n * k, 1])
             .select(0, order); // [n k, 1]
         let xs = flat.select(0, tokens.clone()); // [n k, d]
@@ -707,7 +701,7 @@ impl MoeLayer {
             let w = Tensor::stack::<3>(
                 self.experts
                     .iter()
-                    .map(|x| plm::layers::to_dtype(f(x).weight.val(), dtype))
+                    .map(|x| to_dtype(f(x).weight.val(), dtype))
                     .collect(),
                 0,
             );
@@ -715,11 +709,7 @@ impl MoeLayer {
                 Tensor::stack::<2>(
                     self.experts
                         .iter()
-                        .filter_map(|x| {
-                            f(x).bias
-                                .as_ref()
-                                .map(|b| plm::layers::to_dtype(b.val(), dtype))
-                        })
+                        .filter_map(|x| f(x).bias.as_ref().map(|b| to_dtype(b.val(), dtype)))
                         .collect(),
                     0,
                 )
@@ -814,7 +804,7 @@ impl MoeLayer {
             r.weight.clone(),
             IndexingUpdateOp::Add,
         ); // [n, E]
-        let dense = dense.cast(flat.dtype());
+        let dense = to_dtype(dense, flat.dtype());
         let mut y = Tensor::<2>::zeros([n, d], (&device, flat.dtype()));
         for (i, expert) in self.experts.iter().enumerate() {
             let yi = run_mlp(expert, flat.clone().reshape([1, n, d])).reshape([n, d]);

@@ -124,19 +124,21 @@ struct IndexFile {
     weight_map: BTreeMap<String, String>,
 }
 
-/// Float8 tensors (DeepSeek-V3's official release) come with block scales that no loader here
-/// applies: refuse them by name rather than load them as if they were plain floats.
-fn check_dtypes(shard: &Shard) -> crate::Result<()> {
-    for (name, info) in &shard.tensors {
-        if info.dtype.starts_with("F8") {
+impl Shard {
+    /// Reads and checks the header of `path`. Float8 tensors (DeepSeek-V3's official release)
+    /// come with block scales that no loader here applies: they are refused by name rather than
+    /// loaded as if they were plain floats.
+    fn read(path: PathBuf) -> crate::Result<Self> {
+        let tensors = read_header(&path)?;
+        if let Some((name, info)) = tensors.iter().find(|(_, t)| t.dtype.starts_with("F8")) {
             return Err(Error::UnsupportedDtype {
                 tensor: name.clone(),
                 dtype: info.dtype.clone(),
-                file: shard.path.clone(),
+                file: path,
             });
         }
+        Ok(Self { path, tensors })
     }
-    Ok(())
 }
 
 impl Weights {
@@ -156,15 +158,10 @@ impl Weights {
                     dir: dir.to_path_buf(),
                 });
             }
-            let shard = Shard {
-                tensors: read_header(&path)?,
-                path,
-            };
-            check_dtypes(&shard)?;
             return Ok(Self {
                 dir: dir.to_path_buf(),
                 index: None,
-                shards: vec![shard],
+                shards: vec![Shard::read(path)?],
             });
         }
         let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
@@ -173,15 +170,12 @@ impl Weights {
             reason: e.to_string(),
         })?;
         // Shards in the order the index first names them (the map is sorted by tensor name).
-        let mut order: Vec<&str> = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut slot: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut shards = Vec::new();
         for file in index.weight_map.values() {
-            if seen.insert(file.as_str()) {
-                order.push(file);
+            if slot.contains_key(file.as_str()) {
+                continue;
             }
-        }
-        let mut shards = Vec::with_capacity(order.len());
-        for file in order {
             let rel = Path::new(file);
             if rel.is_absolute()
                 || rel
@@ -200,21 +194,11 @@ impl Weights {
                     index: index_path.clone(),
                 });
             }
-            let shard = Shard {
-                tensors: read_header(&path)?,
-                path,
-            };
-            check_dtypes(&shard)?;
-            shards.push(shard);
+            slot.insert(file, shards.len());
+            shards.push(Shard::read(path)?);
         }
         for (tensor, file) in &index.weight_map {
-            let shard = shards
-                .iter()
-                .find(|s| s.path == dir.join(file))
-                .ok_or_else(|| Error::MissingShard {
-                    shard: dir.join(file),
-                    index: index_path.clone(),
-                })?;
+            let shard = &shards[slot[file.as_str()]];
             if !shard.tensors.contains_key(tensor) {
                 return Err(Error::TensorNotInShard {
                     tensor: tensor.clone(),
@@ -248,7 +232,7 @@ impl Weights {
         self.shards
             .iter()
             .flat_map(|s| s.tensors.values())
-            .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>())
+            .map(TensorInfo::numel)
             .sum()
     }
 
@@ -257,7 +241,7 @@ impl Weights {
         self.shards
             .iter()
             .flat_map(|s| s.tensors.values())
-            .map(|t| t.data_offsets[1] - t.data_offsets[0])
+            .map(TensorInfo::byte_len)
             .sum()
     }
 
@@ -265,8 +249,7 @@ impl Weights {
     pub fn dtype_counts(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for t in self.shards.iter().flat_map(|s| s.tensors.values()) {
-            *out.entry(t.dtype.clone()).or_insert(0) +=
-                t.shape.iter().map(|&d| d as u64).product::<u64>();
+            *out.entry(t.dtype.clone()).or_insert(0) += t.numel();
         }
         out
     }
@@ -291,7 +274,8 @@ impl Weights {
     ) -> crate::Result<M> {
         let mut module = module;
         let mut applied: BTreeSet<String> = BTreeSet::new();
-        let mut missing: Vec<String> = Vec::new();
+        // Per chunk, nearly every parameter is "missing": keep each name once.
+        let mut missing: BTreeSet<String> = BTreeSet::new();
         for shard in &self.shards {
             let file = std::fs::File::open(&shard.path).map_err(|e| Error::io(&shard.path, e))?;
             let base = crate::safetensors::data_start(&shard.path)?;
@@ -340,7 +324,7 @@ impl Weights {
                 missing.extend(res.missing.iter().map(|(p, _)| p.clone()));
             }
         }
-        if let Some(m) = missing.iter().find(|m| !applied.contains(*m)) {
+        if let Some(m) = missing.difference(&applied).next() {
             return Err(Error::MissingTensor {
                 tensor: m.clone(),
                 file: self.origin(),
@@ -358,7 +342,7 @@ fn chunks(shard: &Shard, cap: u64) -> Vec<Vec<(&str, &TensorInfo)>> {
     let mut out: Vec<Vec<(&str, &TensorInfo)>> = Vec::new();
     let mut size = 0u64;
     for (name, t) in tensors {
-        let len = t.data_offsets[1] - t.data_offsets[0];
+        let len = t.byte_len();
         match out.last_mut() {
             Some(last) if size + len <= cap => {
                 last.push((name, t));
@@ -382,15 +366,14 @@ fn read_chunk(
     chunk: &[(&str, &TensorInfo)],
 ) -> crate::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
-    let entries = chunk.iter().map(|(name, t)| {
-        let len = t.data_offsets[1] - t.data_offsets[0];
-        (*name, t.dtype.as_str(), t.shape.as_slice(), len)
-    });
+    let entries = chunk
+        .iter()
+        .map(|(name, t)| (*name, t.dtype.as_str(), t.shape.as_slice(), t.byte_len()));
     // Filled by reads into spare capacity: no zeroing pass over the chunk first.
     let mut buf = crate::safetensors::header_bytes(entries);
     let mut f = file;
     for (name, t) in chunk {
-        let len = t.data_offsets[1] - t.data_offsets[0];
+        let len = t.byte_len();
         f.seek(SeekFrom::Start(base + t.data_offsets[0]))
             .map_err(|e| Error::io(path, e))?;
         let got = f

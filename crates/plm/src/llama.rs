@@ -317,11 +317,6 @@ impl Rope {
     pub fn apply(&self, x: Tensor<4>, cos: Tensor<2>, sin: Tensor<2>) -> Tensor<4> {
         let [b, h, s, d] = x.dims();
         let half = d / 2;
-        // The tables are f32; weights held in bf16/f16 make `x` that dtype.
-        let (cos, sin) = (
-            crate::layers::to_dtype(cos, x.dtype()),
-            crate::layers::to_dtype(sin, x.dtype()),
-        );
         let x1 = x.clone().slice(s![.., .., .., 0..half]);
         let x2 = x.clone().slice(s![.., .., .., half..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, h, s, d]
@@ -650,6 +645,11 @@ impl Llama {
             mask.clone().bool_or(far)
         });
         let mut h = self.embed_tokens.forward(tokens); // [b, s, d]
+        // The tables are built in f32; weights held in bf16/f16 make the activations that dtype.
+        let (cos, sin) = (
+            crate::layers::to_dtype(cos, h.dtype()),
+            crate::layers::to_dtype(sin, h.dtype()),
+        );
         let mut attentions = Vec::with_capacity(self.layers.len());
         let mut hidden_states = vec![h.clone()];
         let mut kv = Vec::with_capacity(self.layers.len());

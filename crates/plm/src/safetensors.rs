@@ -22,6 +22,18 @@ pub struct TensorInfo {
     pub data_offsets: [u64; 2],
 }
 
+impl TensorInfo {
+    /// Number of values.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+
+    /// Bytes of data.
+    pub fn byte_len(&self) -> u64 {
+        self.data_offsets[1] - self.data_offsets[0]
+    }
+}
+
 fn dtype_size(dtype: &str) -> Option<u64> {
     Some(match dtype {
         "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,

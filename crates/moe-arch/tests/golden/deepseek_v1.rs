@@ -10,12 +10,7 @@ use moe_arch::Dispatch;
 use moe_arch::deepseek::{DeepseekLm, Ffn};
 use plm::safetensors::{read_f32, read_i64};
 
-fn max_diff(got: Vec<f32>, want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max)
-}
+use crate::max_diff;
 
 #[test]
 fn tiny_deepseek_v1_matches_the_reference() {
@@ -31,10 +26,10 @@ fn tiny_deepseek_v1_matches_the_reference() {
     // both dispatch strategies give the reference logits
     let padded = model.clone().with_dispatch(Dispatch::Padded);
     let logits = padded.forward(x.clone(), None).unwrap().logits;
-    let diff = max_diff(logits.into_data().try_to_vec::<f32>().unwrap(), &want);
+    let diff = max_diff(&logits.into_data().try_to_vec::<f32>().unwrap(), &want);
     assert!(diff < 1e-4, "padded dispatch: logits differ by {diff}");
     let out = model.forward(x, None).unwrap();
-    let diff = max_diff(out.logits.into_data().try_to_vec::<f32>().unwrap(), &want);
+    let diff = max_diff(&out.logits.into_data().try_to_vec::<f32>().unwrap(), &want);
     assert!(diff < 1e-4, "logits differ by {diff}");
     assert_eq!(out.routing.len(), 2);
     let aux: f32 = out.aux_loss.into_scalar();
@@ -128,5 +123,5 @@ fn a_v1_checkpoint_resharded_in_bf16_loads_as_its_bf16_rounding() {
         .into_data()
         .try_to_vec::<f32>()
         .unwrap();
-    assert!(max_diff(a, &b) < 1e-6);
+    assert!(max_diff(&a, &b) < 1e-6);
 }

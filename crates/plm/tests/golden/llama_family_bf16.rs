@@ -12,6 +12,8 @@ use plm::checkpoint::{Architecture, LoadDtype, Weights};
 use plm::llama::Llama;
 use plm::safetensors::{read_f32, read_i64};
 
+use crate::max_diff;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/llama_family_bf16")
 }
@@ -28,14 +30,6 @@ fn run(model: &Llama, dir: &Path, d: &Device) -> (Vec<f32>, Vec<f32>) {
         .try_to_vec::<f32>()
         .unwrap();
     (got, read_f32(&exp, "logits").unwrap().data)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
 }
 
 #[test]

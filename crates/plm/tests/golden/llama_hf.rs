@@ -29,11 +29,7 @@ fn tiny_llamas_match_transformers_with_and_without_rope_scaling() {
             .try_to_vec::<f32>()
             .unwrap();
         let want = read_f32(&exp, "logits").unwrap().data;
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = crate::max_diff(&got, &want);
         assert!(diff < 1e-4, "{variant}: logits differ by {diff}");
     }
 }
