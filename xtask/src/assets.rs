@@ -10,7 +10,16 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, bail};
 use textdata::assets::{ASSETS, Asset, MARKER, Registry, assets_dir};
-use trainer::fs::sha256_file;
+
+/// Lowercase hex sha256 of a file, streamed (the registry pins and the golden manifests).
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
 
 fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
@@ -250,5 +259,21 @@ pub fn assets(check: bool, only: &[String]) -> Result<()> {
             failures.len(),
             failures.join("; ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_a_known_vector() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").expect("write");
+        assert_eq!(
+            sha256_file(&p).expect("sha256"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -13,7 +13,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use trainer::fs::{sha256_file, write_json_atomic};
+use trainer::fs::write_json_atomic;
+
+use crate::assets::sha256_file;
 
 /// `fixtures/<case>/manifest.json`.
 #[derive(Serialize, Deserialize, Debug)]

@@ -1,8 +1,7 @@
 //! Calibration: expected calibration error and reliability diagrams.
 
-use std::path::Path;
-
 use serde::Serialize;
+#[cfg(feature = "experiment")]
 use trainer::report::{Series, write_line_plot};
 
 /// One confidence bin.
@@ -56,9 +55,10 @@ pub fn ece(confidence: &[f32], correct: &[bool], bins: usize) -> (f64, Vec<Bin>)
 }
 
 /// A reliability diagram (accuracy against mean confidence per non-empty bin, one series per
-/// model, and the diagonal) as SVG.
+/// model, and the diagonal) as SVG. Feature `experiment` (plots).
+#[cfg(feature = "experiment")]
 pub fn write_reliability(
-    path: &Path,
+    path: &std::path::Path,
     title: &str,
     models: &[(String, Vec<Bin>)],
 ) -> trainer::Result<()> {

@@ -13,15 +13,21 @@
 //!   undo, merge.
 //! - [`lora`]: the LoRA baseline on the same models; full fine-tuning is the trainer without
 //!   a predicate.
-//! - [`experiment`]: the `esft` experiment.
+//! - `experiment` (feature `experiment`): the `esft` experiment.
 //!
 //! Choices where the paper leaves room (each a config option):
 //! - Gate scores are used raw with p = 0.1, as the official script does
 //!   ([`SelectionConfig::normalise_gate`] divides by the layer's mass instead).
 //! - A "sequence" for the per-sequence normalisation is one row of the scoring batch.
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p esft --example …`).
 
 pub mod adapter;
 mod error;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 pub mod lora;
 pub mod model;

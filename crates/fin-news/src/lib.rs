@@ -13,11 +13,17 @@
 //! ([`trade`], tested by property), chronological splits that purge overlapping labels,
 //! accuracy / MCC / a backtest ([`metrics`]), and synthetic markets with known event effects
 //! ([`synthetic`]) next to the real Reuters-1987 + WTI, GOOG, EURUSD and S&P 500 data of the
-//! `fin-news` experiment ([`experiment`]).
+//! `fin-news` experiment (`experiment` (feature `experiment`)).
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p fin-news --example …`).
 
 pub mod crf;
 mod error;
 pub mod events;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 pub mod forex;
 pub mod metrics;

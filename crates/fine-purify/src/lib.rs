@@ -11,11 +11,17 @@
 //!   Fine-mixing), global or per-tensor ranking by selection (no full sort), reset.
 //! - [`epur`]: E-PUR embedding purification; [`pruning`]: Fine-pruning for BERT encoders.
 //! - [`attack`]: rare-word, trigger-sentence and bias-injection poisoning; ASR.
-//! - [`experiment`]: the `fine-purify` experiment.
+//! - `experiment` (feature `experiment`): the `fine-purify` experiment.
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p fine-purify --example …`).
 
 pub mod attack;
 pub mod epur;
 mod error;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 pub mod fisher;
 pub mod params;

@@ -6,11 +6,17 @@
 //!
 //! Choices: label words count by their first token (`LabelTokens::All` uses every token);
 //! compression keeps the query's positions after the full demonstration part.
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p icl-anchors --example …`).
 
 pub mod analysis;
 pub mod compress;
 pub mod diagnose;
 mod error;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 pub mod model;
 pub mod prompt;

@@ -39,16 +39,22 @@
 //! Also here: the DeepSeekMoE v1 and DeepSeek-V2 / V3 causal LMs with HF loading (one file or
 //! sharded, F32/F16/BF16, held in f32 or bf16 — see `plm::checkpoint`) and saving
 //! ([`deepseek`], [`deepseek_v2`]), Hash routing, routing statistics ([`stats`]) and the
-//! `moe-compare` experiment ([`experiment`]).
+//! `moe-compare` experiment (`experiment` (feature `experiment`)).
 //!
 //! Dtypes: with weights held in bf16 the residual stream, norms, projections and experts compute
 //! in bf16 (burn-flex's bf16 kernels); attention softmax and the whole router (logits, scores,
 //! top-k, weights) run in f32, as in HF. An expert held in another dtype than the activations
 //! (f32 experts trained beside a frozen bf16 base) takes and returns the activations' dtype.
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p moe-arch --example …`).
 
 pub mod deepseek;
 pub mod deepseek_v2;
 mod error;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 mod layer;
 pub mod model;

@@ -355,8 +355,10 @@ impl Gguf {
     }
 }
 
+#[cfg(feature = "tokenizers")]
 impl Gguf {
-    /// The byte-level BPE tokenizer embedded in the file (`tokenizer.ggml.model = "gpt2"`).
+    /// The byte-level BPE tokenizer embedded in the file (`tokenizer.ggml.model = "gpt2"`;
+    /// feature `tokenizers`).
     pub fn tokenizer(&self) -> crate::Result<textdata::TextTokenizer> {
         let strings = |key: &str| -> crate::Result<Vec<String>> {
             self.get(key)

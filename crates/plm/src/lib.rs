@@ -2,7 +2,7 @@
 //!
 //! - [`llama`]: the Llama family — Llama, Mistral (sliding window, explicit `head_dim`), Qwen2
 //!   (q/k/v biases, tied embeddings) — with a KV cache and attention hooks; HF folders and llama
-//!   GGUF files ([`llama::Llama::load_decoder`] loads either with its tokenizer).
+//!   GGUF files (`llama::Llama::load_decoder`, feature `tokenizers`, loads either with its tokenizer).
 //! - [`bert`] (HF safetensors, ONNX initializers) and [`gpt2`].
 //! - [`checkpoint`]: checkpoints as they are published — one `model.safetensors` or a sharded
 //!   index, tensors stored as F32/F16/BF16, read in chunks; the parameters held in f32 (default)
@@ -12,7 +12,12 @@
 //! - [`causal`]: the causal-LM trait every decoder here implements (logits and attentions under
 //!   hooks, query/key vectors), for analyses that work with any of them.
 //! - [`hooks`]: one attention-hook interface (additive bias, post-softmax scale, dL/dA probes).
-//! - [`hello_lm`]: the `hello-lm` experiment (a byte-level Llama trained from scratch).
+//! - `hello_lm` (feature `experiment`): the `hello-lm` experiment (a byte-level Llama trained from
+//!   scratch).
+//!
+//! Features: none by default (the models, loaders and hooks). `tokenizers` adds the tokenizers
+//! that come with checkpoints (HF tokenizers with the onig C library); `experiment` adds `hello_lm`
+//! and its plots.
 //!
 //! Dtypes: with weights held in bf16, embeddings, norms, projections and the residual stream are
 //! bf16 (burn-flex's bf16 kernels) while attention scores, hooks and softmax run in f32 and the
@@ -37,6 +42,7 @@ pub mod checkpoint;
 mod error;
 pub mod gguf;
 pub mod gpt2;
+#[cfg(feature = "experiment")]
 pub mod hello_lm;
 pub mod hooks;
 pub mod layers;

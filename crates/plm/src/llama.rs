@@ -952,7 +952,8 @@ impl Llama {
     /// Loads any Llama-family decoder and its tokenizer: a llama GGUF file (tokenizer from its
     /// metadata) or an HF folder with `model_type` llama, mistral or qwen2 (tokenizer from its
     /// `tokenizer.json`), parameters held in `dtype` (GGUF: f32 only). The architecture comes
-    /// from [`crate::checkpoint::Architecture::detect`].
+    /// from [`crate::checkpoint::Architecture::detect`]. Feature `tokenizers`.
+    #[cfg(feature = "tokenizers")]
     pub fn load_decoder(
         path: &Path,
         dtype: LoadDtype,

@@ -19,7 +19,7 @@
 //!   is documented there and exposed in [`ppo::PpoConfig`].
 //! - [`wordtok`]: a word-level tokenizer with byte fallback for models trained from scratch.
 //! - [`synthetic`]: multi-step arithmetic word problems whose step correctness is known.
-//! - [`experiment`]: the `math-shepherd` experiment (`cargo xtask run math-shepherd`).
+//! - `experiment` (feature `experiment`): the `math-shepherd` experiment (`cargo xtask run math-shepherd`).
 //!
 //! ```
 //! use prm::verify::{Aggregate, Candidate, aggregate, best_of_n, weighted_vote};
@@ -30,10 +30,16 @@
 //! assert_eq!(best_of_n(&cands), Some(1));
 //! assert_eq!(weighted_vote(&cands).as_deref(), Some("14"));
 //! ```
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p prm --example …`).
 
 pub mod annotate;
 pub mod answer;
 mod error;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 pub mod format;
 pub mod model;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use burn::prelude::*;
 
-use crate::{Result, TextTokenizer};
+use crate::Result;
 
 /// A word-level vocabulary with BERT's special ids: `[PAD]` 0, `[CLS]` 1, `[SEP]` 2, `[UNK]` 3
 /// (for offline runs on generated text, where no pretrained tokenizer exists).
@@ -48,11 +48,12 @@ impl WordVocab {
     }
 }
 
-/// A tokenizer for sentence classifiers.
+/// A tokenizer for sentence classifiers (the `Real` variant is the `tokenizers` feature).
 #[derive(Clone)]
 pub enum SentenceTokenizer {
     /// A real tokenizer (`tokenizer.json`), with its special tokens.
-    Real(Box<TextTokenizer>),
+    #[cfg(feature = "tokenizers")]
+    Real(Box<crate::TextTokenizer>),
     /// A word-level vocabulary.
     Words(WordVocab),
 }
@@ -60,6 +61,7 @@ pub enum SentenceTokenizer {
 impl std::fmt::Debug for SentenceTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            #[cfg(feature = "tokenizers")]
             Self::Real(tk) => write!(f, "SentenceTokenizer::Real({} ids)", tk.vocab_size()),
             Self::Words(v) => write!(f, "SentenceTokenizer::Words({} ids)", v.size()),
         }
@@ -70,6 +72,7 @@ impl SentenceTokenizer {
     /// Ids with special tokens, at most `max_len` of them (a cut keeps the final `[SEP]`).
     pub fn encode(&self, t: &str, max_len: usize) -> Result<Vec<u32>> {
         let mut ids = match self {
+            #[cfg(feature = "tokenizers")]
             Self::Real(tk) => tk.encode(t, true)?,
             Self::Words(v) => v.encode(t),
         };
@@ -84,6 +87,7 @@ impl SentenceTokenizer {
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         match self {
+            #[cfg(feature = "tokenizers")]
             Self::Real(tk) => tk.vocab_size(),
             Self::Words(v) => v.size(),
         }

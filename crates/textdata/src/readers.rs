@@ -3,7 +3,6 @@
 //! Every reader takes a path (nothing is hard-coded), reads deterministically, and answers
 //! malformed input with [`Error::Parse`] naming the file and line — never a panic.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -18,21 +17,37 @@ fn parse_err(path: &Path, line: usize, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Reads a text file, transparently gunzipping `*.gz`; invalid UTF-8 is an error with a line.
+/// Reads a text file, transparently gunzipping `*.gz` (feature `gzip`; without it a `*.gz` file is
+/// a parse error that names the feature); invalid UTF-8 is an error with a line.
 pub fn read_text(path: &Path) -> Result<String> {
     let mut bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut out)
-            .map_err(|e| parse_err(path, 0, format!("gzip: {e}")))?;
-        bytes = out;
+        bytes = gunzip(path, &bytes)?;
     }
     String::from_utf8(bytes).map_err(|e| {
         let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
         parse_err(path, line, "invalid UTF-8")
     })
+}
+
+#[cfg(feature = "gzip")]
+fn gunzip(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .map_err(|e| parse_err(path, 0, format!("gzip: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(not(feature = "gzip"))]
+fn gunzip(path: &Path, _bytes: &[u8]) -> Result<Vec<u8>> {
+    Err(parse_err(
+        path,
+        0,
+        "reading *.gz needs textdata's `gzip` feature",
+    ))
 }
 
 /// A text with a class label.

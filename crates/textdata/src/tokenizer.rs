@@ -27,6 +27,7 @@ impl Tokenizer for crate::ByteTokenizer {
     }
 }
 
+#[cfg(feature = "tokenizers")]
 impl Tokenizer for crate::TextTokenizer {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         crate::TextTokenizer::encode(self, text, false)

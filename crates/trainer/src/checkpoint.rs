@@ -6,7 +6,7 @@
 //! checkpoints/latest            # the name of the newest complete checkpoint
 //! ```
 //! A checkpoint folder is first written as `.tmp-step-…` and renamed when complete; `latest` is
-//! replaced atomically afterwards. `state.json` records the sha256 of both record files, so a
+//! replaced atomically afterwards. `state.json` records a checksum of both record files ([`crate::fs::checksum_hex`]), so a
 //! truncated or altered checkpoint is reported instead of loaded.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{sha256_file, write_atomic, write_json_atomic};
+use crate::fs::{checksum_hex, write_atomic, write_json_atomic};
 use crate::{Error, Result, Rng};
 
 const MODEL_FILE: &str = "model.bpk";
@@ -30,10 +30,10 @@ pub struct CheckpointState {
     pub step: usize,
     /// The trainer RNG after `step` steps.
     pub rng: Rng,
-    /// sha256 of `model.bpk`.
-    pub model_sha256: String,
-    /// sha256 of `optim.bpk`.
-    pub optim_sha256: String,
+    /// Checksum of `model.bpk` ([`checksum_hex`]).
+    pub model_checksum: String,
+    /// Checksum of `optim.bpk`.
+    pub optim_checksum: String,
 }
 
 /// The checkpoints folder of a run.
@@ -82,8 +82,8 @@ impl Checkpoints {
         let state = CheckpointState {
             step,
             rng: rng.clone(),
-            model_sha256: crate::fs::sha256_hex(&model_bytes),
-            optim_sha256: crate::fs::sha256_hex(&optim_bytes),
+            model_checksum: checksum_hex(&model_bytes),
+            optim_checksum: checksum_hex(&optim_bytes),
         };
         write_json_atomic(&tmp_dir.join(STATE_FILE), &state)?;
 
@@ -158,25 +158,25 @@ impl Checkpoints {
         let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
         let state: CheckpointState =
             serde_json::from_str(&text).map_err(|e| corrupt(format!("state.json: {e}")))?;
-        for (file, want) in [
-            (MODEL_FILE, &state.model_sha256),
-            (OPTIM_FILE, &state.optim_sha256),
-        ] {
-            let got = sha256_file(&dir.join(file))?;
-            if &got != want {
+        let read = |file: &str, want: &str| -> Result<Vec<u8>> {
+            let path = dir.join(file);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let got = checksum_hex(&bytes);
+            if got != want {
                 return Err(corrupt(format!(
-                    "{file} has sha256 {got}, state.json expects {want}"
+                    "{file} has checksum {got}, state.json expects {want}"
                 )));
             }
-        }
-        let model_bytes = std::fs::read(dir.join(MODEL_FILE)).map_err(|e| Error::io(dir, e))?;
+            Ok(bytes)
+        };
+        let model_bytes = read(MODEL_FILE, &state.model_checksum)?;
+        let optim_bytes = read(OPTIM_FILE, &state.optim_checksum)?;
         let record =
             burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(model_bytes))
                 .map_err(|e| corrupt(format!("model record: {e}")))?;
         let model = model
             .try_load_record(record)
             .map_err(|e| corrupt(format!("model does not fit this architecture: {e}")))?;
-        let optim_bytes = std::fs::read(dir.join(OPTIM_FILE)).map_err(|e| Error::io(dir, e))?;
         let optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_bytes))
             .map_err(|e| corrupt(format!("optimizer record: {e}")))?;

@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::{Error, Result};
 
 /// A sibling temporary name in the same folder (so the final `rename` is atomic on one filesystem).
@@ -42,18 +40,17 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<
     write_atomic(path, &bytes)
 }
 
-/// Lowercase hex sha256 of a byte slice.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Lowercase hex sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+/// A 64-bit FNV-1a checksum of `bytes` as 16 lowercase hex digits.
+///
+/// Used to notice truncated or altered files (checkpoints); it is not a cryptographic digest and
+/// needs no dependency. Downloads pinned by sha256 are verified in xtask.
+pub fn checksum_hex(bytes: &[u8]) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let h = bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    format!("{h:016x}")
 }
 
 #[cfg(test)]
@@ -75,10 +72,9 @@ mod tests {
     }
 
     #[test]
-    fn sha256_matches_a_known_vector() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+    fn checksum_matches_the_published_fnv1a_vectors() {
+        assert_eq!(checksum_hex(b""), "cbf29ce484222325");
+        assert_eq!(checksum_hex(b"a"), "af63dc4c8601ec8c");
+        assert_eq!(checksum_hex(b"foobar"), "85944171f73967e8");
     }
 }

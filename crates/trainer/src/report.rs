@@ -1,9 +1,12 @@
 //! Experiment outputs: SVG line plots, Markdown tables and run identifiers.
 
+#[cfg(feature = "plots")]
 use std::path::Path;
 
+#[cfg(feature = "plots")]
 use plotters::prelude::*;
 
+#[cfg(feature = "plots")]
 use crate::{Error, Result};
 
 /// One named curve of a line plot.
@@ -25,6 +28,7 @@ impl Series {
     }
 }
 
+#[cfg(feature = "plots")]
 fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
     let pts = series
         .iter()
@@ -46,7 +50,8 @@ fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
     })
 }
 
-/// Renders a line plot as SVG text.
+/// Renders a line plot as SVG text (feature `plots`).
+#[cfg(feature = "plots")]
 pub fn line_plot_svg(
     title: &str,
     x_label: &str,
@@ -98,7 +103,8 @@ pub fn line_plot_svg(
     Ok(svg)
 }
 
-/// Renders and writes a line plot atomically.
+/// Renders and writes a line plot atomically (feature `plots`).
+#[cfg(feature = "plots")]
 pub fn write_line_plot(
     path: &Path,
     title: &str,
@@ -164,6 +170,7 @@ mod tests {
         assert_eq!(utc_stamp(1_798_295_025), "20261226-142345");
     }
 
+    #[cfg(feature = "plots")]
     #[test]
     fn plot_is_valid_svg_with_every_series_in_the_legend() {
         let s = vec![
@@ -175,6 +182,7 @@ mod tests {
         assert!(svg.contains("train") && svg.contains("valid"));
     }
 
+    #[cfg(feature = "plots")]
     #[test]
     fn plot_without_points_is_an_error() {
         assert!(line_plot_svg("x", "a", "b", &[Series::new("e", vec![])]).is_err());

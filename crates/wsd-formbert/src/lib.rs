@@ -18,12 +18,18 @@
 //!   the official all-positions mean as an option), joint loss with weight 0.5, formation
 //!   parameters named so `trainer::Trainer::with_lr_scale` gives them their own rate;
 //! - [`synthetic`]: the offline corpus of the experiment's embedded default;
-//! - [`experiment`]: `wsd-formbert`, Gloss-BERT against FormBERT with gold and predicted
+//! - `experiment` (feature `experiment`): `wsd-formbert`, Gloss-BERT against FormBERT with gold and predicted
 //!   formations over seeds.
+//!
+//! Features: the default is the library alone (what you import into your own Burn model; it
+//! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
+//! experiment runner that `cargo xtask run` drives, with its data, reports and plots;
+//! `examples/` shows the library on its own (`cargo run --release -p wsd-formbert --example …`).
 
 pub mod chartok;
 pub mod data;
 mod error;
+#[cfg(feature = "experiment")]
 pub mod experiment;
 pub mod formation;
 pub mod mlm;
