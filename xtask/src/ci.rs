@@ -25,6 +25,36 @@ fn timed(label: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     r
 }
 
+/// Builds every paper crate's examples with the crate's default features (the library alone, as a
+/// user gets it) and runs each one.
+fn examples() -> Result<()> {
+    let root = crate::workspace_root();
+    for c in crate::layering::PAPER_CRATES {
+        let dir = root.join("crates").join(c).join("examples");
+        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.strip_suffix(".rs").map(str::to_string)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if names.is_empty() {
+            bail!("crates/{c}/examples holds no example");
+        }
+        names.sort();
+        for n in names {
+            cargo(
+                &["run", "--quiet", "--release", "-p", c, "--example", &n],
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The CI pipeline on `backend`.
 pub fn ci(backend: &str) -> Result<()> {
     match backend {
@@ -47,6 +77,10 @@ pub fn ci(backend: &str) -> Result<()> {
                     ],
                     None,
                 )
+            })?;
+            timed("layering: libraries alone, their examples", || {
+                crate::layering::layering(&[], false)?;
+                examples()
             })?;
             timed("hello-lm --quick", || {
                 let out = std::env::temp_dir().join(format!("xtask-ci-{}", std::process::id()));

@@ -15,6 +15,7 @@ mod experiments;
 mod forward;
 mod golden;
 mod inspect;
+mod layering;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What each paper crate costs a user who imports it: downstream crate counts (and cold build
+    /// times with --build); fails if a library pulls tokenizers, plotters, sha2 or flate2.
+    Layering {
+        /// Also time a cold release build of each downstream crate (minutes each).
+        #[arg(long)]
+        build: bool,
+        /// Paper crates to measure; all eight when empty.
+        crates: Vec<String>,
+    },
     /// Run the hello-lm training smoke test on one device (used by `ci --backend wgpu`).
     Smoke {
         /// Device name.
@@ -151,6 +161,7 @@ fn main() -> ExitCode {
             golden::golden(&root.join("fixtures"), &root.join("target"), check, &cases)
         }
         Cmd::Ci { backend } => ci::ci(&backend),
+        Cmd::Layering { build, crates } => layering::layering(&crates, build),
         Cmd::Smoke { device } => smoke(&device),
         Cmd::Inspect { model, json } => inspect::inspect(&model).and_then(|s| {
             if json {
