@@ -25,6 +25,9 @@ pub enum Error {
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] textdata::Error),
+    /// The encoder (plm) failed: a bad config or checkpoint.
+    #[error(transparent)]
+    Plm(#[from] plm::Error),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
