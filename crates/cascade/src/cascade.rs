@@ -12,7 +12,6 @@ use burn::tensor::activation::softmax;
 use serde::Serialize;
 
 use crate::Error;
-use crate::error::{host_f32, host_i64};
 use crate::member::Member;
 
 /// A cascade: members in the order they run.
@@ -67,8 +66,11 @@ pub(crate) fn confidence(logits: Tensor<2>) -> crate::Result<(Vec<f32>, Vec<usiz
     let p = softmax(logits, 1);
     let (conf, idx) = p.max_dim_with_indices(1);
     Ok((
-        host_f32(conf)?,
-        host_i64(idx)?.into_iter().map(|v| v as usize).collect(),
+        trainer::host::f32s(conf)?,
+        trainer::host::i64s(idx)?
+            .into_iter()
+            .map(|v| v as usize)
+            .collect(),
     ))
 }
 
@@ -97,7 +99,7 @@ pub(crate) fn compact(
 /// Real lengths of the rows of a right-padded mask.
 pub(crate) fn lengths(mask: &Tensor<2, Int>) -> crate::Result<Vec<usize>> {
     let [b, _] = mask.dims();
-    let sums = host_i64(mask.clone().sum_dim(1).reshape([b]))?;
+    let sums = trainer::host::i64s(mask.clone().sum_dim(1).reshape([b]))?;
     Ok(sums.into_iter().map(|v| v.max(0) as usize).collect())
 }
 

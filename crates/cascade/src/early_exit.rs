@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::cascade::{ExitOutput, compact, lengths};
-use crate::error::{host_f32, host_i64};
 use crate::member::Pooling;
 use plm::bert::pool_hidden;
 
@@ -144,14 +143,17 @@ impl EarlyExit {
                 .layer_forward(l, h, Some(Bert::key_mask(mask.clone())), &hooks)
                 .0;
             let p = softmax(self.head(l, h.clone(), mask.clone()), 1);
-            let entropy = host_f32(
+            let entropy = trainer::host::f32s(
                 (p.clone() * p.clone().clamp_min(1e-12).log())
                     .sum_dim(1)
                     .neg(),
             )?;
             let (conf, idx) = p.max_dim_with_indices(1);
-            let conf = host_f32(conf)?;
-            let pred: Vec<usize> = host_i64(idx)?.into_iter().map(|v| v as usize).collect();
+            let conf = trainer::host::f32s(conf)?;
+            let pred: Vec<usize> = trainer::host::i64s(idx)?
+                .into_iter()
+                .map(|v| v as usize)
+                .collect();
             let mut keep = Vec::new();
             for (r, &ex) in rows.iter().enumerate() {
                 streak[ex] = match prev[ex] {

@@ -11,7 +11,7 @@ pub enum Error {
     BadInput(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The backbone crate failed.
     #[error(transparent)]
     Plm(#[from] plm::Error),
@@ -25,19 +25,3 @@ pub enum Error {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
-
-pub(crate) fn host_f32<const D: usize>(t: burn::prelude::Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
-}
-
-pub(crate) fn host_i64<const D: usize>(
-    t: burn::prelude::Tensor<D, burn::prelude::Int>,
-) -> Result<Vec<i64>> {
-    t.into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
-}

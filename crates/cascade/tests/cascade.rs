@@ -14,11 +14,6 @@ use cascade::{Cascade, Member, Pooling};
 use plm::bert::BertConfig;
 use proptest::prelude::*;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn bert(layers: usize, d: &Device) -> plm::bert::Bert {
     BertConfig::new(50, 16, layers, 2, 32)
         .with_max_position_embeddings(32)
@@ -69,7 +64,7 @@ proptest! {
         tau in 0.3f64..0.7,
         pooling in prop_oneof![Just(Pooling::Mean), Just(Pooling::Cls)],
     ) {
-        let _g = serial();
+        let _g = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(seed);
         let c = Cascade::new(vec![
@@ -102,7 +97,7 @@ proptest! {
 
 #[test]
 fn early_exits_follow_entropy_and_patience() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     d.seed(4);
     let ee = EarlyExit::new(bert(4, &d), 2, Pooling::Mean, 0.0, &d);
@@ -134,7 +129,7 @@ fn early_exits_follow_entropy_and_patience() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     assert!(Cascade::new(vec![]).is_err());
     let c = Cascade::new(vec![

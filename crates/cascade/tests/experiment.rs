@@ -8,6 +8,7 @@ use trainer::RunCtx;
 
 #[test]
 fn quick_offline_run_writes_curves_and_plots() {
+    let _rng = testkit::device_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
     let r = run(&CascadeConfig::quick(), &mut ctx).unwrap();

@@ -80,7 +80,7 @@ pub enum Error {
     InvalidConfig(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The MoE crate failed.
     #[error(transparent)]
     Moe(#[from] moe_arch::Error),

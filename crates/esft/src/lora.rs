@@ -14,6 +14,7 @@ use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::model::MoeModel;
+use trainer::host::ToHost;
 
 /// LoRA settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,10 +166,7 @@ impl<M: MoeModel> Lora<M> {
             for (suffix, v) in [("lora_A", p.a.val()), ("lora_B", p.b.val())] {
                 let v = v.transpose();
                 let shape = v.dims().to_vec();
-                let data = v
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .map_err(|e| crate::Error::TensorRead(format!("{e:?}")))?;
+                let data = v.to_f32s()?;
                 tensors.push((format!("{stem}.{suffix}.weight"), shape, data));
             }
         }

@@ -68,13 +68,6 @@ pub struct ScoreAccumulator {
     n_tokens: usize,
 }
 
-fn host(t: Tensor<1>) -> crate::Result<Vec<f64>> {
-    t.into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
-}
-
 impl ScoreAccumulator {
     /// An empty accumulator.
     pub fn new() -> Self {
@@ -104,7 +97,7 @@ impl ScoreAccumulator {
             None => Tensor::<3>::ones([batch, seq, 1], &device),
         };
         let lens = mask.clone().sum_dim(1).reshape([batch, 1]); // [b, 1]
-        let lens_host = host(lens.clone().reshape([batch]))?;
+        let lens_host = trainer::host::f64s(lens.clone().reshape([batch]))?;
         let used = lens_host.iter().filter(|&&l| l > 0.0).count();
         // Sequences without real tokens contribute nothing (and are not counted).
         let inv = lens.clamp_min(1.0).recip(); // [b, 1]
@@ -131,8 +124,8 @@ impl ScoreAccumulator {
                     .reshape([batch, n_experts])
                     * inv.clone()
             };
-            let g = host(per_seq(gate).sum_dim(0).reshape([n_experts]))?;
-            let r = host(per_seq(sel).sum_dim(0).reshape([n_experts]))?;
+            let g = trainer::host::f64s(per_seq(gate).sum_dim(0).reshape([n_experts]))?;
+            let r = trainer::host::f64s(per_seq(sel).sum_dim(0).reshape([n_experts]))?;
             let slot = self
                 .sums
                 .entry(*layer)

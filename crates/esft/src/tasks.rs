@@ -19,6 +19,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::Error;
+use trainer::host::IntsToHost;
 
 /// End of an answer.
 pub const END: u8 = b'\n';
@@ -293,13 +294,7 @@ pub fn score_batch(
     scoring: Scoring,
 ) -> crate::Result<(usize, usize)> {
     let [b, s, _] = logits.dims();
-    let pred = logits
-        .argmax(2)
-        .reshape([b * s])
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+    let pred = logits.argmax(2).reshape([b * s]).to_i64s()?;
     let mut correct = 0;
     let mut counted = 0;
     for r in 0..b {

@@ -18,11 +18,6 @@ use moe_arch::deepseek::{DeepseekHfConfig, DeepseekLm, MoeHfFields};
 use proptest::prelude::*;
 use trainer::{BatchCtx, StepLoss, Task, Trainer, TrainerConfig};
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn hf(n_layers: usize) -> DeepseekHfConfig {
     DeepseekHfConfig {
         vocab_size: 32,
@@ -131,7 +126,7 @@ proptest! {
 
 #[test]
 fn scores_are_normalised_per_sequence_and_layer_and_skip_padding() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     d.seed(3);
     let model = hf(3).init(&d).unwrap();
@@ -198,7 +193,7 @@ fn scores_are_normalised_per_sequence_and_layer_and_skip_padding() {
 
 #[test]
 fn bad_expert_configs_are_typed_errors_naming_the_culprit() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     let model = hf(3).init(&d).unwrap();
     let layers = model.moe_layers();
@@ -249,7 +244,7 @@ where
 
 #[test]
 fn only_the_selected_experts_train_and_adapters_undo_bit_for_bit() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex().autodiff();
     d.seed(5);
     let base = hf(3).init(&d).unwrap();
@@ -342,7 +337,7 @@ impl burn::module::ModuleVisitor for Collect<'_> {
 
 #[test]
 fn lora_starts_at_the_base_model_and_trains_only_its_pairs() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex().autodiff();
     d.seed(9);
     let base = hf(2).init(&d).unwrap();
@@ -443,7 +438,7 @@ fn bf16_v2_lite(device: &Device) -> moe_arch::deepseek_v2::DeepseekV2Lm {
 #[test]
 fn experts_train_in_f32_beside_a_base_frozen_in_bf16() {
     use burn::tensor::DType;
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let device = Device::flex().autodiff();
     let base = bf16_v2_lite(&device);
     let cfg: ExpertConfig = serde_json::from_str(
@@ -507,7 +502,7 @@ fn experts_train_in_f32_beside_a_base_frozen_in_bf16() {
 #[test]
 fn lora_pairs_train_in_f32_beside_a_base_held_in_bf16() {
     use burn::tensor::DType;
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let device = Device::flex().autodiff();
     let base = bf16_v2_lite(&device);
     let lora = Lora::new(base, &LoraConfig::default(), &device).unwrap();

@@ -9,15 +9,9 @@ use esft::{Adapter, ExpertConfig};
 use moe_arch::deepseek::DeepseekLm;
 use trainer::RunCtx;
 
-/// burn's device RNG (and autodiff state) is process-global; the runs here take turns.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn quick_run_writes_its_results_and_loadable_adapters() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = Device::flex();
     let mut ctx = RunCtx::new(d.clone(), dir.path(), "flex");
@@ -66,7 +60,7 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
 
 #[test]
 fn quick_run_fine_tunes_a_user_deepseek_v3_checkpoint_stored_in_bf16() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     use moe_arch::deepseek_v2::{DeepseekV2HfConfig, DeepseekV2Lm};
     let d = Device::flex();
     // The tiny V3 fixture's config with a byte vocabulary; random weights stored as bf16.

@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 
 use crate::{Error, Result};
+use trainer::host::IntsToHost;
 
 /// Transition scores of a CRF.
 #[derive(Module, Debug)]
@@ -116,19 +117,12 @@ impl Crf {
             let mi = mask.clone().slice(s![.., i..i + 1]).float();
             score = (best + e) * mi.clone() + score * mi.neg().add_scalar(1.0);
         }
-        let final_scores = read_f32(score + self.end.val().reshape([1, t]))?;
-        let lengths: Vec<i64> = mask
-            .sum_dim(1)
-            .into_data()
-            .try_to_vec_as::<i64>()
-            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let final_scores = trainer::host::f32s(score + self.end.val().reshape([1, t]))?;
+        let lengths: Vec<i64> = mask.sum_dim(1).to_i64s()?;
         let bp: Vec<i64> = if back.is_empty() {
             Vec::new()
         } else {
-            Tensor::cat(back, 1)
-                .into_data()
-                .try_to_vec_as::<i64>()
-                .map_err(|e| Error::TensorRead(format!("{e:?}")))?
+            Tensor::cat(back, 1).to_i64s()?
         };
         let mut out = Vec::with_capacity(b);
         for r in 0..b {
@@ -147,12 +141,6 @@ impl Crf {
         }
         Ok(out)
     }
-}
-
-fn read_f32(x: Tensor<2>) -> Result<Vec<f32>> {
-    x.into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
 }
 
 #[cfg(test)]
@@ -207,6 +195,7 @@ mod tests {
 
     #[test]
     fn nll_and_viterbi_match_brute_force() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(5);
         let (b, s, t) = (2, 4, 3);

@@ -22,7 +22,7 @@ pub enum Error {
     NotEnoughData(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The data layer failed.
     #[error(transparent)]
     Data(#[from] textdata::Error),

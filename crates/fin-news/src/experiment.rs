@@ -1602,6 +1602,7 @@ mod tests {
 
     #[test]
     fn quick_run_writes_the_outputs() {
+        let _rng = testkit::device_rng_lock();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
         let r = run(&FinNewsConfig::quick(), &mut ctx).unwrap_or_else(|e| panic!("{e}"));

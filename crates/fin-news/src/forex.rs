@@ -185,13 +185,8 @@ impl TopicModel {
             .flat_map(|v| v.iter().copied())
             .collect();
         let ct = Tensor::<2>::from_data(TensorData::new(c, [k, dim]), device);
-        xt.clone()
-            .matmul(ct.transpose())
-            .argmax(1)
-            .into_data()
-            .try_to_vec_as::<i64>()
-            .map(|v| v.into_iter().map(|a| a as usize).collect())
-            .map_err(|e| Error::TensorRead(format!("{e:?}")))
+        let ids = trainer::host::i64s(xt.clone().matmul(ct.transpose()).argmax(1))?;
+        Ok(ids.into_iter().map(|a| a as usize).collect())
     }
 
     /// The topic of a document.

@@ -28,6 +28,7 @@ use plm::bert::{Bert, BertConfig, classification_loss};
 
 use crate::crf::Crf;
 use crate::{Error, Result};
+use trainer::host::ToHost;
 
 /// A large negative score for masked positions.
 const NEG: f32 = -1e4;
@@ -378,20 +379,14 @@ impl TradeOnly {
 /// Softmax column 1 of `[b, 2]` logits.
 pub fn up_probability(logits: Tensor<2>) -> Result<Vec<f32>> {
     let b = logits.dims()[0];
-    softmax(logits, 1)
+    Ok(softmax(logits, 1)
         .slice(s![.., 1..2])
         .reshape([b])
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
+        .to_f32s()?)
 }
 
 pub(crate) fn scalar(t: &Tensor<1>) -> Result<f64> {
-    t.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map(|v| f64::from(v[0]))
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
+    Ok(trainer::host::scalar(t.clone())?)
 }
 
 #[cfg(test)]
@@ -433,6 +428,7 @@ mod tests {
 
     #[test]
     fn every_variant_runs_and_padding_does_not_leak() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         let b = batch(&d);
         for (events, crf) in [

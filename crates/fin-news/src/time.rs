@@ -115,13 +115,15 @@ mod tests {
 
     #[test]
     fn known_dates_and_formats() {
-        assert_eq!(parse("1970-01-01").ok(), Some(0));
-        assert_eq!(parse("1970-01-02 01:30").ok(), Some(DAY + 90));
-        assert_eq!(parse("1/2/1986").ok(), parse("1986-01-02").ok());
-        assert_eq!(
-            parse("26-FEB-1987 17:00:56.04").ok(),
-            parse("1987-02-26 17:00").ok()
-        );
+        let ok = |s: &str| parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("1970-01-01"), 0);
+        assert_eq!(ok("1970-01-02 01:30"), DAY + 90);
+        // 16 years and 4 leap days after 1970-01-01, plus one day.
+        assert_eq!(ok("1986-01-02"), 5_845 * DAY);
+        assert_eq!(ok("1/2/1986"), ok("1986-01-02"));
+        // 1987-01-01 is day 6,209; February 26 is 56 days later.
+        assert_eq!(ok("1987-02-26 17:00"), 6_265 * DAY + 17 * 60);
+        assert_eq!(ok("26-FEB-1987 17:00:56.04"), ok("1987-02-26 17:00"));
         assert_eq!(
             parse("2017-04-19 09:00:00").map(format).ok(),
             Some("2017-04-19 09:00".into())

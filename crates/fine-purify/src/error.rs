@@ -16,7 +16,7 @@ pub enum Error {
     InvalidConfig(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The backbone crate failed.
     #[error(transparent)]
     Plm(#[from] plm::Error),

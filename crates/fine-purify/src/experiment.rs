@@ -36,6 +36,7 @@ use crate::fisher::{FisherAt, fisher_at};
 use crate::params::Snapshot;
 use crate::pruning::{mean_ffn_activations, prune};
 use crate::purify::{PurifyConfig, Scope, Score, purify};
+use trainer::host::IntsToHost;
 
 /// Configuration of the `fine-purify` experiment.
 #[derive(Config, Debug)]
@@ -198,11 +199,7 @@ fn predict(
     for chunk in data.chunks(64) {
         let (ids, mask, _) = data.batch(&chunk, max_len, device);
         let p = m.forward(ids, mask).argmax(1);
-        let v = p
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let v = p.to_i64s()?;
         out.extend(v.into_iter().map(|x| x as usize));
     }
     Ok(out)

@@ -31,7 +31,7 @@ struct Square<'a> {
     grads: &'a GradientsParams,
     acc: &'a mut Vec<Vec<f64>>,
     i: usize,
-    err: Option<String>,
+    err: Option<trainer::host::TensorReadError>,
 }
 
 impl ModuleVisitor for Square<'_> {
@@ -41,7 +41,7 @@ impl ModuleVisitor for Square<'_> {
         let Some(g) = self.grads.get::<D>(param.id) else {
             return;
         };
-        match g.into_data().convert::<f32>().try_to_vec::<f32>() {
+        match trainer::host::f32s(g) {
             Ok(v) => {
                 let slot = &mut self.acc[i];
                 if slot.is_empty() {
@@ -51,7 +51,7 @@ impl ModuleVisitor for Square<'_> {
                     *s += f64::from(x) * f64::from(x);
                 }
             }
-            Err(e) => self.err = Some(format!("{e:?}")),
+            Err(e) => self.err = Some(e),
         }
     }
 }

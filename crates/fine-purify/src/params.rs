@@ -26,7 +26,7 @@ pub struct Snapshot {
 struct Collect {
     stack: Vec<String>,
     out: Vec<Entry>,
-    err: Option<String>,
+    err: Option<trainer::host::TensorReadError>,
 }
 
 impl ModuleVisitor for Collect {
@@ -39,13 +39,13 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let v = param.val();
         let shape = v.dims().to_vec();
-        match v.into_data().convert::<f32>().try_to_vec::<f32>() {
+        match trainer::host::f32s(v) {
             Ok(data) => self.out.push(Entry {
                 path: self.stack.join("."),
                 shape,
                 data,
             }),
-            Err(e) => self.err = Some(format!("{e:?}")),
+            Err(e) => self.err = Some(e),
         }
     }
 }

@@ -9,6 +9,7 @@ use plm::hooks::AttentionHooks;
 
 use crate::Error;
 use crate::params::Snapshot;
+use trainer::host::ToHost;
 
 /// Mean post-GELU activation of every FFN neuron of every layer over the real tokens of the
 /// batches `(ids, mask)`.
@@ -34,10 +35,7 @@ pub fn mean_ffn_activations(
                 .sum_dim(1)
                 .sum_dim(0)
                 .reshape([f])
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+                .to_f32s()?;
             if slot.is_empty() {
                 slot.resize(f, 0.0);
             }

@@ -8,6 +8,7 @@ use trainer::RunCtx;
 
 #[test]
 fn quick_offline_run_reports_every_defense() {
+    let _rng = testkit::device_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
     let r = run(&FinePurifyConfig::quick(), &mut ctx).unwrap();

@@ -16,11 +16,6 @@ use fine_purify::purify::top_k;
 use fine_purify::{Entry, Error, PurifyConfig, Scope, Score, Snapshot, purify};
 use proptest::prelude::*;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[derive(Module, Debug)]
 struct Tiny {
     w: Param<Tensor<1>>,
@@ -49,7 +44,7 @@ fn snap(path: &str, data: Vec<f32>) -> Snapshot {
 
 #[test]
 fn snapshots_round_trip_and_mismatches_name_the_parameter() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     let m = tiny(&d);
     let s = Snapshot::of(&m).unwrap();
@@ -74,7 +69,7 @@ fn snapshots_round_trip_and_mismatches_name_the_parameter() {
 
 #[test]
 fn the_fisher_is_the_mean_squared_gradient() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex().autodiff();
     let m = tiny(&d);
     // L_i = (w · x_i)², dL/dw = 2 (w · x_i) x_i.

@@ -14,7 +14,7 @@
 use burn::prelude::*;
 use icl_anchors::analysis::{Flows, isolation_hooks, label_loyalty, predict, saliency_flows};
 use icl_anchors::prompt::{build, label_word_ids};
-use icl_anchors::{CausalLm as _, LabelTokens, Prompt, Template};
+use icl_anchors::{LabelTokens, Prompt, Template};
 use plm::hooks::AttentionHooks;
 use plm::llama::{Llama, LlamaConfig};
 use trainer::{BatchCtx, Rng, StepLoss, Task, Trainer, TrainerConfig};

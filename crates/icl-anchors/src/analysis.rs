@@ -7,7 +7,6 @@ use plm::hooks::{AttentionHooks, BLOCK, saliency};
 use serde::Serialize;
 
 use crate::Error;
-use crate::error::host;
 use crate::model::CausalLm;
 use crate::prompt::{LabelTokens, Prompt};
 
@@ -78,13 +77,13 @@ pub fn predict<M: CausalLm>(
     let (logits, atts) = model.forward_hooked(tokens(prompt, device), hooks);
     let q = prompt.query;
     let [_, _, v] = logits.dims();
-    let row = host(logits.slice(s![0..1, q..q + 1, 0..v]).reshape([v]))?;
+    let row = trainer::host::f32s(logits.slice(s![0..1, q..q + 1, 0..v]).reshape([v]))?;
     let (class, probs, top) = read_row(&row, label_ids, top_k);
     let labels = prompt.label_positions(LabelTokens::First);
     let mut attention_to_labels = Vec::with_capacity(atts.len());
     for a in atts {
         let [_, h, s, _] = a.dims();
-        let rowq = host(
+        let rowq = trainer::host::f32s(
             a.slice(s![0..1, 0..h, q..q + 1, 0..s])
                 .sum_dim(1)
                 .reshape([s]),
@@ -178,7 +177,7 @@ pub fn saliency_flows<M: CausalLm>(
     let labels = prompt.label_positions(which);
     let mut out = Vec::with_capacity(sal.len());
     for (_, m) in sal {
-        let v = host(m.reshape([n * n]))?;
+        let v = trainer::host::f32s(m.reshape([n * n]))?;
         out.push(flows(&v, n, &labels, prompt.query));
     }
     Ok(out)

@@ -10,7 +10,6 @@ use plm::hooks::{AttentionHooks, BLOCK};
 use plm::llama::{KvCache, Llama};
 
 use crate::analysis::{Prediction, read_row};
-use crate::error::host;
 use crate::prompt::Prompt;
 
 /// Hooks that hide every demonstration position outside `keep` from the query tokens.
@@ -110,7 +109,7 @@ pub fn predict_on_cache(
         )
         .logits;
     let [_, _, v] = logits.dims();
-    let row = host(logits.slice(s![0..1, n - 1..n, 0..v]).reshape([v]))?;
+    let row = trainer::host::f32s(logits.slice(s![0..1, n - 1..n, 0..v]).reshape([v]))?;
     let (class, probs, top_words) = read_row(&row, label_ids, top_k);
     Ok(Prediction {
         class,

@@ -14,7 +14,7 @@ pub enum Error {
     InvalidConfig(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The backbone crate failed.
     #[error(transparent)]
     Plm(#[from] plm::Error),
@@ -28,10 +28,3 @@ pub enum Error {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, Error>;
-
-pub(crate) fn host<const D: usize>(t: burn::prelude::Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
-}

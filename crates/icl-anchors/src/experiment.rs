@@ -428,10 +428,10 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                     let (q, k) = eval_model.query_key_vectors(x, layer);
                     let w = q.dims()[1];
                     let qv =
-                        crate::error::host(q.slice(s![p.query..p.query + 1, 0..w]).reshape([w]))?;
+                        trainer::host::f32s(q.slice(s![p.query..p.query + 1, 0..w]).reshape([w]))?;
                     Ok((
                         qv.iter().map(|&a| f64::from(a)).collect(),
-                        crate::error::host(k.reshape([p.ids.len() * w]))?
+                        trainer::host::f32s(k.reshape([p.ids.len() * w]))?
                             .iter()
                             .map(|&a| f64::from(a))
                             .collect(),

@@ -19,11 +19,6 @@ use plm::gpt2::Gpt2Config;
 use plm::hooks::AttentionHooks;
 use plm::llama::LlamaConfig;
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Bytes as tokens.
 fn tok(s: &str) -> icl_anchors::Result<Vec<u32>> {
     Ok(s.bytes().map(u32::from).collect())
@@ -162,7 +157,7 @@ fn check_model<M: CausalLm>(m: &M, d: &Device) {
 
 #[test]
 fn hooks_work_on_llama_and_gpt2() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     d.seed(3);
     let llama = LlamaConfig::new(256, 16, 2, 2, 1, 24)
@@ -198,7 +193,7 @@ fn hooks_work_on_llama_and_gpt2() {
 
 #[test]
 fn saliency_flows_and_reweighting_gradients() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex().autodiff();
     d.seed(5);
     let m = LlamaConfig::new(256, 16, 3, 2, 2, 24)
@@ -257,7 +252,7 @@ fn pca_finds_the_dominant_direction_and_diagnosis_reads_pairs() {
 
 #[test]
 fn query_and_key_vectors_have_the_query_width() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let d = Device::flex();
     let llama = LlamaConfig::new(256, 16, 2, 4, 2, 24)
         .with_max_seq_len(64)

@@ -8,6 +8,7 @@ use trainer::RunCtx;
 
 #[test]
 fn quick_offline_run_writes_flows_auc_and_tables() {
+    let _rng = testkit::device_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
     let r = run(&IclAnchorsConfig::quick(), &mut ctx).unwrap();

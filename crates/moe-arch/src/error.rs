@@ -8,7 +8,7 @@ pub enum Error {
     InvalidConfig(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The training loop or the report failed.
     #[error(transparent)]
     Train(#[from] trainer::Error),

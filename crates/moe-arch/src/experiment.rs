@@ -29,6 +29,7 @@ use trainer::{BatchCtx, Record, Report, RunCtx, StepLoss, Task, Trainer, Trainer
 
 use crate::Error;
 use crate::deepseek::{DeepseekHfConfig, DeepseekLm, MoeHfFields};
+use trainer::host::ToHost;
 
 /// Configuration of `moe-compare`.
 #[derive(Config, Debug)]
@@ -282,11 +283,7 @@ fn valid_loss_and_balance(
     }
     let mut vio = 0.0;
     for l in &loads {
-        let v: Vec<f32> = l
-            .clone()
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let v: Vec<f32> = l.clone().to_f32s()?;
         let mean = v.iter().sum::<f32>() as f64 / v.len() as f64;
         let max = v.iter().fold(0.0f32, |m, &x| m.max(x)) as f64;
         vio += (max - mean) / mean.max(1e-9);

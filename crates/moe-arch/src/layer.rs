@@ -23,6 +23,7 @@ use plm::layers::{Init, to_dtype};
 use plm::llama::SwiGlu;
 
 use crate::Error;
+use trainer::host::ToHost;
 
 /// How routed experts are chosen.
 #[derive(Config, Debug, PartialEq)]
@@ -634,13 +635,7 @@ impl MoeLayer {
             .reshape([n * k, 1])
             .select(0, order); // [n k, 1]
         let xs = flat.select(0, tokens.clone()); // [n k, d]
-        let counts: Vec<f32> = r
-            .selected
-            .clone()
-            .sum_dim(0)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let counts: Vec<f32> = r.selected.clone().sum_dim(0).to_f32s()?;
         if self.padded {
             let counts: Vec<usize> = counts.iter().map(|c| c.round() as usize).collect();
             let ys = self.run_padded(xs, sorted_experts, &counts) * weights;

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use serde::Serialize;
 
-use crate::Error;
+use trainer::host::ToHost;
 
 /// Load of one MoE layer's routed experts.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -40,12 +40,7 @@ impl RoutingStats {
             .scatter(1, idx, weight * m, IndexingUpdateOp::Add)
             .sum_dim(0);
         let read = |t: Tensor<2>| -> crate::Result<Vec<f64>> {
-            Ok(t.into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::TensorRead(format!("{e:?}")))?
-                .into_iter()
-                .map(f64::from)
-                .collect())
+            Ok(t.to_f32s()?.into_iter().map(f64::from).collect())
         };
         let counts = read(counts)?;
         let sums = read(sums)?;

@@ -9,13 +9,6 @@ use burn::tensor::Distribution;
 use moe_arch::{Dispatch, MoeConfig, MoeLayer, TopkMethod};
 use proptest::prelude::*;
 
-/// burn's device RNG is process-global; tests that seed it run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The device under test: `PAPERS_DEVICE` (`trainer::device::from_env`) or flex.
 fn device() -> Device {
     trainer::device::from_env()
@@ -38,10 +31,10 @@ fn input(b: usize, s: usize, dm: usize, d: &Device) -> Tensor<3> {
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    assert_eq!(a.len(), b.len(), "compared lists differ in length");
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
 }
 
 fn configs() -> impl Strategy<Value = MoeConfig> {
@@ -79,7 +72,7 @@ proptest! {
 
     #[test]
     fn grouped_dispatch_equals_the_dense_reference(cfg in configs(), seed in 0u64..1000, b in 1usize..3, s in 1usize..7) {
-        let _g = serial();
+        let _g = testkit::device_rng_lock();
         let (m, d) = layer(&cfg, seed);
         let x = input(b, s, 16, &d);
         let mask = Tensor::<2, Int>::ones([b, s], &d);
@@ -94,7 +87,7 @@ proptest! {
 
     #[test]
     fn every_token_gets_k_distinct_experts_with_the_configured_weight_sum(cfg in configs(), seed in 0u64..1000) {
-        let _g = serial();
+        let _g = testkit::device_rng_lock();
         let (m, d) = layer(&cfg, seed);
         let out = m.forward(input(2, 5, 16, &d), None).unwrap();
         let idx = out.topk_idx.into_data().try_to_vec_as::<i64>().unwrap();
@@ -128,7 +121,7 @@ proptest! {
 
     #[test]
     fn permuting_tokens_permutes_the_outputs(seed in 0u64..1000, shift in 1usize..6) {
-        let _g = serial();
+        let _g = testkit::device_rng_lock();
         let cfg = MoeConfig::new(16, 8, 2, 8).with_n_shared(1).with_initializer_range(0.3);
         let (m, d) = layer(&cfg, seed);
         let x = input(1, 6, 16, &d);
@@ -142,7 +135,7 @@ proptest! {
 
 #[test]
 fn uniform_routing_gives_an_expert_loss_of_exactly_alpha() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     for seq_aux in [true, false] {
         let cfg = MoeConfig::new(16, 8, 3, 8)
             .with_aux_alpha(0.01)
@@ -158,7 +151,7 @@ fn uniform_routing_gives_an_expert_loss_of_exactly_alpha() {
 
 #[test]
 fn padding_is_excluded_from_the_balance_losses_unless_asked() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let cfg = MoeConfig::new(16, 8, 2, 8).with_initializer_range(0.5);
     let (m, d) = layer(&cfg, 2);
     let x = input(1, 6, 16, &d);
@@ -218,7 +211,7 @@ fn invalid_configs_are_rejected() {
 
 #[test]
 fn masking_the_top_experts_never_picks_them_and_both_paths_agree() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let cfg = MoeConfig::new(16, 8, 2, 8)
         .with_n_shared(1)
         .with_initializer_range(0.5);
@@ -251,7 +244,7 @@ fn masking_the_top_experts_never_picks_them_and_both_paths_agree() {
 
 #[test]
 fn padded_dispatch_has_the_gradients_of_per_expert_dispatch() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let cfg = MoeConfig::new(16, 8, 3, 8)
         .with_n_shared(1)
         .with_initializer_range(0.3);
@@ -312,7 +305,7 @@ fn routing_statistics_count_assignments_and_mean_gates() {
 
 #[test]
 fn hash_routing_sends_equal_ids_to_their_expert_and_matches_a_manual_dispatch() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let cfg = MoeConfig::new(16, 4, 1, 8).with_initializer_range(0.5);
     let (m, d) = layer(&cfg, 4);
     let router = moe_arch::HashRouter::new(10, 4, 7);
@@ -384,7 +377,7 @@ proptest! {
         grouped in any::<bool>(),
         bias in proptest::collection::vec(-0.5f32..0.5, 8),
     ) {
-        let _g = serial();
+        let _g = testkit::device_rng_lock();
         let n_group = if grouped { 4 } else { 1 };
         let (m, d) = layer(&noaux(8, 2, n_group, sigmoid, norm), seed);
         let m = with_bias(m, &bias, &d);
@@ -426,7 +419,7 @@ proptest! {
 
 #[test]
 fn auxiliary_loss_free_bias_updates_balance_a_skewed_router() {
-    let _g = serial();
+    let _g = testkit::device_rng_lock();
     let (m, d) = layer(&noaux(8, 2, 1, false, false), 3);
     // Experts 0 and 1 start far ahead: every token picks them.
     let mut m = with_bias(m, &[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], &d);

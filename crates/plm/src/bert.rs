@@ -761,6 +761,7 @@ mod tests {
 
     #[test]
     fn padding_never_changes_the_unpadded_outputs() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         let m = tiny(&d);
         let short = m.forward(ids(vec![2, 5, 9], [1, 3], &d), None, None);
@@ -785,6 +786,7 @@ mod tests {
 
     #[test]
     fn hooks_reach_every_encoder_layer() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         let m = tiny(&d);
         let x = ids(vec![3, 4, 5, 6], [1, 4], &d);

@@ -1154,6 +1154,7 @@ mod tests {
 
     #[test]
     fn logits_have_vocab_width_and_rows_of_attention_sum_to_one() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(0);
         let m = tiny().init(&d).unwrap();
@@ -1173,6 +1174,7 @@ mod tests {
 
     #[test]
     fn future_tokens_do_not_change_past_logits() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(1);
         let m = tiny().init(&d).unwrap();
@@ -1240,6 +1242,7 @@ mod tests {
 
     #[test]
     fn cached_decoding_equals_full_forwards() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(3);
         let m = tiny().init(&d).unwrap();
@@ -1279,6 +1282,7 @@ mod tests {
 
     #[test]
     fn sliding_window_decoding_with_the_cache_equals_full_forwards() {
+        let _rng = testkit::device_rng_lock();
         // Window 3 over 9 tokens, fed 4 + 1 + 4: every chunk after the first meets keys the
         // window hides; the second layer alone slides.
         let d = Device::flex();
@@ -1322,6 +1326,7 @@ mod tests {
 
     #[test]
     fn repeated_and_selected_cache_rows_decode_like_their_own_sequences() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(4);
         let m = tiny().init(&d).unwrap();
@@ -1355,6 +1360,7 @@ mod tests {
 
     #[test]
     fn a_blocked_key_gets_no_attention_and_scale_one_changes_nothing() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(4);
         let m = tiny().init(&d).unwrap();
@@ -1390,6 +1396,7 @@ mod tests {
 
     #[test]
     fn probe_gradients_match_finite_differences() {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex().autodiff();
         d.seed(5);
         let m = tiny().init(&d).unwrap();

@@ -88,6 +88,7 @@ proptest! {
     fn attention_rows_sum_to_one_and_the_past_ignores_the_future(
         seq in proptest::collection::vec(0i64..50, 2..9), seed in 0u64..1000
     ) {
+        let _rng = testkit::device_rng_lock();
         let d = Device::flex();
         d.seed(seed);
         let m = LlamaConfig::new(50, 16, 2, 4, 2, 24).with_max_seq_len(16).init(&d).unwrap();

@@ -58,7 +58,7 @@ pub enum Error {
     },
     /// A tensor could not be read back.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// The tokenizer failed.
     #[error(transparent)]
     Data(#[from] textdata::Error),

@@ -19,6 +19,7 @@ use trainer::{BatchCtx, StepLoss, Task};
 
 use crate::tags::TaggedIds;
 use crate::{Error, Result};
+use trainer::host::ToHost;
 
 /// How the score is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,12 +181,7 @@ impl RewardModel {
             let b = TagBatch::new(&refs, device)?;
             let p = softmax(self.tag_logits(&b), 1).slice(s![.., 0..1]);
             let n = p.dims()[0];
-            let v = p
-                .reshape([n])
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+            let v = p.reshape([n]).to_f32s()?;
             let mut at = 0;
             for &c in &b.counts {
                 out.push(v[at..at + c].iter().map(|&x| f64::from(x)).collect());
@@ -238,6 +234,7 @@ mod tests {
 
     #[test]
     fn label_token_scores_are_the_two_way_softmax_at_the_tag() {
+        let _rng = testkit::device_rng_lock();
         let device = Device::flex();
         let m = RewardModel::label_tokens(lm(&device), 3, 4).expect("rm");
         let ex = TaggedIds {
@@ -275,6 +272,7 @@ mod tests {
 
     #[test]
     fn soft_loss_equals_binary_cross_entropy() {
+        let _rng = testkit::device_rng_lock();
         let device = Device::flex();
         for m in [
             RewardModel::label_tokens(lm(&device), 3, 4).expect("rm"),

@@ -43,7 +43,7 @@ use plm::llama::Llama;
 use serde::{Deserialize, Serialize};
 use trainer::{BatchCtx, Metrics, Rng, StepLoss, Task};
 
-use crate::sample::{SampleConfig, read_f32, sample};
+use crate::sample::{SampleConfig, sample};
 use crate::tags::Tokenizer;
 use crate::{Error, Result};
 
@@ -354,7 +354,11 @@ impl<'a> PpoTask<'a> {
         let (ids, tgt, _, l) = pack(&seqs, &dev);
         let (lp, values) = infer.logp_values(ids.clone(), tgt.clone(), true);
         let lp_ref = token_logp(self.reference.forward(ids).logits, tgt);
-        let (lp, values, lp_ref) = (read_f32(lp)?, read_f32(values)?, read_f32(lp_ref)?);
+        let (lp, values, lp_ref) = (
+            trainer::host::f32s(lp)?,
+            trainer::host::f32s(values)?,
+            trainer::host::f32s(lp_ref)?,
+        );
         let mut rollouts = Vec::with_capacity(keep.len());
         for (row, &i) in keep.iter().enumerate() {
             let (ids, plen, score_rewards) = &raw[i];
@@ -560,6 +564,7 @@ mod tests {
 
     #[test]
     fn a_kl_target_changes_the_coefficient_between_rollout_batches() {
+        let _rng = testkit::device_rng_lock();
         // A target far above any KL reached: every batch halves the coefficient, and the
         // rewards of each batch used the value before its own update.
         let ad = Device::flex().autodiff();
@@ -648,6 +653,7 @@ mod tests {
 
     #[test]
     fn a_detached_value_loss_leaves_the_policy_alone() {
+        let _rng = testkit::device_rng_lock();
         let ad = Device::flex().autodiff();
         let actor = ActorCritic::new(setup(&ad), &ad);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![81i64, 58, 50], [1, 3]), &ad);
@@ -676,6 +682,7 @@ mod tests {
 
     #[test]
     fn ppo_moves_the_policy_toward_rewarded_steps() {
+        let _rng = testkit::device_rng_lock();
         // Reward 1 for a step that starts with a lowercase letter (about 1 draw in 10 at
         // first). With the KL term off, PPO must raise the probability of such a first token.
         let ad = Device::flex().autodiff();

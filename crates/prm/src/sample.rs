@@ -48,27 +48,12 @@ impl SampleConfig {
     }
 }
 
-/// The values of a float tensor, row-major.
-pub(crate) fn read_f32(t: Tensor<2>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
-}
-
-fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
-}
-
 /// One token per row of `logits` `[rows, vocab]`.
 pub fn draw(logits: Tensor<2>, cfg: &SampleConfig, rng: &mut Rng) -> Result<Vec<u32>> {
     cfg.validate()?;
     let [rows, vocab] = logits.dims();
     if cfg.temperature == 0.0 {
-        return Ok(read_i64(logits.argmax(1))?
+        return Ok(trainer::host::i64s(logits.argmax(1))?
             .into_iter()
             .map(|x| x as u32)
             .collect());
@@ -79,11 +64,14 @@ pub fn draw(logits: Tensor<2>, cfg: &SampleConfig, rng: &mut Rng) -> Result<Vec<
         // Keep a token when the mass before it is below top_p (the first is always kept).
         let before = sorted.clone().cumsum(1) - sorted.clone();
         let keep = before.lower_elem(cfg.top_p);
-        (sorted.mask_fill(keep.bool_not(), 0.0), Some(read_i64(idx)?))
+        (
+            sorted.mask_fill(keep.bool_not(), 0.0),
+            Some(trainer::host::i64s(idx)?),
+        )
     } else {
         (probs, None)
     };
-    let p = read_f32(probs)?;
+    let p = trainer::host::f32s(probs)?;
     let mut out = Vec::with_capacity(rows);
     for r in 0..rows {
         let row = &p[r * vocab..(r + 1) * vocab];
@@ -274,6 +262,7 @@ mod tests {
 
     #[test]
     fn batched_sampling_matches_unbatched_greedy_and_is_seeded() {
+        let _rng = testkit::device_rng_lock();
         let device = Device::flex();
         let m = model(&device);
         let prompt = [1u32, 5, 7];
@@ -325,6 +314,7 @@ mod tests {
 
     #[test]
     fn greedy_rows_end_at_the_first_stop_token() {
+        let _rng = testkit::device_rng_lock();
         let device = Device::flex();
         let m = model(&device);
         let reference = m.generate_greedy(&[3, 4], 10, &device);

@@ -44,7 +44,7 @@ pub enum Error {
     InvalidConfig(String),
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] crate::host::TensorReadError),
     /// Drawing a plot failed.
     #[error("plot: {0}")]
     Plot(String),

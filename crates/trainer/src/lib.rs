@@ -33,6 +33,7 @@ pub mod device;
 mod error;
 pub mod experiment;
 pub mod fs;
+pub mod host;
 pub mod metrics;
 pub mod params;
 pub mod report;

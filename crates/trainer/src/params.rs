@@ -327,9 +327,7 @@ pub fn global_grad_norm<M: Module>(module: &M, grads: &mut GradientsParams) -> R
     match total {
         None => Ok(0.0),
         Some(t) => {
-            let sq: f32 = t
-                .try_into_scalar::<f32>()
-                .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+            let sq = crate::host::scalar(t)? as f32;
             Ok(sq.sqrt())
         }
     }

@@ -275,10 +275,7 @@ impl<'a> Trainer<'a> {
                     rng: &mut rng,
                 };
                 let StepLoss { loss, extra: e } = task.loss(&model, &mut ctx)?;
-                let value: f32 = loss
-                    .clone()
-                    .try_into_scalar::<f32>()
-                    .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+                let value = crate::host::scalar(loss.clone())? as f32;
                 if !value.is_finite() {
                     return Err(Error::NonFiniteLoss {
                         step: step + 1,

@@ -109,14 +109,6 @@ impl Task<Mlp> for Regression {
     }
 }
 
-/// burn's device RNG is process-global, and the test harness runs tests on parallel threads:
-/// every test that initialises or trains a model holds this lock so seeds mean the same thing.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn device() -> Device {
     Device::flex().autodiff()
 }
@@ -161,7 +153,7 @@ fn losses(records: &[Record]) -> Vec<f64> {
 
 #[test]
 fn same_seed_gives_identical_losses_and_weights() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let a = Trainer::new(config(), &d)
         .fit(model(1), &mut Regression::new(&d))
@@ -184,7 +176,7 @@ fn same_seed_gives_identical_losses_and_weights() {
 
 #[test]
 fn resumed_run_matches_an_uninterrupted_run() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let full_dir = tempfile::tempdir().unwrap();
     let cfg = config().with_checkpoint_every(3);
@@ -219,7 +211,7 @@ fn resumed_run_matches_an_uninterrupted_run() {
 
 #[test]
 fn frozen_parameters_stay_bit_identical() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let m = model(3);
     let before_first = m
@@ -284,7 +276,7 @@ fn frozen_parameters_stay_bit_identical() {
 
 #[test]
 fn adapter_holds_only_trainable_parameters_and_round_trips() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let out = Trainer::new(config(), &d)
         .with_trainable(|p| p.starts_with("second."))
@@ -332,7 +324,7 @@ fn adapter_holds_only_trainable_parameters_and_round_trips() {
 
 #[test]
 fn nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     let mut task = Regression::new(&d);
@@ -363,7 +355,7 @@ fn err_free_resume(dir: &std::path::Path, d: &Device) -> bool {
 
 #[test]
 fn corrupt_checkpoint_is_reported_not_loaded() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     Trainer::new(
@@ -392,7 +384,7 @@ fn corrupt_checkpoint_is_reported_not_loaded() {
 
 #[test]
 fn resume_without_checkpoint_is_an_error() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     let err = Trainer::new(config(), &d)
@@ -405,7 +397,7 @@ fn resume_without_checkpoint_is_an_error() {
 
 #[test]
 fn global_norm_clipping_bounds_the_sgd_update() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     let d = device();
     let m = model(4);
     let before = flat_params(&m);
@@ -435,7 +427,7 @@ fn global_norm_clipping_bounds_the_sgd_update() {
 
 #[test]
 fn gradient_accumulation_averages_micro_batches() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     // Two micro-batches of 4 with SGD equal one batch of the same 8 examples.
     struct Fixed(Regression, Vec<usize>);
     impl Task<Mlp> for Fixed {
@@ -484,7 +476,7 @@ fn gradient_accumulation_averages_micro_batches() {
 
 #[test]
 fn learning_rate_groups_scale_the_update_of_their_parameters_only() {
-    let _serial = serial();
+    let _serial = testkit::device_rng_lock();
     struct Fixed(Regression);
     impl Task<Mlp> for Fixed {
         fn loss(&mut self, model: &Mlp, _ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
@@ -615,6 +607,7 @@ fn a_fresh_copy_trains_apart_where_a_clone_is_tied() {
 
 #[test]
 fn a_saved_module_loads_back_and_a_different_shape_is_an_error() {
+    let _rng = testkit::device_rng_lock();
     let d = Device::flex();
     d.seed(9);
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ pub enum Error {
     },
     /// A tensor could not be read back to the host.
     #[error("tensor read: {0}")]
-    TensorRead(String),
+    TensorRead(#[from] trainer::host::TensorReadError),
     /// A formation name outside the 18-class inventory.
     #[error("unknown word formation {0:?} (see formation::FORMATIONS)")]
     UnknownFormation(String),

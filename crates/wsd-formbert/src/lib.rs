@@ -37,12 +37,3 @@ pub mod model;
 pub mod synthetic;
 
 pub use error::{Error, Result};
-
-/// Unit tests that seed the device's random generator and then draw from it take this lock:
-/// the generator is shared by every test of the binary, and parallel tests interleaving their
-/// draws made a seeded test's result vary from run to run.
-#[cfg(test)]
-pub(crate) fn serial_rng() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}

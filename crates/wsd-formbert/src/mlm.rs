@@ -19,6 +19,7 @@ use trainer::{BatchCtx, Metrics, Rng, StepLoss, Task};
 use crate::chartok::{CLS, CharVocab, MASK, N_SPECIAL, PAD, SEP};
 use crate::data::Instance;
 use crate::{Error, Result};
+use trainer::host::ToHost;
 
 /// BERT's MLM head.
 #[derive(Module, Debug)]
@@ -244,9 +245,7 @@ pub fn probe_pseudo_words(
             let lp = log_softmax(at, 1)
                 .gather(1, Tensor::from_data(TensorData::new(chars, [n, 1]), device))
                 .reshape([n])
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+                .to_f32s()?;
             for (o, x) in owner.into_iter().zip(lp) {
                 row_scores[o] += f64::from(x);
             }
@@ -381,7 +380,7 @@ mod tests {
 
     #[test]
     fn pretraining_learns_a_repetitive_text() {
-        let _serial = crate::serial_rng();
+        let _serial = testkit::device_rng_lock();
         let d = Device::flex().autodiff();
         d.seed(2);
         // "abcdefgh" repeated: every masked character is predictable from its neighbours

@@ -33,6 +33,7 @@ use crate::chartok::{CharVocab, PAD};
 use crate::data::PairRow;
 use crate::formation::N_FORMATIONS;
 use crate::{Error, Result};
+use trainer::host::{IntsToHost, ToHost};
 
 /// How the formation predictor pools its per-token states.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
@@ -307,19 +308,9 @@ impl FormBert {
         let out = self.forward(batch, source)?;
         let p = softmax(out.logits, 1).slice(s![.., 1..2]);
         let n = p.dims()[0];
-        let p = p
-            .reshape([n])
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::TensorRead(format!("{e:?}")))?;
+        let p = p.reshape([n]).to_f32s()?;
         let f = match out.formation_logits {
-            Some(f) => Some(
-                f.argmax(1)
-                    .reshape([n])
-                    .into_data()
-                    .try_to_vec_as::<i64>()
-                    .map_err(|e| Error::TensorRead(format!("{e:?}")))?,
-            ),
+            Some(f) => Some(f.argmax(1).reshape([n]).to_i64s()?),
             None => None,
         };
         Ok((p, f))
@@ -327,11 +318,7 @@ impl FormBert {
 }
 
 fn scalar(t: &Tensor<1>) -> Result<f64> {
-    t.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map(|v| f64::from(v[0]))
-        .map_err(|e| Error::TensorRead(format!("{e:?}")))
+    Ok(trainer::host::scalar(t.clone())?)
 }
 
 #[cfg(test)]
@@ -374,7 +361,7 @@ mod tests {
 
     #[test]
     fn shapes_errors_and_the_formation_embedding_changes_the_logits() {
-        let _serial = crate::serial_rng();
+        let _serial = testkit::device_rng_lock();
         let d = Device::flex();
         let (m, vocab) = setup(&FormBertConfig::new().with_dropout(0.0), &d);
         let rows = rows();
@@ -390,13 +377,17 @@ mod tests {
         );
         let mut other = b.clone();
         other.formations = other.formations.add_scalar(1);
-        let a = m
-            .forward(&b, FormationSource::Gold)
-            .map(|o| o.logits.into_data());
-        let c = m
-            .forward(&other, FormationSource::Gold)
-            .map(|o| o.logits.into_data());
-        assert_ne!(a.ok(), c.ok());
+        let logits = |batch: &PairBatch| {
+            let out = m
+                .forward(batch, FormationSource::Gold)
+                .unwrap_or_else(|e| panic!("{e}"));
+            testkit::tensor_values(out.logits, &[4, 2])
+        };
+        let (a, c) = (logits(&b), logits(&other));
+        assert!(
+            testkit::max_abs_diff(&a, &c) > 1e-6,
+            "another formation left the logits unchanged"
+        );
         // the baseline has neither formation part
         let (base, _) = setup(
             &FormBertConfig::new()
@@ -417,7 +408,7 @@ mod tests {
 
     #[test]
     fn masked_pooling_ignores_padding_and_the_official_mean_does_not() {
-        let _serial = crate::serial_rng();
+        let _serial = testkit::device_rng_lock();
         let d = Device::flex();
         let rows = rows();
         for (pooling, same) in [
@@ -431,24 +422,20 @@ mod tests {
             let padded = PairBatch::new(&[&rows[3], &rows[0]], &vocab, 16, &d)
                 .unwrap_or_else(|e| panic!("{e}"));
             let f = |b: &PairBatch| {
-                m.predict_formation(b.ctx_ids.clone(), b.ctx_mask.clone())
-                    .map(|t| {
-                        t.slice(s![0..1, ..])
-                            .into_data()
-                            .try_to_vec::<f32>()
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_default()
+                let t = m
+                    .predict_formation(b.ctx_ids.clone(), b.ctx_mask.clone())
+                    .unwrap_or_else(|| panic!("the model has a formation predictor"));
+                testkit::tensor_values(t.slice(s![0..1, ..]), &[1, N_FORMATIONS])
             };
             let (x, y) = (f(&alone), f(&padded));
-            let close = x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5);
+            let close = testkit::max_abs_diff(&x, &y) < 1e-5;
             assert_eq!(close, same, "{pooling:?}");
         }
     }
 
     #[test]
     fn the_joint_loss_falls_and_formation_parameters_are_named_for_lr_groups() {
-        let _serial = crate::serial_rng();
+        let _serial = testkit::device_rng_lock();
         let d = Device::flex().autodiff();
         let (m, vocab) = setup(&FormBertConfig::new().with_dropout(0.0), &d);
         let paths: Vec<String> = trainer::inventory(&m).into_iter().map(|p| p.path).collect();

@@ -15,6 +15,7 @@ fn results(dir: &std::path::Path) -> serde_json::Value {
 
 #[test]
 fn quick_run_writes_its_outputs_and_a_reused_encoder_reproduces_it() {
+    let _rng = testkit::device_rng_lock();
     let first = tempfile::tempdir().unwrap();
     let cfg = WsdConfig::quick();
     run(&cfg, &mut RunCtx::new(Device::flex(), first.path(), "flex")).unwrap();

@@ -14,14 +14,8 @@ fn dir() -> PathBuf {
 }
 
 fn close(got: Tensor<3>, want: &[f32], what: &str) {
-    let got = got.into_data().try_to_vec::<f32>().unwrap();
-    assert_eq!(got.len(), want.len(), "{what}");
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(diff < 1e-5, "{what} differs by {diff}");
+    let shape = got.dims();
+    testkit::assert_tensor_close(got, want, &shape, 1e-5, what);
 }
 
 #[test]

@@ -23,11 +23,5 @@ pub fn device() -> burn::prelude::Device {
         .0
 }
 
-/// Largest absolute difference of two equally long value lists.
-pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
-}
+/// Largest absolute difference of two equally long value lists (lengths checked first).
+pub use testkit::max_abs_diff as max_diff;

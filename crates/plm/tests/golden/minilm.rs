@@ -23,13 +23,7 @@ fn ints(name: &str, d: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(t.data, [t.shape[0], t.shape[1]]), d)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use testkit::max_abs_diff;
 
 #[test]
 fn minilm_l6_token_and_sentence_embeddings_match_the_reference() {

@@ -27,12 +27,8 @@ fn ints(name: &str, d: &Device) -> Tensor<2, Int> {
 }
 
 fn max_diff(a: Tensor<3>, b: &[f32]) -> f32 {
-    let a = a.into_data().try_to_vec::<f32>().unwrap();
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    let shape = a.dims();
+    testkit::max_abs_diff(&testkit::tensor_values(a, &shape), b)
 }
 
 #[test]

@@ -50,11 +50,7 @@ fn smollm2_gguf_logits_and_greedy_tokens_match_transformers() {
         let ids = read_i64(&fixture(), &format!("ids_{k}")).unwrap().data;
         let want = read_f32(&fixture(), &format!("logits_{k}")).unwrap().data;
         let got = last_logits(&model, &ids, &d);
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = crate::max_diff(&got, &want);
         eprintln!("prompt {k}: max |logit diff| {diff:e}");
         assert!(diff < 1e-3, "prompt {k}: logits differ by {diff}");
 
@@ -68,6 +64,9 @@ fn smollm2_gguf_logits_and_greedy_tokens_match_transformers() {
             &greedy.data[k * steps..(k + 1) * steps],
             "prompt {k}"
         );
+        // Greedy decoding with the KV cache gives the same tokens as the full forwards.
+        let cached = model.generate_greedy(&ids, steps, &d);
+        assert_eq!(cached, seq[ids.len()..].to_vec(), "prompt {k}, cached");
     }
 }
 
