@@ -428,70 +428,131 @@ fn load_tasks(
     Ok(out)
 }
 
-/// Runs the experiment into `ctx.dir`.
+/// Runs the experiment into `ctx.dir`: encoders and data, then per task the difficulty labels,
+/// the cascades with and without DAR, the early-exit baselines, their evaluation and plots, then
+/// the report.
 pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.members.is_empty() || cfg.steps == 0 {
         return Err(Error::InvalidConfig(
             "members non-empty and steps > 0".into(),
         ));
     }
-    let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
     device.seed(cfg.seed);
     let mut rng = trainer::Rng::seed_from(cfg.seed);
-    // Encoders and tokenizer.
-    let (small, large, tok, encoders) = match (&cfg.small_onnx, &cfg.large_dir) {
-        (Some(onnx), Some(dir)) => {
-            let small = Bert::load_onnx(Path::new(onnx), 12, &device)?;
-            let large = Bert::load_hf(Path::new(dir), &device)?;
-            let tk = TextTokenizer::from_file(&Path::new(dir).join("tokenizer.json"))?;
-            let (vs, vl) = (
-                small.embeddings.word_embeddings.weight.dims()[0],
-                large.embeddings.word_embeddings.weight.dims()[0],
-            );
-            if vs != vl {
-                return Err(Error::InvalidConfig(format!(
-                    "the encoders' vocabularies differ ({vs} vs {vl})"
-                )));
-            }
-            (
-                small,
-                large,
-                Tok::Real(Box::new(tk)),
-                format!("small {onnx}, large {dir}"),
-            )
-        }
-        (None, None) => {
-            let texts: Vec<String> = textdata::synthetic::templated_reviews(1000, |k| rng.below(k))
-                .into_iter()
-                .map(|r| r.text)
-                .collect();
-            let vocab = WordVocab::build(texts.iter().map(String::as_str));
-            let mk = |layers| {
-                BertConfig::new(vocab.size(), 32, layers, 2, 64)
-                    .with_max_position_embeddings(cfg.max_len_sst.max(cfg.max_len_bbc))
-                    .with_with_pooler(true)
-                    .init(&device)
-            };
-            let (s, l) = (mk(3)?, mk(6)?);
-            (
-                s,
-                l,
-                Tok::Words(vocab),
-                "small random BERTs (offline)".to_string(),
-            )
-        }
-        _ => {
-            return Err(Error::InvalidConfig(
-                "give both small_onnx and large_dir, or neither".into(),
-            ));
-        }
+    let encoders = Encoders::load(cfg, &mut rng, &device)?;
+    let tasks = load_tasks(cfg, &encoders.tok, &mut rng)?;
+    let mut results = Vec::new();
+    for t in &tasks {
+        let hard = difficulty(cfg, t, &encoders, ctx)?;
+        let hard_share = hard.iter().filter(|&&h| h).count() as f64 / hard.len().max(1) as f64;
+        let trained = vec![
+            train_cascade(cfg, t, &encoders, None, ctx)?,
+            train_cascade(cfg, t, &encoders, Some(&hard), ctx)?,
+        ];
+        let ee = train_early_exit(cfg, t, &encoders, ctx)?;
+        let eval = evaluate(
+            cfg,
+            t,
+            &trained,
+            &ee,
+            encoders.large.n_layers(),
+            &ctx.device,
+        )?;
+        write_task_plots(t, &eval, ctx)?;
+        results.push(TaskResult {
+            task: t.name.clone(),
+            source: t.source.clone(),
+            sizes: (t.train.ids.len(), t.test.ids.len()),
+            hard_share,
+            models: eval.models,
+            curves: eval.curves,
+            best_within_1pt: eval.best_within_1pt,
+        });
+    }
+    let (table, body) = render(cfg, &results, &encoders.describe, &ctx.device_name);
+    let metrics = CascadeMetrics {
+        device: ctx.device_name.clone(),
+        encoders: encoders.describe,
+        tasks: results,
     };
-    let tasks = load_tasks(cfg, &tok, &mut rng)?;
-    let enc = |spec: &MemberSpec| -> crate::Result<Bert> {
+    Ok(ctx.finish(cfg, &metrics, "cascade", table, body)?)
+}
+
+/// The small and large encoders the members are cut from, and their tokenizer.
+struct Encoders {
+    small: Bert,
+    large: Bert,
+    tok: Tok,
+    describe: String,
+}
+
+impl Encoders {
+    /// The real MiniLM pair (`small_onnx` + `large_dir`) or two small random BERTs offline.
+    fn load(cfg: &CascadeConfig, rng: &mut trainer::Rng, device: &Device) -> crate::Result<Self> {
+        let (small, large, tok, describe) = match (&cfg.small_onnx, &cfg.large_dir) {
+            (Some(onnx), Some(dir)) => {
+                let small = Bert::load_onnx(Path::new(onnx), 12, device)?;
+                let large = Bert::load_hf(Path::new(dir), device)?;
+                let tk = TextTokenizer::from_file(&Path::new(dir).join("tokenizer.json"))?;
+                let (vs, vl) = (
+                    small.embeddings.word_embeddings.weight.dims()[0],
+                    large.embeddings.word_embeddings.weight.dims()[0],
+                );
+                if vs != vl {
+                    return Err(Error::InvalidConfig(format!(
+                        "the encoders' vocabularies differ ({vs} vs {vl})"
+                    )));
+                }
+                (
+                    small,
+                    large,
+                    Tok::Real(Box::new(tk)),
+                    format!("small {onnx}, large {dir}"),
+                )
+            }
+            (None, None) => {
+                let texts: Vec<String> =
+                    textdata::synthetic::templated_reviews(1000, |k| rng.below(k))
+                        .into_iter()
+                        .map(|r| r.text)
+                        .collect();
+                let vocab = WordVocab::build(texts.iter().map(String::as_str));
+                let mk = |layers| {
+                    BertConfig::new(vocab.size(), 32, layers, 2, 64)
+                        .with_max_position_embeddings(cfg.max_len_sst.max(cfg.max_len_bbc))
+                        .with_with_pooler(true)
+                        .init(device)
+                };
+                let (s, l) = (mk(3)?, mk(6)?);
+                (
+                    s,
+                    l,
+                    Tok::Words(vocab),
+                    "small random BERTs (offline)".to_string(),
+                )
+            }
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "give both small_onnx and large_dir, or neither".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            small,
+            large,
+            tok,
+            describe,
+        })
+    }
+
+    /// A fresh copy of the encoder `spec` names, cut to its layers. Members built from the same
+    /// encoder must not share parameter ids (a clone would tie them: their gradients add up on
+    /// the first member and the second's shared layers never move).
+    fn member(&self, spec: &MemberSpec) -> crate::Result<Bert> {
         let b = match spec.encoder.as_str() {
-            "small" => small.clone(),
-            "large" => large.clone(),
+            "small" => &self.small,
+            "large" => &self.large,
             o => {
                 return Err(Error::InvalidConfig(format!(
                     "member encoder '{o}' (small | large)"
@@ -506,229 +567,292 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 spec.layers
             )));
         }
-        // A fresh copy: members built from the same encoder must not share parameter ids (a
-        // clone would tie them: their gradients add up on the first member and the second's
-        // shared layers never move).
-        Ok(trainer::params::fresh_copy(b.truncated(spec.layers)))
-    };
-    let tcfg = |seed: u64| {
-        TrainerConfig::new(cfg.steps)
-            .with_lr(cfg.lr)
-            .with_seed(seed)
-            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
-    };
-    let large_layers = large.n_layers();
-    let n_members = cfg.members.len();
+        Ok(trainer::params::fresh_copy(
+            b.clone().truncated(spec.layers),
+        ))
+    }
+}
 
-    let mut results = Vec::new();
-    for t in &tasks {
-        // 1. Difficulty labels from the smallest member.
-        let mut correct = Vec::new();
-        for s in 0..cfg.difficulty_seeds.max(1) {
-            let seed = cfg.seed + 100 + s as u64;
-            device.seed(seed);
-            let m = Member::new(enc(&cfg.members[0])?, t.n_labels, cfg.pooling, 0.1, &device);
-            let mut task = MemberTask {
-                data: &t.train,
-                max_len: t.max_len,
-                batch: cfg.batch_size,
-                device: device.clone(),
-            };
-            let m = Trainer::new(tcfg(seed), &device)
-                .with_progress(|p| ctx.report_progress(p))
-                .fit(m, &mut task)?
-                .model
-                .valid();
-            let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| {
-                member_output(&m, i, mk)
-            })?;
-            correct.push(
-                out.predictions
-                    .iter()
-                    .zip(&t.train.labels)
-                    .map(|(p, l)| p == l)
-                    .collect::<Vec<_>>(),
-            );
-        }
-        let hard = difficulty_labels(&correct, cfg.difficulty_rule)?;
-        let hard_share = hard.iter().filter(|&&h| h).count() as f64 / hard.len().max(1) as f64;
+fn trainer_config(cfg: &CascadeConfig, seed: u64) -> TrainerConfig {
+    TrainerConfig::new(cfg.steps)
+        .with_lr(cfg.lr)
+        .with_seed(seed)
+        .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
+}
 
-        // 2. Cascades without and with DAR.
-        let mut trained = Vec::new();
-        for with_dar in [false, true] {
-            device.seed(cfg.seed);
-            let members = cfg
-                .members
-                .iter()
-                .map(|s| Ok(Member::new(enc(s)?, t.n_labels, cfg.pooling, 0.1, &device)))
-                .collect::<crate::Result<Vec<_>>>()?;
-            let mut task = CascadeTask {
-                data: &t.train,
-                hard: with_dar.then_some(hard.as_slice()),
-                max_len: t.max_len,
-                batch: cfg.batch_size,
-                eps: cfg.dar_eps,
-                lambda: cfg.dar_lambda,
-                device: device.clone(),
-            };
-            let c = Trainer::new(tcfg(cfg.seed), &device)
-                .with_progress(|p| ctx.report_progress(p))
-                .fit(Cascade::new(members)?, &mut task)?
-                .model
-                .valid();
-            trained.push(c);
-        }
-        // 3. Early exit inside the large model.
-        device.seed(cfg.seed);
-        let ee = EarlyExit::new(large.clone(), t.n_labels, cfg.pooling, 0.1, &device);
-        let mut task = EarlyTask {
+/// Difficulty labels: the smallest member trained over `difficulty_seeds` seeds, and whether
+/// it gets each training example right.
+fn difficulty(
+    cfg: &CascadeConfig,
+    t: &TaskSet,
+    enc: &Encoders,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<Vec<bool>> {
+    let device = ctx.device.clone().autodiff();
+    let eval_device = ctx.device.clone();
+    let mut correct = Vec::new();
+    for s in 0..cfg.difficulty_seeds.max(1) {
+        let seed = cfg.seed + 100 + s as u64;
+        device.seed(seed);
+        let m = Member::new(
+            enc.member(&cfg.members[0])?,
+            t.n_labels,
+            cfg.pooling,
+            0.1,
+            &device,
+        );
+        let mut task = MemberTask {
             data: &t.train,
             max_len: t.max_len,
             batch: cfg.batch_size,
             device: device.clone(),
         };
-        let ee = Trainer::new(tcfg(cfg.seed), &device)
+        let m = Trainer::new(trainer_config(cfg, seed), &device)
             .with_progress(|p| ctx.report_progress(p))
-            .fit(ee, &mut task)?
+            .fit(m, &mut task)?
             .model
             .valid();
+        let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| {
+            member_output(&m, i, mk)
+        })?;
+        correct.push(
+            out.predictions
+                .iter()
+                .zip(&t.train.labels)
+                .map(|(p, l)| p == l)
+                .collect::<Vec<_>>(),
+        );
+    }
+    difficulty_labels(&correct, cfg.difficulty_rule)
+}
 
-        // 4. Evaluation. The reference: the large member of the no-DAR cascade, alone.
-        let labels = &t.test.labels;
-        let mut models = Vec::new();
-        let mut reliability = Vec::new();
-        let mut ref_wall = 0.0;
-        let mut ref_acc = 0.0;
-        for (ci, c) in trained.iter().enumerate() {
-            for (mi, m) in c.members.iter().enumerate() {
-                // Warm-up pass, then the timed one.
-                timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
-                    member_output(m, i, mk)
-                })?;
-                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
-                    member_output(m, i, mk)
-                })?;
-                let ok: Vec<bool> = o
-                    .predictions
-                    .iter()
-                    .zip(labels)
-                    .map(|(p, l)| p == l)
-                    .collect();
-                let (e, bins) = ece(&o.confidence, &ok, cfg.ece_bins);
-                let name = format!(
-                    "{}{}-L{}",
-                    if ci == 1 { "DAR " } else { "" },
-                    cfg.members[mi].encoder,
-                    m.n_layers()
-                );
-                if ci == 0 && mi + 1 == n_members {
-                    ref_wall = wall;
-                    ref_acc = o.accuracy(labels);
-                }
-                reliability.push((name.clone(), bins));
-                models.push(ModelResult {
-                    name,
-                    layers: m.n_layers(),
-                    accuracy: o.accuracy(labels),
-                    ece: e,
-                    wall_s: wall,
-                });
+/// One cascade of the configured members, trained together (with the DAR loss when `hard`
+/// labels are given).
+fn train_cascade(
+    cfg: &CascadeConfig,
+    t: &TaskSet,
+    enc: &Encoders,
+    hard: Option<&[bool]>,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<Cascade> {
+    let device = ctx.device.clone().autodiff();
+    device.seed(cfg.seed);
+    let members = cfg
+        .members
+        .iter()
+        .map(|s| {
+            Ok(Member::new(
+                enc.member(s)?,
+                t.n_labels,
+                cfg.pooling,
+                0.1,
+                &device,
+            ))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    let mut task = CascadeTask {
+        data: &t.train,
+        hard,
+        max_len: t.max_len,
+        batch: cfg.batch_size,
+        eps: cfg.dar_eps,
+        lambda: cfg.dar_lambda,
+        device: device.clone(),
+    };
+    Ok(Trainer::new(trainer_config(cfg, cfg.seed), &device)
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(Cascade::new(members)?, &mut task)?
+        .model
+        .valid())
+}
+
+/// The early-exit baselines' model: the large encoder with a classifier after every layer.
+fn train_early_exit(
+    cfg: &CascadeConfig,
+    t: &TaskSet,
+    enc: &Encoders,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<EarlyExit> {
+    let device = ctx.device.clone().autodiff();
+    device.seed(cfg.seed);
+    let ee = EarlyExit::new(enc.large.clone(), t.n_labels, cfg.pooling, 0.1, &device);
+    let mut task = EarlyTask {
+        data: &t.train,
+        max_len: t.max_len,
+        batch: cfg.batch_size,
+        device: device.clone(),
+    };
+    Ok(Trainer::new(trainer_config(cfg, cfg.seed), &device)
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(ee, &mut task)?
+        .model
+        .valid())
+}
+
+/// What [`evaluate`] measures on one task.
+struct TaskEval {
+    models: Vec<ModelResult>,
+    reliability: Vec<(String, Vec<crate::calibration::Bin>)>,
+    curves: Vec<(String, Vec<CurvePoint>)>,
+    best_within_1pt: Option<(String, CurvePoint)>,
+}
+
+/// Every member alone (accuracy, ECE, wall time), the cascades over the thresholds, and the
+/// early exits over their settings. The reference: the large member of the no-DAR cascade, alone.
+fn evaluate(
+    cfg: &CascadeConfig,
+    t: &TaskSet,
+    trained: &[Cascade],
+    ee: &EarlyExit,
+    large_layers: usize,
+    eval_device: &Device,
+) -> crate::Result<TaskEval> {
+    let n_members = cfg.members.len();
+    let labels = &t.test.labels;
+    let mut models = Vec::new();
+    let mut reliability = Vec::new();
+    let mut ref_wall = 0.0;
+    let mut ref_acc = 0.0;
+    for (ci, c) in trained.iter().enumerate() {
+        for (mi, m) in c.members.iter().enumerate() {
+            // Warm-up pass, then the timed one.
+            timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
+                member_output(m, i, mk)
+            })?;
+            let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
+                member_output(m, i, mk)
+            })?;
+            let ok: Vec<bool> = o
+                .predictions
+                .iter()
+                .zip(labels)
+                .map(|(p, l)| p == l)
+                .collect();
+            let (e, bins) = ece(&o.confidence, &ok, cfg.ece_bins);
+            let name = format!(
+                "{}{}-L{}",
+                if ci == 1 { "DAR " } else { "" },
+                cfg.members[mi].encoder,
+                m.n_layers()
+            );
+            if ci == 0 && mi + 1 == n_members {
+                ref_wall = wall;
+                ref_acc = o.accuracy(labels);
             }
+            reliability.push((name.clone(), bins));
+            models.push(ModelResult {
+                name,
+                layers: m.n_layers(),
+                accuracy: o.accuracy(labels),
+                ece: e,
+                wall_s: wall,
+            });
         }
-        let point = |setting: f64, o: &ExitOutput, wall: f64, n: usize| CurvePoint {
-            setting,
-            accuracy: o.accuracy(labels),
-            layer_speedup: o.layer_speedup(large_layers),
-            wall_speedup: ref_wall / wall.max(1e-9),
-            exit_shares: shares(o, n),
-        };
-        let mut curves = Vec::new();
-        for (ci, c) in trained.iter().enumerate() {
-            let tag = if ci == 1 { "cascade+DAR" } else { "cascade" };
+    }
+    let point = |setting: f64, o: &ExitOutput, wall: f64, n: usize| CurvePoint {
+        setting,
+        accuracy: o.accuracy(labels),
+        layer_speedup: o.layer_speedup(large_layers),
+        wall_speedup: ref_wall / wall.max(1e-9),
+        exit_shares: shares(o, n),
+    };
+    let mut curves = Vec::new();
+    for (ci, c) in trained.iter().enumerate() {
+        let tag = if ci == 1 { "cascade+DAR" } else { "cascade" };
+        let mut pts = Vec::new();
+        for &tau in &cfg.thresholds {
+            let th = vec![tau; n_members];
+            let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
+                c.infer(i, mk, &th)
+            })?;
+            pts.push(point(tau, &o, wall, n_members));
+        }
+        curves.push((format!("{tag} ({n_members} members)"), pts));
+        if n_members > 2 {
+            // The last two members alone: the L3 → L6 pair of the issue.
+            let pair = Cascade::new(c.members[n_members - 2..].to_vec())?;
             let mut pts = Vec::new();
             for &tau in &cfg.thresholds {
-                let th = vec![tau; n_members];
-                let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
-                    c.infer(i, mk, &th)
+                let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
+                    pair.infer(i, mk, &[tau])
                 })?;
-                pts.push(point(tau, &o, wall, n_members));
+                pts.push(point(tau, &o, wall, 2));
             }
-            curves.push((format!("{tag} ({n_members} members)"), pts));
-            if n_members > 2 {
-                // The last two members alone: the L3 → L6 pair of the issue.
-                let pair = Cascade::new(c.members[n_members - 2..].to_vec())?;
-                let mut pts = Vec::new();
-                for &tau in &cfg.thresholds {
-                    let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
-                        pair.infer(i, mk, &[tau])
-                    })?;
-                    pts.push(point(tau, &o, wall, 2));
-                }
-                curves.push((format!("{tag} (last 2 members)"), pts));
-            }
+            curves.push((format!("{tag} (last 2 members)"), pts));
         }
-        let mut pts = Vec::new();
-        for &s in &cfg.entropies {
-            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
-                ee.infer(i, mk, ExitRule::Entropy(s))
-            })?;
-            pts.push(point(s, &o, wall, large_layers));
-        }
-        curves.push(("early exit, entropy (DeeBERT)".into(), pts));
-        let mut pts = Vec::new();
-        for &p in &cfg.patiences {
-            let (o, wall) = timed(&t.test, cfg, t.max_len, &eval_device, |i, mk| {
-                ee.infer(i, mk, ExitRule::Patience(p))
-            })?;
-            pts.push(point(p as f64, &o, wall, large_layers));
-        }
-        curves.push(("early exit, patience (PABEE)".into(), pts));
-
-        let best_within_1pt = curves
-            .iter()
-            .filter(|(n, _)| n.starts_with("cascade"))
-            .flat_map(|(n, pts)| pts.iter().map(move |p| (n.clone(), p.clone())))
-            .filter(|(_, p)| p.accuracy >= ref_acc - 0.01)
-            .max_by(|a, b| a.1.wall_speedup.total_cmp(&b.1.wall_speedup));
-
-        let series = |f: &dyn Fn(&CurvePoint) -> f64| -> Vec<Series> {
-            curves
-                .iter()
-                .map(|(n, pts)| {
-                    Series::new(n.clone(), pts.iter().map(|p| (f(p), p.accuracy)).collect())
-                })
-                .collect()
-        };
-        write_line_plot(
-            &ctx.path(&format!("{}_layer_speedup.svg", t.name)),
-            &format!("{}: accuracy vs layer-count speed-up", t.name),
-            "speed-up over the large model (layers)",
-            "accuracy",
-            &series(&|p| p.layer_speedup),
-        )?;
-        write_line_plot(
-            &ctx.path(&format!("{}_wall_speedup.svg", t.name)),
-            &format!("{}: accuracy vs measured speed-up", t.name),
-            "speed-up over the large model (wall clock)",
-            "accuracy",
-            &series(&|p| p.wall_speedup),
-        )?;
-        write_reliability(
-            &ctx.path(&format!("{}_reliability.svg", t.name)),
-            &format!("{}: reliability", t.name),
-            &reliability,
-        )?;
-        results.push(TaskResult {
-            task: t.name.clone(),
-            source: t.source.clone(),
-            sizes: (t.train.ids.len(), t.test.ids.len()),
-            hard_share,
-            models,
-            curves,
-            best_within_1pt,
-        });
     }
+    let mut pts = Vec::new();
+    for &s in &cfg.entropies {
+        let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
+            ee.infer(i, mk, ExitRule::Entropy(s))
+        })?;
+        pts.push(point(s, &o, wall, large_layers));
+    }
+    curves.push(("early exit, entropy (DeeBERT)".into(), pts));
+    let mut pts = Vec::new();
+    for &p in &cfg.patiences {
+        let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
+            ee.infer(i, mk, ExitRule::Patience(p))
+        })?;
+        pts.push(point(p as f64, &o, wall, large_layers));
+    }
+    curves.push(("early exit, patience (PABEE)".into(), pts));
 
+    let best_within_1pt = curves
+        .iter()
+        .filter(|(n, _)| n.starts_with("cascade"))
+        .flat_map(|(n, pts)| pts.iter().map(move |p| (n.clone(), p.clone())))
+        .filter(|(_, p)| p.accuracy >= ref_acc - 0.01)
+        .max_by(|a, b| a.1.wall_speedup.total_cmp(&b.1.wall_speedup));
+    Ok(TaskEval {
+        models,
+        reliability,
+        curves,
+        best_within_1pt,
+    })
+}
+
+/// Accuracy against the layer and the measured speed-ups, and the reliability diagram.
+fn write_task_plots(t: &TaskSet, eval: &TaskEval, ctx: &RunCtx<'_>) -> crate::Result<()> {
+    let curves = &eval.curves;
+    let reliability = &eval.reliability;
+    let series = |f: &dyn Fn(&CurvePoint) -> f64| -> Vec<Series> {
+        curves
+            .iter()
+            .map(|(n, pts)| {
+                Series::new(n.clone(), pts.iter().map(|p| (f(p), p.accuracy)).collect())
+            })
+            .collect()
+    };
+    write_line_plot(
+        &ctx.path(&format!("{}_layer_speedup.svg", t.name)),
+        &format!("{}: accuracy vs layer-count speed-up", t.name),
+        "speed-up over the large model (layers)",
+        "accuracy",
+        &series(&|p| p.layer_speedup),
+    )?;
+    write_line_plot(
+        &ctx.path(&format!("{}_wall_speedup.svg", t.name)),
+        &format!("{}: accuracy vs measured speed-up", t.name),
+        "speed-up over the large model (wall clock)",
+        "accuracy",
+        &series(&|p| p.wall_speedup),
+    )?;
+    write_reliability(
+        &ctx.path(&format!("{}_reliability.svg", t.name)),
+        &format!("{}: reliability", t.name),
+        &reliability,
+    )?;
+    Ok(())
+}
+
+/// The README-ready table (members alone per task) and the report body (curves per task).
+fn render(
+    cfg: &CascadeConfig,
+    results: &[TaskResult],
+    encoders: &str,
+    device_name: &str,
+) -> (String, String) {
     let mut table = String::new();
     let mut body = format!(
         "Encoders: {encoders}. Members: {}. {} steps × {} examples per model, lr {}, DAR eps {} lambda {}, difficulty from {} seeds ({:?}). Speed-ups are over the large model alone; wall clock measured on {} with batches of {} (a warm-up pass first).\n\n",
@@ -744,10 +868,10 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         cfg.dar_lambda,
         cfg.difficulty_seeds,
         cfg.difficulty_rule,
-        ctx.device_name,
+        device_name,
         cfg.eval_batch
     );
-    for r in &results {
+    for r in results {
         let rows: Vec<Vec<String>> = r
             .models
             .iter()
@@ -814,10 +938,5 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
         }
         body.push_str(&format!("![layers]({0}_layer_speedup.svg) ![wall]({0}_wall_speedup.svg) ![reliability]({0}_reliability.svg)\n\n", r.task));
     }
-    let metrics = CascadeMetrics {
-        device: ctx.device_name.clone(),
-        encoders,
-        tasks: results,
-    };
-    Ok(ctx.finish(cfg, &metrics, "cascade", table, body)?)
+    (table, body)
 }

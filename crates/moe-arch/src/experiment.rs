@@ -335,108 +335,163 @@ pub struct MoeCompareMetrics {
     pub results: Vec<VariantResult>,
 }
 
-/// Runs the comparison into `ctx.dir`.
+/// Runs the comparison into `ctx.dir`: data, then per variant training and evaluation over the
+/// seeds, then the report.
 pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if !cfg.expert_width.is_multiple_of(4) || cfg.seeds.is_empty() {
         return Err(Error::InvalidConfig(
             "expert_width must be divisible by 4 and seeds non-empty".into(),
         ));
     }
-    let data = ByteCorpus::load(
-        cfg.corpus_dir.as_deref().map(std::path::Path::new),
-        cfg.valid_fraction,
-        cfg.max_train_bytes,
-    )?;
-    let train_tokens = data.train.len();
-    let train = LmWindows::new(data.train, cfg.seq_len, 1)?;
-    let valid = LmWindows::new(data.valid, cfg.seq_len, cfg.seq_len)?;
-    let eval_device = ctx.device.clone();
-    let device = ctx.device.clone().autodiff();
+    let data = Data::load(cfg)?;
     let mut results = Vec::new();
     let mut curves = Vec::new();
     for variant in VARIANTS {
-        let hf = hf_config(cfg, variant);
-        let (params, active) = param_counts(cfg, variant);
-        let mut losses = Vec::new();
-        let mut violations = Vec::new();
-        let mut walls = Vec::new();
-        let mut redundancy_runs: Vec<Vec<f64>> = Vec::new();
-        for (si, &seed) in cfg.seeds.iter().enumerate() {
-            device.seed(seed);
-            let model = hf.init(&device)?;
-            let began = Instant::now();
-            let mut task = LmTask::new(train.clone(), cfg.batch_size, device.clone());
-            task.aux_free_gamma = (variant == "deepseekmoe-auxfree").then_some(cfg.aux_free_gamma);
-            let progress = &mut ctx.progress;
-            let outcome = Trainer::new(cfg.train.clone().with_seed(seed), &device)
-                .with_progress(|p| {
-                    if let Some(cb) = progress.as_mut() {
-                        cb(p);
-                    }
-                })
-                .fit(model, &mut task)?;
-            walls.push(began.elapsed().as_secs_f64());
-            if si == 0 {
-                let pts: Vec<(f64, f64)> = outcome
-                    .records
-                    .iter()
-                    .filter_map(|r| match r {
-                        Record::Train { step, loss, .. } => Some((*step as f64, *loss)),
-                        _ => None,
-                    })
-                    .collect();
-                curves.push(Series::new(variant, pts));
-            }
-            let trained = outcome.model.valid();
-            let (loss, vio) =
-                valid_loss_and_balance(&trained, &valid, cfg.eval_windows, &eval_device)?;
-            losses.push(loss);
-            violations.extend(vio);
-            if let Some(n_routed) = hf.moe.n_routed_experts {
-                let mut row = Vec::new();
-                for &f in &cfg.mask_fractions {
-                    let r = (f * n_routed as f64).round() as usize;
-                    let masked = trained.clone().with_masked_top(r)?;
-                    row.push(valid_loss(&masked, &valid, cfg.eval_windows, &eval_device)?);
-                }
-                redundancy_runs.push(row);
-            }
-        }
-        let (m, s) = mean_std(&losses);
-        let redundancy = cfg
-            .mask_fractions
-            .iter()
-            .enumerate()
-            .filter(|_| !redundancy_runs.is_empty())
-            .map(|(i, &f)| {
-                (
-                    f,
-                    redundancy_runs.iter().map(|r| r[i]).sum::<f64>()
-                        / redundancy_runs.len() as f64,
-                )
-            })
-            .collect();
-        results.push(VariantResult {
-            variant: variant.to_string(),
-            valid_loss: losses,
-            valid_loss_mean: m,
-            valid_loss_std: s,
-            perplexity: m.exp(),
-            params,
-            activated_params: active,
-            flops_per_token: 2 * active + 2 * cfg.d_model * textdata::ByteTokenizer::VOCAB,
-            train_wall_s: walls.iter().sum::<f64>() / walls.len() as f64,
-            max_violation: (!violations.is_empty()).then(|| mean_std(&violations).0),
-            redundancy,
-        });
+        let (result, curve) = run_variant(cfg, variant, &data, ctx)?;
+        results.push(result);
+        curves.push(curve);
     }
+    let metrics = MoeCompareMetrics {
+        corpus: data.name.clone(),
+        train_tokens: data.train_tokens,
+        steps: cfg.train.max_steps,
+        tokens_per_run: cfg.train.max_steps * cfg.batch_size * cfg.seq_len,
+        device: ctx.device_name.clone(),
+        results,
+    };
+    let (table, body) = write_report(cfg, &metrics, &curves, ctx)?;
+    Ok(ctx.finish(cfg, &metrics, "moe-compare", table, body)?)
+}
 
+/// The byte corpus split into training and validation windows.
+struct Data {
+    name: String,
+    train_tokens: usize,
+    train: LmWindows,
+    valid: LmWindows,
+}
+
+impl Data {
+    fn load(cfg: &MoeCompareConfig) -> crate::Result<Self> {
+        let data = ByteCorpus::load(
+            cfg.corpus_dir.as_deref().map(std::path::Path::new),
+            cfg.valid_fraction,
+            cfg.max_train_bytes,
+        )?;
+        Ok(Self {
+            name: data.name,
+            train_tokens: data.train.len(),
+            train: LmWindows::new(data.train, cfg.seq_len, 1)?,
+            valid: LmWindows::new(data.valid, cfg.seq_len, cfg.seq_len)?,
+        })
+    }
+}
+
+/// Trains `variant` once per seed and evaluates it (validation loss, MaxVio, the redundancy
+/// curve); returns its result and the first seed's training curve.
+fn run_variant(
+    cfg: &MoeCompareConfig,
+    variant: &str,
+    data: &Data,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<(VariantResult, Series)> {
+    let eval_device = ctx.device.clone();
+    let device = ctx.device.clone().autodiff();
+    let hf = hf_config(cfg, variant);
+    let (params, active) = param_counts(cfg, variant);
+    let mut losses = Vec::new();
+    let mut violations = Vec::new();
+    let mut walls = Vec::new();
+    let mut redundancy_runs: Vec<Vec<f64>> = Vec::new();
+    let mut curve = Series::new(variant, Vec::new());
+    for (si, &seed) in cfg.seeds.iter().enumerate() {
+        device.seed(seed);
+        let model = hf.init(&device)?;
+        let began = Instant::now();
+        let mut task = LmTask::new(data.train.clone(), cfg.batch_size, device.clone());
+        task.aux_free_gamma = (variant == "deepseekmoe-auxfree").then_some(cfg.aux_free_gamma);
+        let progress = &mut ctx.progress;
+        let outcome = Trainer::new(cfg.train.clone().with_seed(seed), &device)
+            .with_progress(|p| {
+                if let Some(cb) = progress.as_mut() {
+                    cb(p);
+                }
+            })
+            .fit(model, &mut task)?;
+        walls.push(began.elapsed().as_secs_f64());
+        if si == 0 {
+            curve.points = outcome
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Train { step, loss, .. } => Some((*step as f64, *loss)),
+                    _ => None,
+                })
+                .collect();
+        }
+        let trained = outcome.model.valid();
+        let (loss, vio) =
+            valid_loss_and_balance(&trained, &data.valid, cfg.eval_windows, &eval_device)?;
+        losses.push(loss);
+        violations.extend(vio);
+        if let Some(n_routed) = hf.moe.n_routed_experts {
+            let mut row = Vec::new();
+            for &f in &cfg.mask_fractions {
+                let r = (f * n_routed as f64).round() as usize;
+                let masked = trained.clone().with_masked_top(r)?;
+                row.push(valid_loss(
+                    &masked,
+                    &data.valid,
+                    cfg.eval_windows,
+                    &eval_device,
+                )?);
+            }
+            redundancy_runs.push(row);
+        }
+    }
+    let (m, s) = mean_std(&losses);
+    let redundancy = cfg
+        .mask_fractions
+        .iter()
+        .enumerate()
+        .filter(|_| !redundancy_runs.is_empty())
+        .map(|(i, &f)| {
+            (
+                f,
+                redundancy_runs.iter().map(|r| r[i]).sum::<f64>() / redundancy_runs.len() as f64,
+            )
+        })
+        .collect();
+    let result = VariantResult {
+        variant: variant.to_string(),
+        valid_loss: losses,
+        valid_loss_mean: m,
+        valid_loss_std: s,
+        perplexity: m.exp(),
+        params,
+        activated_params: active,
+        flops_per_token: 2 * active + 2 * cfg.d_model * textdata::ByteTokenizer::VOCAB,
+        train_wall_s: walls.iter().sum::<f64>() / walls.len() as f64,
+        max_violation: (!violations.is_empty()).then(|| mean_std(&violations).0),
+        redundancy,
+    };
+    Ok((result, curve))
+}
+
+/// Writes the plots and returns the README-ready table and the report body.
+fn write_report(
+    cfg: &MoeCompareConfig,
+    metrics: &MoeCompareMetrics,
+    curves: &[Series],
+    ctx: &RunCtx<'_>,
+) -> crate::Result<(String, String)> {
+    let results = &metrics.results;
     write_line_plot(
         &ctx.path("train_loss.svg"),
         "moe-compare: training loss (first seed)",
         "step",
         "nats per byte",
-        &curves,
+        curves,
     )?;
     let red: Vec<Series> = results
         .iter()
@@ -505,16 +560,8 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         cfg.batch_size,
         cfg.seq_len,
         cfg.seeds,
-        data.name,
+        metrics.corpus,
         markdown_table(&["fraction disabled", "GShard", "DeepSeekMoE"], &red_rows),
     );
-    let metrics = MoeCompareMetrics {
-        corpus: data.name.clone(),
-        train_tokens,
-        steps: cfg.train.max_steps,
-        tokens_per_run: cfg.train.max_steps * cfg.batch_size * cfg.seq_len,
-        device: ctx.device_name.clone(),
-        results,
-    };
-    Ok(ctx.finish(cfg, &metrics, "moe-compare", table, body)?)
+    Ok((table, body))
 }
