@@ -212,6 +212,9 @@ fn accuracy(pred: &[usize], labels: &[usize]) -> f64 {
 /// One point of the ρ sweep: `(task, method, ρ, valid acc, test acc, asr)`.
 pub type SweepRow = (String, String, f64, f64, f64, f64);
 
+/// One summary row: task, defense, ACC mean and std, ASR mean and std, mean time (s).
+pub type SummaryRow = (String, String, f64, f64, f64, f64, f64);
+
 /// One defense's outcome.
 #[derive(Serialize, Debug, Clone)]
 pub struct DefenseResult {
@@ -432,18 +435,53 @@ fn is_head(p: &str) -> bool {
     p.starts_with("head.")
 }
 
-/// Runs the experiment into `ctx.dir`.
+/// Runs the experiment into `ctx.dir`: the encoder, then per seed and task the attack and every
+/// defense, then the summary over seeds and the report.
 pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.seeds.is_empty() || cfg.rho_sweep.is_empty() {
         return Err(Error::InvalidConfig(
             "seeds and rho_sweep must be non-empty".into(),
         ));
     }
-    let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
-    let (encoder, tok, encoder_name) = match &cfg.encoder_dir {
+    let enc = load_encoder(cfg, &device)?;
+    let mut out = Outcomes::default();
+    for (si, &seed) in cfg.seeds.iter().enumerate() {
+        for data in &load_data(cfg, &enc.tok, seed)? {
+            if si == 0 {
+                out.data_info
+                    .push((data.name.clone(), data.source.clone(), data.poisoned_share));
+            }
+            defend(cfg, ctx, &enc.encoder, data, seed, si == 0, &mut out)?;
+        }
+    }
+    let summary = summarise(&out.results);
+    let (table, body) = write_report(cfg, &enc.name, &summary, &out, ctx)?;
+    let metrics = FinePurifyMetrics {
+        device: ctx.device_name.clone(),
+        encoder: enc.name,
+        data: out.data_info,
+        results: out.results,
+        rho_sweep: out.sweep_rows,
+        chosen_rho: out.chosen,
+        summary,
+    };
+    Ok(ctx.finish(cfg, &metrics, "fine-purify", table, body)?)
+}
+
+/// The encoder every classifier starts from, its tokenizer and a description.
+struct Encoder {
+    encoder: Bert,
+    tok: SentenceTokenizer,
+    name: String,
+}
+
+/// A real BERT folder (`encoder_dir`) or, offline, a small random BERT over a word vocabulary of
+/// the synthetic reviews and the triggers.
+fn load_encoder(cfg: &FinePurifyConfig, device: &Device) -> crate::Result<Encoder> {
+    let (encoder, tok, name) = match &cfg.encoder_dir {
         Some(dir) => (
-            Bert::load_hf(Path::new(dir), &device)?,
+            Bert::load_hf(Path::new(dir), device)?,
             SentenceTokenizer::Real(Box::new(textdata::TextTokenizer::from_file(
                 &Path::new(dir).join("tokenizer.json"),
             )?)),
@@ -462,7 +500,7 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             device.seed(0);
             let b = BertConfig::new(v.size(), 32, 2, 2, 64)
                 .with_max_position_embeddings(cfg.max_len)
-                .init(&device)?;
+                .init(device)?;
             (
                 b,
                 SentenceTokenizer::Words(v),
@@ -470,221 +508,239 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             )
         }
     };
+    Ok(Encoder { encoder, tok, name })
+}
+
+/// Everything the runs produce, gathered over seeds and tasks.
+#[derive(Default)]
+struct Outcomes {
+    results: Vec<DefenseResult>,
+    sweep_rows: Vec<SweepRow>,
+    /// ρ per task (fine-purifying, fine-mixing), chosen on the first seed.
+    chosen: Vec<(String, f64, f64)>,
+    data_info: Vec<(String, String, f64)>,
+}
+
+/// One seed of one task: the poisoned and the clean fine-tuned models, the defender's Fisher, ρ
+/// (chosen on the first seed), then every defense, each scored after the defender's clean
+/// fine-tuning.
+fn defend(
+    cfg: &FinePurifyConfig,
+    ctx: &mut RunCtx<'_>,
+    encoder: &Bert,
+    data: &Data,
+    seed: u64,
+    choose_rho: bool,
+    out: &mut Outcomes,
+) -> crate::Result<()> {
+    let eval_device = ctx.device.clone();
+    let device = ctx.device.clone().autodiff();
     let vocab = encoder.embeddings.word_embeddings.weight.dims()[0];
     let emb_path = "bert.embeddings.word_embeddings.weight";
-    let mut results: Vec<DefenseResult> = Vec::new();
-    let mut sweep_rows = Vec::new();
-    let mut chosen = Vec::new();
-    let mut data_info = Vec::new();
-    let mut rho_choice: std::collections::HashMap<String, (f64, f64)> =
-        std::collections::HashMap::new();
-    for (si, &seed) in cfg.seeds.iter().enumerate() {
-        let tasks = load_data(cfg, &tok, seed)?;
-        for data in &tasks {
-            if si == 0 {
-                data_info.push((data.name.clone(), data.source.clone(), data.poisoned_share));
-            }
-            let def = Defender {
-                ctx: std::cell::RefCell::new(&mut *ctx),
-                cfg,
-                device: device.clone(),
-                eval_device: eval_device.clone(),
-                data,
-                seed,
-            };
-            let mut push = |defense: &str, acc: f64, asr: f64, t: f64| {
-                results.push(DefenseResult {
-                    task: data.name.clone(),
-                    seed,
-                    defense: defense.into(),
-                    acc,
-                    asr,
-                    time_s: t,
-                });
-            };
-            // The attacker, and the clean reference.
-            device.seed(seed);
-            let fresh =
-                PooledClassifier::new(encoder.clone(), data.n_labels, Pooling::Mean, 0.1, &device);
-            let ft = def.finetune(
-                fresh.clone(),
-                cfg.attack_steps,
-                cfg.attack_lr,
-                &data.train,
-                seed,
-            )?;
-            let (a, s, ft_val) = def.score(&ft)?;
-            push("poisoned (no defense)", a, s, 0.0);
-            // The same recipe on the same examples without the poison.
-            let clean_model = def.finetune(
-                fresh.clone(),
-                cfg.attack_steps,
-                cfg.attack_lr,
-                &data.train_clean,
-                seed,
-            )?;
-            let (a, s, _) = def.score(&clean_model)?;
-            push("clean model (reference)", a, s, 0.0);
+    let def = Defender {
+        ctx: std::cell::RefCell::new(&mut *ctx),
+        cfg,
+        device: device.clone(),
+        eval_device: eval_device.clone(),
+        data,
+        seed,
+    };
+    let results = &mut out.results;
+    let mut push = |defense: &str, acc: f64, asr: f64, t: f64| {
+        results.push(DefenseResult {
+            task: data.name.clone(),
+            seed,
+            defense: defense.into(),
+            acc,
+            asr,
+            time_s: t,
+        });
+    };
+    // The attacker, and the clean reference.
+    device.seed(seed);
+    let fresh = PooledClassifier::new(encoder.clone(), data.n_labels, Pooling::Mean, 0.1, &device);
+    let ft = def.finetune(
+        fresh.clone(),
+        cfg.attack_steps,
+        cfg.attack_lr,
+        &data.train,
+        seed,
+    )?;
+    let (a, s, ft_val) = def.score(&ft)?;
+    push("poisoned (no defense)", a, s, 0.0);
+    // The same recipe on the same examples without the poison.
+    let clean_model = def.finetune(
+        fresh.clone(),
+        cfg.attack_steps,
+        cfg.attack_lr,
+        &data.train_clean,
+        seed,
+    )?;
+    let (a, s, _) = def.score(&clean_model)?;
+    push("clean model (reference)", a, s, 0.0);
 
-            // The defender's material.
-            let ft_snap = Snapshot::of(&ft)?;
-            let mut pre_snap = Snapshot::of(&fresh)?;
-            for (p, f) in pre_snap.entries.iter_mut().zip(&ft_snap.entries) {
-                if is_head(&p.path) {
-                    p.data = f.data.clone();
-                }
-            }
-            let t0 = Instant::now();
-            let mut frng = trainer::Rng::seed_from(seed ^ 0xf15e);
-            let fisher = fisher_at(
-                &ft,
-                &pre_snap,
-                cfg.fisher_at,
-                cfg.fisher_batches,
-                |m: &PooledClassifier, _| {
-                    let idx: Vec<usize> = (0..cfg.batch_size)
-                        .map(|_| frng.below(data.clean.len()))
-                        .collect();
-                    let (ids, mask, y) = data.clean.batch(&idx, cfg.max_len, &device);
-                    Ok(classification_loss(m.forward(ids, mask), y))
-                },
-            )?;
-            let fisher_s = t0.elapsed().as_secs_f64();
-            let counts = word_counts(&data.clean, vocab);
-            let with_epur = |snap: &mut Snapshot| -> crate::Result<()> {
-                let (Some(pi), Some(fi)) = (
-                    pre_snap.entries.iter().position(|e| e.path == emb_path),
-                    snap.entries.iter().position(|e| e.path == emb_path),
-                ) else {
-                    return Err(Error::Mismatch {
-                        path: emb_path.into(),
-                        reason: "no word embeddings".into(),
-                    });
-                };
-                let words = epur_words(
-                    &pre_snap.entries[pi],
-                    &ft_snap.entries[fi],
-                    &counts,
-                    cfg.epur_c,
-                    cfg.epur_words,
-                )?;
-                reset_rows(&mut snap.entries[fi], &pre_snap.entries[pi], &words);
-                Ok(())
-            };
-            let mut prng = trainer::Rng::seed_from(seed ^ 0x5a5a);
-            let purified =
-                |score: Score, rho: f64, prng: &mut trainer::Rng| -> crate::Result<Snapshot> {
-                    let pc = PurifyConfig {
-                        score,
-                        scope: cfg.scope,
-                        ..PurifyConfig::diffusion(rho)
-                    };
-                    let f = matches!(score, Score::Diffusion | Score::InverseHessian)
-                        .then_some(&fisher);
-                    Ok(purify(&pre_snap, &ft_snap, f, &pc, is_head, prng)?.0)
-                };
-
-            // ρ, chosen once per task on the first seed.
-            if si == 0 {
-                let mut pick = |score: Score, label: &str| -> crate::Result<f64> {
-                    let mut best = 1.0;
-                    for &rho in &cfg.rho_sweep {
-                        let (a, s, v) = def.finish(&ft, &purified(score, rho, &mut prng)?)?;
-                        sweep_rows.push((data.name.clone(), label.to_string(), rho, v, a, s));
-                        if v >= ft_val - cfg.rho_tolerance && rho < best {
-                            best = rho;
-                        }
-                    }
-                    Ok(best)
-                };
-                let rp = pick(Score::Diffusion, "fine-purifying")?;
-                let rm = pick(Score::Random, "fine-mixing")?;
-                rho_choice.insert(data.name.clone(), (rp, rm));
-                chosen.push((data.name.clone(), rp, rm));
-            }
-            let (rho_p, rho_m) = rho_choice.get(&data.name).copied().unwrap_or((0.5, 0.5));
-
-            let timed = |f: &mut dyn FnMut() -> crate::Result<(f64, f64, f64)>| -> crate::Result<(f64, f64, f64)> {
-                let t = Instant::now();
-                let (a, s, _) = f()?;
-                Ok((a, s, t.elapsed().as_secs_f64()))
-            };
-            let (a, s, t) = timed(&mut || def.finish(&ft, &ft_snap))?;
-            push("fine-tuning", a, s, t);
-            // Fine-pruning (± E-PUR).
-            let batches: Vec<_> = data
-                .clean
-                .chunks(32)
-                .iter()
-                .map(|c| {
-                    let (i, m, _) = data.clean.batch(c, cfg.max_len, &eval_device);
-                    (i, m)
-                })
-                .collect();
-            for epur in [false, true] {
-                let (a, s, t) = timed(&mut || {
-                    let acts = mean_ffn_activations(&ft.valid().bert, &batches)?;
-                    let mut snap = ft_snap.clone();
-                    prune(&mut snap, "bert.", &acts, cfg.prune_fraction)?;
-                    if epur {
-                        with_epur(&mut snap)?;
-                    }
-                    def.finish(&ft, &snap)
-                })?;
-                push(
-                    if epur {
-                        "fine-pruning + E-PUR"
-                    } else {
-                        "fine-pruning"
-                    },
-                    a,
-                    s,
-                    t,
-                );
-            }
-            for (score, name, rho) in [
-                (Score::Random, "fine-mixing", rho_m),
-                (Score::Diffusion, "fine-purifying", rho_p),
-                (Score::DriftOnly, "ablation: δ² only", rho_p),
-                (Score::InverseHessian, "ablation: 1/H only", rho_p),
-            ] {
-                for epur in [false, true] {
-                    if epur && matches!(score, Score::DriftOnly | Score::InverseHessian) {
-                        continue;
-                    }
-                    let extra = if matches!(score, Score::Diffusion | Score::InverseHessian) {
-                        fisher_s
-                    } else {
-                        0.0
-                    };
-                    let (a, s, t) = timed(&mut || {
-                        let mut snap = purified(score, rho, &mut prng)?;
-                        if epur {
-                            with_epur(&mut snap)?;
-                        }
-                        def.finish(&ft, &snap)
-                    })?;
-                    push(
-                        &format!("{name}{}", if epur { " + E-PUR" } else { "" }),
-                        a,
-                        s,
-                        t + extra,
-                    );
-                }
-            }
+    // The defender's material.
+    let ft_snap = Snapshot::of(&ft)?;
+    let mut pre_snap = Snapshot::of(&fresh)?;
+    for (p, f) in pre_snap.entries.iter_mut().zip(&ft_snap.entries) {
+        if is_head(&p.path) {
+            p.data = f.data.clone();
         }
     }
+    let t0 = Instant::now();
+    let mut frng = trainer::Rng::seed_from(seed ^ 0xf15e);
+    let fisher = fisher_at(
+        &ft,
+        &pre_snap,
+        cfg.fisher_at,
+        cfg.fisher_batches,
+        |m: &PooledClassifier, _| {
+            let idx: Vec<usize> = (0..cfg.batch_size)
+                .map(|_| frng.below(data.clean.len()))
+                .collect();
+            let (ids, mask, y) = data.clean.batch(&idx, cfg.max_len, &device);
+            Ok(classification_loss(m.forward(ids, mask), y))
+        },
+    )?;
+    let fisher_s = t0.elapsed().as_secs_f64();
+    let counts = word_counts(&data.clean, vocab);
+    let with_epur = |snap: &mut Snapshot| -> crate::Result<()> {
+        let (Some(pi), Some(fi)) = (
+            pre_snap.entries.iter().position(|e| e.path == emb_path),
+            snap.entries.iter().position(|e| e.path == emb_path),
+        ) else {
+            return Err(Error::Mismatch {
+                path: emb_path.into(),
+                reason: "no word embeddings".into(),
+            });
+        };
+        let words = epur_words(
+            &pre_snap.entries[pi],
+            &ft_snap.entries[fi],
+            &counts,
+            cfg.epur_c,
+            cfg.epur_words,
+        )?;
+        reset_rows(&mut snap.entries[fi], &pre_snap.entries[pi], &words);
+        Ok(())
+    };
+    let mut prng = trainer::Rng::seed_from(seed ^ 0x5a5a);
+    let purified = |score: Score, rho: f64, prng: &mut trainer::Rng| -> crate::Result<Snapshot> {
+        let pc = PurifyConfig {
+            score,
+            scope: cfg.scope,
+            ..PurifyConfig::diffusion(rho)
+        };
+        let f = matches!(score, Score::Diffusion | Score::InverseHessian).then_some(&fisher);
+        Ok(purify(&pre_snap, &ft_snap, f, &pc, is_head, prng)?.0)
+    };
 
-    // Summary over seeds.
+    // ρ, chosen once per task on the first seed.
+    if choose_rho {
+        let mut pick = |score: Score, label: &str| -> crate::Result<f64> {
+            let mut best = 1.0;
+            for &rho in &cfg.rho_sweep {
+                let (a, s, v) = def.finish(&ft, &purified(score, rho, &mut prng)?)?;
+                out.sweep_rows
+                    .push((data.name.clone(), label.to_string(), rho, v, a, s));
+                if v >= ft_val - cfg.rho_tolerance && rho < best {
+                    best = rho;
+                }
+            }
+            Ok(best)
+        };
+        let rp = pick(Score::Diffusion, "fine-purifying")?;
+        let rm = pick(Score::Random, "fine-mixing")?;
+        out.chosen.push((data.name.clone(), rp, rm));
+    }
+    let (rho_p, rho_m) = out
+        .chosen
+        .iter()
+        .find(|c| c.0 == data.name)
+        .map_or((0.5, 0.5), |c| (c.1, c.2));
+
+    let timed =
+        |f: &mut dyn FnMut() -> crate::Result<(f64, f64, f64)>| -> crate::Result<(f64, f64, f64)> {
+            let t = Instant::now();
+            let (a, s, _) = f()?;
+            Ok((a, s, t.elapsed().as_secs_f64()))
+        };
+    let (a, s, t) = timed(&mut || def.finish(&ft, &ft_snap))?;
+    push("fine-tuning", a, s, t);
+    // Fine-pruning (± E-PUR).
+    let batches: Vec<_> = data
+        .clean
+        .chunks(32)
+        .iter()
+        .map(|c| {
+            let (i, m, _) = data.clean.batch(c, cfg.max_len, &eval_device);
+            (i, m)
+        })
+        .collect();
+    for epur in [false, true] {
+        let (a, s, t) = timed(&mut || {
+            let acts = mean_ffn_activations(&ft.valid().bert, &batches)?;
+            let mut snap = ft_snap.clone();
+            prune(&mut snap, "bert.", &acts, cfg.prune_fraction)?;
+            if epur {
+                with_epur(&mut snap)?;
+            }
+            def.finish(&ft, &snap)
+        })?;
+        push(
+            if epur {
+                "fine-pruning + E-PUR"
+            } else {
+                "fine-pruning"
+            },
+            a,
+            s,
+            t,
+        );
+    }
+    for (score, name, rho) in [
+        (Score::Random, "fine-mixing", rho_m),
+        (Score::Diffusion, "fine-purifying", rho_p),
+        (Score::DriftOnly, "ablation: δ² only", rho_p),
+        (Score::InverseHessian, "ablation: 1/H only", rho_p),
+    ] {
+        for epur in [false, true] {
+            if epur && matches!(score, Score::DriftOnly | Score::InverseHessian) {
+                continue;
+            }
+            let extra = if matches!(score, Score::Diffusion | Score::InverseHessian) {
+                fisher_s
+            } else {
+                0.0
+            };
+            let (a, s, t) = timed(&mut || {
+                let mut snap = purified(score, rho, &mut prng)?;
+                if epur {
+                    with_epur(&mut snap)?;
+                }
+                def.finish(&ft, &snap)
+            })?;
+            push(
+                &format!("{name}{}", if epur { " + E-PUR" } else { "" }),
+                a,
+                s,
+                t + extra,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Mean ± std over seeds per (task, defense): `(task, defense, ACC, ACC std, ASR, ASR std, time)`.
+fn summarise(results: &[DefenseResult]) -> Vec<SummaryRow> {
     let mut keys: Vec<(String, String)> = Vec::new();
-    for r in &results {
+    for r in results {
         let k = (r.task.clone(), r.defense.clone());
         if !keys.contains(&k) {
             keys.push(k);
         }
     }
-    let summary: Vec<_> = keys
-        .iter()
+    keys.iter()
         .map(|(t, d)| {
             let rs: Vec<&DefenseResult> = results
                 .iter()
@@ -695,7 +751,18 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             let time = rs.iter().map(|r| r.time_s).sum::<f64>() / rs.len().max(1) as f64;
             (t.clone(), d.clone(), a, asd, s, ssd, time)
         })
-        .collect();
+        .collect()
+}
+
+/// The README-ready table (mean ± std over seeds) and the report body with the ρ sweeps.
+fn write_report(
+    cfg: &FinePurifyConfig,
+    encoder_name: &str,
+    summary: &[SummaryRow],
+    out: &Outcomes,
+    ctx: &RunCtx<'_>,
+) -> crate::Result<(String, String)> {
+    let (sweep_rows, chosen) = (&out.sweep_rows, &out.chosen);
     let rows: Vec<Vec<String>> = summary
         .iter()
         .map(|(t, d, a, asd, s, ssd, time)| {
@@ -709,7 +776,7 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         })
         .collect();
     let table = markdown_table(&["task", "defense", "ACC %", "ASR %", "time s"], &rows);
-    for (task, _, _) in &chosen {
+    for (task, _, _) in chosen.iter() {
         let series: Vec<Series> = ["fine-purifying", "fine-mixing"]
             .iter()
             .flat_map(|m| {
@@ -778,14 +845,5 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             .collect::<Vec<_>>()
             .join(" "),
     );
-    let metrics = FinePurifyMetrics {
-        device: ctx.device_name.clone(),
-        encoder: encoder_name,
-        data: data_info,
-        results,
-        rho_sweep: sweep_rows,
-        chosen_rho: chosen,
-        summary,
-    };
-    Ok(ctx.finish(cfg, &metrics, "fine-purify", table, body)?)
+    Ok((table, body))
 }
