@@ -314,47 +314,114 @@ fn read(path: &str) -> Result<String> {
     })
 }
 
-/// Runs the experiment into `ctx.dir`.
+/// Runs the experiment into `ctx.dir`: the data (written as the official TSV), masked-LM
+/// pretraining (or a saved encoder), fine-tuning of Gloss-BERT and FormBERT per seed, then the
+/// report.
 pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     if cfg.seeds.is_empty() || cfg.wsd_steps == 0 || cfg.wsd_batch == 0 {
         return Err(Error::InvalidConfig(
             "seeds, wsd_steps and wsd_batch must be non-empty".into(),
         ));
     }
-    let ad = ctx.device.clone().autodiff();
-    let dev = ad.clone().without_autodiff();
-
-    // Data.
-    let (cilin, lex, passages, data) = match (&cfg.cilin_path, &cfg.fortunes_dir, &cfg.jieba_dict) {
-        (Some(c), Some(f), Some(j)) => {
-            let cilin = textdata::readers::read_cilin(Path::new(c))?;
-            let mut passages = Vec::new();
-            for name in ["chinese", "tang300", "song100"] {
-                passages.extend(textdata::readers::read_fortunes(&Path::new(f).join(name))?);
-            }
-            let lex = MorphemeLexicon::from_jieba(&read(j)?)?;
-            (
-                cilin,
-                lex,
-                passages,
-                format!("Cilin + fortunes-zh + jieba ({c}, {f})"),
-            )
-        }
-        _ => {
-            let s = crate::synthetic::synthetic_corpus(
-                cfg.synthetic_codes,
-                cfg.synthetic_sentences,
-                cfg.data_seed,
+    let data = load_data(cfg, ctx)?;
+    let (mlm, pretraining) = pretrain(cfg, &data, ctx)?;
+    let dev = ctx.device.clone();
+    let mlm_probe_accuracy = crate::mlm::probe_pseudo_words(
+        &mlm.clone().valid(),
+        &data.test,
+        &data.vocab,
+        cfg.model.max_len,
+        &dev,
+    )?;
+    let encoder = mlm.bert;
+    let mut results = Vec::new();
+    let mut curves = Vec::new();
+    for &seed in &cfg.seeds {
+        for formbert in [false, true] {
+            finetune(
+                cfg,
+                &data,
+                &encoder,
+                seed,
+                formbert,
+                ctx,
+                &mut results,
+                &mut curves,
             )?;
-            let lex = MorphemeLexicon::from_jieba(&s.jieba)?;
-            (
-                s.cilin,
-                lex,
-                s.passages,
-                "synthetic corpus (offline)".to_string(),
-            )
         }
+    }
+    let (summary, claims) = summarise(&results);
+    let (table, body) = write_report(
+        cfg,
+        &data,
+        &pretraining,
+        mlm_probe_accuracy,
+        &results,
+        &summary,
+        &claims,
+        &curves,
+        ctx,
+    )?;
+    let metrics = WsdMetrics {
+        device: ctx.device_name.clone(),
+        data: data.describe,
+        split: (data.train.len(), data.dev_set.len(), data.test.len()),
+        build: data.stats,
+        vocab: data.vocab.len(),
+        pretraining,
+        mlm_probe_accuracy,
+        results,
+        summary,
+        claims,
     };
+    Ok(ctx.finish(cfg, &metrics, "wsd-formbert", table, body)?)
+}
+
+/// The pseudo-word WSD set, its passages and the character vocabulary.
+struct Data {
+    describe: String,
+    passages: Vec<String>,
+    stats: BuildStats,
+    train: Vec<Instance>,
+    dev_set: Vec<Instance>,
+    test: Vec<Instance>,
+    vocab: CharVocab,
+}
+
+/// Reads the real resources (or builds the synthetic corpus), builds the pseudo-word instances,
+/// splits them, writes the splits as TSV and builds (or loads) the vocabulary.
+fn load_data(cfg: &WsdConfig, ctx: &RunCtx<'_>) -> Result<Data> {
+    let (cilin, lex, passages, describe) =
+        match (&cfg.cilin_path, &cfg.fortunes_dir, &cfg.jieba_dict) {
+            (Some(c), Some(f), Some(j)) => {
+                let cilin = textdata::readers::read_cilin(Path::new(c))?;
+                let mut passages = Vec::new();
+                for name in ["chinese", "tang300", "song100"] {
+                    passages.extend(textdata::readers::read_fortunes(&Path::new(f).join(name))?);
+                }
+                let lex = MorphemeLexicon::from_jieba(&read(j)?)?;
+                (
+                    cilin,
+                    lex,
+                    passages,
+                    format!("Cilin + fortunes-zh + jieba ({c}, {f})"),
+                )
+            }
+            _ => {
+                let s = crate::synthetic::synthetic_corpus(
+                    cfg.synthetic_codes,
+                    cfg.synthetic_sentences,
+                    cfg.data_seed,
+                )?;
+                let lex = MorphemeLexicon::from_jieba(&s.jieba)?;
+                (
+                    s.cilin,
+                    lex,
+                    s.passages,
+                    "synthetic corpus (offline)".to_string(),
+                )
+            }
+        };
     let sents = sentences(&passages);
     let build = BuildConfig {
         n_pairs: cfg.n_pairs,
@@ -392,9 +459,26 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         ),
     };
     vocab.save(&ctx.path("vocab.txt"))?;
+    Ok(Data {
+        describe,
+        passages,
+        stats,
+        train,
+        dev_set,
+        test,
+        vocab,
+    })
+}
 
-    // Pretraining.
-    let max_len = cfg.model.max_len;
+/// Masked-LM pretraining of the character BERT on the passages (held-out passages for its
+/// accuracy), or the encoder saved by an earlier run (`encoder_dir`).
+fn pretrain(
+    cfg: &WsdConfig,
+    data: &Data,
+    ctx: &mut RunCtx<'_>,
+) -> Result<(CharBertMlm, Pretraining)> {
+    let ad = ctx.device.clone().autodiff();
+    let (vocab, passages) = (&data.vocab, &data.passages);
     ad.seed(cfg.data_seed);
     let bert_cfg = BertConfig::new(
         vocab.len(),
@@ -412,7 +496,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         )));
     }
     let mlm = CharBertMlm::new(&bert_cfg, &ad)?;
-    let (mlm, pretraining) = if let Some(d) = &cfg.encoder_dir {
+    let out = if let Some(d) = &cfg.encoder_dir {
         let m = trainer::params::load_module(mlm, &Path::new(d).join("encoder.bpk"))?;
         let stats = Path::new(d).join("pretraining.json");
         let pretraining: Pretraining = serde_json::from_str(&read(&stats.to_string_lossy())?)
@@ -466,98 +550,113 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         trainer::fs::write_atomic(&ctx.path("pretraining.json"), json.as_bytes())?;
         (pre.model, pretraining)
     };
-    let mlm_probe_accuracy =
-        crate::mlm::probe_pseudo_words(&mlm.clone().valid(), &test, &vocab, max_len, &dev)?;
-    let encoder = mlm.bert;
+    Ok(out)
+}
 
-    // Fine-tuning.
+/// Fine-tunes Gloss-BERT (`formbert` false) or FormBERT from `encoder` with `seed`, evaluates it
+/// on dev, (part of) train and test, and appends its rows (and, on the first seed, its curves).
+#[allow(clippy::too_many_arguments)]
+fn finetune(
+    cfg: &WsdConfig,
+    data: &Data,
+    encoder: &plm::bert::Bert,
+    seed: u64,
+    formbert: bool,
+    ctx: &mut RunCtx<'_>,
+    results: &mut Vec<WsdResult>,
+    curves: &mut Vec<Series>,
+) -> Result<()> {
+    let ad = ctx.device.clone().autodiff();
+    let dev = ctx.device.clone();
+    let (vocab, train, dev_set, test) = (&data.vocab, &data.train, &data.dev_set, &data.test);
+    let max_len = cfg.model.max_len;
     let train_rows: Vec<PairRow> = train.iter().flat_map(Instance::pairs).collect();
-    let mut results = Vec::new();
-    let mut curves = Vec::new();
-    for &seed in &cfg.seeds {
-        for formbert in [false, true] {
-            ad.seed(seed);
-            let mc = if formbert {
-                cfg.model.clone()
-            } else {
-                cfg.model
-                    .clone()
-                    .with_use_formation(false)
-                    .with_predictor(false)
-            };
-            let m = mc.init(encoder.clone(), &ad)?;
-            let scale = cfg.formation_lr_scale;
-            let out = Trainer::new(
-                TrainerConfig::new(cfg.wsd_steps)
-                    .with_lr(cfg.wsd_lr)
-                    .with_seed(seed)
-                    .with_schedule(LrSchedule::WarmupCosine {
-                        warmup_steps: cfg.wsd_steps / 10,
-                        min_ratio: 0.0,
-                    })
-                    .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
-                &ad,
-            )
-            .with_lr_scale(move |p| if p.contains("formation") { scale } else { 1.0 })
-            .with_progress(|p| ctx.report_progress(p))
-            .fit(
-                m,
-                &mut WsdTask {
-                    rows: train_rows.clone(),
-                    vocab: &vocab,
-                    max_len,
-                    batch: cfg.wsd_batch,
-                    device: ad.clone(),
-                },
-            )?;
-            if seed == cfg.seeds[0] {
-                let name = if formbert { "FormBERT" } else { "Gloss-BERT" };
-                let window = (cfg.wsd_steps / 40).max(1);
-                curves.push(Series::new(
-                    format!("{name}: match loss"),
-                    loss_curve(&out.records, "sense_loss", window),
-                ));
-                if formbert {
-                    curves.push(Series::new(
-                        "FormBERT: formation loss",
-                        loss_curve(&out.records, "formation_loss", window),
-                    ));
-                }
-            }
-            let m = out.model.valid();
-            let sources: &[(&str, FormationSource)] = if formbert {
-                &[
-                    ("FormBERT (gold)", FormationSource::Gold),
-                    ("FormBERT (predicted)", FormationSource::Predicted),
-                ]
-            } else {
-                &[("Gloss-BERT", FormationSource::Gold)]
-            };
-            // Instance accuracy does not depend on the formation source (see the module docs):
-            // dev and train once per model.
-            let gold = FormationSource::Gold;
-            let (dev_accuracy, _, _) = evaluate(&m, &dev_set, &vocab, max_len, gold, &dev)?;
-            let fit = &train[..train.len().min(1000)];
-            let (train_accuracy, _, _) = evaluate(&m, fit, &vocab, max_len, gold, &dev)?;
-            for (name, source) in sources {
-                let (accuracy, pair_f1, formation_accuracy) =
-                    evaluate(&m, &test, &vocab, max_len, *source, &dev)?;
-                results.push(WsdResult {
-                    model: name.to_string(),
-                    seed,
-                    accuracy,
-                    pair_f1,
-                    formation_accuracy,
-                    dev_accuracy,
-                    train_accuracy,
-                });
-            }
+    ad.seed(seed);
+    let mc = if formbert {
+        cfg.model.clone()
+    } else {
+        cfg.model
+            .clone()
+            .with_use_formation(false)
+            .with_predictor(false)
+    };
+    let m = mc.init(encoder.clone(), &ad)?;
+    let scale = cfg.formation_lr_scale;
+    let out = Trainer::new(
+        TrainerConfig::new(cfg.wsd_steps)
+            .with_lr(cfg.wsd_lr)
+            .with_seed(seed)
+            .with_schedule(LrSchedule::WarmupCosine {
+                warmup_steps: cfg.wsd_steps / 10,
+                min_ratio: 0.0,
+            })
+            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
+        &ad,
+    )
+    .with_lr_scale(move |p| if p.contains("formation") { scale } else { 1.0 })
+    .with_progress(|p| ctx.report_progress(p))
+    .fit(
+        m,
+        &mut WsdTask {
+            rows: train_rows.clone(),
+            vocab,
+            max_len,
+            batch: cfg.wsd_batch,
+            device: ad.clone(),
+        },
+    )?;
+    if seed == cfg.seeds[0] {
+        let name = if formbert { "FormBERT" } else { "Gloss-BERT" };
+        let window = (cfg.wsd_steps / 40).max(1);
+        curves.push(Series::new(
+            format!("{name}: match loss"),
+            loss_curve(&out.records, "sense_loss", window),
+        ));
+        if formbert {
+            curves.push(Series::new(
+                "FormBERT: formation loss",
+                loss_curve(&out.records, "formation_loss", window),
+            ));
         }
     }
+    let m = out.model.valid();
+    let sources: &[(&str, FormationSource)] = if formbert {
+        &[
+            ("FormBERT (gold)", FormationSource::Gold),
+            ("FormBERT (predicted)", FormationSource::Predicted),
+        ]
+    } else {
+        &[("Gloss-BERT", FormationSource::Gold)]
+    };
+    // Instance accuracy does not depend on the formation source (see the module docs):
+    // dev and train once per model.
+    let gold = FormationSource::Gold;
+    let (dev_accuracy, _, _) = evaluate(&m, dev_set, vocab, max_len, gold, &dev)?;
+    let fit = &train[..train.len().min(1000)];
+    let (train_accuracy, _, _) = evaluate(&m, fit, vocab, max_len, gold, &dev)?;
+    for (name, source) in sources {
+        let (accuracy, pair_f1, formation_accuracy) =
+            evaluate(&m, test, vocab, max_len, *source, &dev)?;
+        results.push(WsdResult {
+            model: name.to_string(),
+            seed,
+            accuracy,
+            pair_f1,
+            formation_accuracy,
+            dev_accuracy,
+            train_accuracy,
+        });
+    }
+    Ok(())
+}
 
-    // Report.
+/// One summary row: model, instance accuracy mean and std, pair F1 mean and std.
+type SummaryRow = (String, f64, f64, f64, f64);
+
+/// Mean ± std over seeds per model, and the claims with their verdicts.
+fn summarise(results: &[WsdResult]) -> (Vec<SummaryRow>, Vec<(String, bool)>) {
     let names = ["Gloss-BERT", "FormBERT (gold)", "FormBERT (predicted)"];
-    let summary: Vec<(String, f64, f64, f64, f64)> = names
+    let summary: Vec<SummaryRow> = names
         .iter()
         .map(|n| {
             let acc: Vec<f64> = results
@@ -575,15 +674,8 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             (n.to_string(), a, sa, f, sf)
         })
         .collect();
-    let form_acc: Vec<f64> = results
-        .iter()
-        .filter_map(|r| r.formation_accuracy)
-        .collect();
-    let (fa, fsd) = mean_std(&form_acc);
     // "helps" = better by more than the seeds' spread (the two stds combined)
-    let beats = |a: &(String, f64, f64, f64, f64), b: &(String, f64, f64, f64, f64)| {
-        a.1 - b.1 > (a.2.powi(2) + b.2.powi(2)).sqrt()
-    };
+    let beats = |a: &SummaryRow, b: &SummaryRow| a.1 - b.1 > (a.2.powi(2) + b.2.powi(2)).sqrt();
     let claims = vec![
         (
             format!(
@@ -607,6 +699,34 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             beats(&summary[1], &summary[0]),
         ),
     ];
+    (summary, claims)
+}
+
+/// The README-ready table, the plots and the report body.
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    cfg: &WsdConfig,
+    data: &Data,
+    pretraining: &Pretraining,
+    mlm_probe_accuracy: f64,
+    results: &[WsdResult],
+    summary: &[SummaryRow],
+    claims: &[(String, bool)],
+    curves: &[Series],
+    ctx: &RunCtx<'_>,
+) -> Result<(String, String)> {
+    let (stats, train, dev_set, test, vocab) = (
+        &data.stats,
+        &data.train,
+        &data.dev_set,
+        &data.test,
+        &data.vocab,
+    );
+    let form_acc: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r.formation_accuracy)
+        .collect();
+    let (fa, fsd) = mean_std(&form_acc);
     let pct = |n: &str, f: fn(&WsdResult) -> f64| {
         let v: Vec<f64> = results.iter().filter(|r| r.model == n).map(f).collect();
         let (m, sd) = mean_std(&v);
@@ -635,12 +755,13 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         &rows,
     );
     let mut body = format!(
-        "\nData: {data}. {} pseudo-words, {} instances (train {} / dev {} / test {}); {:.0}% of \
+        "\nData: {}. {} pseudo-words, {} instances (train {} / dev {} / test {}); {:.0}% of \
          the senses have no analysable formation. Vocabulary {} characters. Encoder: {} layers × \
          {}, MLM {} steps (held-out masked accuracy {:.1}% → {:.1}%). Seeds {:?}. Formation \
          predictor accuracy on the test contexts: {:.1} ± {:.1}%. The pretrained masked LM itself, \
          asked which real word fills the pseudo-word's place, is right on {:.1}% of the test \
          instances (how recoverable the senses are for this encoder).\n\n",
+        data.describe,
         stats.pairs,
         stats.instances,
         train.len(),
@@ -687,19 +808,7 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         &format!("Fine-tuning (seed {})", cfg.seeds[0]),
         "step",
         "cross-entropy (running mean)",
-        &curves,
+        curves,
     )?;
-    let metrics = WsdMetrics {
-        device: ctx.device_name.clone(),
-        data,
-        split: (train.len(), dev_set.len(), test.len()),
-        build: stats,
-        vocab: vocab.len(),
-        pretraining: pretraining.clone(),
-        mlm_probe_accuracy,
-        results,
-        summary,
-        claims,
-    };
-    Ok(ctx.finish(cfg, &metrics, "wsd-formbert", table, body)?)
+    Ok((table, body))
 }
