@@ -254,16 +254,58 @@ impl Task<Reweighting> for TrainRw<'_> {
     }
 }
 
-/// Runs the experiment into `ctx.dir`.
+/// Runs the experiment into `ctx.dir`: the model, the data sets, then per data set and seed
+/// every analysis of the paper, then the claims and the report.
 pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     if cfg.seeds.is_empty() || cfg.n_test == 0 {
         return Err(Error::InvalidConfig(
             "seeds and n_test must be non-empty".into(),
         ));
     }
-    let device = ctx.device.clone();
-    let ad = device.clone().autodiff();
-    // The model and tokenizer.
+    let (model, tok, model_name) = load_model(cfg, ctx)?;
+    let eval_model = model.valid();
+    let (datasets, synthetic) = load_datasets(cfg)?;
+    let mut results = Vec::new();
+    for ds in &datasets {
+        let setup = Setup {
+            cfg,
+            model: &model,
+            eval_model: &eval_model,
+            tok: &*tok,
+            ids: label_word_ids(&*tok, &ds.template)?,
+            device: ctx.device.clone(),
+            ad: ctx.device.clone().autodiff(),
+            nl: eval_model.n_layers(),
+            nh: eval_model.n_heads(),
+            n_classes: ds.template.labels.len(),
+            ds,
+            synthetic,
+        };
+        let mut acc = TaskAcc::new(&setup);
+        for &seed in &cfg.seeds {
+            run_seed(&setup, seed, &mut acc, ctx)?;
+        }
+        results.push(acc.finish(&setup, ctx)?);
+    }
+    let (nl, nh) = (eval_model.n_layers(), eval_model.n_heads());
+    let claims = claims(&results, nl);
+    let (table, body) = render(cfg, &results, &claims, &model_name, nl, nh);
+    let metrics = IclMetrics {
+        device: ctx.device_name.clone(),
+        model: model_name,
+        tasks: results,
+        claims,
+    };
+    Ok(ctx.finish(cfg, &metrics, "icl-anchors", table, body)?)
+}
+
+/// The decoder (a Llama-family checkpoint, or a small byte Llama trained here on the synthetic
+/// task), frozen: only β (re-weighting) and the saliency probes get gradients.
+fn load_model(
+    cfg: &IclAnchorsConfig,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<(Llama, Box<Tokenize>, String)> {
+    let ad = ctx.device.clone().autodiff();
     let (model, tok, model_name): (Llama, Box<Tokenize>, String) = match &cfg.gguf_path {
         Some(p) => {
             let (m, tk) = Llama::load_decoder(Path::new(p), plm::checkpoint::LoadDtype::F32, &ad)?;
@@ -296,16 +338,16 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             )
         }
     };
-    // Frozen LM: only β (re-weighting) and the saliency probes get gradients.
     let all: std::collections::HashSet<_> = trainer::inventory(&model)
         .into_iter()
         .map(|p| p.id)
         .collect();
     let model = trainer::params::set_require_grad(model, &all, false);
-    let eval_model = model.valid();
-    let (nl, nh) = (eval_model.n_layers(), eval_model.n_heads());
-    let iso = cfg.isolate_layers.min(nl);
+    Ok((model, tok, model_name))
+}
 
+/// The real data sets given (SST from movie reviews, BBC News), or the synthetic episodes.
+fn load_datasets(cfg: &IclAnchorsConfig) -> crate::Result<(Vec<Dataset>, bool)> {
     let mut datasets = Vec::new();
     if let Some(p) = &cfg.movie_path {
         let items = textdata::readers::read_movie_snippets(Path::new(p))?
@@ -346,12 +388,48 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             items: Vec::new(),
         });
     }
+    Ok((datasets, synthetic))
+}
 
-    let mut results = Vec::new();
-    for ds in &datasets {
-        let ids = label_word_ids(&*tok, &ds.template)?;
-        let n_classes = ds.template.labels.len();
-        let mut flow_sum = vec![
+/// What every analysis of one data set needs.
+struct Setup<'a> {
+    cfg: &'a IclAnchorsConfig,
+    /// The frozen model on the autodiff device (saliency, re-weighting).
+    model: &'a Llama,
+    /// The same model for inference.
+    eval_model: &'a Llama,
+    tok: &'a Tokenize,
+    /// Label-word ids.
+    ids: Vec<u32>,
+    device: Device,
+    ad: Device,
+    nl: usize,
+    nh: usize,
+    n_classes: usize,
+    ds: &'a Dataset,
+    synthetic: bool,
+}
+
+/// Sums over seeds of one data set's measurements.
+struct TaskAcc {
+    flow_sum: Vec<Flows>,
+    flow_n: usize,
+    iso_acc: Vec<(String, f64, f64)>,
+    att_scores: Vec<Vec<Vec<f64>>>,
+    att_labels: Vec<usize>,
+    acc0: f64,
+    acc1: f64,
+    comp: Vec<(String, f64, f64, f64)>,
+    t_full: f64,
+    t_comp: f64,
+    diag_corr: Vec<f64>,
+    diag_first: Option<Diagnosis>,
+}
+
+impl TaskAcc {
+    fn new(s: &Setup<'_>) -> Self {
+        let nl = s.nl;
+        let flow_sum = vec![
             Flows {
                 wp: 0.0,
                 pq: 0.0,
@@ -359,299 +437,56 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             };
             nl
         ];
-        let mut flow_n = 0usize;
-        let mut iso_acc: Vec<(String, f64, f64)> =
+        let flow_n = 0usize;
+        let iso_acc: Vec<(String, f64, f64)> =
             ["first label", "last label", "first random", "last random"]
                 .iter()
                 .map(|s| (s.to_string(), 0.0, 0.0))
                 .collect();
-        let mut att_scores: Vec<Vec<Vec<f64>>> = vec![Vec::new(); nl];
-        let mut att_labels: Vec<usize> = Vec::new();
-        let (mut acc0, mut acc1) = (0.0, 0.0);
-        let mut comp: Vec<(String, f64, f64, f64)> =
+        let att_scores: Vec<Vec<Vec<f64>>> = vec![Vec::new(); nl];
+        let att_labels: Vec<usize> = Vec::new();
+        let (acc0, acc1) = (0.0, 0.0);
+        let comp: Vec<(String, f64, f64, f64)> =
             ["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"]
                 .iter()
                 .map(|s| (s.to_string(), 0.0, 0.0, 0.0))
                 .collect();
-        let (mut t_full, mut t_comp) = (0.0, 0.0);
-        let mut diag_corr: Vec<f64> = Vec::new();
-        let mut diag_first: Option<Diagnosis> = None;
-        for &seed in &cfg.seeds {
-            let mut rng = trainer::Rng::seed_from(seed);
-            // Demonstrations and test prompts.
-            let (prompts, gold, demos): (Vec<Prompt>, Vec<usize>, Vec<Example>) = if synthetic {
-                let (demos, _, _) = synthetic_episode(&mut rng);
-                let mut ps = Vec::new();
-                let mut gs = Vec::new();
-                for _ in 0..cfg.n_test {
-                    let (_, q, _) = synthetic_episode(&mut rng);
-                    // The fixed demonstrations decide the letters: class of q's words.
-                    let qc = usize::from(ANIMALS.iter().any(|a| q.contains(a)));
-                    let demo_class_letter = |c: usize| {
-                        demos
-                            .iter()
-                            .find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == c)
-                            .map_or(0, |d| d.1)
-                    };
-                    ps.push(build(&*tok, &ds.template, &demos, &q)?);
-                    gs.push(demo_class_letter(qc));
-                }
-                (ps, gs, demos)
-            } else {
-                let demos = sample_demos(&ds.items, n_classes, &mut rng);
-                let mut idx: Vec<usize> = (0..ds.items.len()).collect();
-                rng.shuffle(&mut idx);
-                let test: Vec<usize> = idx
-                    .into_iter()
-                    .filter(|&i| !demos.iter().any(|d| d.0 == ds.items[i].0))
-                    .take(cfg.n_test)
-                    .collect();
-                let ps = test
-                    .iter()
-                    .map(|&i| build(&*tok, &ds.template, &demos, &ds.items[i].0))
-                    .collect::<crate::Result<Vec<_>>>()?;
-                (ps, test.iter().map(|&i| ds.items[i].1).collect(), demos)
-            };
-            let none = AttentionHooks::none();
-            let base: Vec<Prediction> = prompts
-                .iter()
-                .map(|p| predict(&eval_model, p, &ids, &none, cfg.top_k, &device))
-                .collect::<crate::Result<_>>()?;
-            acc0 += accuracy(&base, &gold) / cfg.seeds.len() as f64;
-            // Error diagnosis: label keys and target queries at one layer.
-            {
-                let layer = cfg.diagnosis_layer.unwrap_or(2 * nl / 3).min(nl - 1);
-                let vecs = |p: &Prompt| -> crate::Result<(Vec<f64>, Vec<f64>, usize)> {
-                    let v: Vec<i64> = p.ids.iter().map(|&t| i64::from(t)).collect();
-                    let x =
-                        Tensor::<2, Int>::from_data(TensorData::new(v, [1, p.ids.len()]), &device);
-                    let (q, k) = eval_model.query_key_vectors(x, layer);
-                    let w = q.dims()[1];
-                    let qv =
-                        trainer::host::f32s(q.slice(s![p.query..p.query + 1, 0..w]).reshape([w]))?;
-                    Ok((
-                        qv.iter().map(|&a| f64::from(a)).collect(),
-                        trainer::host::f32s(k.reshape([p.ids.len() * w]))?
-                            .iter()
-                            .map(|&a| f64::from(a))
-                            .collect(),
-                        w,
-                    ))
-                };
-                let mut queries = Vec::new();
-                let mut keys = vec![Vec::new(); n_classes];
-                for (i, p) in prompts.iter().enumerate() {
-                    let (qv, kall, w) = vecs(p)?;
-                    queries.push(qv);
-                    if i == 0 {
-                        for (d, lt) in p.label_tokens.iter().enumerate() {
-                            if let (Some(&pos), Some(&c)) = (lt.first(), p.demo_labels.get(d)) {
-                                keys[c] = kall[pos * w..(pos + 1) * w].to_vec();
-                            }
-                        }
-                    }
-                }
-                if keys.iter().all(|k| !k.is_empty()) && n_classes > 2 {
-                    let probs: Vec<Vec<f64>> = base
-                        .iter()
-                        .map(|p| p.probs.iter().map(|&x| f64::from(x)).collect())
-                        .collect();
-                    let dg = diagnose(&keys, &queries, &probs, &gold, cfg.diagnosis_components);
-                    diag_corr.push(dg.correlation);
-                    if diag_first.is_none() {
-                        diag_first = Some(dg);
-                    }
-                }
-            }
-            // Flows (a backward pass per prompt: the long part of a run).
-            let stage = format!("saliency flows ({}, seed {seed})", ds.name);
-            let n_sal = cfg.n_saliency.min(prompts.len());
-            for (i, (p, &g)) in prompts.iter().zip(&gold).take(n_sal).enumerate() {
-                ctx.report_stage(&stage, i, n_sal);
-                for (l, f) in saliency_flows(&model, p, &ids, g, LabelTokens::First, &ad)?
-                    .iter()
-                    .enumerate()
-                {
-                    let f = f.normalised();
-                    flow_sum[l].wp += f.wp;
-                    flow_sum[l].pq += f.pq;
-                    flow_sum[l].ww += f.ww;
-                }
-                flow_n += 1;
-            }
-            ctx.report_stage(&stage, n_sal, n_sal);
-            // Isolation.
-            let first: Vec<usize> = (0..iso).collect();
-            let last: Vec<usize> = (nl - iso..nl).collect();
-            for (ci, (layers, random)) in [
-                (&first, false),
-                (&last, false),
-                (&first, true),
-                (&last, true),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let mut preds = Vec::new();
-                for p in &prompts {
-                    let labels = p.label_positions(LabelTokens::First);
-                    let pos = if random {
-                        let cand: Vec<usize> =
-                            (1..p.demo_len).filter(|x| !labels.contains(x)).collect();
-                        (0..labels.len())
-                            .map(|_| cand[rng.below(cand.len())])
-                            .collect()
-                    } else {
-                        labels
-                    };
-                    let h = isolation_hooks(p.ids.len(), &pos, layers, nh, &device);
-                    preds.push(predict(&eval_model, p, &ids, &h, cfg.top_k, &device)?);
-                }
-                iso_acc[ci].1 += label_loyalty(&base, &preds) / cfg.seeds.len() as f64;
-                iso_acc[ci].2 += word_loyalty(&base, &preds) / cfg.seeds.len() as f64;
-            }
-            // Deep layers: attention from the query to each class's label word.
-            for (p, &g) in base.iter().zip(&gold) {
-                for (a, scores) in p.attention_to_labels.iter().zip(att_scores.iter_mut()) {
-                    let mut by_class = vec![0.0; n_classes];
-                    for (d, &v) in a.iter().enumerate() {
-                        if let Some(c) = prompts[0].demo_labels.get(d) {
-                            by_class[*c] += f64::from(v);
-                        }
-                    }
-                    let z: f64 = by_class.iter().sum::<f64>().max(1e-30);
-                    scores.push(by_class.iter().map(|v| v / z).collect());
-                }
-                att_labels.push(if cfg.auc_on_gold { g } else { p.class });
-            }
-            // Re-weighting: β trained on a few examples per class with the same demonstrations.
-            let train: Vec<(Prompt, usize)> = if synthetic {
-                (0..cfg.reweight_per_class * n_classes)
-                    .map(|_| {
-                        let (_, q, _) = synthetic_episode(&mut rng);
-                        let qc = usize::from(ANIMALS.iter().any(|a| q.contains(a)));
-                        let letter = demos
-                            .iter()
-                            .find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == qc)
-                            .map_or(0, |d| d.1);
-                        Ok((build(&*tok, &ds.template, &demos, &q)?, letter))
-                    })
-                    .collect::<crate::Result<_>>()?
-            } else {
-                let mut v = Vec::new();
-                for c in 0..n_classes {
-                    let mut k = 0;
-                    for (t, l) in ds.items.iter().rev() {
-                        if *l == c && k < cfg.reweight_per_class && !demos.iter().any(|d| &d.0 == t)
-                        {
-                            v.push((build(&*tok, &ds.template, &demos, t)?, c));
-                            k += 1;
-                        }
-                    }
-                }
-                v
-            };
-            let rw = Reweighting::new(nl, nh, n_classes.min(demos.len()), &ad);
-            let steps = cfg.reweight_epochs * train.len();
-            let rw = if steps > 0 {
-                Trainer::new(
-                    TrainerConfig::new(steps)
-                        .with_lr(cfg.reweight_lr)
-                        .with_optimizer(trainer::OptimizerKind::AdamW {
-                            beta_1: 0.9,
-                            beta_2: 0.999,
-                            epsilon: 1e-8,
-                            weight_decay: 0.0,
-                        })
-                        .with_seed(seed),
-                    &ad,
-                )
-                .with_progress(|p| ctx.report_progress(p))
-                .fit(
-                    rw,
-                    &mut TrainRw {
-                        model: &model,
-                        prompts: &train,
-                        ids: &ids,
-                    },
-                )?
-                .model
-            } else {
-                rw
-            };
-            let rw = rw.valid();
-            let mut after = Vec::new();
-            for p in &prompts {
-                after.push(predict(
-                    &eval_model,
-                    p,
-                    &ids,
-                    &rw.hooks(p)?,
-                    cfg.top_k,
-                    &device,
-                )?);
-            }
-            acc1 += accuracy(&after, &gold) / cfg.seeds.len() as f64;
-            // Compression.
-            let mut hidden = Vec::new();
-            let mut hrand = Vec::new();
-            let mut text = Vec::new();
-            let empty: Vec<Example> = demos.iter().map(|d| (String::new(), d.1)).collect();
-            for p in &prompts {
-                hidden.push(predict(
-                    &eval_model,
-                    p,
-                    &ids,
-                    &keep_only_hooks(p, &p.anchor_positions, nl, nh, &device),
-                    cfg.top_k,
-                    &device,
-                )?);
-                let keep = random_anchors(p, &mut rng);
-                hrand.push(predict(
-                    &eval_model,
-                    p,
-                    &ids,
-                    &keep_only_hooks(p, &keep, nl, nh, &device),
-                    cfg.top_k,
-                    &device,
-                )?);
-            }
-            for (i, _) in prompts.iter().enumerate() {
-                let p = &prompts[i];
-                let query_ids = &p.ids[p.demo_len..];
-                let tp = build(&*tok, &ds.template, &empty, "")?;
-                let mut ids_all = tp.ids[..tp.demo_len].to_vec();
-                ids_all.extend_from_slice(query_ids);
-                let tpp = Prompt {
-                    query: ids_all.len() - 1,
-                    ids: ids_all,
-                    ..tp
-                };
-                text.push(predict(&eval_model, &tpp, &ids, &none, cfg.top_k, &device)?);
-            }
-            for (k, preds) in [(0usize, &base), (1, &hidden), (2, &text), (3, &hrand)] {
-                comp[k].1 += label_loyalty(&base, preds) / cfg.seeds.len() as f64;
-                comp[k].2 += word_loyalty(&base, preds) / cfg.seeds.len() as f64;
-                comp[k].3 += accuracy(preds, &gold) / cfg.seeds.len() as f64;
-            }
-            // Wall clock: full ICL vs the query on the compressed cache.
-            let t0 = Instant::now();
-            for p in &prompts {
-                predict(&eval_model, p, &ids, &none, cfg.top_k, &device)?;
-            }
-            t_full += t0.elapsed().as_secs_f64();
-            let t0 = Instant::now();
-            let cache = compressed_cache(
-                &eval_model,
-                &prompts[0],
-                &prompts[0].anchor_positions,
-                &device,
-            );
-            for p in &prompts {
-                predict_on_cache(&eval_model, &cache, p, &ids, cfg.top_k, &device)?;
-            }
-            t_comp += t0.elapsed().as_secs_f64();
+        let (t_full, t_comp) = (0.0, 0.0);
+        let diag_corr: Vec<f64> = Vec::new();
+        let diag_first: Option<Diagnosis> = None;
+        Self {
+            flow_sum,
+            flow_n,
+            iso_acc,
+            att_scores,
+            att_labels,
+            acc0,
+            acc1,
+            comp,
+            t_full,
+            t_comp,
+            diag_corr,
+            diag_first,
         }
+    }
+
+    /// Means over seeds and inputs, the plots, and the data set's result.
+    fn finish(self, s: &Setup<'_>, ctx: &RunCtx<'_>) -> crate::Result<TaskResult> {
+        let TaskAcc {
+            flow_sum,
+            flow_n,
+            iso_acc,
+            att_scores,
+            att_labels,
+            acc0,
+            acc1,
+            comp,
+            t_full,
+            t_comp,
+            diag_corr,
+            diag_first,
+        } = self;
+        let (ds, n_classes) = (s.ds, s.n_classes);
         let flows: Vec<Flows> = flow_sum
             .iter()
             .map(|f| Flows {
@@ -717,7 +552,7 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                 ),
             ],
         )?;
-        results.push(TaskResult {
+        Ok(TaskResult {
             task: ds.name.clone(),
             source: ds.source.clone(),
             flows,
@@ -733,12 +568,397 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
                     diag_corr.iter().sum::<f64>() / diag_corr.len().max(1) as f64,
                 )
             }),
-        });
+        })
     }
+}
 
+/// One seed: test prompts, predictions, error diagnosis, saliency flows, isolation, the
+/// attention-based AUC inputs, re-weighting, compression and its timing.
+fn run_seed(
+    s: &Setup<'_>,
+    seed: u64,
+    acc: &mut TaskAcc,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<()> {
+    let (cfg, ids, device, eval_model) = (s.cfg, &s.ids, &s.device, s.eval_model);
+    let mut rng = trainer::Rng::seed_from(seed);
+    let (prompts, gold, demos) = test_prompts(s, &mut rng)?;
+    let none = AttentionHooks::none();
+    let base: Vec<Prediction> = prompts
+        .iter()
+        .map(|p| predict(eval_model, p, ids, &none, cfg.top_k, device))
+        .collect::<crate::Result<_>>()?;
+    acc.acc0 += accuracy(&base, &gold) / cfg.seeds.len() as f64;
+    if let Some(dg) = diagnosis(s, &prompts, &base, &gold)? {
+        acc.diag_corr.push(dg.correlation);
+        if acc.diag_first.is_none() {
+            acc.diag_first = Some(dg);
+        }
+    }
+    // Flows (a backward pass per prompt: the long part of a run).
+    let stage = format!("saliency flows ({}, seed {seed})", s.ds.name);
+    let n_sal = cfg.n_saliency.min(prompts.len());
+    for (i, (p, &g)) in prompts.iter().zip(&gold).take(n_sal).enumerate() {
+        ctx.report_stage(&stage, i, n_sal);
+        for (l, f) in saliency_flows(s.model, p, ids, g, LabelTokens::First, &s.ad)?
+            .iter()
+            .enumerate()
+        {
+            let f = f.normalised();
+            acc.flow_sum[l].wp += f.wp;
+            acc.flow_sum[l].pq += f.pq;
+            acc.flow_sum[l].ww += f.ww;
+        }
+        acc.flow_n += 1;
+    }
+    ctx.report_stage(&stage, n_sal, n_sal);
+    for (ci, (ll, wl)) in isolation(s, &prompts, &base, &mut rng)?
+        .into_iter()
+        .enumerate()
+    {
+        acc.iso_acc[ci].1 += ll / cfg.seeds.len() as f64;
+        acc.iso_acc[ci].2 += wl / cfg.seeds.len() as f64;
+    }
+    // Deep layers: attention from the query to each class's label word.
+    for (p, &g) in base.iter().zip(&gold) {
+        for (a, scores) in p.attention_to_labels.iter().zip(acc.att_scores.iter_mut()) {
+            let mut by_class = vec![0.0; s.n_classes];
+            for (d, &v) in a.iter().enumerate() {
+                if let Some(c) = prompts[0].demo_labels.get(d) {
+                    by_class[*c] += f64::from(v);
+                }
+            }
+            let z: f64 = by_class.iter().sum::<f64>().max(1e-30);
+            scores.push(by_class.iter().map(|v| v / z).collect());
+        }
+        acc.att_labels
+            .push(if cfg.auc_on_gold { g } else { p.class });
+    }
+    let after = reweight(s, &demos, &prompts, seed, &mut rng, ctx)?;
+    acc.acc1 += accuracy(&after, &gold) / cfg.seeds.len() as f64;
+    for (k, (ll, wl, a)) in compression(s, &demos, &prompts, &base, &gold, &mut rng)?
+        .into_iter()
+        .enumerate()
+    {
+        acc.comp[k].1 += ll / cfg.seeds.len() as f64;
+        acc.comp[k].2 += wl / cfg.seeds.len() as f64;
+        acc.comp[k].3 += a / cfg.seeds.len() as f64;
+    }
+    // Wall clock: full ICL vs the query on the compressed cache.
+    let t0 = Instant::now();
+    for p in &prompts {
+        predict(eval_model, p, ids, &none, cfg.top_k, device)?;
+    }
+    acc.t_full += t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let cache = compressed_cache(
+        eval_model,
+        &prompts[0],
+        &prompts[0].anchor_positions,
+        &device,
+    );
+    for p in &prompts {
+        predict_on_cache(eval_model, &cache, p, &ids, cfg.top_k, &device)?;
+    }
+    acc.t_comp += t0.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// The demonstrations and the test prompts of one seed, with the gold classes. Synthetic
+/// episodes: the fixed demonstrations decide which letter is each class's label word.
+fn test_prompts(
+    s: &Setup<'_>,
+    rng: &mut trainer::Rng,
+) -> crate::Result<(Vec<Prompt>, Vec<usize>, Vec<Example>)> {
+    // Demonstrations and test prompts.
+    Ok(if s.synthetic {
+        let (demos, _, _) = synthetic_episode(rng);
+        let mut ps = Vec::new();
+        let mut gs = Vec::new();
+        for _ in 0..s.cfg.n_test {
+            let (_, q, _) = synthetic_episode(rng);
+            // The fixed demonstrations decide the letters: class of q's words.
+            let qc = usize::from(ANIMALS.iter().any(|a| q.contains(a)));
+            let demo_class_letter = |c: usize| {
+                demos
+                    .iter()
+                    .find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == c)
+                    .map_or(0, |d| d.1)
+            };
+            ps.push(build(s.tok, &s.ds.template, &demos, &q)?);
+            gs.push(demo_class_letter(qc));
+        }
+        (ps, gs, demos)
+    } else {
+        let demos = sample_demos(&s.ds.items, s.n_classes, rng);
+        let mut idx: Vec<usize> = (0..s.ds.items.len()).collect();
+        rng.shuffle(&mut idx);
+        let test: Vec<usize> = idx
+            .into_iter()
+            .filter(|&i| !demos.iter().any(|d| d.0 == s.ds.items[i].0))
+            .take(s.cfg.n_test)
+            .collect();
+        let ps = test
+            .iter()
+            .map(|&i| build(s.tok, &s.ds.template, &demos, &s.ds.items[i].0))
+            .collect::<crate::Result<Vec<_>>>()?;
+        (ps, test.iter().map(|&i| s.ds.items[i].1).collect(), demos)
+    })
+}
+
+/// Error diagnosis (first prompt's label keys, every prompt's target query, at one layer), when
+/// every class has a demonstration and there are more than two classes.
+fn diagnosis(
+    s: &Setup<'_>,
+    prompts: &[Prompt],
+    base: &[Prediction],
+    gold: &[usize],
+) -> crate::Result<Option<Diagnosis>> {
+    let layer = s.cfg.diagnosis_layer.unwrap_or(2 * s.nl / 3).min(s.nl - 1);
+    let vecs = |p: &Prompt| -> crate::Result<(Vec<f64>, Vec<f64>, usize)> {
+        let v: Vec<i64> = p.ids.iter().map(|&t| i64::from(t)).collect();
+        let x = Tensor::<2, Int>::from_data(TensorData::new(v, [1, p.ids.len()]), &s.device);
+        let (q, k) = s.eval_model.query_key_vectors(x, layer);
+        let w = q.dims()[1];
+        let qv = trainer::host::f32s(q.slice(s![p.query..p.query + 1, 0..w]).reshape([w]))?;
+        Ok((
+            qv.iter().map(|&a| f64::from(a)).collect(),
+            trainer::host::f32s(k.reshape([p.ids.len() * w]))?
+                .iter()
+                .map(|&a| f64::from(a))
+                .collect(),
+            w,
+        ))
+    };
+    let mut queries = Vec::new();
+    let mut keys = vec![Vec::new(); s.n_classes];
+    for (i, p) in prompts.iter().enumerate() {
+        let (qv, kall, w) = vecs(p)?;
+        queries.push(qv);
+        if i == 0 {
+            for (d, lt) in p.label_tokens.iter().enumerate() {
+                if let (Some(&pos), Some(&c)) = (lt.first(), p.demo_labels.get(d)) {
+                    keys[c] = kall[pos * w..(pos + 1) * w].to_vec();
+                }
+            }
+        }
+    }
+    if keys.iter().all(|k| !k.is_empty()) && s.n_classes > 2 {
+        let probs: Vec<Vec<f64>> = base
+            .iter()
+            .map(|p| p.probs.iter().map(|&x| f64::from(x)).collect())
+            .collect();
+        return Ok(Some(diagnose(
+            &keys,
+            &queries,
+            &probs,
+            gold,
+            s.cfg.diagnosis_components,
+        )));
+    }
+    Ok(None)
+}
+
+/// Label and word loyalty with the label words (or as many random demonstration tokens)
+/// isolated in the first or the last `isolate_layers` layers.
+fn isolation(
+    s: &Setup<'_>,
+    prompts: &[Prompt],
+    base: &[Prediction],
+    rng: &mut trainer::Rng,
+) -> crate::Result<Vec<(f64, f64)>> {
+    // Isolation.
+    let iso = s.cfg.isolate_layers.min(s.nl);
+    let first: Vec<usize> = (0..iso).collect();
+    let last: Vec<usize> = (s.nl - iso..s.nl).collect();
+    let mut out = Vec::new();
+    for (layers, random) in [
+        (&first, false),
+        (&last, false),
+        (&first, true),
+        (&last, true),
+    ] {
+        let mut preds = Vec::new();
+        for p in prompts {
+            let labels = p.label_positions(LabelTokens::First);
+            let pos = if random {
+                let cand: Vec<usize> = (1..p.demo_len).filter(|x| !labels.contains(x)).collect();
+                (0..labels.len())
+                    .map(|_| cand[rng.below(cand.len())])
+                    .collect()
+            } else {
+                labels
+            };
+            let h = isolation_hooks(p.ids.len(), &pos, layers, s.nh, &s.device);
+            preds.push(predict(
+                s.eval_model,
+                p,
+                &s.ids,
+                &h,
+                s.cfg.top_k,
+                &s.device,
+            )?);
+        }
+        out.push((label_loyalty(base, &preds), word_loyalty(base, &preds)));
+    }
+    Ok(out)
+}
+
+/// Anchor re-weighting: β trained on a few examples per class with the same demonstrations
+/// (never a test input), then the test predictions under the learnt hooks.
+fn reweight(
+    s: &Setup<'_>,
+    demos: &[Example],
+    prompts: &[Prompt],
+    seed: u64,
+    rng: &mut trainer::Rng,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<Vec<Prediction>> {
+    let ad = &s.ad;
+    // Re-weighting: β trained on a few examples per class with the same demonstrations.
+    let train: Vec<(Prompt, usize)> = if s.synthetic {
+        (0..s.cfg.reweight_per_class * s.n_classes)
+            .map(|_| {
+                let (_, q, _) = synthetic_episode(rng);
+                let qc = usize::from(ANIMALS.iter().any(|a| q.contains(a)));
+                let letter = demos
+                    .iter()
+                    .find(|(t, _)| usize::from(ANIMALS.iter().any(|a| t.contains(a))) == qc)
+                    .map_or(0, |d| d.1);
+                Ok((build(s.tok, &s.ds.template, demos, &q)?, letter))
+            })
+            .collect::<crate::Result<_>>()?
+    } else {
+        let mut v = Vec::new();
+        for c in 0..s.n_classes {
+            let mut k = 0;
+            for (t, l) in s.ds.items.iter().rev() {
+                if *l == c && k < s.cfg.reweight_per_class && !demos.iter().any(|d| &d.0 == t) {
+                    v.push((build(s.tok, &s.ds.template, demos, t)?, c));
+                    k += 1;
+                }
+            }
+        }
+        v
+    };
+    let rw = Reweighting::new(s.nl, s.nh, s.n_classes.min(demos.len()), &s.ad);
+    let steps = s.cfg.reweight_epochs * train.len();
+    let rw = if steps > 0 {
+        Trainer::new(
+            TrainerConfig::new(steps)
+                .with_lr(s.cfg.reweight_lr)
+                .with_optimizer(trainer::OptimizerKind::AdamW {
+                    beta_1: 0.9,
+                    beta_2: 0.999,
+                    epsilon: 1e-8,
+                    weight_decay: 0.0,
+                })
+                .with_seed(seed),
+            &ad,
+        )
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(
+            rw,
+            &mut TrainRw {
+                model: s.model,
+                prompts: &train,
+                ids: &s.ids,
+            },
+        )?
+        .model
+    } else {
+        rw
+    };
+    let rw = rw.valid();
+    prompts
+        .iter()
+        .map(|p| {
+            predict(
+                s.eval_model,
+                p,
+                &s.ids,
+                &rw.hooks(p)?,
+                s.cfg.top_k,
+                &s.device,
+            )
+        })
+        .collect()
+}
+
+/// Label loyalty, word loyalty and accuracy of the full context (ICL), the anchors alone
+/// (Hidden_anchor), the formatting alone (Text_anchor) and as many random tokens
+/// (Hidden_random).
+fn compression(
+    s: &Setup<'_>,
+    demos: &[Example],
+    prompts: &[Prompt],
+    base: &[Prediction],
+    gold: &[usize],
+    rng: &mut trainer::Rng,
+) -> crate::Result<Vec<(f64, f64, f64)>> {
+    let (cfg, ids, device) = (s.cfg, &s.ids, &s.device);
+    let none = AttentionHooks::none();
+    // Compression.
+    let mut hidden = Vec::new();
+    let mut hrand = Vec::new();
+    let mut text = Vec::new();
+    let empty: Vec<Example> = demos.iter().map(|d| (String::new(), d.1)).collect();
+    for p in prompts {
+        hidden.push(predict(
+            s.eval_model,
+            p,
+            &ids,
+            &keep_only_hooks(p, &p.anchor_positions, s.nl, s.nh, &s.device),
+            cfg.top_k,
+            &device,
+        )?);
+        let keep = random_anchors(p, rng);
+        hrand.push(predict(
+            s.eval_model,
+            p,
+            &ids,
+            &keep_only_hooks(p, &keep, s.nl, s.nh, &s.device),
+            cfg.top_k,
+            &device,
+        )?);
+    }
+    for (i, _) in prompts.iter().enumerate() {
+        let p = &prompts[i];
+        let query_ids = &p.ids[p.demo_len..];
+        let tp = build(s.tok, &s.ds.template, &empty, "")?;
+        let mut ids_all = tp.ids[..tp.demo_len].to_vec();
+        ids_all.extend_from_slice(query_ids);
+        let tpp = Prompt {
+            query: ids_all.len() - 1,
+            ids: ids_all,
+            ..tp
+        };
+        text.push(predict(
+            s.eval_model,
+            &tpp,
+            &ids,
+            &none,
+            cfg.top_k,
+            &device,
+        )?);
+    }
+    Ok([base, &hidden, &text, &hrand]
+        .into_iter()
+        .map(|preds| {
+            (
+                label_loyalty(base, preds),
+                word_loyalty(base, preds),
+                accuracy(preds, gold),
+            )
+        })
+        .collect())
+}
+
+/// The paper's claims, checked in direction per data set.
+fn claims(results: &[TaskResult], nl: usize) -> Vec<(String, bool)> {
     let third = (nl / 3).max(1);
     let mut claims = Vec::new();
-    for r in &results {
+    for r in results {
         let shallow = &r.flows[..third];
         let deep = &r.flows[nl - third..];
         let m = |v: &[Flows], f: fn(&Flows) -> f64| {
@@ -788,8 +1008,21 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             r.compression[1].1 >= 0.7 && r.speedup > 1.0,
         ));
     }
+    claims
+}
+
+/// The README-ready tables and the report body.
+fn render(
+    cfg: &IclAnchorsConfig,
+    results: &[TaskResult],
+    claims: &[(String, bool)],
+    model_name: &str,
+    nl: usize,
+    nh: usize,
+) -> (String, String) {
+    let iso = cfg.isolate_layers.min(nl);
     let mut table = String::new();
-    for r in &results {
+    for r in results {
         let rows: Vec<Vec<String>> = r
             .isolation
             .iter()
@@ -860,11 +1093,5 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             .collect::<Vec<_>>()
             .join("\n\n"),
     );
-    let metrics = IclMetrics {
-        device: ctx.device_name.clone(),
-        model: model_name,
-        tasks: results,
-        claims,
-    };
-    Ok(ctx.finish(cfg, &metrics, "icl-anchors", table, body)?)
+    (table, body)
 }
