@@ -469,124 +469,220 @@ fn tagged(
     truncate(&t, max_len, Truncation::DropSteps)
 }
 
-/// Runs the experiment into `ctx.dir`.
+/// Runs the experiment into `ctx.dir`: problems and the generator, greedy accuracy, sampling
+/// and annotation, the three reward models, best-of-N verification, PPO, then the report.
 pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     cfg.validate()?;
-    let ad = ctx.device.clone().autodiff();
-    let dev = ad.clone().without_autodiff();
-    let mut rng = Rng::seed_from(cfg.seed);
-
-    // Problems, tokenizer and generator.
-    let (setup, generator, train_problems, test_problems, truth_of, gen_s, data_name) =
-        match (&cfg.data_dir, &cfg.gguf_path) {
-            (Some(d), Some(g)) => {
-                let (m, tok) =
-                    Llama::load_decoder(Path::new(g), plm::checkpoint::LoadDtype::F32, &ad)?;
-                let mut stop = Vec::new();
-                for s in ["<|im_end|>", "<|endoftext|>"] {
-                    if let Some(id) = tok.token_to_id(s) {
-                        stop.push(id);
-                    }
-                }
-                let labels = (single_token(&tok, "+")?, single_token(&tok, "-")?);
-                let mut train = read_gsm8k(&Path::new(d).join("train.jsonl"))?;
-                let mut test = read_gsm8k(&Path::new(d).join("test.jsonl"))?;
-                rng.shuffle(&mut train);
-                rng.shuffle(&mut test);
-                test.truncate(cfg.n_test);
-                let setup = Setup {
-                    tok: Box::new(tok),
-                    stop,
-                    labels,
-                    chat: true,
-                    name: g.clone(),
-                };
-                (setup, m, train, test, None, 0.0, format!("GSM8K ({d})"))
-            }
-            _ => {
-                let corpus = problems(&mut rng, cfg.gen_corpus);
-                let docs: Vec<String> = corpus
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{}\n{}",
-                            p.problem.question,
-                            p.problem.reference_steps.join(SEP)
-                        )
-                    })
-                    .collect();
-                let tok = WordTokenizer::build(docs.iter().map(String::as_str), 2, &[" ки"]);
-                let mut stream = Vec::new();
-                for d in &docs {
-                    stream.extend(tok.encode_text(d));
-                    stream.push(0);
-                }
-                let windows = LmWindows::new(stream, cfg.gen_seq_len, cfg.gen_seq_len / 2)?;
-                ad.seed(cfg.seed);
-                let m = LlamaConfig::new(
-                    Tokenizer::vocab_size(&tok),
-                    cfg.gen_d_model,
-                    cfg.gen_layers,
-                    4,
-                    2,
-                    cfg.gen_d_model * 8 / 3,
-                )
-                .with_max_seq_len(1024)
-                .init(&ad)?;
-                let t0 = Instant::now();
-                let out = Trainer::new(schedule(cfg.gen_steps, 3e-3, cfg.seed), &ad)
-                    .with_progress(|p| ctx.report_progress(p))
-                    .fit(
-                        m,
-                        &mut GenTask {
-                            windows,
-                            batch: cfg.gen_batch,
-                            device: ad.clone(),
-                        },
-                    )?;
-                let gen_s = t0.elapsed().as_secs_f64();
-                let train: Vec<ChainProblem> = problems(&mut rng, cfg.n_annotate + 64);
-                let test: Vec<ChainProblem> = problems(&mut rng, cfg.n_test);
-                let labels = (single_token(&tok, "+")?, single_token(&tok, "-")?);
-                let vocab = Tokenizer::vocab_size(&tok);
-                let setup = Setup {
-                    tok: Box::new(tok),
-                    stop: vec![0],
-                    labels,
-                    chat: false,
-                    name: format!(
-                        "word-level Llama (d {}, {} layers, {} tokens) trained here for {} steps",
-                        cfg.gen_d_model, cfg.gen_layers, vocab, cfg.gen_steps
-                    ),
-                };
-                let truth_of: Option<Vec<ChainProblem>> = Some(train.clone());
-                (
-                    setup,
-                    out.model,
-                    train.into_iter().map(|c| c.problem).collect(),
-                    test.into_iter().map(|c| c.problem).collect(),
-                    truth_of,
-                    gen_s,
-                    "synthetic arithmetic word problems (2–6 steps)".to_string(),
-                )
-            }
-        };
-    let gen_infer = generator.valid();
-    let max_new = cfg.sample.max_new_tokens;
+    let dev = ctx.device.clone();
+    let prep = prepare(cfg, ctx)?;
+    let gen_infer = prep.generator.valid();
     let greedy = greedy_accuracy(
         &gen_infer,
-        &setup,
-        &test_problems,
-        max_new,
+        &prep.setup,
+        &prep.test_problems,
+        cfg.sample.max_new_tokens,
         &dev,
         ctx,
         "greedy decoding (test problems)",
     )?;
+    let ann = annotate_solutions(cfg, ctx, &prep, &gen_infer)?;
+    write_annotations(ctx, &prep, &ann.annotated)?;
+    let (prm, prm_loss) = train_reward_model(cfg, ctx, &prep, &ann.annotated, "he")?;
+    let (prm_se, se_loss) = train_reward_model(cfg, ctx, &prep, &ann.annotated, "se")?;
+    let (orm, orm_loss) = train_reward_model(cfg, ctx, &prep, &ann.annotated, "orm")?;
+    let rms = RewardModels {
+        prm: prm.valid(),
+        prm_se: prm_se.valid(),
+        orm: orm.valid(),
+    };
+    let ver = verify(cfg, ctx, &prep, &gen_infer, &rms)?;
+    let mut ppo_curves = Vec::new();
+    let ppo = if cfg.ppo_iterations > 0 {
+        let (orm_ppo, orm_curve) = run_ppo(cfg, ctx, &prep, RewardKind::Outcome, &rms.orm)?;
+        let (step_ppo, step_curve) = run_ppo(cfg, ctx, &prep, RewardKind::Step, &rms.prm)?;
+        ppo_curves = vec![orm_curve, step_curve];
+        write_ppo_plots(&ppo_curves, ctx)?;
+        Some((greedy, orm_ppo, step_ppo))
+    } else {
+        None
+    };
+    let metrics = MathShepherdMetrics {
+        device: ctx.device_name.clone(),
+        model: prep.setup.name.clone(),
+        data: prep.data_name.clone(),
+        generator_train_s: prep.gen_s,
+        greedy_accuracy: greedy,
+        annotation: (
+            ann.annotated.len(),
+            ann.n_steps,
+            ann.completions,
+            ann.seconds,
+        ),
+        label_rates: ann.label_rates,
+        solutions_right: ann.solutions_right,
+        annotation_accuracy: ann.accuracy,
+        rm_final_loss: (prm_loss, se_loss, orm_loss),
+        verification: ver.rows,
+        rm_auc: ver.auc,
+        rm_auc_within: ver.auc_within,
+        candidates: ver.counts,
+        ppo,
+        ppo_curves,
+    };
+    write_jsonl(&ctx.path("candidates.jsonl"), &ver.scored)?;
+    let (table, body) = write_report(cfg, &prep, &metrics, ver.n_within, ctx)?;
+    Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
+}
 
-    // Annotation: sample solutions, label every step with N completions.
+/// The problems, their tokenizer and prompt format, and the generator.
+struct Prepared {
+    setup: Setup,
+    generator: Llama,
+    train_problems: Vec<Problem>,
+    test_problems: Vec<Problem>,
+    /// The synthetic problems with their chains (true step correctness), per training problem.
+    truth_of: Option<Vec<ChainProblem>>,
+    gen_s: f64,
+    data_name: String,
+}
+
+/// GSM8K with a Llama-family checkpoint, or the synthetic problems with a word-level Llama
+/// trained here on their reference solutions.
+fn prepare(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Prepared> {
+    let ad = ctx.device.clone().autodiff();
+    let mut rng = Rng::seed_from(cfg.seed);
+    let prepared = match (&cfg.data_dir, &cfg.gguf_path) {
+        (Some(d), Some(g)) => {
+            let (m, tok) = Llama::load_decoder(Path::new(g), plm::checkpoint::LoadDtype::F32, &ad)?;
+            let mut stop = Vec::new();
+            for s in ["<|im_end|>", "<|endoftext|>"] {
+                if let Some(id) = tok.token_to_id(s) {
+                    stop.push(id);
+                }
+            }
+            let labels = (single_token(&tok, "+")?, single_token(&tok, "-")?);
+            let mut train = read_gsm8k(&Path::new(d).join("train.jsonl"))?;
+            let mut test = read_gsm8k(&Path::new(d).join("test.jsonl"))?;
+            rng.shuffle(&mut train);
+            rng.shuffle(&mut test);
+            test.truncate(cfg.n_test);
+            let setup = Setup {
+                tok: Box::new(tok),
+                stop,
+                labels,
+                chat: true,
+                name: g.clone(),
+            };
+            Prepared {
+                setup,
+                generator: m,
+                train_problems: train,
+                test_problems: test,
+                truth_of: None,
+                gen_s: 0.0,
+                data_name: format!("GSM8K ({d})"),
+            }
+        }
+        _ => {
+            let corpus = problems(&mut rng, cfg.gen_corpus);
+            let docs: Vec<String> = corpus
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}\n{}",
+                        p.problem.question,
+                        p.problem.reference_steps.join(SEP)
+                    )
+                })
+                .collect();
+            let tok = WordTokenizer::build(docs.iter().map(String::as_str), 2, &[" ки"]);
+            let mut stream = Vec::new();
+            for d in &docs {
+                stream.extend(tok.encode_text(d));
+                stream.push(0);
+            }
+            let windows = LmWindows::new(stream, cfg.gen_seq_len, cfg.gen_seq_len / 2)?;
+            ad.seed(cfg.seed);
+            let m = LlamaConfig::new(
+                Tokenizer::vocab_size(&tok),
+                cfg.gen_d_model,
+                cfg.gen_layers,
+                4,
+                2,
+                cfg.gen_d_model * 8 / 3,
+            )
+            .with_max_seq_len(1024)
+            .init(&ad)?;
+            let t0 = Instant::now();
+            let out = Trainer::new(schedule(cfg.gen_steps, 3e-3, cfg.seed), &ad)
+                .with_progress(|p| ctx.report_progress(p))
+                .fit(
+                    m,
+                    &mut GenTask {
+                        windows,
+                        batch: cfg.gen_batch,
+                        device: ad.clone(),
+                    },
+                )?;
+            let gen_s = t0.elapsed().as_secs_f64();
+            let train: Vec<ChainProblem> = problems(&mut rng, cfg.n_annotate + 64);
+            let test: Vec<ChainProblem> = problems(&mut rng, cfg.n_test);
+            let labels = (single_token(&tok, "+")?, single_token(&tok, "-")?);
+            let vocab = Tokenizer::vocab_size(&tok);
+            let setup = Setup {
+                tok: Box::new(tok),
+                stop: vec![0],
+                labels,
+                chat: false,
+                name: format!(
+                    "word-level Llama (d {}, {} layers, {} tokens) trained here for {} steps",
+                    cfg.gen_d_model, cfg.gen_layers, vocab, cfg.gen_steps
+                ),
+            };
+            let truth_of: Option<Vec<ChainProblem>> = Some(train.clone());
+            Prepared {
+                setup,
+                generator: out.model,
+                train_problems: train.into_iter().map(|c| c.problem).collect(),
+                test_problems: test.into_iter().map(|c| c.problem).collect(),
+                truth_of,
+                gen_s,
+                data_name: "synthetic arithmetic word problems (2–6 steps)".to_string(),
+            }
+        }
+    };
+    Ok(prepared)
+}
+
+/// Sampled solutions with their step labels.
+struct Annotation {
+    annotated: Vec<Annotated>,
+    completions: usize,
+    seconds: f64,
+    n_steps: usize,
+    solutions_right: usize,
+    label_rates: (f64, f64),
+    accuracy: Option<(f64, f64)>,
+}
+
+/// Samples solutions to the training problems and labels every step with N completions (HE and
+/// SE), with the label rates and, on synthetic problems, the labels' accuracy.
+fn annotate_solutions(
+    cfg: &MathShepherdConfig,
+    ctx: &mut RunCtx<'_>,
+    prep: &Prepared,
+    gen_infer: &Llama,
+) -> Result<Annotation> {
+    let dev = ctx.device.clone();
+    let Prepared {
+        setup,
+        train_problems,
+        truth_of,
+        ..
+    } = prep;
     let t0 = Instant::now();
     let mut policy = LmPolicy {
-        model: &gen_infer,
+        model: gen_infer,
         tok: setup.tok.as_ref(),
         cfg: cfg.sample.clone(),
         stop: setup.stop.clone(),
@@ -646,7 +742,20 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         }
         (he / n_steps as f64, se / n_steps as f64)
     });
-    // The HE labels in the Math-Shepherd format.
+    Ok(Annotation {
+        annotated,
+        completions,
+        seconds: annotate_s,
+        n_steps,
+        solutions_right,
+        label_rates,
+        accuracy: annotation_accuracy,
+    })
+}
+
+/// The HE labels in the Math-Shepherd format (`annotations.jsonl`).
+fn write_annotations(ctx: &RunCtx<'_>, prep: &Prepared, annotated: &[Annotated]) -> Result<()> {
+    let (setup, train_problems) = (&prep.setup, &prep.train_problems);
     let rows = annotated
         .iter()
         .map(|a| {
@@ -661,45 +770,98 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         })
         .collect::<Result<Vec<_>>>()?;
     write_jsonl(&ctx.path("annotations.jsonl"), &rows)?;
+    Ok(())
+}
 
-    // Reward models, all from the generator's weights.
-    let train_rm = |label: &str, ctx: &mut RunCtx<'_>| -> Result<(RewardModel, f64)> {
-        let mut examples = Vec::with_capacity(annotated.len());
-        for a in &annotated {
-            let q = &train_problems[a.problem].question;
-            let (t, kept) = if label == "orm" {
-                tagged(&setup, q, &a.steps, false, cfg.max_len)?
-            } else {
-                tagged(&setup, q, &a.steps, true, cfg.max_len)?
-            };
-            let targets = match label {
-                "orm" => vec![f64::from(u8::from(a.outcome))],
-                "se" => a.soft[..kept].to_vec(),
-                _ => a.hard[..kept].to_vec(),
-            };
-            examples.push((t, targets));
-        }
-        let rm = RewardModel::label_tokens(generator.clone(), setup.labels.0, setup.labels.1)?;
-        let out = Trainer::new(schedule(cfg.rm_steps, cfg.rm_lr, cfg.seed), &ad)
-            .with_progress(|p| ctx.report_progress(p))
-            .fit(
-                rm,
-                &mut RewardTask {
-                    examples,
-                    batch_size: cfg.rm_batch,
-                    device: ad.clone(),
-                },
-            )?;
-        Ok((out.model, final_loss(&out.records)))
-    };
-    let (prm, prm_loss) = train_rm("he", ctx)?;
-    let (prm_se, se_loss) = train_rm("se", ctx)?;
-    let (orm, orm_loss) = train_rm("orm", ctx)?;
-    let (prm_i, prm_se_i, orm_i) = (prm.valid(), prm_se.valid(), orm.valid());
+/// A reward model trained from the generator's weights on the HE (`he`) or SE (`se`) step labels
+/// (PRM), or on the outcome (`orm`); with its final training loss.
+fn train_reward_model(
+    cfg: &MathShepherdConfig,
+    ctx: &mut RunCtx<'_>,
+    prep: &Prepared,
+    annotated: &[Annotated],
+    label: &str,
+) -> Result<(RewardModel, f64)> {
+    let ad = ctx.device.clone().autodiff();
+    let Prepared {
+        setup,
+        generator,
+        train_problems,
+        ..
+    } = prep;
+    let mut examples = Vec::with_capacity(annotated.len());
+    for a in annotated {
+        let q = &train_problems[a.problem].question;
+        let (t, kept) = if label == "orm" {
+            tagged(setup, q, &a.steps, false, cfg.max_len)?
+        } else {
+            tagged(setup, q, &a.steps, true, cfg.max_len)?
+        };
+        let targets = match label {
+            "orm" => vec![f64::from(u8::from(a.outcome))],
+            "se" => a.soft[..kept].to_vec(),
+            _ => a.hard[..kept].to_vec(),
+        };
+        examples.push((t, targets));
+    }
+    let rm = RewardModel::label_tokens(generator.clone(), setup.labels.0, setup.labels.1)?;
+    let out = Trainer::new(schedule(cfg.rm_steps, cfg.rm_lr, cfg.seed), &ad)
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(
+            rm,
+            &mut RewardTask {
+                examples,
+                batch_size: cfg.rm_batch,
+                device: ad.clone(),
+            },
+        )?;
+    Ok((out.model, final_loss(&out.records)))
+}
 
-    // Verification on held-out problems.
+/// The three reward models, on the inference device.
+struct RewardModels {
+    prm: RewardModel,
+    prm_se: RewardModel,
+    orm: RewardModel,
+}
+
+/// Best-of-N verification on the test problems and the reward models' AUCs.
+struct Verification {
+    rows: Vec<VerifyRow>,
+    auc: (Option<f64>, Option<f64>, Option<f64>),
+    auc_within: (Option<f64>, Option<f64>, Option<f64>),
+    /// Candidates, without a final answer, truncated for scoring.
+    counts: (usize, usize, usize),
+    /// Test problems with both right and wrong candidates (those the within-problem AUC uses).
+    n_within: usize,
+    scored: Vec<ScoredCandidate>,
+}
+
+/// The methods of the verification table, in its order.
+const METHODS: [&str; 7] = [
+    "SC",
+    "ORM",
+    "PRM",
+    "PRM (SE labels)",
+    "SC+ORM",
+    "SC+PRM",
+    "pass@N",
+];
+
+/// Samples N candidates per test problem, scores them with each reward model, and counts how
+/// often each method picks a right answer, for every N.
+fn verify(
+    cfg: &MathShepherdConfig,
+    ctx: &mut RunCtx<'_>,
+    prep: &Prepared,
+    gen_infer: &Llama,
+    rms: &RewardModels,
+) -> Result<Verification> {
+    let dev = ctx.device.clone();
+    let (setup, test_problems) = (&prep.setup, &prep.test_problems);
+    let (prm_i, prm_se_i, orm_i) = (&rms.prm, &rms.prm_se, &rms.orm);
     let mut cand_policy = LmPolicy {
-        model: &gen_infer,
+        model: gen_infer,
         tok: setup.tok.as_ref(),
         cfg: cfg.sample.clone(),
         stop: setup.stop.clone(),
@@ -707,15 +869,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         rng: Rng::seed_from(cfg.seed ^ 0xB0B),
         device: dev.clone(),
     };
-    let methods = [
-        "SC",
-        "ORM",
-        "PRM",
-        "PRM (SE labels)",
-        "SC+ORM",
-        "SC+PRM",
-        "pass@N",
-    ];
+    let methods = METHODS;
     let mut hits = vec![vec![0.0f64; cfg.n_values.len()]; methods.len()];
     // (PRM-HE, PRM-SE, ORM) solution scores and whether each candidate is right, for the AUC
     let mut auc_scores: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -740,7 +894,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 .iter()
                 .map(|s| {
                     let s = if s.is_empty() { &blank[..] } else { &s[..] };
-                    tagged(&setup, &p.question, s, every, cfg.max_len)
+                    tagged(setup, &p.question, s, every, cfg.max_len)
                 })
                 .collect()
         };
@@ -754,9 +908,9 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 .map(|(r, &e)| if e { 0.0 } else { aggregate(r, how) })
                 .collect())
         };
-        let mut s_prm = score_with(&prm_i, &per_step, cfg.aggregate)?;
-        let mut s_se = score_with(&prm_se_i, &per_step, cfg.aggregate)?;
-        let mut s_orm = score_with(&orm_i, &at_end, Aggregate::Last)?;
+        let mut s_prm = score_with(prm_i, &per_step, cfg.aggregate)?;
+        let mut s_se = score_with(prm_se_i, &per_step, cfg.aggregate)?;
+        let mut s_orm = score_with(orm_i, &at_end, Aggregate::Last)?;
         let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &p.gold));
         n_cands += steps.len();
         n_truncated += steps
@@ -840,114 +994,150 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
                 })
         })
         .collect();
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    Ok(Verification {
+        rows: verification,
+        auc: (
+            trainer::metrics::roc_auc(&auc_scores[0], &auc_right),
+            trainer::metrics::roc_auc(&auc_scores[1], &auc_right),
+            trainer::metrics::roc_auc(&auc_scores[2], &auc_right),
+        ),
+        auc_within: (mean(&within[0]), mean(&within[1]), mean(&within[2])),
+        counts: (n_cands, n_unanswered, n_truncated),
+        n_within: within[0].len(),
+        scored,
+    })
+}
 
-    // Step-level PPO vs ORM-PPO vs no RL.
-    let mut ppo_curves = Vec::new();
-    let ppo = if cfg.ppo_iterations > 0 {
-        let prompts: Vec<String> = train_problems
+/// PPO from the generator with step rewards from the PRM (`RewardKind::Step`) or the outcome
+/// reward from the ORM; greedy accuracy afterwards and the rollout curves.
+fn run_ppo(
+    cfg: &MathShepherdConfig,
+    ctx: &mut RunCtx<'_>,
+    prep: &Prepared,
+    kind: RewardKind,
+    rm: &RewardModel,
+) -> Result<(f64, PpoCurve)> {
+    let ad = ctx.device.clone().autodiff();
+    let dev = ctx.device.clone();
+    let Prepared {
+        setup,
+        generator,
+        train_problems,
+        test_problems,
+        ..
+    } = prep;
+    let max_new = cfg.sample.max_new_tokens;
+    let prompts: Vec<String> = train_problems
+        .iter()
+        .map(|p| setup.prompt(&p.question))
+        .collect();
+    let questions: Vec<(String, String)> = train_problems
+        .iter()
+        .map(|p| (setup.prompt(&p.question), p.question.clone()))
+        .collect();
+    let every = kind == RewardKind::Step;
+    let scorer: Scorer<'_> = Box::new(|prompt: &str, steps: &[String]| {
+        let q = questions
             .iter()
-            .map(|p| setup.prompt(&p.question))
-            .collect();
-        let questions: Vec<(String, String)> = train_problems
-            .iter()
-            .map(|p| (setup.prompt(&p.question), p.question.clone()))
-            .collect();
-        let run_ppo = |kind: RewardKind, ctx: &mut RunCtx<'_>| -> Result<(f64, PpoCurve)> {
-            let rm = if kind == RewardKind::Step {
-                &prm_i
-            } else {
-                &orm_i
-            };
-            let every = kind == RewardKind::Step;
-            let scorer: Scorer<'_> = Box::new(|prompt: &str, steps: &[String]| {
-                let q = questions
-                    .iter()
-                    .find(|(p, _)| p == prompt)
-                    .map(|(_, q)| q.as_str())
-                    .unwrap_or(prompt);
-                let (t, _) = tagged(&setup, q, steps, every, cfg.max_len)?;
-                Ok(rm.scores(&[t], 1, &dev)?.pop().unwrap_or_default())
-            });
-            let pcfg = PpoConfig {
-                reward: kind,
-                ..cfg.ppo.clone()
-            };
-            let epochs = pcfg.ppo_epochs;
-            let mut task = PpoTask::new(
-                pcfg,
-                prompts.clone(),
-                setup.tok.as_ref(),
-                generator.valid(),
-                scorer,
-                setup.stop.clone(),
-                SEP,
-                ad.clone(),
-            )?;
-            let actor = ActorCritic::new(generator.clone(), &ad);
-            let out = Trainer::new(
-                TrainerConfig::new(cfg.ppo_iterations * epochs)
-                    .with_lr(cfg.ppo_lr)
-                    .with_seed(cfg.seed)
-                    .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
-                &ad,
-            )
-            .with_progress(|p| ctx.report_progress(p))
-            .fit(actor, &mut task)?;
-            let name = if kind == RewardKind::Step {
-                "step-PPO"
-            } else {
-                "ORM-PPO"
-            };
-            let acc = greedy_accuracy(
-                &out.model.valid().policy,
-                &setup,
-                &test_problems,
-                max_new,
-                &dev,
-                ctx,
-                "greedy decoding after PPO (test problems)",
-            )?;
-            Ok((acc, PpoCurve::from_records(name, &out.records, epochs)))
-        };
-        let (orm_ppo, orm_curve) = run_ppo(RewardKind::Outcome, ctx)?;
-        let (step_ppo, step_curve) = run_ppo(RewardKind::Step, ctx)?;
-        ppo_curves = vec![orm_curve, step_curve];
-        Some((greedy, orm_ppo, step_ppo))
-    } else {
-        None
+            .find(|(p, _)| p == prompt)
+            .map(|(_, q)| q.as_str())
+            .unwrap_or(prompt);
+        let (t, _) = tagged(setup, q, steps, every, cfg.max_len)?;
+        Ok(rm.scores(&[t], 1, &dev)?.pop().unwrap_or_default())
+    });
+    let pcfg = PpoConfig {
+        reward: kind,
+        ..cfg.ppo.clone()
     };
-    if !ppo_curves.is_empty() {
-        let line = |f: fn(&PpoCurve) -> &Vec<f64>| -> Vec<Series> {
-            ppo_curves
-                .iter()
-                .map(|c| {
-                    Series::new(
-                        &c.run,
-                        f(c).iter()
-                            .enumerate()
-                            .map(|(i, &y)| ((i + 1) as f64, y))
-                            .collect(),
-                    )
-                })
-                .collect()
-        };
-        write_line_plot(
-            &ctx.path("ppo_reward.svg"),
-            "PPO rollouts: score reward (before KL)",
-            "iteration",
-            "mean summed score reward",
-            &line(|c| &c.score_reward),
-        )?;
-        write_line_plot(
-            &ctx.path("ppo_length.svg"),
-            "PPO rollouts: response length",
-            "iteration",
-            "tokens",
-            &line(|c| &c.response_tokens),
-        )?;
-    }
+    let epochs = pcfg.ppo_epochs;
+    let mut task = PpoTask::new(
+        pcfg,
+        prompts,
+        setup.tok.as_ref(),
+        generator.valid(),
+        scorer,
+        setup.stop.clone(),
+        SEP,
+        ad.clone(),
+    )?;
+    let actor = ActorCritic::new(generator.clone(), &ad);
+    let out = Trainer::new(
+        TrainerConfig::new(cfg.ppo_iterations * epochs)
+            .with_lr(cfg.ppo_lr)
+            .with_seed(cfg.seed)
+            .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
+        &ad,
+    )
+    .with_progress(|p| ctx.report_progress(p))
+    .fit(actor, &mut task)?;
+    let name = if kind == RewardKind::Step {
+        "step-PPO"
+    } else {
+        "ORM-PPO"
+    };
+    let acc = greedy_accuracy(
+        &out.model.valid().policy,
+        setup,
+        test_problems,
+        max_new,
+        &dev,
+        ctx,
+        "greedy decoding after PPO (test problems)",
+    )?;
+    Ok((acc, PpoCurve::from_records(name, &out.records, epochs)))
+}
 
-    // Report.
+/// The PPO rollout curves: score reward and response length per iteration.
+fn write_ppo_plots(ppo_curves: &[PpoCurve], ctx: &RunCtx<'_>) -> Result<()> {
+    let line = |f: fn(&PpoCurve) -> &Vec<f64>| -> Vec<Series> {
+        ppo_curves
+            .iter()
+            .map(|c| {
+                Series::new(
+                    &c.run,
+                    f(c).iter()
+                        .enumerate()
+                        .map(|(i, &y)| ((i + 1) as f64, y))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    write_line_plot(
+        &ctx.path("ppo_reward.svg"),
+        "PPO rollouts: score reward (before KL)",
+        "iteration",
+        "mean summed score reward",
+        &line(|c| &c.score_reward),
+    )?;
+    write_line_plot(
+        &ctx.path("ppo_length.svg"),
+        "PPO rollouts: response length",
+        "iteration",
+        "tokens",
+        &line(|c| &c.response_tokens),
+    )?;
+    Ok(())
+}
+
+/// The verification plot, the README-ready table and the report body.
+fn write_report(
+    cfg: &MathShepherdConfig,
+    prep: &Prepared,
+    m: &MathShepherdMetrics,
+    n_within: usize,
+    ctx: &RunCtx<'_>,
+) -> Result<(String, String)> {
+    let (setup, data_name, test_problems) = (&prep.setup, &prep.data_name, &prep.test_problems);
+    let methods = METHODS;
+    let verification = &m.verification;
+    let greedy = m.greedy_accuracy;
+    let (n_annotated, n_steps, completions, annotate_s) = m.annotation;
+    let (label_rates, solutions_right) = (m.label_rates, m.solutions_right);
+    let (prm_loss, se_loss, orm_loss) = m.rm_final_loss;
+    let (n_cands, n_unanswered, n_truncated) = m.candidates;
+    let (rm_auc, rm_auc_within) = (m.rm_auc, m.rm_auc_within);
     let series: Vec<Series> = methods
         .iter()
         .map(|m| {
@@ -994,7 +1184,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         data_name,
         100.0 * greedy,
         test_problems.len(),
-        annotated.len(),
+        n_annotated,
         n_steps,
         completions,
         cfg.completions,
@@ -1002,13 +1192,13 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         label_rates.0,
         label_rates.1,
         solutions_right,
-        if solutions_right == 0 || solutions_right == annotated.len() {
+        if solutions_right == 0 || solutions_right == n_annotated {
             ": one class only, so the ORM learns a constant"
         } else {
             ""
         }
     );
-    if let Some((he, se)) = annotation_accuracy {
+    if let Some((he, se)) = m.annotation_accuracy {
         body.push_str(&format!(
             "Annotation accuracy against the true step correctness: HE {:.1}%, SE (≥ 0.5) {:.1}%.\n",
             100.0 * he,
@@ -1018,7 +1208,7 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     body.push_str(&format!(
         "\nReward-model final training loss: PRM-HE {prm_loss:.3}, PRM-SE {se_loss:.3}, ORM {orm_loss:.3}.\n"
     ));
-    if let Some((none, o, s)) = ppo {
+    if let Some((none, o, s)) = m.ppo {
         body.push_str(&format!(
             "\n{}",
             markdown_table(
@@ -1031,17 +1221,9 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )
         ));
     }
-    for c in &ppo_curve_lines(&ppo_curves) {
+    for c in &ppo_curve_lines(&m.ppo_curves) {
         body.push_str(c);
     }
-    write_jsonl(&ctx.path("candidates.jsonl"), &scored)?;
-    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-    let rm_auc_within = (mean(&within[0]), mean(&within[1]), mean(&within[2]));
-    let rm_auc = (
-        trainer::metrics::roc_auc(&auc_scores[0], &auc_right),
-        trainer::metrics::roc_auc(&auc_scores[1], &auc_right),
-        trainer::metrics::roc_auc(&auc_scores[2], &auc_right),
-    );
     let fmt_auc = |a: Option<f64>| a.map_or("—".to_string(), |v| format!("{v:.3}"));
     body.push_str(&format!(
         "\nTest candidates: {n_cands}, {n_unanswered} without a final answer{}, {n_truncated} \
@@ -1057,30 +1239,12 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         fmt_auc(rm_auc.0),
         fmt_auc(rm_auc.1),
         fmt_auc(rm_auc.2),
-        within[0].len(),
+        n_within,
         fmt_auc(rm_auc_within.0),
         fmt_auc(rm_auc_within.1),
         fmt_auc(rm_auc_within.2)
     ));
-    let metrics = MathShepherdMetrics {
-        device: ctx.device_name.clone(),
-        model: setup.name.clone(),
-        data: data_name,
-        generator_train_s: gen_s,
-        greedy_accuracy: greedy,
-        annotation: (annotated.len(), n_steps, completions, annotate_s),
-        label_rates,
-        solutions_right,
-        annotation_accuracy,
-        rm_final_loss: (prm_loss, se_loss, orm_loss),
-        verification,
-        rm_auc,
-        rm_auc_within,
-        candidates: (n_cands, n_unanswered, n_truncated),
-        ppo,
-        ppo_curves,
-    };
-    Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
+    Ok((table, body))
 }
 
 #[cfg(test)]
