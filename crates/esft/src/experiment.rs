@@ -717,128 +717,191 @@ fn run_with<M: EsftBase>(
         cfg.retention_windows,
         &eval_device,
     )?;
-
-    let mut results = Vec::new();
-    let mut vanilla = Vec::new();
-    let mut concentration = Vec::new();
-    let mut all_scores = Vec::new();
-    let mut sweep = Vec::new();
+    let mut out = Collected::default();
     let mut rng = trainer::Rng::seed_from(cfg.seed ^ 0xabcd);
     for data in &task_data {
-        let tdir = runner.ctx.path(&format!("tasks/{}", data.name));
-        std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
-        let (score0, loss0) = task_score(&base_eval, data, cfg.seq_len, &eval_device)?;
-        vanilla.push((data.name.clone(), score0));
-        results.push(MethodResult {
-            task: data.name.clone(),
-            method: "vanilla".into(),
-            score: score0,
-            task_loss: loss0,
-            general_loss: base_general_loss,
-            trainable_params: 0,
-            experts_per_layer: None,
-            storage_bytes: 0,
-            train_s: 0.0,
-        });
-
-        // 2. Scores and expert configs.
-        let [scores, half_a, half_b] = task_scores(&base_eval, data, cfg, n_routed, &eval_device)?;
-        trainer::fs::write_atomic(
-            &tdir.join("summary.json"),
-            scores.to_summary_json().as_bytes(),
+        run_task(
+            &mut runner,
+            &base,
+            &base_eval,
+            data,
+            &layers,
+            base_general_loss,
+            &mut rng,
+            &mut out,
         )?;
-        let gate = ExpertConfig::select(
-            &scores,
-            &SelectionConfig {
-                top_p: cfg.p_gate,
-                normalise_gate: cfg.normalise_gate,
-                ..SelectionConfig::gate()
-            },
-        )?;
-        let token = ExpertConfig::select(
-            &scores,
-            &SelectionConfig {
-                top_p: cfg.p_token,
-                ..SelectionConfig::token()
-            },
-        )?;
-        let random = token.random_like(&layers, &mut rng)?;
-        let shared = ExpertConfig::shared_only(&layers);
-        for (name, c) in [("gate", &gate), ("token", &token), ("random", &random)] {
-            c.write(&tdir.join(format!("expert_config_{name}.json")))?;
-        }
-        concentration.push(Concentration {
-            task: data.name.clone(),
-            token_experts: [0.1, 0.2, 0.5]
-                .map(|f| scores.experts_to_cover(ScoreFunction::Token, f)),
-            gate_experts_50: scores.experts_to_cover(ScoreFunction::Gate, 0.5),
-            selected: [
-                gate.mean_experts_per_layer(),
-                token.mean_experts_per_layer(),
-            ],
-        });
-        all_scores.push((scores.clone(), half_a, half_b));
-
-        // 3. The methods.
-        results.push(runner.train_experts(&base, data, "fft", None, &tdir.join("fft"))?);
-        results.push(runner.train_lora(&base, data, &tdir.join("lora"))?);
-        for (name, experts, dir) in [
-            ("esft-gate", &gate, "esft-gate"),
-            ("esft-token", &token, "esft-token"),
-            ("random-experts", &random, "random"),
-        ] {
-            results.push(runner.train_experts(
-                &base,
-                data,
-                name,
-                Some(experts),
-                &tdir.join(dir),
-            )?);
-        }
-        if layers.iter().any(|l| l.has_shared) {
-            results.push(runner.train_experts(
-                &base,
-                data,
-                "shared-only",
-                Some(&shared),
-                &tdir.join("shared-only"),
-            )?);
-        }
-
-        // 4. The p sweep.
-        if data.name == cfg.sweep_task {
-            for &p in &cfg.p_sweep {
-                let c = ExpertConfig::select(
-                    &scores,
-                    &SelectionConfig {
-                        top_p: p,
-                        ..SelectionConfig::token()
-                    },
-                )?;
-                if c.experts.values().all(Vec::is_empty) {
-                    continue;
-                }
-                let r = runner.train_experts(
-                    &base,
-                    data,
-                    &format!("esft-token p={p}"),
-                    Some(&c),
-                    &tdir.join(format!("sweep-{p}")),
-                )?;
-                sweep.push((
-                    p,
-                    c.mean_experts_per_layer(),
-                    r.score,
-                    r.general_loss,
-                    r.trainable_params,
-                ));
-            }
-        }
     }
     let ctx = runner.ctx;
+    let overlap_m = overlap_matrix(&out.all_scores, top_k);
+    let claims = claims(&out.results);
+    let metrics = EsftMetrics {
+        device: ctx.device_name.clone(),
+        base: base_name,
+        base_general_loss,
+        sources: task_data
+            .iter()
+            .map(|d| (d.name.clone(), d.source.clone()))
+            .collect(),
+        vanilla: out.vanilla,
+        results: out.results,
+        concentration: out.concentration,
+        overlap: overlap_m,
+        p_sweep: out.sweep,
+        claims,
+    };
+    let shape_info = ShapeInfo {
+        general: general.name.clone(),
+        shape,
+        n_routed,
+        top_k,
+    };
+    let (table, body) = write_report(cfg, ctx, &metrics, &out.all_scores, &task_data, &shape_info)?;
+    Ok(ctx.finish(cfg, &metrics, "esft", table, body)?)
+}
 
+/// What the tasks produce, gathered.
+#[derive(Default)]
+struct Collected {
+    results: Vec<MethodResult>,
+    vanilla: Vec<(String, f64)>,
+    concentration: Vec<Concentration>,
+    /// Per task: the scores, and the scores of two disjoint halves of its sample.
+    all_scores: Vec<(RelevanceScores, RelevanceScores, RelevanceScores)>,
+    sweep: Vec<(f64, f64, f64, f64, usize)>,
+}
+
+/// One task: the base's score, the relevance scores and expert configs (written beside the
+/// results), every method, and the p sweep on the sweep task.
+#[allow(clippy::too_many_arguments)]
+fn run_task<M: EsftBase>(
+    runner: &mut Runner<'_, '_, M::SaveConfig>,
+    base: &M,
+    base_eval: &M,
+    data: &TaskData,
+    layers: &[crate::MoeLayerInfo],
+    base_general_loss: f64,
+    rng: &mut trainer::Rng,
+    out: &mut Collected,
+) -> crate::Result<()> {
+    let cfg = runner.cfg;
+    let n_routed = layers.first().map_or(0, |l| l.n_experts);
+    let tdir = runner.ctx.path(&format!("tasks/{}", data.name));
+    std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
+    let (score0, loss0) = task_score(base_eval, data, cfg.seq_len, &runner.eval_device)?;
+    out.vanilla.push((data.name.clone(), score0));
+    out.results.push(MethodResult {
+        task: data.name.clone(),
+        method: "vanilla".into(),
+        score: score0,
+        task_loss: loss0,
+        general_loss: base_general_loss,
+        trainable_params: 0,
+        experts_per_layer: None,
+        storage_bytes: 0,
+        train_s: 0.0,
+    });
+
+    // 2. Scores and expert configs.
+    let [scores, half_a, half_b] =
+        task_scores(base_eval, data, cfg, n_routed, &runner.eval_device)?;
+    trainer::fs::write_atomic(
+        &tdir.join("summary.json"),
+        scores.to_summary_json().as_bytes(),
+    )?;
+    let gate = ExpertConfig::select(
+        &scores,
+        &SelectionConfig {
+            top_p: cfg.p_gate,
+            normalise_gate: cfg.normalise_gate,
+            ..SelectionConfig::gate()
+        },
+    )?;
+    let token = ExpertConfig::select(
+        &scores,
+        &SelectionConfig {
+            top_p: cfg.p_token,
+            ..SelectionConfig::token()
+        },
+    )?;
+    let random = token.random_like(layers, rng)?;
+    let shared = ExpertConfig::shared_only(layers);
+    for (name, c) in [("gate", &gate), ("token", &token), ("random", &random)] {
+        c.write(&tdir.join(format!("expert_config_{name}.json")))?;
+    }
+    out.concentration.push(Concentration {
+        task: data.name.clone(),
+        token_experts: [0.1, 0.2, 0.5].map(|f| scores.experts_to_cover(ScoreFunction::Token, f)),
+        gate_experts_50: scores.experts_to_cover(ScoreFunction::Gate, 0.5),
+        selected: [
+            gate.mean_experts_per_layer(),
+            token.mean_experts_per_layer(),
+        ],
+    });
+    out.all_scores.push((scores.clone(), half_a, half_b));
+
+    // 3. The methods.
+    out.results
+        .push(runner.train_experts(base, data, "fft", None, &tdir.join("fft"))?);
+    out.results
+        .push(runner.train_lora(base, data, &tdir.join("lora"))?);
+    for (name, experts, dir) in [
+        ("esft-gate", &gate, "esft-gate"),
+        ("esft-token", &token, "esft-token"),
+        ("random-experts", &random, "random"),
+    ] {
+        out.results
+            .push(runner.train_experts(base, data, name, Some(experts), &tdir.join(dir))?);
+    }
+    if layers.iter().any(|l| l.has_shared) {
+        out.results.push(runner.train_experts(
+            base,
+            data,
+            "shared-only",
+            Some(&shared),
+            &tdir.join("shared-only"),
+        )?);
+    }
+
+    // 4. The p sweep.
+    if data.name == cfg.sweep_task {
+        for &p in &cfg.p_sweep {
+            let c = ExpertConfig::select(
+                &scores,
+                &SelectionConfig {
+                    top_p: p,
+                    ..SelectionConfig::token()
+                },
+            )?;
+            if c.experts.values().all(Vec::is_empty) {
+                continue;
+            }
+            let r = runner.train_experts(
+                base,
+                data,
+                &format!("esft-token p={p}"),
+                Some(&c),
+                &tdir.join(format!("sweep-{p}")),
+            )?;
+            out.sweep.push((
+                p,
+                c.mean_experts_per_layer(),
+                r.score,
+                r.general_loss,
+                r.trainable_params,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[i][j]`: shared top-k experts per layer between tasks i and j; the diagonal compares two
+/// disjoint halves of one task's sample.
+fn overlap_matrix(
+    all_scores: &[(RelevanceScores, RelevanceScores, RelevanceScores)],
+    top_k: usize,
+) -> Vec<Vec<f64>> {
     let n = all_scores.len();
-    let overlap_m: Vec<Vec<f64>> = (0..n)
+    (0..n)
         .map(|i| {
             (0..n)
                 .map(|j| {
@@ -850,9 +913,11 @@ fn run_with<M: EsftBase>(
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
 
-    // Claims, in direction, averaged over tasks.
+/// The paper's claims, checked in direction on the means over tasks.
+fn claims(results: &[MethodResult]) -> Vec<(String, bool)> {
     let mean_of = |m: &str, f: &dyn Fn(&MethodResult) -> f64| {
         let v: Vec<f64> = results.iter().filter(|r| r.method == m).map(f).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -864,7 +929,7 @@ fn run_with<M: EsftBase>(
     let time = |m: &str| mean_of(m, &|r| r.train_s);
     let esft_score = (score("esft-gate") + score("esft-token")) / 2.0;
     let esft_loss = (tl("esft-gate") + tl("esft-token")) / 2.0;
-    let claims = [
+    vec![
         (
             format!(
                 "ESFT ≈ FFT on the task score (mean {:.3} vs {:.3}, within 0.05 or above)",
@@ -916,12 +981,33 @@ fn run_with<M: EsftBase>(
             ),
             tl("esft-token") < tl("random-experts"),
         ),
-    ];
+    ]
+}
 
-    // Plots.
+/// The base model's shape, for the report.
+struct ShapeInfo {
+    general: String,
+    shape: BaseShape,
+    n_routed: usize,
+    top_k: usize,
+}
+
+/// The plots, the README-ready table and the report body.
+fn write_report(
+    cfg: &EsftConfig,
+    ctx: &RunCtx<'_>,
+    m: &EsftMetrics,
+    all_scores: &[(RelevanceScores, RelevanceScores, RelevanceScores)],
+    task_data: &[TaskData],
+    info: &ShapeInfo,
+) -> crate::Result<(String, String)> {
+    let (results, concentration, sweep, claims) =
+        (&m.results, &m.concentration, &m.p_sweep, &m.claims);
+    let (overlap_m, base_name, base_general_loss) = (&m.overlap, &m.base, m.base_general_loss);
+    let (shape, n_routed, top_k) = (&info.shape, info.n_routed, info.top_k);
     let conc_series: Vec<Series> = all_scores
         .iter()
-        .zip(&task_data)
+        .zip(task_data)
         .map(|((s, _, _), d)| {
             // Mean over layers of the sorted, normalised token scores (ESFT Fig. 2).
             let mut acc = vec![0.0; n_routed];
@@ -1015,7 +1101,7 @@ fn run_with<M: EsftBase>(
     ov_header.extend(task_data.iter().map(|d| d.name.clone()));
     let ov_rows: Vec<Vec<String>> = overlap_m
         .iter()
-        .zip(&task_data)
+        .zip(task_data)
         .map(|(row, d)| {
             std::iter::once(d.name.clone())
                 .chain(row.iter().map(|v| format!("{v:.2}")))
@@ -1050,7 +1136,7 @@ fn run_with<M: EsftBase>(
         .collect();
     let body = format!(
         "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes. Scores: exact match of the greedy answer (sentiment, arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (direction)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
-        general.name,
+        info.general,
         shape.n_layers,
         shape.d_model,
         shape.n_shared,
@@ -1093,20 +1179,5 @@ fn run_with<M: EsftBase>(
             &sweep_rows
         ),
     );
-    let metrics = EsftMetrics {
-        device: ctx.device_name.clone(),
-        base: base_name,
-        base_general_loss,
-        sources: task_data
-            .iter()
-            .map(|d| (d.name.clone(), d.source.clone()))
-            .collect(),
-        vanilla,
-        results,
-        concentration,
-        overlap: overlap_m,
-        p_sweep: sweep,
-        claims: claims.iter().map(|(c, ok)| (c.clone(), *ok)).collect(),
-    };
-    Ok(ctx.finish(cfg, &metrics, "esft", table, body)?)
+    Ok((table, body))
 }
