@@ -1297,8 +1297,22 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     } else {
         RealResults::default()
     };
+    let claims = claims(&stocks, &forex, has("forex"));
+    write_plots(cfg, ctx, &stocks, &forex, &has)?;
+    let (table, body) = render(cfg, &ctx.device_name, &stocks, &forex, &real, &claims, &has);
+    let metrics = FinNewsMetrics {
+        stocks,
+        forex,
+        real,
+        claims,
+        device: ctx.device_name.clone(),
+    };
+    Ok(ctx.finish(cfg, &metrics, "fin-news", table, body)?)
+}
 
-    // claims, in direction; the difference and the seeds' combined spread are reported beside
+/// The papers' claims, in direction; the difference and the seeds' combined spread are reported
+/// beside each.
+fn claims(stocks: &StockResults, forex: &ForexResults, has_forex: bool) -> Vec<(String, bool)> {
     let find = |v: &[Summary], m: &str, n: usize| {
         v.iter()
             .find(|s| s.model == m && s.train_size == n)
@@ -1369,7 +1383,7 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             true,
         ));
     }
-    if has("forex") {
+    if has_forex {
         let fx_n = forex.data.split.0;
         let get = |m: &str| find(fx, m, fx_n);
         let c1 = compare(
@@ -1393,8 +1407,18 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         claims.push((format!("{}; {}", c1.0, c2.0), c1.1 && c2.1));
         claims.push(c3);
     }
+    claims
+}
 
-    // learning curve
+/// The learning curve and the first seed's test backtests.
+fn write_plots(
+    cfg: &FinNewsConfig,
+    ctx: &RunCtx<'_>,
+    stocks: &StockResults,
+    forex: &ForexResults,
+    has: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    let st = &stocks.summary;
     let lc: Vec<Series> = [
         "trade only",
         "text only",
@@ -1457,8 +1481,19 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             &first_seed(&forex.scores, &forex.summary, None),
         )?;
     }
+    Ok(())
+}
 
-    // report
+/// The README-ready table and the report body.
+fn render(
+    cfg: &FinNewsConfig,
+    device_name: &str,
+    stocks: &StockResults,
+    forex: &ForexResults,
+    real: &RealResults,
+    claims: &[(String, bool)],
+    has: &dyn Fn(&str) -> bool,
+) -> (String, String) {
     let row = |part: &str, s: &Summary| {
         vec![
             part.to_string(),
@@ -1494,7 +1529,7 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         "\nSeeds {:?}; device {}. Accuracy and MCC on the chronologically last {:.0} % of examples \
          (mean ± std over seeds); backtests long on \"up\", short on \"down\", no costs.\n\n",
         cfg.seeds,
-        ctx.device_name,
+        device_name,
         100.0 * (1.0 - cfg.train_frac - cfg.dev_frac)
     ));
     if has("stocks") {
@@ -1579,21 +1614,14 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         ));
     }
     body.push_str("\n## Claims\n\n");
-    for (c, ok) in &claims {
+    for (c, ok) in claims {
         body.push_str(&format!(
             "- {} — {}\n",
             c,
             if *ok { "holds" } else { "does not hold" }
         ));
     }
-    let metrics = FinNewsMetrics {
-        stocks,
-        forex,
-        real,
-        claims,
-        device: ctx.device_name.clone(),
-    };
-    Ok(ctx.finish(cfg, &metrics, "fin-news", table, body)?)
+    (table, body)
 }
 
 #[cfg(test)]
