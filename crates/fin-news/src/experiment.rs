@@ -900,10 +900,13 @@ fn forex_batch(
     )
 }
 
-fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> {
-    let ad = ctx.device.clone().autodiff();
-    let dev = ad.clone().without_autodiff();
-    let market = forex_market(&cfg.forex)?;
+/// A trade window and next-close label every `forex_every_hours`, with the news items of the
+/// lookback before it.
+fn forex_windows(
+    cfg: &FinNewsConfig,
+    market: &crate::synthetic::ForexMarket,
+    stats: &mut DataStats,
+) -> Result<Vec<ForexExample>> {
     let s = &market.series;
     let labels = LabelConfig {
         target: LabelTarget::NextClose,
@@ -911,7 +914,6 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
     };
     let lookback = cfg.forex_lookback_hours as i64 * 60;
     let every = cfg.forex_every_hours.max(1) as i64 * 60;
-    let mut stats = DataStats::default();
     let mut examples = Vec::new();
     let times: Vec<Minutes> = market.news.iter().map(|n| n.time).collect();
     let mut t = s.start(0) + lookback;
@@ -933,6 +935,70 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
         }
         t += every;
     }
+    Ok(examples)
+}
+
+/// One group-extract-aggregate model trained with `seed` on the kept items of each window,
+/// scored on test (and dev).
+#[allow(clippy::too_many_arguments)]
+fn train_forex_model(
+    cfg: &FinNewsConfig,
+    ctx: &mut RunCtx<'_>,
+    name: &str,
+    seed: u64,
+    vocab: &Vocab,
+    split: &crate::trade::Split<ForexExample>,
+    windows: [&[Vec<Vec<&[Token]>>]; 3],
+) -> Result<ModelScore> {
+    let ad = ctx.device.clone().autodiff();
+    let dev = ctx.device.clone();
+    let [ttr, tdev, tte] = windows;
+    ad.seed(seed);
+    let m = ForexConfig::new(vocab.len(), cfg.forex_window.step_dim())
+        .with_d_model(cfg.d_model)
+        .with_n_layers(cfg.n_layers)
+        .with_n_heads(cfg.n_heads)
+        .with_max_len(cfg.forex_max_len)
+        .init(&ad)?;
+    let out = Trainer::new(trainer_config(cfg, cfg.forex_steps, seed), &ad)
+        .with_progress(|p| ctx.report_progress(p))
+        .fit(
+            m,
+            &mut ForexTask {
+                windows: ttr,
+                train: &split.train,
+                vocab,
+                cfg,
+                device: ad.clone(),
+            },
+        )?;
+    let m = out.model.valid();
+    let predict = |w: &[Vec<Vec<&[Token]>>], ex: &[ForexExample]| -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ex.len());
+        let idx: Vec<usize> = (0..ex.len()).collect();
+        for c in idx.chunks(32) {
+            let b = forex_batch(c, w, ex, vocab, cfg, &dev)?;
+            out.extend(m.predict(&b)?.into_iter().map(|p| p >= 0.5));
+        }
+        Ok(out)
+    };
+    let pred = predict(tte, &split.test)?;
+    let dpred = predict(tdev, &split.dev)?;
+    let gold: Vec<bool> = split.test.iter().map(|e| e.up).collect();
+    let rets: Vec<f64> = split.test.iter().map(|e| e.log_return).collect();
+    let dgold: Vec<bool> = split.dev.iter().map(|e| e.up).collect();
+    let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dgold));
+    sc.train_size = split.train.len();
+    Ok(sc)
+}
+
+fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> {
+    let ad = ctx.device.clone().autodiff();
+    let dev = ad.clone().without_autodiff();
+    let market = forex_market(&cfg.forex)?;
+    let lookback = cfg.forex_lookback_hours as i64 * 60;
+    let mut stats = DataStats::default();
+    let examples = forex_windows(cfg, &market, &mut stats)?;
     let split = split_counted(
         examples,
         |e| (e.time, e.label_end, e.up),
@@ -1037,43 +1103,15 @@ fn run_forex(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<ForexResults> 
         };
         let (ttr, tdev, tte) = (as_tokens(&wtr), as_tokens(&wdev), as_tokens(&wte));
         for &seed in &cfg.seeds {
-            ad.seed(seed);
-            let m = ForexConfig::new(vocab.len(), cfg.forex_window.step_dim())
-                .with_d_model(cfg.d_model)
-                .with_n_layers(cfg.n_layers)
-                .with_n_heads(cfg.n_heads)
-                .with_max_len(cfg.forex_max_len)
-                .init(&ad)?;
-            let out = Trainer::new(trainer_config(cfg, cfg.forex_steps, seed), &ad)
-                .with_progress(|p| ctx.report_progress(p))
-                .fit(
-                    m,
-                    &mut ForexTask {
-                        windows: &ttr,
-                        train: &split.train,
-                        vocab: &vocab,
-                        cfg,
-                        device: ad.clone(),
-                    },
-                )?;
-            let m = out.model.valid();
-            let predict = |w: &[Vec<Vec<&[Token]>>], ex: &[ForexExample]| -> Result<Vec<bool>> {
-                let mut out = Vec::with_capacity(ex.len());
-                let idx: Vec<usize> = (0..ex.len()).collect();
-                for c in idx.chunks(32) {
-                    let b = forex_batch(c, w, ex, &vocab, cfg, &dev)?;
-                    out.extend(m.predict(&b)?.into_iter().map(|p| p >= 0.5));
-                }
-                Ok(out)
-            };
-            let pred = predict(&tte, &split.test)?;
-            let dpred = predict(&tdev, &split.dev)?;
-            let gold: Vec<bool> = split.test.iter().map(|e| e.up).collect();
-            let rets: Vec<f64> = split.test.iter().map(|e| e.log_return).collect();
-            let dgold: Vec<bool> = split.dev.iter().map(|e| e.up).collect();
-            let mut sc = score(name, seed, &pred, &gold, &rets, accuracy(&dpred, &dgold));
-            sc.train_size = split.train.len();
-            scores.push(sc);
+            scores.push(train_forex_model(
+                cfg,
+                ctx,
+                name,
+                seed,
+                &vocab,
+                &split,
+                [&ttr, &tdev, &tte],
+            )?);
         }
     }
     // the same windows without news
