@@ -841,7 +841,7 @@ fn write_task_plots(t: &TaskSet, eval: &TaskEval, ctx: &RunCtx<'_>) -> crate::Re
     write_reliability(
         &ctx.path(&format!("{}_reliability.svg", t.name)),
         &format!("{}: reliability", t.name),
-        &reliability,
+        reliability,
     )?;
     Ok(())
 }

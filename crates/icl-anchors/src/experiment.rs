@@ -655,10 +655,10 @@ fn run_seed(
         eval_model,
         &prompts[0],
         &prompts[0].anchor_positions,
-        &device,
+        device,
     );
     for p in &prompts {
-        predict_on_cache(eval_model, &cache, p, &ids, cfg.top_k, &device)?;
+        predict_on_cache(eval_model, &cache, p, ids, cfg.top_k, device)?;
     }
     acc.t_comp += t0.elapsed().as_secs_f64();
     Ok(())
@@ -854,7 +854,7 @@ fn reweight(
                     weight_decay: 0.0,
                 })
                 .with_seed(seed),
-            &ad,
+            ad,
         )
         .with_progress(|p| ctx.report_progress(p))
         .fit(
@@ -907,19 +907,19 @@ fn compression(
         hidden.push(predict(
             s.eval_model,
             p,
-            &ids,
+            ids,
             &keep_only_hooks(p, &p.anchor_positions, s.nl, s.nh, &s.device),
             cfg.top_k,
-            &device,
+            device,
         )?);
         let keep = random_anchors(p, rng);
         hrand.push(predict(
             s.eval_model,
             p,
-            &ids,
+            ids,
             &keep_only_hooks(p, &keep, s.nl, s.nh, &s.device),
             cfg.top_k,
-            &device,
+            device,
         )?);
     }
     for (i, _) in prompts.iter().enumerate() {
@@ -933,14 +933,7 @@ fn compression(
             ids: ids_all,
             ..tp
         };
-        text.push(predict(
-            s.eval_model,
-            &tpp,
-            &ids,
-            &none,
-            cfg.top_k,
-            &device,
-        )?);
+        text.push(predict(s.eval_model, &tpp, ids, &none, cfg.top_k, device)?);
     }
     Ok([base, &hidden, &text, &hrand]
         .into_iter()
