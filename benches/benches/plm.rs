@@ -59,7 +59,7 @@ fn smollm2_decode(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function("greedy_decode_32_tokens_kv_cache", |bench| {
-        bench.iter(|| m.generate_greedy(&prompt, n, &d))
+        bench.iter(|| m.generate_greedy(&prompt, n, &d).expect("greedy"))
     });
     g.finish();
 }

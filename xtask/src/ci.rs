@@ -61,6 +61,32 @@ pub fn ci(backend: &str) -> Result<()> {
         "flex" => {
             timed("assets", || crate::assets::assets(false, &[]))?;
             timed("format", || cargo(&["fmt", "--all", "--", "--check"], None))?;
+            timed("clippy", || {
+                cargo(
+                    &[
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                    None,
+                )
+            })?;
+            timed("docs (rustdoc warnings denied)", || {
+                let mut cmd =
+                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                cmd.args(["doc", "--no-deps", "--workspace"])
+                    .env("RUSTDOCFLAGS", "-D warnings")
+                    .current_dir(crate::workspace_root());
+                println!("+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --no-deps --workspace");
+                let status = cmd.status()?;
+                if !status.success() {
+                    bail!("cargo doc failed ({status})");
+                }
+                Ok(())
+            })?;
             timed("golden fixtures", || {
                 let root = crate::workspace_root();
                 crate::golden::golden(&root.join("fixtures"), &root.join("target"), true, &[])

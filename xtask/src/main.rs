@@ -41,7 +41,7 @@ struct Cli {
 enum Cmd {
     /// List the experiments, one line each.
     List,
-    /// Run an experiment; writes <out>/<name>/<run-id>/{config.json, metrics.json, report.md, *.svg}.
+    /// Run an experiment; writes `<out>/<name>/<run-id>/{config.json, metrics.json, report.md, *.svg}`.
     Run(RunArgs),
     /// Fetch, verify (sha256) and unpack the registry assets into the assets folder.
     Assets {

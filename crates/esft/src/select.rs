@@ -246,12 +246,15 @@ impl ExpertConfig {
     }
 
     /// The JSON text (layers in numeric order).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> crate::Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Json {
+            path: "expert_cfg.json".into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Writes the JSON file atomically.
     pub fn write(&self, path: &Path) -> crate::Result<()> {
-        Ok(trainer::fs::write_atomic(path, self.to_json().as_bytes())?)
+        Ok(trainer::fs::write_atomic(path, self.to_json()?.as_bytes())?)
     }
 }

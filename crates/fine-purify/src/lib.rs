@@ -2,12 +2,14 @@
 //! the dimensions of a fine-tuned model that a poisoning attack moved — drifts too large for
 //! their clean-loss curvature — reset them to the pre-trained values, then fine-tune on a small
 //! clean set. No official code exists; this crate is a clean-room implementation of the
-//! paper's pipeline (see `shared/specs/fine-purify.md` for what is reconstructed).
+//! paper's pipeline; what the paper leaves open is a config option documented where it is used
+//! (the Fisher's evaluation point in [`fisher::FisherAt`], the ranking scope in [`Scope`], ρ's
+//! selection rule in the experiment).
 //!
 //! - [`params`]: every parameter of any burn module by path (snapshots, drifts, write-back).
 //! - [`fisher`]: the empirical-Fisher diagonal of the clean loss, at the fine-tuned point or
 //!   averaged along the path from the pre-trained one.
-//! - [`purify`]: the indicator δ²/(H+ε), its ablations (δ² only, 1/H only, random =
+//! - [`purify`](mod@purify): the indicator δ²/(H+ε), its ablations (δ² only, 1/H only, random =
 //!   Fine-mixing), global or per-tensor ranking by selection (no full sort), reset.
 //! - [`epur`]: E-PUR embedding purification; [`pruning`]: Fine-pruning for BERT encoders.
 //! - [`attack`]: rare-word, trigger-sentence and bias-injection poisoning; ASR.

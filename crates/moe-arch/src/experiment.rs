@@ -116,7 +116,7 @@ pub const VARIANTS: [&str; 5] = [
     "deepseekmoe-auxfree",
 ];
 
-fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> DeepseekHfConfig {
+fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> crate::Result<DeepseekHfConfig> {
     let w = cfg.expert_width;
     // DeepSeekMoE balanced by expert biases instead of the balance loss (DeepSeek-V3 §2.1.2):
     // the same softmax router and weights, experts chosen by score + bias.
@@ -125,9 +125,14 @@ fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> DeepseekHfConfig {
         "gshard" => (Some(16), 0, 2, w),
         "deepseekmoe" | "deepseekmoe-auxfree" => (Some(63), 1, 7, w / 4),
         "deepseekmoe-no-shared" => (Some(64), 0, 8, w / 4),
-        _ => (None, 0, 1, w),
+        "dense" => (None, 0, 1, w),
+        other => {
+            return Err(Error::InvalidConfig(format!(
+                "unknown moe-compare variant '{other}' (expected one of {VARIANTS:?})"
+            )));
+        }
     };
-    DeepseekHfConfig {
+    Ok(DeepseekHfConfig {
         vocab_size: textdata::ByteTokenizer::VOCAB,
         hidden_size: cfg.d_model,
         num_hidden_layers: cfg.n_layers,
@@ -153,13 +158,13 @@ fn hf_config(cfg: &MoeCompareConfig, variant: &str) -> DeepseekHfConfig {
         rms_norm_eps: Some(1e-6),
         rope_theta: None,
         max_position_embeddings: Some(cfg.seq_len),
-    }
+    })
 }
 
 /// (total parameters, activated parameters per token) of a variant, embeddings excluded.
-fn param_counts(cfg: &MoeCompareConfig, variant: &str) -> (usize, usize) {
+fn param_counts(cfg: &MoeCompareConfig, variant: &str) -> crate::Result<(usize, usize)> {
     let d = cfg.d_model;
-    let h = hf_config(cfg, variant);
+    let h = hf_config(cfg, variant)?;
     let attn = 4 * d * d;
     let (total, active) = match h.moe.n_routed_experts {
         None => (3 * d * h.intermediate_size, 3 * d * h.intermediate_size),
@@ -172,10 +177,10 @@ fn param_counts(cfg: &MoeCompareConfig, variant: &str) -> (usize, usize) {
             )
         }
     };
-    (
+    Ok((
         cfg.n_layers * (attn + total),
         cfg.n_layers * (attn + active),
-    )
+    ))
 }
 
 /// Language-model pretraining of a [`DeepseekLm`] on random windows: the LM loss plus the
@@ -397,8 +402,8 @@ fn run_variant(
 ) -> crate::Result<(VariantResult, Series)> {
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
-    let hf = hf_config(cfg, variant);
-    let (params, active) = param_counts(cfg, variant);
+    let hf = hf_config(cfg, variant)?;
+    let (params, active) = param_counts(cfg, variant)?;
     let mut losses = Vec::new();
     let mut violations = Vec::new();
     let mut walls = Vec::new();

@@ -790,7 +790,15 @@ mod tests {
         let d = Device::flex();
         let m = tiny(&d);
         let x = ids(vec![3, 4, 5, 6], [1, 4], &d);
-        let hooks = AttentionHooks::none().block(1, Some(&[2]), &[0, 1, 2, 3], &[0], 4, 4, &d);
+        let hooks = AttentionHooks::none()
+            .block(1, Some(&[2]), &[0, 1, 2, 3], &[0], 4, 4, &d)
+            .unwrap();
+        assert!(
+            AttentionHooks::none()
+                .block(1, Some(&[4]), &[0], &[0], 4, 4, &d)
+                .is_err(),
+            "a head past n_heads is an error"
+        );
         let out = m.forward_with(x, None, None, &hooks);
         let a = out.attentions[1].clone().slice(s![.., 2..3, .., 0..1]);
         assert!(

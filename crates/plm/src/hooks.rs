@@ -44,7 +44,8 @@ impl AttentionHooks {
     }
 
     /// Blocks attention from `queries` to `keys` in `layer` for the given heads (all heads when
-    /// `None`), for a sequence of length `seq` with `n_heads` heads.
+    /// `None`), for a sequence of length `seq` with `n_heads` heads. A head, query or key index
+    /// out of range is an error (nothing is dropped silently).
     #[allow(clippy::too_many_arguments)]
     pub fn block(
         mut self,
@@ -55,15 +56,25 @@ impl AttentionHooks {
         n_heads: usize,
         seq: usize,
         device: &Device,
-    ) -> Self {
-        let mut m = vec![0f32; n_heads * seq * seq];
+    ) -> crate::Result<Self> {
         let all: Vec<usize> = (0..n_heads).collect();
-        for &h in heads.unwrap_or(&all) {
+        let heads = heads.unwrap_or(&all);
+        for (what, idx, bound) in [
+            ("head", heads, n_heads),
+            ("query", queries, seq),
+            ("key", keys, seq),
+        ] {
+            if let Some(&i) = idx.iter().find(|&&i| i >= bound) {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "attention block: {what} index {i} out of range (0..{bound})"
+                )));
+            }
+        }
+        let mut m = vec![0f32; n_heads * seq * seq];
+        for &h in heads {
             for &q in queries {
                 for &k in keys {
-                    if h < n_heads && q < seq && k < seq {
-                        m[(h * seq + q) * seq + k] = BLOCK;
-                    }
+                    m[(h * seq + q) * seq + k] = BLOCK;
                 }
             }
         }
@@ -73,7 +84,7 @@ impl AttentionHooks {
             None => t,
         };
         self.bias.insert(layer, t);
-        self
+        Ok(self)
     }
 
     /// Adds zero probes `[batch, n_heads, seq, seq]` on every layer (an autodiff device is

@@ -698,8 +698,19 @@ impl Llama {
         cross_entropy(self.forward(tokens).logits, targets)
     }
 
-    /// Greedy decoding of `n` tokens after `prompt` (batch 1) with the KV cache.
-    pub fn generate_greedy(&self, prompt: &[i64], n: usize, device: &Device) -> Vec<i64> {
+    /// Greedy decoding of `n` tokens after `prompt` (batch 1) with the KV cache. An empty
+    /// prompt is an error (there is no position to continue from).
+    pub fn generate_greedy(
+        &self,
+        prompt: &[i64],
+        n: usize,
+        device: &Device,
+    ) -> crate::Result<Vec<i64>> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidConfig(
+                "greedy decoding needs a non-empty prompt".into(),
+            ));
+        }
         let mut cache = KvCache::new();
         let mut out = Vec::with_capacity(n);
         let mut input = prompt.to_vec();
@@ -717,7 +728,7 @@ impl Llama {
             out.push(next);
             input = vec![next];
         }
-        out
+        Ok(out)
     }
 }
 
@@ -1247,7 +1258,8 @@ mod tests {
         d.seed(3);
         let m = tiny().init(&d).unwrap();
         let prompt = [3i64, 14, 15, 9, 2];
-        let cached = m.generate_greedy(&prompt, 6, &d);
+        let cached = m.generate_greedy(&prompt, 6, &d).unwrap();
+        assert!(m.generate_greedy(&[], 6, &d).is_err());
         let mut seq = prompt.to_vec();
         for _ in 0..6 {
             let n = seq.len();
@@ -1365,7 +1377,15 @@ mod tests {
         d.seed(4);
         let m = tiny().init(&d).unwrap();
         let x = ids(&[1, 2, 3, 4, 5], &d);
-        let hooks = AttentionHooks::none().block(1, None, &[2, 3, 4], &[1], 4, 5, &d);
+        let hooks = AttentionHooks::none()
+            .block(1, None, &[2, 3, 4], &[1], 4, 5, &d)
+            .unwrap();
+        assert!(
+            AttentionHooks::none()
+                .block(1, None, &[5], &[1], 4, 5, &d)
+                .is_err(),
+            "a query past the sequence is an error"
+        );
         let out = m.forward_with(x.clone(), &hooks, None);
         let a = out.attentions[1].clone().slice(s![.., .., 2..5, 1..2]);
         assert!(

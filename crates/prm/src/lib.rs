@@ -1,6 +1,6 @@
 //! Math-Shepherd (Wang et al., ACL 2024): process supervision without human labels.
 //!
-//! - [`format`]: Math-Shepherd rows (`ки` step tags, `+`/`-` labels), TRL's stepwise rows and
+//! - [`format`](mod@format): Math-Shepherd rows (`ки` step tags, `+`/`-` labels), TRL's stepwise rows and
 //!   GSM8K JSONL, read and written.
 //! - [`answer`]: final-answer extraction and numeric comparison robust to commas, units,
 //!   trailing periods and `The answer is:` variants.

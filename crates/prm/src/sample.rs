@@ -276,7 +276,7 @@ mod tests {
             &device,
         )
         .expect("sample");
-        let reference = m.generate_greedy(&[1, 5, 7], 6, &device);
+        let reference = m.generate_greedy(&[1, 5, 7], 6, &device).expect("greedy");
         for row in &greedy {
             assert_eq!(row.iter().map(|&t| t as i64).collect::<Vec<_>>(), reference);
         }
@@ -317,7 +317,7 @@ mod tests {
         let _rng = testkit::device_rng_lock();
         let device = Device::flex();
         let m = model(&device);
-        let reference = m.generate_greedy(&[3, 4], 10, &device);
+        let reference = m.generate_greedy(&[3, 4], 10, &device).expect("greedy");
         let stop = reference[4] as u32;
         let rows = sample(
             &m,

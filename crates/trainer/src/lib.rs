@@ -11,15 +11,35 @@
 //! It also holds the small output helpers every experiment shares: SVG line plots, Markdown
 //! tables, atomic file writes and run identifiers ([`report`], [`fs`]).
 //!
-//! ```ignore
-//! use trainer::{Trainer, TrainerConfig, LrSchedule, Task, StepLoss, BatchCtx};
-//! let config = TrainerConfig::new(1000)
-//!     .with_lr(3e-4)
-//!     .with_schedule(LrSchedule::WarmupCosine { warmup_steps: 50, min_ratio: 0.1 });
+//! ```
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::prelude::*;
+//! use trainer::{BatchCtx, LrSchedule, StepLoss, Task, Trainer, TrainerConfig};
+//!
+//! /// Fit y = 2x with one linear layer.
+//! struct Line(Device);
+//! impl Task<Linear> for Line {
+//!     fn loss(&mut self, m: &Linear, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+//!         let x: Vec<f32> = (0..16).map(|_| ctx.rng.next_f64() as f32).collect();
+//!         let x = Tensor::<2>::from_data(TensorData::new(x, [16, 1]), &self.0);
+//!         let y = x.clone() * 2.0;
+//!         Ok((m.forward(x) - y).powi_scalar(2).mean().into())
+//!     }
+//! }
+//!
+//! # fn main() -> trainer::Result<()> {
+//! let device = Device::flex().autodiff();
+//! let run_dir = tempfile::tempdir().map_err(|e| trainer::Error::io("tempdir", e))?;
+//! let config = TrainerConfig::new(200)
+//!     .with_lr(3e-2)
+//!     .with_schedule(LrSchedule::WarmupCosine { warmup_steps: 10, min_ratio: 0.1 });
 //! let outcome = Trainer::new(config, &device)
-//!     .with_run_dir("runs/my-run")
-//!     .with_progress(|p| eprintln!("step {}/{} loss {:.3}", p.step, p.total, p.loss))
-//!     .fit(model, &mut my_task)?;
+//!     .with_run_dir(run_dir.path())     // metrics.jsonl + checkpoints
+//!     .with_progress(|p| if p.step % 100 == 0 { eprintln!("step {} loss {:.4}", p.step, p.loss) })
+//!     .fit(LinearConfig::new(1, 1).init(&device), &mut Line(device.clone()))?;
+//! let w: f32 = outcome.model.weight.val().into_scalar();
+//! assert!((w - 2.0).abs() < 0.1, "{w}");
+//! # Ok(()) }
 //! ```
 //!
 //! Determinism: the trainer owns a [`Rng`] that a task uses to draw batches, and it reseeds the

@@ -94,12 +94,18 @@ type LrScaleFn<'a> = Box<dyn Fn(&str) -> f64 + 'a>;
 
 /// Runs a [`Task`] for [`TrainerConfig::max_steps`] optimizer steps.
 ///
-/// ```ignore
-/// let outcome = Trainer::new(config, &device)
-///     .with_run_dir(dir)                          // metrics.jsonl + checkpoints
+/// ```no_run
+/// # use burn::prelude::*;
+/// # fn demo<M: burn::module::Module, T: trainer::Task<M>>(
+/// #     model: M, mut task: T, device: Device, dir: &std::path::Path,
+/// # ) -> trainer::Result<()> {
+/// use trainer::{Trainer, TrainerConfig};
+/// let outcome = Trainer::new(TrainerConfig::new(100).with_lr(1e-3), &device)
+///     .with_run_dir(dir)                                   // metrics.jsonl + checkpoints
 ///     .with_trainable(|path| path.contains("experts.3."))  // freeze everything else
 ///     .with_progress(|p| println!("{} {:.3}", p.step, p.loss))
 ///     .fit(model, &mut task)?;
+/// # Ok(()) }
 /// ```
 pub struct Trainer<'a> {
     config: TrainerConfig,
