@@ -500,6 +500,20 @@ fn moe_compare_quick_writes_its_tables_and_plots() {
             .unwrap();
     let results = m["results"].as_array().unwrap();
     assert_eq!(results.len(), 5);
+    // The declared claims, each with paired per-seed evidence and a verdict.
+    let claims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("claims.json")).unwrap())
+            .unwrap();
+    let claims = claims.as_array().unwrap();
+    assert_eq!(claims.len(), 5);
+    for c in claims {
+        assert_eq!(c["differences"].as_array().unwrap().len(), 2, "{c}");
+        assert!(c["interval"].is_array(), "{c}");
+        assert!(
+            ["holds", "contradicted", "not_shown"].contains(&c["verdict"].as_str().unwrap()),
+            "{c}"
+        );
+    }
     // Every MoE model reports its load balance; the dense one has none.
     for r in results {
         assert_eq!(r["max_violation"].is_null(), r["variant"] == "dense");

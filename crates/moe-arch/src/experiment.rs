@@ -23,6 +23,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use serde::Serialize;
 use textdata::{ByteCorpus, LmWindows};
+use trainer::claims::{Claim, ClaimResult, Direction};
 use trainer::metrics::mean_std;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Record, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
@@ -319,6 +320,8 @@ pub struct VariantResult {
     pub train_wall_s: f64,
     /// Mean over seeds of the validation MaxVio (MoE variants only).
     pub max_violation: Option<f64>,
+    /// Validation MaxVio per seed (MoE variants only; empty for dense).
+    pub max_violation_per_seed: Vec<f64>,
     /// `(fraction disabled, mean valid loss)` — MoE variants only.
     pub redundancy: Vec<(f64, f64)>,
 }
@@ -338,6 +341,76 @@ pub struct MoeCompareMetrics {
     pub device: String,
     /// Per variant.
     pub results: Vec<VariantResult>,
+    /// The papers' claims with their paired per-seed evidence (also in `claims.json`).
+    pub claims: Vec<ClaimResult>,
+}
+
+/// The claims this experiment can test, declared before it runs: DeepSeekMoE (ACL 2024) and
+/// DeepSeek-V3's auxiliary-loss-free balancing, each as "metric of A below metric of B", judged
+/// on paired per-seed differences (see `trainer::claims`).
+pub fn claims() -> Vec<Claim> {
+    let loss = "validation loss (nats/byte)";
+    vec![
+        Claim::new(
+            "deepseekmoe-below-gshard",
+            loss,
+            "deepseekmoe",
+            "gshard",
+            Direction::Less,
+            "DeepSeekMoE beats GShard at equal activated parameters (§4.2)",
+        ),
+        Claim::new(
+            "gshard-below-dense",
+            loss,
+            "gshard",
+            "dense",
+            Direction::Less,
+            "an MoE model beats the dense model of equal activated parameters (§4.2)",
+        ),
+        Claim::new(
+            "shared-expert-helps",
+            loss,
+            "deepseekmoe",
+            "deepseekmoe-no-shared",
+            Direction::Less,
+            "shared-expert isolation helps at equal activated parameters (§4.4)",
+        ),
+        Claim::new(
+            "auxfree-balances-better",
+            "validation MaxVio",
+            "deepseekmoe-auxfree",
+            "deepseekmoe",
+            Direction::Less,
+            "auxiliary-loss-free balancing balances the experts better than the balance loss (DeepSeek-V3 §2.1.2)",
+        ),
+        Claim::new(
+            "auxfree-below-aux",
+            loss,
+            "deepseekmoe-auxfree",
+            "deepseekmoe",
+            Direction::Less,
+            "auxiliary-loss-free balancing also gives the better model (DeepSeek-V3 §4.5.2)",
+        ),
+    ]
+}
+
+/// Evaluates [`claims`] on the per-seed results.
+fn evaluate_claims(results: &[VariantResult]) -> crate::Result<Vec<ClaimResult>> {
+    let values = |variant: &str, metric: &str| -> crate::Result<Vec<f64>> {
+        let r = results
+            .iter()
+            .find(|r| r.variant == variant)
+            .ok_or_else(|| Error::InvalidConfig(format!("no results for variant '{variant}'")))?;
+        Ok(if metric == "validation MaxVio" {
+            r.max_violation_per_seed.clone()
+        } else {
+            r.valid_loss.clone()
+        })
+    };
+    claims()
+        .iter()
+        .map(|c| Ok(c.evaluate(&values(&c.a, &c.metric)?, &values(&c.b, &c.metric)?)?))
+        .collect()
 }
 
 /// Runs the comparison into `ctx.dir`: data, then per variant training and evaluation over the
@@ -356,6 +429,8 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         results.push(result);
         curves.push(curve);
     }
+    let claims = evaluate_claims(&results)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
     let metrics = MoeCompareMetrics {
         corpus: data.name.clone(),
         train_tokens: data.train_tokens,
@@ -363,6 +438,7 @@ pub fn run(cfg: &MoeCompareConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         tokens_per_run: cfg.train.max_steps * cfg.batch_size * cfg.seq_len,
         device: ctx.device_name.clone(),
         results,
+        claims,
     };
     let (table, body) = write_report(cfg, &metrics, &curves, ctx)?;
     Ok(ctx.finish(cfg, &metrics, "moe-compare", table, body)?)
@@ -478,6 +554,7 @@ fn run_variant(
         flops_per_token: 2 * active + 2 * cfg.d_model * textdata::ByteTokenizer::VOCAB,
         train_wall_s: walls.iter().sum::<f64>() / walls.len() as f64,
         max_violation: (!violations.is_empty()).then(|| mean_std(&violations).0),
+        max_violation_per_seed: violations.clone(),
         redundancy,
     };
     Ok((result, curve))
@@ -557,7 +634,7 @@ fn write_report(
         })
         .collect();
     let body = format!(
-        "Byte-level LMs ({} layers, d_model {}, expert width w = {}; {} steps × {} × {} bytes per run, seeds {:?}; corpus {}). Dense uses one SwiGLU of width 2w, the activated FFN width of the MoE models.\n\n![training loss](train_loss.svg)\n\n## Redundancy test\n\n{}\n![redundancy](redundancy.svg)\n",
+        "Byte-level LMs ({} layers, d_model {}, expert width w = {}; {} steps × {} × {} bytes per run, seeds {:?}; corpus {}). Dense uses one SwiGLU of width 2w, the activated FFN width of the MoE models.\n\n## Claims (paired per-seed differences A − B; `claims.json`)\n\n{}\n![training loss](train_loss.svg)\n\n## Redundancy test\n\n{}\n![redundancy](redundancy.svg)\n",
         cfg.n_layers,
         cfg.d_model,
         cfg.expert_width,
@@ -566,6 +643,7 @@ fn write_report(
         cfg.seq_len,
         cfg.seeds,
         metrics.corpus,
+        trainer::claims::claims_table(&metrics.claims),
         markdown_table(&["fraction disabled", "GShard", "DeepSeekMoE"], &red_rows),
     );
     Ok((table, body))
