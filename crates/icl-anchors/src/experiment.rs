@@ -428,45 +428,31 @@ struct TaskAcc {
 
 impl TaskAcc {
     fn new(s: &Setup<'_>) -> Self {
-        let nl = s.nl;
-        let flow_sum = vec![
-            Flows {
-                wp: 0.0,
-                pq: 0.0,
-                ww: 0.0
-            };
-            nl
-        ];
-        let flow_n = 0usize;
-        let iso_acc: Vec<(String, f64, f64)> =
-            ["first label", "last label", "first random", "last random"]
-                .iter()
-                .map(|s| (s.to_string(), 0.0, 0.0))
-                .collect();
-        let att_scores: Vec<Vec<Vec<f64>>> = vec![Vec::new(); nl];
-        let att_labels: Vec<usize> = Vec::new();
-        let (acc0, acc1) = (0.0, 0.0);
-        let comp: Vec<(String, f64, f64, f64)> =
-            ["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"]
-                .iter()
-                .map(|s| (s.to_string(), 0.0, 0.0, 0.0))
-                .collect();
-        let (t_full, t_comp) = (0.0, 0.0);
-        let diag_corr: Vec<f64> = Vec::new();
-        let diag_first: Option<Diagnosis> = None;
+        let names = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+        let zero = Flows {
+            wp: 0.0,
+            pq: 0.0,
+            ww: 0.0,
+        };
         Self {
-            flow_sum,
-            flow_n,
-            iso_acc,
-            att_scores,
-            att_labels,
-            acc0,
-            acc1,
-            comp,
-            t_full,
-            t_comp,
-            diag_corr,
-            diag_first,
+            flow_sum: vec![zero; s.nl],
+            flow_n: 0,
+            iso_acc: names(&["first label", "last label", "first random", "last random"])
+                .into_iter()
+                .map(|n| (n, 0.0, 0.0))
+                .collect(),
+            att_scores: vec![Vec::new(); s.nl],
+            att_labels: Vec::new(),
+            acc0: 0.0,
+            acc1: 0.0,
+            comp: names(&["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"])
+                .into_iter()
+                .map(|n| (n, 0.0, 0.0, 0.0))
+                .collect(),
+            t_full: 0.0,
+            t_comp: 0.0,
+            diag_corr: Vec::new(),
+            diag_first: None,
         }
     }
 

@@ -57,16 +57,22 @@ fn main() -> Result<(), prm::Error> {
         )
     };
 
+    // Step labels of `steps` from 8 completions per step.
+    let label = |steps: &[String], rng: &mut Rng| {
+        let truth = step_truth(&p, steps);
+        let mut crng = rng.fork();
+        let mut policy = ScriptedPolicy(|prefix: &str, n: usize| {
+            (0..n)
+                .map(|_| answer_from(prefix, &mut crng, &truth))
+                .collect()
+        });
+        annotate(&mut policy, &prompt, steps, &gold, 8, SEP)
+    };
+
     // 1. Label a solution whose second step is wrong.
     let steps = flawed(&p.problem.reference_steps, 1, 3);
     let truth = step_truth(&p, &steps);
-    let mut crng = rng.fork();
-    let mut policy = ScriptedPolicy(|prefix: &str, n: usize| {
-        (0..n)
-            .map(|_| answer_from(prefix, &mut crng, &truth))
-            .collect()
-    });
-    let labels = annotate(&mut policy, &prompt, &steps, &gold, 8, SEP)?;
+    let labels = label(&steps, &mut rng)?;
     println!("step | true | hard | soft | text");
     for (i, s) in steps.iter().enumerate() {
         println!(
@@ -95,14 +101,7 @@ fn main() -> Result<(), prm::Error> {
         } else {
             flawed(&p.problem.reference_steps, c % 3, 2)
         };
-        let truth = step_truth(&p, &steps);
-        let mut crng = rng.fork();
-        let mut policy = ScriptedPolicy(|prefix: &str, n: usize| {
-            (0..n)
-                .map(|_| answer_from(prefix, &mut crng, &truth))
-                .collect()
-        });
-        let soft = annotate(&mut policy, &prompt, &steps, &gold, 8, SEP)?.soft;
+        let soft = label(&steps, &mut rng)?.soft;
         let answer = prm::annotate::extract_final(steps.last().map_or("", String::as_str));
         candidates.push(Candidate {
             answer,
