@@ -25,6 +25,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::Serialize;
+use trainer::claims::{Claim, ClaimResult, Direction};
 use trainer::metrics::mean_std;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
@@ -186,8 +187,8 @@ pub struct WsdMetrics {
     pub results: Vec<WsdResult>,
     /// Mean and std over seeds per model: (model, accuracy mean, std, F1 mean, std).
     pub summary: Vec<(String, f64, f64, f64, f64)>,
-    /// The claim checked and whether it held.
-    pub claims: Vec<(String, bool)>,
+    /// The claims with their per-seed evidence and verdicts (also `claims.json`).
+    pub claims: Vec<ClaimResult>,
 }
 
 /// What pretraining did, saved beside `encoder.bpk` and read back with it.
@@ -350,7 +351,8 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
             )?;
         }
     }
-    let (summary, claims) = summarise(&results);
+    let (summary, claims) = summarise(&results)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
     let (table, body) = write_report(
         cfg,
         &data,
@@ -653,8 +655,33 @@ fn finetune(
 /// One summary row: model, instance accuracy mean and std, pair F1 mean and std.
 type SummaryRow = (String, f64, f64, f64, f64);
 
+const PAIR_F1: &str = "pair F1 (test)";
+
+/// The claims this experiment tests, declared before it runs: FormBERT over Gloss-BERT, with
+/// predicted and with gold formations, on pair F1 (the official code's metric, primary) and on
+/// instance accuracy; each judged on per-seed differences paired by seed (`trainer::claims`).
+pub fn claims() -> Vec<Claim> {
+    let mut v = Vec::new();
+    for (metric, tag) in [(PAIR_F1, "f1"), ("instance accuracy (test)", "accuracy")] {
+        for (model, src) in [
+            ("FormBERT (predicted)", "predicted"),
+            ("FormBERT (gold)", "gold"),
+        ] {
+            v.push(Claim::new(
+                format!("formbert-{src}-above-glossbert-{tag}"),
+                metric,
+                model,
+                "Gloss-BERT",
+                Direction::Greater,
+                format!("word-formation knowledge ({src} formations) helps WSD"),
+            ));
+        }
+    }
+    v
+}
+
 /// Mean ± std over seeds per model, and the claims with their verdicts.
-fn summarise(results: &[WsdResult]) -> (Vec<SummaryRow>, Vec<(String, bool)>) {
+fn summarise(results: &[WsdResult]) -> Result<(Vec<SummaryRow>, Vec<ClaimResult>)> {
     let names = ["Gloss-BERT", "FormBERT (gold)", "FormBERT (predicted)"];
     let summary: Vec<SummaryRow> = names
         .iter()
@@ -674,32 +701,27 @@ fn summarise(results: &[WsdResult]) -> (Vec<SummaryRow>, Vec<(String, bool)>) {
             (n.to_string(), a, sa, f, sf)
         })
         .collect();
-    // "helps" = better by more than the seeds' spread (the two stds combined)
-    let beats = |a: &SummaryRow, b: &SummaryRow| a.1 - b.1 > (a.2.powi(2) + b.2.powi(2)).sqrt();
-    let claims = vec![
-        (
-            format!(
-                "formation knowledge helps: FormBERT (predicted) {:.1} ± {:.1}% > Gloss-BERT {:.1} ± \
-                 {:.1}% instance accuracy, beyond the seeds' spread",
-                100.0 * summary[2].1,
-                100.0 * summary[2].2,
-                100.0 * summary[0].1,
-                100.0 * summary[0].2
-            ),
-            beats(&summary[2], &summary[0]),
-        ),
-        (
-            format!(
-                "with gold formations: FormBERT (gold) {:.1} ± {:.1}% > Gloss-BERT {:.1} ± {:.1}%",
-                100.0 * summary[1].1,
-                100.0 * summary[1].2,
-                100.0 * summary[0].1,
-                100.0 * summary[0].2
-            ),
-            beats(&summary[1], &summary[0]),
-        ),
-    ];
-    (summary, claims)
+    let claims = claims()
+        .iter()
+        .map(|c| {
+            let values = |model: &str| -> Vec<f64> {
+                results
+                    .iter()
+                    .filter(|r| r.model == model)
+                    .map(|r| {
+                        if c.metric == PAIR_F1 {
+                            r.pair_f1
+                        } else {
+                            r.accuracy
+                        }
+                    })
+                    .collect()
+            };
+            c.evaluate(&values(&c.a), &values(&c.b))
+                .map_err(Error::Write)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((summary, claims))
 }
 
 /// The README-ready table, the plots and the report body.
@@ -711,7 +733,7 @@ fn write_report(
     mlm_probe_accuracy: f64,
     results: &[WsdResult],
     summary: &[SummaryRow],
-    claims: &[(String, bool)],
+    claims: &[ClaimResult],
     curves: &[Series],
     ctx: &RunCtx<'_>,
 ) -> Result<(String, String)> {
@@ -779,18 +801,8 @@ fn write_report(
         100.0 * fsd,
         100.0 * mlm_probe_accuracy
     );
-    body.push_str(&markdown_table(
-        &["claim", "here"],
-        &claims
-            .iter()
-            .map(|(c, ok)| {
-                vec![
-                    c.clone(),
-                    if *ok { "holds" } else { "does not hold" }.into(),
-                ]
-            })
-            .collect::<Vec<_>>(),
-    ));
+    body.push_str("## Claims (paired per-seed differences A − B; `claims.json`)\n\n");
+    body.push_str(&trainer::claims::claims_table(claims));
     if !pretraining.curve.is_empty() {
         write_line_plot(
             &ctx.path("pretraining_loss.svg"),

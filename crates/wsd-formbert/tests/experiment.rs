@@ -33,6 +33,20 @@ fn quick_run_writes_its_outputs_and_a_reused_encoder_reproduces_it() {
     ] {
         assert!(first.path().join(f).exists(), "{f}");
     }
+    // The declared claims, judged on per-seed differences paired by seed.
+    let claims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.path().join("claims.json")).unwrap())
+            .unwrap();
+    let claims = claims.as_array().unwrap();
+    assert_eq!(claims.len(), wsd_formbert::experiment::claims().len());
+    for c in claims {
+        let n = c["differences"].as_array().unwrap().len();
+        assert_eq!(n, cfg.seeds.len(), "{c}");
+        assert!(
+            ["holds", "contradicted", "not_shown"].contains(&c["verdict"].as_str().unwrap()),
+            "{c}"
+        );
+    }
     let rows = wsd_formbert::data::read_tsv(&first.path().join("test.tsv")).unwrap();
     assert!(!rows.is_empty() && rows.iter().all(|r| r.label <= 1));
 
