@@ -28,6 +28,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::Serialize;
+use trainer::claims::{Claim, ClaimResult, Direction};
 use trainer::metrics::mean_std;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
@@ -356,7 +357,7 @@ pub struct FinNewsMetrics {
     /// Real data.
     pub real: RealResults,
     /// Claims and whether they held.
-    pub claims: Vec<(String, bool)>,
+    pub claims: Vec<ClaimResult>,
     /// Device.
     pub device: String,
 }
@@ -1335,7 +1336,8 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     } else {
         RealResults::default()
     };
-    let claims = claims(&stocks, &forex, has("forex"));
+    let claims = claims(&stocks, &forex, has("forex"))?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
     write_plots(cfg, ctx, &stocks, &forex, &has)?;
     let (table, body) = render(cfg, &ctx.device_name, &stocks, &forex, &real, &claims, &has);
     let metrics = FinNewsMetrics {
@@ -1348,104 +1350,135 @@ pub fn run(cfg: &FinNewsConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     Ok(ctx.finish(cfg, &metrics, "fin-news", table, body)?)
 }
 
-/// The papers' claims, in direction; the difference and the seeds' combined spread are reported
-/// beside each.
-fn claims(stocks: &StockResults, forex: &ForexResults, has_forex: bool) -> Vec<(String, bool)> {
-    let find = |v: &[Summary], m: &str, n: usize| {
-        v.iter()
-            .find(|s| s.model == m && s.train_size == n)
-            .cloned()
-    };
-    let compare =
-        |label: String, a: Option<Summary>, b: Option<Summary>, para: bool| -> (String, bool) {
-            let get = |s: &Option<Summary>| {
-                s.as_ref().map_or((f64::NAN, 0.0), |s| {
-                    if para {
-                        (s.paraphrased_accuracy.unwrap_or(f64::NAN), 0.0)
-                    } else {
-                        (s.accuracy, s.accuracy_std)
-                    }
-                })
-            };
-            let ((x, sx), (y, sy)) = (get(&a), get(&b));
-            let spread = (sx * sx + sy * sy).sqrt();
-            (
-                format!(
-                    "{label}: {} vs {} (Δ {:+.1}{})",
-                    fmt(x),
-                    fmt(y),
-                    100.0 * (x - y),
-                    if para {
-                        String::new()
-                    } else {
-                        format!(", seeds' spread {}", fmt(spread))
-                    }
-                ),
-                x > y,
+/// The papers' claims, declared in code and judged on per-seed differences paired by seed
+/// (`trainer::claims`): per training size, fine-grained SSPM > coarse events > text only and
+/// MSSPM > SSPM (also on the test items whose event the dictionary misses); for forex, category
+/// grouping > time, > topic and > trade only. A claim without values (a part not run) is left out.
+fn claims(
+    stocks: &StockResults,
+    forex: &ForexResults,
+    has_forex: bool,
+) -> Result<Vec<ClaimResult>> {
+    const ACC: &str = "test accuracy";
+    const PARA: &str = "test accuracy on items whose event the dictionary misses";
+    let mut declared: Vec<(Claim, &[ModelScore], usize)> = Vec::new();
+    let mut sizes: Vec<usize> = stocks.summary.iter().map(|s| s.train_size).collect();
+    sizes.dedup();
+    for &n in &sizes {
+        let st = stocks.scores.as_slice();
+        let c = |id: &str, metric: &str, a: &str, b: &str, what: &str| {
+            Claim::new(
+                format!("stocks-{id}-train{n}"),
+                metric,
+                a,
+                b,
+                Direction::Greater,
+                format!("{what} (stocks, train {n})"),
             )
         };
-    let st = &stocks.summary;
-    let fx = &forex.summary;
-    let mut sizes: Vec<usize> = st.iter().map(|s| s.train_size).collect();
-    sizes.dedup();
-    let mut claims = Vec::new();
-    for &n in &sizes {
-        let (fine, coarse, text, msspm) = (
-            find(st, "SSPM (fine-grained)", n),
-            find(st, "coarse events", n),
-            find(st, "text only", n),
-            find(st, "MSSPM", n),
-        );
-        claims.push(compare(
-            format!("stocks (train {n}): fine-grained SSPM > coarse events"),
-            fine.clone(),
-            coarse.clone(),
-            false,
+        declared.push((
+            c(
+                "fine-above-coarse",
+                ACC,
+                "SSPM (fine-grained)",
+                "coarse events",
+                "fine-grained events help",
+            ),
+            st,
+            n,
         ));
-        claims.push(compare(
-            format!("stocks (train {n}): coarse events > text only"),
-            coarse,
-            text,
-            false,
+        declared.push((
+            c(
+                "coarse-above-text",
+                ACC,
+                "coarse events",
+                "text only",
+                "events help over text alone",
+            ),
+            st,
+            n,
         ));
-        claims.push(compare(
-            format!("stocks (train {n}): MSSPM > SSPM"),
-            msspm.clone(),
-            fine.clone(),
-            false,
+        declared.push((
+            c(
+                "msspm-above-sspm",
+                ACC,
+                "MSSPM",
+                "SSPM (fine-grained)",
+                "the jointly trained tagger helps",
+            ),
+            st,
+            n,
         ));
-        claims.push(compare(
-            format!("stocks (train {n}), items whose event the dictionary misses: MSSPM > SSPM"),
-            msspm,
-            fine,
-            true,
+        declared.push((
+            c(
+                "msspm-above-sspm-paraphrased",
+                PARA,
+                "MSSPM",
+                "SSPM (fine-grained)",
+                "the tagger recovers events the dictionary misses",
+            ),
+            st,
+            n,
         ));
     }
     if has_forex {
-        let fx_n = forex.data.split.0;
-        let get = |m: &str| find(fx, m, fx_n);
-        let c1 = compare(
-            "forex: category > time grouping".into(),
-            get("category"),
-            get("time"),
-            false,
-        );
-        let c2 = compare(
-            "forex: category > topic grouping".into(),
-            get("category"),
-            get("topic"),
-            false,
-        );
-        let c3 = compare(
-            "forex: category > trade only".into(),
-            get("category"),
-            get("trade only"),
-            false,
-        );
-        claims.push((format!("{}; {}", c1.0, c2.0), c1.1 && c2.1));
-        claims.push(c3);
+        let n = forex.data.split.0;
+        for (other, what) in [
+            ("time", "grouping by category beats grouping by time"),
+            ("topic", "grouping by category beats grouping by topic"),
+            (
+                "trade only",
+                "news grouped by category adds to the trade data",
+            ),
+        ] {
+            declared.push((
+                Claim::new(
+                    format!("forex-category-above-{}", other.replace(' ', "-")),
+                    ACC,
+                    "category",
+                    other,
+                    Direction::Greater,
+                    format!("{what} (forex)"),
+                ),
+                forex.scores.as_slice(),
+                n,
+            ));
+        }
     }
-    claims
+    let value = |s: &ModelScore, metric: &str| {
+        if metric == PARA {
+            s.paraphrased_accuracy
+        } else {
+            Some(s.accuracy)
+        }
+    };
+    let mut out = Vec::new();
+    for (c, scores, n) in declared {
+        let seeds = |model: &str| -> Vec<(u64, f64)> {
+            let mut v: Vec<(u64, f64)> = scores
+                .iter()
+                .filter(|s| s.model == model && s.train_size == n)
+                .filter_map(|s| {
+                    value(s, &c.metric)
+                        .filter(|x| x.is_finite())
+                        .map(|x| (s.seed, x))
+                })
+                .collect();
+            v.sort_by_key(|p| p.0);
+            v
+        };
+        let (a, b) = (seeds(&c.a), seeds(&c.b));
+        let paired: Vec<(f64, f64)> = a
+            .iter()
+            .filter_map(|&(seed, x)| b.iter().find(|p| p.0 == seed).map(|p| (x, p.1)))
+            .collect();
+        if paired.is_empty() {
+            continue;
+        }
+        let (xa, xb): (Vec<f64>, Vec<f64>) = paired.into_iter().unzip();
+        out.push(c.evaluate(&xa, &xb)?);
+    }
+    Ok(out)
 }
 
 /// The learning curve and the first seed's test backtests.
@@ -1529,7 +1562,7 @@ fn render(
     stocks: &StockResults,
     forex: &ForexResults,
     real: &RealResults,
-    claims: &[(String, bool)],
+    claims: &[ClaimResult],
     has: &dyn Fn(&str) -> bool,
 ) -> (String, String) {
     let row = |part: &str, s: &Summary| {
@@ -1651,14 +1684,8 @@ fn render(
             t.series, t.data.examples, t.data.split, t.data.leakage_violations, fmt(t.majority_accuracy)
         ));
     }
-    body.push_str("\n## Claims\n\n");
-    for (c, ok) in claims {
-        body.push_str(&format!(
-            "- {} — {}\n",
-            c,
-            if *ok { "holds" } else { "does not hold" }
-        ));
-    }
+    body.push_str("\n## Claims (paired per-seed differences A − B; `claims.json`)\n\n");
+    body.push_str(&trainer::claims::claims_table(claims));
     (table, body)
 }
 
@@ -1690,6 +1717,28 @@ mod tests {
         // two training sizes × five models
         assert_eq!(m["stocks"]["summary"].as_array().map(Vec::len), Some(10));
         assert_eq!(m["forex"]["summary"].as_array().map(Vec::len), Some(4));
+        // Claims: four per stock training size (paraphrased ones only where items exist) and
+        // three for forex, each with one paired difference per seed.
+        let claims: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(r.dir.join("claims.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        let claims = claims.as_array().cloned().unwrap_or_default();
+        let n_seeds = FinNewsConfig::quick().seeds.len();
+        assert!(
+            (2 * 3 + 3..=2 * 4 + 3).contains(&claims.len()),
+            "{}",
+            claims.len()
+        );
+        for c in &claims {
+            let d = c["differences"].as_array().map_or(0, Vec::len);
+            assert!(d >= 1 && d <= n_seeds, "{c}");
+            assert!(
+                ["holds", "contradicted", "not_shown"]
+                    .contains(&c["verdict"].as_str().unwrap_or("")),
+                "{c}"
+            );
+        }
         assert!(matches!(
             run(&FinNewsConfig::quick().with_seeds(vec![]), &mut ctx),
             Err(Error::InvalidConfig(_))
