@@ -4,13 +4,14 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-fn cargo(args: &[&str], target_dir: Option<&str>) -> Result<()> {
-    println!("+ cargo {}", args.join(" "));
+/// Runs cargo with `args` in the workspace root, with `env` set for the child only.
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}=\"{v}\" ")).collect();
+    println!("+ {}cargo {}", shown.concat(), args.join(" "));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(args).current_dir(crate::workspace_root());
-    if let Some(t) = target_dir {
-        cmd.env("CARGO_TARGET_DIR", t);
-    }
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .current_dir(crate::workspace_root());
     let status = cmd.status()?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
@@ -48,7 +49,7 @@ fn examples() -> Result<()> {
         for n in names {
             cargo(
                 &["run", "--quiet", "--release", "-p", c, "--example", &n],
-                None,
+                &[],
             )?;
         }
     }
@@ -60,7 +61,7 @@ pub fn ci(backend: &str) -> Result<()> {
     match backend {
         "flex" => {
             timed("assets", || crate::assets::assets(false, &[]))?;
-            timed("format", || cargo(&["fmt", "--all", "--", "--check"], None))?;
+            timed("format", || cargo(&["fmt", "--all", "--", "--check"], &[]))?;
             timed("clippy", || {
                 cargo(
                     &[
@@ -71,21 +72,14 @@ pub fn ci(backend: &str) -> Result<()> {
                         "-D",
                         "warnings",
                     ],
-                    None,
+                    &[],
                 )
             })?;
             timed("docs (rustdoc warnings denied)", || {
-                let mut cmd =
-                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-                cmd.args(["doc", "--no-deps", "--workspace"])
-                    .env("RUSTDOCFLAGS", "-D warnings")
-                    .current_dir(crate::workspace_root());
-                println!("+ RUSTDOCFLAGS=\"-D warnings\" cargo doc --no-deps --workspace");
-                let status = cmd.status()?;
-                if !status.success() {
-                    bail!("cargo doc failed ({status})");
-                }
-                Ok(())
+                cargo(
+                    &["doc", "--no-deps", "--workspace"],
+                    &[("RUSTDOCFLAGS", "-D warnings")],
+                )
             })?;
             timed("golden fixtures", || {
                 let root = crate::workspace_root();
@@ -101,7 +95,7 @@ pub fn ci(backend: &str) -> Result<()> {
                         "benches",
                         "--no-fail-fast",
                     ],
-                    None,
+                    &[],
                 )
             })?;
             timed("layering: libraries alone, their examples", || {
@@ -124,7 +118,7 @@ pub fn ci(backend: &str) -> Result<()> {
                         "--out",
                         &out.to_string_lossy(),
                     ],
-                    None,
+                    &[],
                 );
                 let _ = std::fs::remove_dir_all(&out);
                 r
@@ -160,7 +154,7 @@ pub fn ci(backend: &str) -> Result<()> {
                         "--device",
                         "wgpu",
                     ],
-                    Some(&target),
+                    &[("CARGO_TARGET_DIR", &target)],
                 )
             })
         }

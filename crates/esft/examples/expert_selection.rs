@@ -54,21 +54,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         num_attention_heads: 4,
         num_key_value_heads: None,
         intermediate_size: 64,
+        // 16 routed experts of width 16 (4 active) + 1 shared; the first layer dense.
         moe: MoeHfFields {
-            n_routed_experts: Some(EXPERTS),
-            n_shared_experts: Some(1),
-            num_experts_per_tok: 4,
-            moe_intermediate_size: 16,
             first_k_dense_replace: 1,
-            moe_layer_freq: Some(1),
-            norm_topk_prob: false,
-            routed_scaling_factor: None,
-            topk_method: None,
-            n_group: None,
-            topk_group: None,
             aux_loss_alpha: Some(0.01),
             seq_aux: Some(true),
-            scoring_func: None,
+            ..MoeHfFields::new(Some(EXPERTS), 1, 4, 16)
         },
         rms_norm_eps: Some(1e-6),
         rope_theta: None,

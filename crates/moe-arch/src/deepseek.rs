@@ -146,6 +146,34 @@ pub struct MoeHfFields {
 }
 
 impl MoeHfFields {
+    /// `n_routed_experts` routed (`None`: no MoE layer) plus `n_shared` shared experts of width
+    /// `moe_intermediate_size`, `num_experts_per_tok` active; every other key at HF's default
+    /// (every layer MoE, `moe_layer_freq` 1 written out, softmax greedy routing, no
+    /// renormalisation, the default balance loss). Set the rest with struct-update syntax.
+    pub fn new(
+        n_routed_experts: Option<usize>,
+        n_shared: usize,
+        num_experts_per_tok: usize,
+        moe_intermediate_size: usize,
+    ) -> Self {
+        Self {
+            n_routed_experts,
+            n_shared_experts: Some(n_shared),
+            num_experts_per_tok,
+            moe_intermediate_size,
+            first_k_dense_replace: 0,
+            moe_layer_freq: Some(1),
+            norm_topk_prob: false,
+            routed_scaling_factor: None,
+            topk_method: None,
+            n_group: None,
+            topk_group: None,
+            aux_loss_alpha: None,
+            seq_aux: None,
+            scoring_func: None,
+        }
+    }
+
     /// Whether layer `l` is an MoE layer (HF: experts configured, `l >= first_k_dense_replace`
     /// and `l % moe_layer_freq == 0`).
     pub fn is_moe(&self, l: usize) -> bool {
