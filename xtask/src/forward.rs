@@ -82,7 +82,7 @@ pub fn forward(
         Architecture::Gpt2 => {
             let m = plm::gpt2::Gpt2::load_hf_dtype(model, dtype, device)?;
             check_vocab(&ids, m.wte.weight.dims()[0])?;
-            let out = m.try_forward_with(tokens(), &plm::hooks::AttentionHooks::none())?;
+            let out = m.try_forward_with(tokens(), &plm::hooks::AttentionHooks::fast())?;
             last_position(out.logits)
         }
         Architecture::Deepseek => {

@@ -75,7 +75,7 @@ impl EarlyExit {
 
     /// Every layer's logits.
     pub fn forward_all(&self, ids: Tensor<2, Int>, mask: Tensor<2, Int>) -> Vec<Tensor<2>> {
-        let hooks = AttentionHooks::none();
+        let hooks = AttentionHooks::fast();
         let key_mask = Bert::key_mask(mask.clone());
         let mut h = self.bert.embed(ids, None);
         let mut out = Vec::with_capacity(self.heads.len());
@@ -124,7 +124,7 @@ impl EarlyExit {
                 "an early-exit model needs at least one layer".into(),
             ));
         }
-        let hooks = AttentionHooks::none();
+        let hooks = AttentionHooks::fast();
         let mut out = ExitOutput {
             predictions: vec![0; b],
             exit_at: vec![0; b],

@@ -27,11 +27,12 @@ pub enum FisherAt {
     },
 }
 
+/// Adds every parameter's squared gradient to its running sum, on the device (flattened,
+/// f32); nothing is read back until the last batch.
 struct Square<'a> {
     grads: &'a GradientsParams,
-    acc: &'a mut Vec<Vec<f64>>,
+    acc: &'a mut Vec<Option<Tensor<1>>>,
     i: usize,
-    err: Option<trainer::host::TensorReadError>,
 }
 
 impl ModuleVisitor for Square<'_> {
@@ -41,18 +42,13 @@ impl ModuleVisitor for Square<'_> {
         let Some(g) = self.grads.get::<D>(param.id) else {
             return;
         };
-        match trainer::host::f32s(g) {
-            Ok(v) => {
-                let slot = &mut self.acc[i];
-                if slot.is_empty() {
-                    slot.resize(v.len(), 0.0);
-                }
-                for (s, x) in slot.iter_mut().zip(v) {
-                    *s += f64::from(x) * f64::from(x);
-                }
-            }
-            Err(e) => self.err = Some(e),
-        }
+        let n = g.shape().num_elements();
+        let sq = g.reshape([n]).square();
+        let slot = &mut self.acc[i];
+        *slot = Some(match slot.take() {
+            Some(s) => s + sq,
+            None => sq,
+        });
     }
 }
 
@@ -69,38 +65,29 @@ pub fn fisher_diagonal<M: Module>(
         ));
     }
     let layout = Snapshot::of(model)?;
-    let mut acc: Vec<Vec<f64>> = vec![Vec::new(); layout.entries.len()];
+    let mut acc: Vec<Option<Tensor<1>>> = vec![None; layout.entries.len()];
     for i in 0..n {
         let l = loss(model, i)?;
         let mut grads = l.backward();
         let gp = GradientsParams::from_module(&mut grads, model);
-        let mut v = Square {
+        model.visit(&mut Square {
             grads: &gp,
             acc: &mut acc,
             i: 0,
-            err: None,
-        };
-        model.visit(&mut v);
-        if let Some(e) = v.err {
-            return Err(Error::TensorRead(e));
-        }
+        });
     }
-    Ok(Snapshot {
-        entries: layout
-            .entries
-            .into_iter()
-            .zip(acc)
-            .map(|(e, a)| Entry {
-                data: if a.is_empty() {
-                    vec![0.0; e.data.len()]
-                } else {
-                    a.iter().map(|v| (v / n as f64) as f32).collect()
-                },
-                path: e.path,
-                shape: e.shape,
-            })
-            .collect(),
-    })
+    let mut entries = Vec::with_capacity(acc.len());
+    for (e, a) in layout.entries.into_iter().zip(acc) {
+        entries.push(Entry {
+            data: match a {
+                Some(sum) => trainer::host::f32s(sum.div_scalar(n as f32))?,
+                None => vec![0.0; e.data.len()],
+            },
+            path: e.path,
+            shape: e.shape,
+        });
+    }
+    Ok(Snapshot { entries })
 }
 
 /// The Fisher at `at`: `finetuned` is the model, `pre` the pre-trained snapshot with the same

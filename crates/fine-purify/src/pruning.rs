@@ -17,7 +17,7 @@ pub fn mean_ffn_activations(
     bert: &Bert,
     batches: &[(Tensor<2, Int>, Tensor<2, Int>)],
 ) -> crate::Result<Vec<Vec<f32>>> {
-    let hooks = AttentionHooks::none();
+    let hooks = AttentionHooks::fast();
     let n_layers = bert.n_layers();
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); n_layers];
     let mut count = 0f64;

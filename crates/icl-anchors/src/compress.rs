@@ -75,7 +75,7 @@ pub fn compressed_cache(
         .collect();
     let mut cache = KvCache::new();
     let x = Tensor::<2, Int>::from_data(TensorData::new(demo, [1, prompt.demo_len]), device);
-    model.forward_with(x, &AttentionHooks::none(), Some(&mut cache));
+    model.forward_with(x, &AttentionHooks::fast(), Some(&mut cache));
     let mut k: Vec<usize> = keep
         .iter()
         .copied()
@@ -104,7 +104,7 @@ pub fn predict_on_cache(
     let logits = model
         .forward_with(
             Tensor::from_data(TensorData::new(q, [1, n]), device),
-            &AttentionHooks::none(),
+            &AttentionHooks::fast(),
             Some(&mut c),
         )
         .logits;

@@ -352,7 +352,7 @@ impl DeepseekLm {
                 &self.rope,
                 cos.clone(),
                 sin.clone(),
-                mask.clone().expand([b, n, s, s]),
+                Some(mask.clone().expand([b, n, s, s])),
                 None,
                 &hooks,
                 l,
@@ -364,7 +364,7 @@ impl DeepseekLm {
                 .forward_routed(l, x, token_mask.clone(), &mut routing)?;
             aux = aux + a;
             h = h + f;
-            attentions.push(probs);
+            attentions.extend(probs);
         }
         let logits = self.lm_head.forward(self.norm.forward(h));
         Ok(DeepseekOutput {

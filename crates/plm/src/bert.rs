@@ -21,7 +21,6 @@ use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::activation::{gelu, softmax};
 use serde::Deserialize;
 
 use crate::Error;
@@ -276,7 +275,8 @@ pub struct BertOutput {
     pub pooler_output: Option<Tensor<2>>,
     /// Embedding output and every layer's output, `n_layers + 1` tensors `[batch, seq, d_model]`.
     pub hidden_states: Vec<Tensor<3>>,
-    /// Attention probabilities of every layer `[batch, heads, seq, seq]`.
+    /// Attention probabilities of every layer `[batch, heads, seq, seq]`; empty when the hooks
+    /// skip them ([`AttentionHooks::fast`], what [`Bert::forward`] uses).
     pub attentions: Vec<Tensor<4>>,
     /// Keys and values of every layer `[batch, heads, seq, head_dim]`.
     pub kv: Vec<(Tensor<4>, Tensor<4>)>,
@@ -288,6 +288,10 @@ impl Bert {
     /// 0 = padding; padded keys get no attention) → [`BertOutput`].
     ///
     /// `seq` must fit the learned position table ([`Bert::try_forward`] checks it).
+    ///
+    /// Runs the fused attention op and returns no `attentions` (as HF's default
+    /// `output_attentions=False`); [`Bert::forward_with`] with [`AttentionHooks::none`] returns
+    /// them.
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
@@ -298,7 +302,7 @@ impl Bert {
             input_ids,
             token_type_ids,
             attention_mask,
-            &AttentionHooks::none(),
+            &AttentionHooks::fast(),
         )
     }
 
@@ -341,7 +345,7 @@ impl Bert {
             let (out, probs, layer_kv) = self.layer_forward(l, h, key_mask.clone(), hooks);
             h = out;
             hidden_states.push(h.clone());
-            attentions.push(probs);
+            attentions.extend(probs.filter(|_| !hooks.skip_probs));
             kv.push(layer_kv);
         }
         let pooler_output = self.pooler.as_ref().map(|p| {
@@ -392,14 +396,14 @@ impl Bert {
     ///
     /// # Shapes
     /// `h` `[batch, seq, d_model]`, `key_mask` from [`Bert::key_mask`] → (output, attention
-    /// probabilities `[batch, heads, seq, seq]`, keys and values).
+    /// probabilities `[batch, heads, seq, seq]` unless the hooks skip them, keys and values).
     pub fn layer_forward(
         &self,
         l: usize,
         h: Tensor<3>,
         key_mask: Option<Tensor<4, Bool>>,
         hooks: &AttentionHooks,
-    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
+    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
         let (out, probs, kv, _) = self.layer_forward_ffn(l, h, key_mask, hooks);
         (out, probs, kv)
     }
@@ -412,7 +416,7 @@ impl Bert {
         h: Tensor<3>,
         key_mask: Option<Tensor<4, Bool>>,
         hooks: &AttentionHooks,
-    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>), Tensor<3>) {
+    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>), Tensor<3>) {
         let layer = &self.encoder.layer[l];
         let (ctx, probs, layer_kv) =
             layer
@@ -421,7 +425,7 @@ impl Bert {
                 .forward(h.clone(), key_mask, hooks, l);
         let a = &layer.attention.output;
         let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
-        let ff = gelu(layer.intermediate.dense.forward(h1.clone()));
+        let ff = crate::kernels::gelu(layer.intermediate.dense.forward(h1.clone()));
         let o = &layer.output;
         (
             o.layer_norm.forward(o.dense.forward(ff.clone()) + h1),
@@ -537,33 +541,24 @@ fn hf_names(strip_bert: bool) -> LoadOptions {
 impl BertSelfAttention {
     /// # Shapes
     /// `x` `[batch, seq, d_model]`, `key_mask` `[batch, 1, 1, seq]` (true = hide) →
-    /// (context `[batch, seq, d_model]`, probabilities `[batch, heads, seq, seq]`, keys and
-    /// values `[batch, heads, seq, head_dim]`).
+    /// (context `[batch, seq, d_model]`, probabilities `[batch, heads, seq, seq]` unless the
+    /// hooks skip them, keys and values `[batch, heads, seq, head_dim]`).
     pub fn forward(
         &self,
         x: Tensor<3>,
         key_mask: Option<Tensor<4, Bool>>,
         hooks: &AttentionHooks,
         layer: usize,
-    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
+    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
         let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2); // [b, h, s, hd]
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
-        let mut scores = q
-            .matmul(k.clone().swap_dims(2, 3))
-            .div_scalar((hd as f32).sqrt()); // [b, h, s, s]
-        if let Some(m) = key_mask {
-            scores = scores.mask_fill(m.expand([b, self.n_heads, s, s]), f32::MIN);
-        }
-        let probs = hooks.post_softmax(layer, softmax(hooks.pre_softmax(layer, scores), 3));
-        let ctx = probs
-            .clone()
-            .matmul(v.clone())
-            .swap_dims(1, 2)
-            .reshape([b, s, d]);
+        let mask = key_mask.map(|m| m.expand([b, self.n_heads, s, s]));
+        let (ctx, probs) = hooks.attend(layer, q, k.clone(), v.clone(), mask);
+        let ctx = ctx.swap_dims(1, 2).reshape([b, s, d]);
         (ctx, probs, (k, v))
     }
 }

@@ -46,7 +46,7 @@ impl CausalLm for Llama {
     }
     fn query_key_vectors(&self, tokens: Tensor<2, Int>, layer: usize) -> (Tensor<2>, Tensor<2>) {
         let [_, s] = tokens.dims();
-        let o = self.forward_with(tokens, &AttentionHooks::none(), None);
+        let o = self.forward_with(tokens, &AttentionHooks::fast(), None);
         let l = &self.layers[layer];
         let x = l.input_layernorm.forward(o.hidden_states[layer].clone());
         let q = l.self_attn.q_proj.forward(x.clone());
@@ -82,7 +82,7 @@ impl CausalLm for Gpt2 {
     }
     fn query_key_vectors(&self, tokens: Tensor<2, Int>, layer: usize) -> (Tensor<2>, Tensor<2>) {
         let [_, s] = tokens.dims();
-        let o = self.forward_with(tokens, &AttentionHooks::none());
+        let o = self.forward_with(tokens, &AttentionHooks::fast());
         let b = &self.h[layer];
         let qkv = b
             .attn

@@ -19,7 +19,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu_approximate, softmax};
+use burn::tensor::activation::gelu_approximate;
 use serde::Deserialize;
 
 use crate::Error;
@@ -207,7 +207,7 @@ impl Gpt2Attention {
         mask: Tensor<4, Bool>,
         hooks: &AttentionHooks,
         layer: usize,
-    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
+    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
         let qkv = self.c_attn.forward(x); // [b, s, 3d]
@@ -218,16 +218,8 @@ impl Gpt2Attention {
                 .swap_dims(1, 2) // [b, h, s, hd]
         };
         let (q, k, v) = (part(0), part(1), part(2));
-        let scores = q
-            .matmul(k.clone().swap_dims(2, 3))
-            .div_scalar((hd as f32).sqrt());
-        let scores = hooks.pre_softmax(layer, scores.mask_fill(mask, f32::MIN));
-        let probs = hooks.post_softmax(layer, softmax(scores, 3));
-        let ctx = probs
-            .clone()
-            .matmul(v.clone())
-            .swap_dims(1, 2)
-            .reshape([b, s, d]);
+        let (ctx, probs) = hooks.attend(layer, q, k.clone(), v.clone(), Some(mask));
+        let ctx = ctx.swap_dims(1, 2).reshape([b, s, d]);
         (self.c_proj.forward(ctx), probs, (k, v))
     }
 }
@@ -246,7 +238,7 @@ impl Gpt2 {
     /// # Shapes
     /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Gpt2Output {
-        self.forward_with(tokens, &AttentionHooks::none())
+        self.forward_with(tokens, &AttentionHooks::fast())
     }
 
     /// [`Gpt2::forward_with`] that first checks the input against the learned position table:
@@ -291,7 +283,7 @@ impl Gpt2 {
                 block.mlp.c_fc.forward(block.ln_2.forward(h.clone())),
             ));
             h = h + m;
-            attentions.push(probs);
+            attentions.extend(probs.filter(|_| !hooks.skip_probs));
             kv.push(layer_kv);
             hidden_states.push(h.clone());
         }

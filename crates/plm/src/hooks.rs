@@ -12,11 +12,21 @@
 //! (§3.1); (c) gives dL/dA after one backward pass — burn keeps no gradients of intermediate
 //! tensors, so a zero leaf is added to A and its gradient read instead (saliency
 //! `I = |Σ_h A_h ⊙ ∂L/∂A_h|`, §2.1). Every tensor broadcasts to `[batch, heads, q, k]`.
+//!
+//! Probabilities cost time: they are `[batch, heads, q, k]` tensors written by a separate
+//! matmul, mask, softmax and matmul. [`AttentionHooks::fast`] asks for none, and then every
+//! layer runs the backend's fused attention op (`burn::tensor::module::attention`; a flash
+//! variant on flex) and the models return no `attentions`. A bias (a) alone still takes the
+//! fused op (as its additive bias); a scale (b) or a probe (c) needs the probabilities, so it
+//! always takes the step-by-step path.
 
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use burn::tensor::Gradients;
+use burn::tensor::{DType, Gradients};
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 /// Additive bias that removes attention (large and finite, so a fully blocked row stays finite).
 pub const BLOCK: f32 = -1e9;
@@ -30,6 +40,9 @@ pub struct AttentionHooks {
     pub scale: BTreeMap<usize, Tensor<4>>,
     /// (c) Zero leaves added to the probabilities; `[b, h, q, k]`.
     pub probes: BTreeMap<usize, Tensor<4>>,
+    /// No attention probabilities are wanted: layers without a scale or probe run the fused
+    /// attention op and the models' `attentions` come back empty.
+    pub skip_probs: bool,
 }
 
 impl AttentionHooks {
@@ -38,9 +51,63 @@ impl AttentionHooks {
         Self::default()
     }
 
+    /// No intervention and no attention probabilities: every layer runs the backend's fused
+    /// attention op (what `forward` of each model here uses).
+    pub fn fast() -> Self {
+        Self {
+            skip_probs: true,
+            ..Self::default()
+        }
+    }
+
     /// Whether any hook is set.
     pub fn is_empty(&self) -> bool {
         self.bias.is_empty() && self.scale.is_empty() && self.probes.is_empty()
+    }
+
+    /// Whether `layer` computes its probabilities step by step (they were asked for, or a
+    /// scale or probe needs them) rather than with the fused op.
+    pub fn needs_probs(&self, layer: usize) -> bool {
+        !self.skip_probs || self.scale.contains_key(&layer) || self.probes.contains_key(&layer)
+    }
+
+    /// Attention of `layer` under these hooks: `softmax(Q Kᵀ / √d + mask + bias) ⊙ scale + probe`
+    /// times `V`. Scores, mask, hooks and softmax are computed in f32 whatever the dtype of
+    /// `q`/`k`/`v` (as HF's eager path); the context comes back in `v`'s dtype.
+    ///
+    /// # Shapes
+    /// `q` `[b, h, s, d]`, `k` and `v` `[b, h, t, d]` (grouped key heads already repeated),
+    /// `mask` `[b, h, s, t]` (true = hide) → (context `[b, h, s, d]`, probabilities `[b, h, s,
+    /// t]` unless the fused op ran). A masked key gets the most negative float on the
+    /// step-by-step path and −∞ in the fused op: the same probabilities unless a whole row is
+    /// masked.
+    pub fn attend(
+        &self,
+        layer: usize,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        mask: Option<Tensor<4, Bool>>,
+    ) -> (Tensor<4>, Option<Tensor<4>>) {
+        let [b, h, s, d] = q.dims();
+        let t = k.dims()[2];
+        if !self.needs_probs(layer) {
+            let bias = self
+                .bias
+                .get(&layer)
+                .map(|x| crate::layers::to_dtype(x.clone().expand([b, h, s, t]), q.dtype()));
+            let ctx = attention(q, k, v, mask, bias, AttentionModuleOptions::default());
+            return (ctx, None);
+        }
+        let dtype = v.dtype();
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f32).sqrt());
+        let mut scores = crate::layers::to_dtype(scores, DType::F32);
+        if let Some(m) = mask {
+            scores = scores.mask_fill(m, f32::MIN);
+        }
+        let probs = self.post_softmax(layer, softmax(self.pre_softmax(layer, scores), 3));
+        let ctx = crate::layers::to_dtype(probs.clone(), dtype).matmul(v);
+        (ctx, Some(probs))
     }
 
     /// Blocks attention from `queries` to `keys` in `layer` for the given heads (all heads when

@@ -12,6 +12,8 @@
 //! - [`causal`]: the causal-LM trait every decoder here implements (logits and attentions under
 //!   hooks, query/key vectors), for analyses that work with any of them.
 //! - [`hooks`]: one attention-hook interface (additive bias, post-softmax scale, dL/dA probes).
+//! - [`kernels`]: CPU kernels for hot paths on flex (exact GELU, GGUF-quantised matrix products),
+//!   with burn's ops as the fallback on every other device and under autodiff.
 //! - `hello_lm` (feature `experiment`): the `hello-lm` experiment (a byte-level Llama trained from
 //!   scratch).
 //!
@@ -45,6 +47,7 @@ pub mod gpt2;
 #[cfg(feature = "experiment")]
 pub mod hello_lm;
 pub mod hooks;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod onnx;

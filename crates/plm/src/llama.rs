@@ -24,8 +24,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::DType;
-use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::activation::{log_softmax, silu};
 
 use std::path::Path;
 
@@ -386,8 +385,9 @@ impl Attention {
 
     /// # Shapes
     /// `x` `[batch, seq, d_model]`, `past` K/V `[batch, kv_heads, past, head_dim]`, `mask`
-    /// `[batch, heads, seq, past + seq]` (true = hide) → (output `[batch, seq, d_model]`,
-    /// attention `[batch, heads, seq, past + seq]`, this call's full K/V including `past`).
+    /// `[batch, heads, seq, past + seq]` (true = hide; `None`: every key visible) → (output
+    /// `[batch, seq, d_model]`, attention `[batch, heads, seq, past + seq]` unless the hooks skip
+    /// it, this call's full K/V including `past`).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -395,11 +395,11 @@ impl Attention {
         rope: &Rope,
         cos: Tensor<2>,
         sin: Tensor<2>,
-        mask: Tensor<4, Bool>,
+        mask: Option<Tensor<4, Bool>>,
         past: Option<(Tensor<4>, Tensor<4>)>,
         hooks: &AttentionHooks,
         layer: usize,
-    ) -> (Tensor<3>, Tensor<4>, (Tensor<4>, Tensor<4>)) {
+    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
         let [b, s, _] = x.dims();
         let hd = self.q_proj.weight.dims()[1] / self.n_heads;
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2); // [b, n, s, hd]
@@ -425,13 +425,7 @@ impl Attention {
             }
         };
         let (kr, vr) = (repeat(k.clone()), repeat(v.clone()));
-        let scores = q.matmul(kr.swap_dims(2, 3)).div_scalar((hd as f32).sqrt()); // [b, h, s, t]
-        // Scores, hooks and softmax in f32 whatever the weights' dtype (as HF's eager path).
-        let dtype = vr.dtype();
-        let scores = crate::layers::to_dtype(scores, DType::F32);
-        let scores = hooks.pre_softmax(layer, scores.mask_fill(mask, f32::MIN));
-        let probs = hooks.post_softmax(layer, softmax(scores, 3));
-        let ctx = crate::layers::to_dtype(probs.clone(), dtype).matmul(vr); // [b, h, s, hd]
+        let (ctx, probs) = hooks.attend(layer, q, kr, vr, mask); // [b, h, s, hd]
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]);
         (self.o_proj.forward(ctx), probs, (k, v))
     }
@@ -475,7 +469,8 @@ pub struct DecoderLayer {
 pub struct LlamaOutput {
     /// Next-token logits `[batch, seq, vocab]`.
     pub logits: Tensor<3>,
-    /// Attention probabilities per layer (after hooks), `[batch, heads, seq, past + seq]`.
+    /// Attention probabilities per layer (after hooks), `[batch, heads, seq, past + seq]`;
+    /// empty when the hooks skip them ([`AttentionHooks::fast`], what [`Llama::forward`] uses).
     pub attentions: Vec<Tensor<4>>,
     /// Embedding output and every layer's output: `n_layers + 1` tensors `[batch, seq, d_model]`.
     pub hidden_states: Vec<Tensor<3>>,
@@ -607,8 +602,11 @@ impl Llama {
 
     /// # Shapes
     /// `tokens` `[batch, seq]` → logits `[batch, seq, vocab]`.
+    ///
+    /// Runs the fused attention op and returns no `attentions`; [`Llama::forward_with`] with
+    /// [`AttentionHooks::none`] returns them.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> LlamaOutput {
-        self.forward_with(tokens, &AttentionHooks::none(), None)
+        self.forward_with(tokens, &AttentionHooks::fast(), None)
     }
 
     /// Forward pass with attention hooks and, optionally, a KV cache: `tokens` are the new
@@ -631,9 +629,10 @@ impl Llama {
         let t = past_keys + s;
         let (cos, sin) = self.rope.tables(past, s, &device);
         // burn's `tril_mask(.., k)` is true right of the diagonal shifted by `k`: the future
-        // positions a query must not see.
-        let mask =
-            Tensor::<2, Bool>::tril_mask([s, t], past_keys as i64, &device).reshape([1, 1, s, t]);
+        // positions a query must not see. A single new token sees every key: no mask.
+        let mask = (s > 1).then(|| {
+            Tensor::<2, Bool>::tril_mask([s, t], past_keys as i64, &device).reshape([1, 1, s, t])
+        });
         // Sliding window: also hide keys W or more positions back, i.e. `j - i ≤ past_keys - W`
         // (the complement of the band `tril_mask` leaves). The cached keys are taken to be the
         // most recent ones (true of a cache that was never retained).
@@ -642,7 +641,10 @@ impl Llama {
             let far = Tensor::<2, Bool>::tril_mask([s, t], past_keys as i64 - w as i64, &device)
                 .bool_not()
                 .reshape([1, 1, s, t]);
-            mask.clone().bool_or(far)
+            match &mask {
+                Some(m) => m.clone().bool_or(far),
+                None => far,
+            }
         });
         let mut h = self.embed_tokens.forward(tokens); // [b, s, d]
         // The tables are built in f32; weights held in bf16/f16 make the activations that dtype.
@@ -657,7 +659,7 @@ impl Llama {
             let n = layer.self_attn.n_heads;
             let past_kv = cache.as_ref().and_then(|c| c.layers.get(l).cloned());
             let layer_mask = match &sliding_mask {
-                Some(m) if l >= self.sliding_window_from => m.clone(),
+                Some(m) if l >= self.sliding_window_from => Some(m.clone()),
                 _ => mask.clone(),
             };
             let (a, probs, layer_kv) = layer.self_attn.forward(
@@ -665,14 +667,14 @@ impl Llama {
                 &self.rope,
                 cos.clone(),
                 sin.clone(),
-                layer_mask.expand([b, n, s, t]),
+                layer_mask.map(|m| m.expand([b, n, s, t])),
                 past_kv,
                 hooks,
                 l,
             );
             h = h + a;
             h = h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h));
-            attentions.push(probs);
+            attentions.extend(probs.filter(|_| !hooks.skip_probs));
             hidden_states.push(h.clone());
             kv.push(layer_kv);
         }
@@ -718,7 +720,7 @@ impl Llama {
             let len = input.len();
             let x = Tensor::<2, Int>::from_data(TensorData::new(input, [1, len]), device);
             let logits = self
-                .forward_with(x, &AttentionHooks::none(), Some(&mut cache))
+                .forward_with(x, &AttentionHooks::fast(), Some(&mut cache))
                 .logits;
             let next: i64 = logits
                 .slice(s![.., len - 1..len, ..])
@@ -1171,8 +1173,12 @@ mod tests {
         let m = tiny().init(&d).unwrap();
         let toks =
             Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [2, 3]), &d);
-        let out = m.forward(toks);
+        let fused = m.forward(toks.clone());
+        assert!(fused.attentions.is_empty());
+        let out = m.forward_with(toks, &AttentionHooks::none(), None);
         assert_eq!(out.logits.dims(), [2, 3, 50]);
+        let want = testkit::tensor_values(out.logits.clone(), &[2, 3, 50]);
+        testkit::assert_tensor_close(fused.logits, &want, &[2, 3, 50], 1e-5, "fused attention");
         assert_eq!(out.attentions.len(), 2);
         let sums = out.attentions[0]
             .clone()
@@ -1181,6 +1187,32 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert!(sums.iter().all(|v| (v - 1.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn a_bias_alone_takes_the_fused_op_and_gives_the_step_by_step_result() {
+        let _rng = testkit::device_rng_lock();
+        let d = Device::flex();
+        d.seed(4);
+        let m = tiny().init(&d).unwrap();
+        let toks = Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 9, 4, 1, 7], [1, 5]), &d);
+        let eager = AttentionHooks::none()
+            .block(1, Some(&[0, 2]), &[3, 4], &[1, 2], 4, 5, &d)
+            .unwrap();
+        let fused = AttentionHooks {
+            skip_probs: true,
+            ..eager.clone()
+        };
+        assert!(!fused.needs_probs(1));
+        let a = m.forward_with(toks.clone(), &eager, None);
+        let b = m.forward_with(toks.clone(), &fused, None);
+        assert_eq!(a.attentions.len(), 2);
+        assert!(b.attentions.is_empty());
+        let want = testkit::tensor_values(a.logits, &[1, 5, 50]);
+        testkit::assert_tensor_close(b.logits, &want, &[1, 5, 50], 1e-5, "biased fused attention");
+        // The block changes the output (the hook is not lost on the fused path).
+        let plain = testkit::tensor_values(m.forward(toks).logits, &[1, 5, 50]);
+        assert!(testkit::max_abs_diff(&want, &plain) > 1e-4);
     }
 
     #[test]

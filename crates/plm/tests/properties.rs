@@ -5,6 +5,7 @@
 
 use burn::prelude::*;
 use plm::gguf::Gguf;
+use plm::hooks::AttentionHooks;
 use plm::llama::LlamaConfig;
 use plm::onnx::Graph;
 use proptest::prelude::*;
@@ -94,7 +95,8 @@ proptest! {
         let m = LlamaConfig::new(50, 16, 2, 4, 2, 24).with_max_seq_len(16).init(&d).unwrap();
         let n = seq.len();
         let x = Tensor::<2, Int>::from_data(TensorData::new(seq.clone(), [1, n]), &d);
-        let out = m.forward(x);
+        let out = m.forward_with(x, &AttentionHooks::none(), None);
+        prop_assert_eq!(out.attentions.len(), 2);
         for a in &out.attentions {
             let rows = a.clone().sum_dim(3).into_data().try_to_vec::<f32>().unwrap();
             prop_assert!(rows.iter().all(|r| (r - 1.0).abs() < 1e-4));

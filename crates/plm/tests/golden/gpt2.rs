@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use plm::gpt2::Gpt2;
+use plm::hooks::AttentionHooks;
 use plm::safetensors::{read_f32, read_i64};
 
 fn dir() -> PathBuf {
@@ -26,12 +27,20 @@ fn tiny_gpt2_matches_transformers() {
     let ids = read_i64(&exp, "input_ids").unwrap();
     let x =
         Tensor::<2, Int>::from_data(TensorData::new(ids.data, [ids.shape[0], ids.shape[1]]), &d);
-    let out = model.forward(x);
+    // The fused attention op (forward) and the step-by-step path that returns the
+    // probabilities (forward_with) both match HF.
+    close(
+        model.forward(x.clone()).logits,
+        &read_f32(&exp, "logits").unwrap().data,
+        "logits (fused attention)",
+    );
+    let out = model.forward_with(x, &AttentionHooks::none());
     close(
         out.logits,
         &read_f32(&exp, "logits").unwrap().data,
         "logits",
     );
+    assert_eq!(out.attentions.len(), model.n_layers());
 
     let att = read_f32(&exp, "attentions").unwrap();
     let per = att.data.len() / att.shape[0];
