@@ -1,5 +1,6 @@
 //! Backbone benches on real weights: MiniLM-L6 encoding (batch 32 × 128 tokens) and SmolLM2-135M
-//! greedy decoding with the KV cache (tokens per second). The PyTorch counterpart with the same
+//! greedy decoding with the KV cache (tokens per second), with f32 weights and with the file's
+//! Q4_1 blocks kept for the quantised kernel. The PyTorch counterpart with the same
 //! shapes and thread count is `benches/pytorch/plm_bench.py`.
 //!
 //! `cargo xtask assets --only minilm-l6 smollm2 && cargo bench -p benches --bench plm`
@@ -52,7 +53,9 @@ fn smollm2_decode(c: &mut Criterion) {
             return;
         }
     };
-    let (m, _) = Llama::load_gguf(&path, &d).unwrap();
+    let (m, g) = Llama::load_gguf(&path, &d).unwrap();
+    // The same model with its Q4_1 blocks kept for decoding (plm::kernels).
+    let mq = m.clone().with_quantized(&g).unwrap();
     let prompt: Vec<i64> = vec![504, 3575, 282, 4649, 314]; // "The capital of France is"
     let n = 32;
     let mut g = c.benchmark_group("smollm2_135m");
@@ -60,6 +63,9 @@ fn smollm2_decode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function("greedy_decode_32_tokens_kv_cache", |bench| {
         bench.iter(|| m.generate_greedy(&prompt, n, &d).expect("greedy"))
+    });
+    g.bench_function("greedy_decode_32_tokens_kv_cache_q4_1", |bench| {
+        bench.iter(|| mq.generate_greedy(&prompt, n, &d).expect("greedy"))
     });
     g.finish();
 }

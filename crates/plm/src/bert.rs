@@ -416,7 +416,12 @@ impl Bert {
         h: Tensor<3>,
         key_mask: Option<Tensor<4, Bool>>,
         hooks: &AttentionHooks,
-    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>), Tensor<3>) {
+    ) -> (
+        Tensor<3>,
+        Option<Tensor<4>>,
+        (Tensor<4>, Tensor<4>),
+        Tensor<3>,
+    ) {
         let layer = &self.encoder.layer[l];
         let (ctx, probs, layer_kv) =
             layer

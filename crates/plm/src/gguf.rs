@@ -340,6 +340,17 @@ impl Gguf {
         self.metadata.get(key)
     }
 
+    /// The stored bytes of tensor `name` (its blocks as they are in the file) with its type and
+    /// row-major shape.
+    pub fn tensor_raw(&self, name: &str) -> crate::Result<(GgmlType, Vec<usize>, &[u8])> {
+        let t = self.info(name).ok_or_else(|| Error::MissingTensor {
+            tensor: name.to_string(),
+            file: "gguf".into(),
+        })?;
+        let range = self.byte_range(t).map_err(Error::Weights)?;
+        Ok((t.ggml_type, t.shape(), &self.bytes[range]))
+    }
+
     /// Dequantises tensor `name` to f32, row-major with shape [`TensorInfo::shape`].
     pub fn tensor_f32(&self, name: &str) -> crate::Result<(Vec<usize>, Vec<f32>)> {
         let t = self.info(name).ok_or_else(|| Error::MissingTensor {

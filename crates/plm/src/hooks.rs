@@ -23,10 +23,10 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::*;
-use burn::tensor::{DType, Gradients};
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Gradients};
 
 /// Additive bias that removes attention (large and finite, so a fully blocked row stays finite).
 pub const BLOCK: f32 = -1e9;

@@ -48,7 +48,7 @@ pub fn erf(x: f32) -> f32 {
     p = x2 * p + -2.101_024e-6;
     p = x2 * p + -5.692_506_4e-5;
     p = x2 * p + -7.349_906_3e-4;
-    p = x2 * p + -2.954_600_0e-3;
+    p = x2 * p + -2.9546e-3;
     p = x2 * p + -1.609_603_3e-2;
     let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
     q = x2 * q + -1.682_827e-3;
@@ -69,7 +69,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r2 + r + 1.0;
     // wrapping: the workspace's overflow checks would otherwise keep this loop scalar
     y * f32::from_bits((n as i32).wrapping_add(127).cast_unsigned() << 23)
@@ -165,9 +165,11 @@ impl QuantMatrix {
     /// that does not match are errors.
     pub fn new(ty: GgmlType, rows: usize, cols: usize, raw: Vec<u8>) -> Result<Self> {
         let block = block_bytes(ty).ok_or_else(|| {
-            Error::Unsupported(format!("quantised matrix of type {ty:?} (Q4_0, Q4_1, Q8_0)"))
+            Error::Unsupported(format!(
+                "quantised matrix of type {ty:?} (Q4_0, Q4_1, Q8_0)"
+            ))
         })?;
-        if cols % QK != 0 || raw.len() != rows * (cols / QK) * block {
+        if !cols.is_multiple_of(QK) || raw.len() != rows * (cols / QK) * block {
             return Err(Error::ShapeMismatch {
                 tensor: format!("{ty:?} matrix ({} bytes)", raw.len()),
                 expected: vec![rows, cols],
@@ -315,7 +317,7 @@ fn half(lo: u8, hi: u8) -> f32 {
 
 /// Lanes of the partial sums: element-wise over `[f32; L]`, which LLVM turns into one SIMD
 /// register (strict f32 addition is not reassociated, so a plain running sum would stay scalar).
-const L: usize = 8;
+const L: usize = 16;
 
 /// Dot product of one quantised row with `x` (`xs`: per-block sums of `x`).
 #[inline(always)]
@@ -338,7 +340,11 @@ fn dot_row(ty: GgmlType, w: &[u8], x: &[f32], xs: &[f32]) -> f32 {
             }
         }
         GgmlType::Q4_1 | GgmlType::Q4_0 => {
-            let (bb, head) = if ty == GgmlType::Q4_1 { (20, 4) } else { (18, 2) };
+            let (bb, head) = if ty == GgmlType::Q4_1 {
+                (20, 4)
+            } else {
+                (18, 2)
+            };
             for ((blk, xb), sum) in w.chunks_exact(bb).zip(x.chunks_exact(QK)).zip(xs) {
                 let d = half(blk[0], blk[1]);
                 // Q4_1: w = d·q + m; Q4_0: w = d·(q − 8), an offset of −8·d per value.
@@ -349,18 +355,10 @@ fn dot_row(ty: GgmlType, w: &[u8], x: &[f32], xs: &[f32]) -> f32 {
                 };
                 // Low nibbles are values 0..16 of the block, high nibbles 16..32.
                 let (lo, hi) = xb.split_at(16);
-                let mut s = [0f32; L];
-                for ((q, a), b) in blk[head..bb]
-                    .chunks_exact(L)
-                    .zip(lo.chunks_exact(L))
-                    .zip(hi.chunks_exact(L))
-                {
-                    for l in 0..L {
-                        s[l] += f32::from(q[l] & 15) * a[l] + f32::from(q[l] >> 4) * b[l];
-                    }
-                }
+                // 16 packed bytes: one lane each.
+                let q = &blk[head..bb];
                 for l in 0..L {
-                    acc[l] += d * s[l];
+                    acc[l] += d * (f32::from(q[l] & 15) * lo[l] + f32::from(q[l] >> 4) * hi[l]);
                 }
                 offset += m * sum;
             }
@@ -441,7 +439,10 @@ mod tests {
             let got = f64::from(erfc_tail(z as f32));
             let want = 1.0 - erf_ref(z as f32 as f64);
             // the series reference loses ~1e-11 to cancellation near z = 4
-            assert!((got - want).abs() < 1e-6 * want + 2e-11, "erfc({z}): {got} vs {want}");
+            assert!(
+                (got - want).abs() < 1e-6 * want + 2e-11,
+                "erfc({z}): {got} vs {want}"
+            );
         }
     }
 
@@ -458,7 +459,11 @@ mod tests {
         // relative agreement; below x ≈ −5.5 libm's `1 + erff` rounds to 0 where the erfc form
         // keeps the true value (under 1e-7)
         testkit::assert_allclose(&fast, &slow, 1e-7, 2e-6, "gelu");
-        assert!(fast.iter().zip(&v).all(|(g, x)| g.is_finite() && (*x < 0.0 || g <= x)));
+        assert!(
+            fast.iter()
+                .zip(&v)
+                .all(|(g, x)| g.is_finite() && (*x < 0.0 || g <= x))
+        );
     }
 
     fn blocks(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
@@ -489,7 +494,9 @@ mod tests {
     #[test]
     fn quantised_products_match_the_dequantised_reference() {
         let (rows, cols, n) = (150, 96, 3);
-        let x: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let x: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             let m = QuantMatrix::new(ty, rows, cols, blocks(ty, rows, cols, 7)).unwrap();
             let w = m.dequantize();
@@ -526,7 +533,10 @@ mod tests {
         let m = QuantMatrix::new(GgmlType::Q8_0, 4, 32, blocks(GgmlType::Q8_0, 4, 32, 3)).unwrap();
         let w = Tensor::<2>::from_data(TensorData::new(m.dequantize(), [4, 32]), &d);
         let x = Tensor::<3>::from_data(
-            TensorData::new((0..64).map(|i| i as f32 / 64.0).collect::<Vec<_>>(), [1, 2, 32]),
+            TensorData::new(
+                (0..64).map(|i| i as f32 / 64.0).collect::<Vec<_>>(),
+                [1, 2, 32],
+            ),
             &d,
         );
         let bias = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [4]), &d);
@@ -534,7 +544,10 @@ mod tests {
         let want = x.clone().matmul(w.transpose().unsqueeze_dim(0)) + bias.reshape([1, 1, 4]);
         let want = testkit::tensor_values(want, &[1, 2, 4]);
         testkit::assert_tensor_close(got, &want, &[1, 2, 4], 1e-4, "linear_quant");
-        assert!(linear_quant(&x, &m, None, 1).is_none(), "more rows than max_rows");
+        assert!(
+            linear_quant(&x, &m, None, 1).is_none(),
+            "more rows than max_rows"
+        );
         let ad = d.clone().autodiff();
         let xa = Tensor::<3>::from_data(x.into_data(), &ad);
         assert!(linear_quant(&xa, &m, None, 8).is_none());

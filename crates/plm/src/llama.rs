@@ -27,6 +27,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, silu};
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use serde::Deserialize;
@@ -35,6 +36,7 @@ use crate::Error;
 use crate::checkpoint::{LoadDtype, LoadOptions};
 use crate::gguf::{Gguf, Value};
 use crate::hooks::AttentionHooks;
+use crate::kernels::{self, QuantMatrix};
 
 /// Configuration of a [`Llama`] decoder.
 #[derive(Config, Debug)]
@@ -222,6 +224,7 @@ impl LlamaConfig {
             rope: Rope::new(hd, self.max_seq_len, self.rope_theta, &self.rope_scaling),
             sliding_window: self.sliding_window.unwrap_or(0),
             sliding_window_from: self.sliding_window_from,
+            quant: None,
         })
     }
 }
@@ -400,12 +403,29 @@ impl Attention {
         hooks: &AttentionHooks,
         layer: usize,
     ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
+        self.forward_q(x, rope, (cos, sin), mask, past, hooks, layer, None)
+    }
+
+    /// [`Attention::forward`] with the projections' quantised weights, when held.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_q(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        (cos, sin): (Tensor<2>, Tensor<2>),
+        mask: Option<Tensor<4, Bool>>,
+        past: Option<(Tensor<4>, Tensor<4>)>,
+        hooks: &AttentionHooks,
+        layer: usize,
+        quant: Option<&LayerQuant>,
+    ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
         let [b, s, _] = x.dims();
         let hd = self.q_proj.weight.dims()[1] / self.n_heads;
+        let qm = |i: usize| quant.and_then(|q| q[i].as_ref());
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, hd]).swap_dims(1, 2); // [b, n, s, hd]
-        let q = heads(self.q_proj.forward(x.clone()), self.n_heads);
-        let k = heads(self.k_proj.forward(x.clone()), self.n_kv_heads);
-        let v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        let q = heads(project(&self.q_proj, qm(0), x.clone()), self.n_heads);
+        let k = heads(project(&self.k_proj, qm(1), x.clone()), self.n_kv_heads);
+        let v = heads(project(&self.v_proj, qm(2), x), self.n_kv_heads);
         let q = rope.apply(q, cos.clone(), sin.clone());
         let k = rope.apply(k, cos, sin);
         let (k, v) = match past {
@@ -427,7 +447,7 @@ impl Attention {
         let (kr, vr) = (repeat(k.clone()), repeat(v.clone()));
         let (ctx, probs) = hooks.attend(layer, q, kr, vr, mask); // [b, h, s, hd]
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]);
-        (self.o_proj.forward(ctx), probs, (k, v))
+        (project(&self.o_proj, qm(3), ctx), probs, (k, v))
     }
 }
 
@@ -446,8 +466,14 @@ impl SwiGlu {
     /// # Shapes
     /// `[batch, seq, d_model]` → `[batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.forward_q(x, None)
+    }
+
+    /// [`SwiGlu::forward`] with the quantised weights of a [`LayerQuant`], when held.
+    fn forward_q(&self, x: Tensor<3>, quant: Option<&LayerQuant>) -> Tensor<3> {
+        let qm = |i: usize| quant.and_then(|q| q[i].as_ref());
+        let g = silu(project(&self.gate_proj, qm(4), x.clone()));
+        project(&self.down_proj, qm(6), g * project(&self.up_proj, qm(5), x))
     }
 }
 
@@ -587,6 +613,62 @@ pub struct Llama {
     sliding_window: usize,
     /// First layer with the sliding window.
     sliding_window_from: usize,
+    /// GGUF blocks of the linear weights for decoding ([`Llama::with_quantized`]).
+    #[module(skip)]
+    quant: Option<Arc<QuantWeights>>,
+}
+
+/// Projections per decoder layer in [`QuantWeights`]: q, k, v, o, gate, up, down.
+type LayerQuant = [Option<QuantMatrix>; 7];
+
+/// The linear weights of a GGUF checkpoint kept in their block format (see
+/// [`Llama::with_quantized`]). A projection whose type the kernel does not take (F32, F16,
+/// Q6_K) is `None` and runs in f32.
+#[derive(Clone, Debug, Default)]
+pub struct QuantWeights {
+    layers: Vec<LayerQuant>,
+    head: Option<QuantMatrix>,
+}
+
+impl QuantWeights {
+    /// Bytes of weights held quantised.
+    pub fn n_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .chain(std::iter::once(&self.head))
+            .flatten()
+            .map(QuantMatrix::n_bytes)
+            .sum()
+    }
+
+    /// Projections held quantised, of all (7 per layer and the output head).
+    pub fn count(&self) -> (usize, usize) {
+        let held = self
+            .layers
+            .iter()
+            .flatten()
+            .chain(std::iter::once(&self.head))
+            .filter(|m| m.is_some())
+            .count();
+        (held, self.layers.len() * 7 + 1)
+    }
+}
+
+/// Activation rows up to which a projection with quantised weights takes the quantised kernel
+/// (decoding steps, small batched decodes, short prompts); longer inputs run the f32 GEMM,
+/// which is faster once each weight is reused across many rows.
+pub const QUANT_MAX_ROWS: usize = 16;
+
+/// `x · Wᵀ + b` through the quantised kernel when it applies, else the f32 layer.
+fn project(lin: &Linear, q: Option<&QuantMatrix>, x: Tensor<3>) -> Tensor<3> {
+    if let Some(w) = q {
+        let bias = lin.bias.as_ref().map(|b| b.val());
+        if let Some(y) = kernels::linear_quant(&x, w, bias.as_ref(), QUANT_MAX_ROWS) {
+            return y;
+        }
+    }
+    lin.forward(x)
 }
 
 impl Llama {
@@ -662,18 +744,22 @@ impl Llama {
                 Some(m) if l >= self.sliding_window_from => Some(m.clone()),
                 _ => mask.clone(),
             };
-            let (a, probs, layer_kv) = layer.self_attn.forward(
+            let lq = self.quant.as_ref().and_then(|q| q.layers.get(l));
+            let (a, probs, layer_kv) = layer.self_attn.forward_q(
                 layer.input_layernorm.forward(h.clone()),
                 &self.rope,
-                cos.clone(),
-                sin.clone(),
+                (cos.clone(), sin.clone()),
                 layer_mask.map(|m| m.expand([b, n, s, t])),
                 past_kv,
                 hooks,
                 l,
+                lq,
             );
             h = h + a;
-            h = h.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(h));
+            h = h.clone()
+                + layer
+                    .mlp
+                    .forward_q(layer.post_attention_layernorm.forward(h), lq);
             attentions.extend(probs.filter(|_| !hooks.skip_probs));
             hidden_states.push(h.clone());
             kv.push(layer_kv);
@@ -683,9 +769,20 @@ impl Llama {
             c.len = past + s;
         }
         let h = self.norm.forward(h);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze_dim(0)),
+        let quant_head = self.quant.as_ref().and_then(|q| q.head.as_ref());
+        let logits = match quant_head.and_then(|w| {
+            let bias = self
+                .lm_head
+                .as_ref()
+                .and_then(|l| l.bias.as_ref())
+                .map(|b| b.val());
+            kernels::linear_quant(&h, w, bias.as_ref(), QUANT_MAX_ROWS)
+        }) {
+            Some(logits) => logits,
+            None => match &self.lm_head {
+                Some(head) => head.forward(h),
+                None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze_dim(0)),
+            },
         };
         LlamaOutput {
             logits,
@@ -1128,6 +1225,90 @@ impl Llama {
         let model = model.load_store(SafetensorsStore::from_bytes(Some(bytes)), path)?;
         Ok((model, g))
     }
+}
+
+impl Llama {
+    /// Keeps the linear weights of GGUF file `g` (the one this model was loaded from with
+    /// [`Llama::load_gguf`]) in their block format as well: decoding steps and short inputs
+    /// (up to [`QUANT_MAX_ROWS`] rows) on flex then multiply by Q4_0/Q4_1/Q8_0 blocks directly
+    /// ([`kernels::QuantMatrix`]), reading 4.5–8.5 bits per weight instead of 32; longer
+    /// inputs, other devices and autodiff keep the f32 weights, which stay loaded. Tensors of
+    /// other types (F32, F16, Q6_K) stay f32-only. A tensor whose shape differs from the
+    /// model's is an error.
+    pub fn with_quantized(mut self, g: &Gguf) -> crate::Result<Self> {
+        let get = |name: &str, heads: Option<usize>, want: [usize; 2]| {
+            let (ty, shape, raw) = g.tensor_raw(name)?;
+            if shape != want {
+                return Err(Error::ShapeMismatch {
+                    tensor: name.to_string(),
+                    expected: want.to_vec(),
+                    found: shape,
+                });
+            }
+            let m = match QuantMatrix::new(ty, want[0], want[1], raw.to_vec()) {
+                Ok(m) => m,
+                Err(Error::Unsupported(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            Ok(Some(match heads {
+                Some(h) => m.permute_rows(&unpermute_order(want[0], h))?,
+                None => m,
+            }))
+        };
+        // burn's Linear holds [in, out]; the file holds [out, in].
+        let dims = |l: &Linear| {
+            let [i, o] = l.weight.dims();
+            [o, i]
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = &layer.self_attn;
+            let f = &layer.mlp;
+            let blk = |n: &str| format!("blk.{i}.{n}.weight");
+            layers.push([
+                get(&blk("attn_q"), Some(a.n_heads), dims(&a.q_proj))?,
+                get(&blk("attn_k"), Some(a.n_kv_heads), dims(&a.k_proj))?,
+                get(&blk("attn_v"), None, dims(&a.v_proj))?,
+                get(&blk("attn_output"), None, dims(&a.o_proj))?,
+                get(&blk("ffn_gate"), None, dims(&f.gate_proj))?,
+                get(&blk("ffn_up"), None, dims(&f.up_proj))?,
+                get(&blk("ffn_down"), None, dims(&f.down_proj))?,
+            ]);
+        }
+        let head = match &self.lm_head {
+            Some(l) => get("output.weight", None, dims(l))?,
+            None => get("token_embd.weight", None, self.embed_tokens.weight.dims())?,
+        };
+        self.quant = Some(Arc::new(QuantWeights { layers, head }));
+        Ok(self)
+    }
+
+    /// The quantised weights held ([`Llama::with_quantized`]).
+    pub fn quantized(&self) -> Option<&QuantWeights> {
+        self.quant.as_deref()
+    }
+
+    /// Drops the quantised weights: every projection runs in f32 again.
+    pub fn without_quantized(mut self) -> Self {
+        self.quant = None;
+        self
+    }
+}
+
+/// The row order that regroups llama.cpp's per-head `[heads, hd/2, 2]` rows into HF's `[heads,
+/// 2, hd/2]` (row `i` of the result is row `order[i]` of the file), as [`unpermute_rows`].
+fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
+    let hd = rows / heads.max(1);
+    let half = hd / 2;
+    let mut order = vec![0; rows];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                order[h * hd + j * half + i] = h * hd + i * 2 + j;
+            }
+        }
+    }
+    order
 }
 
 /// Mean next-token cross-entropy over the first `n` windows of `windows` (batches of 16), with

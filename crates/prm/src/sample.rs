@@ -264,15 +264,16 @@ mod tests {
         // p = (0.25, 0.75) in each of 4 rows: 4 × 1000 draws, the share of token 1 within
         // 0.75 ± 0.03 (more than 4 standard deviations of 0.0068).
         let row = [0.0f32, 3f32.ln()];
-        let logits = Tensor::<2>::from_data(
-            TensorData::new(row.repeat(4), [4, 2]),
-            &device,
-        );
+        let logits = Tensor::<2>::from_data(TensorData::new(row.repeat(4), [4, 2]), &device);
         let mut rng = Rng::seed_from(5);
         let mut ones = 0usize;
         for _ in 0..1000 {
-            let t = draw(logits.clone(), &SampleConfig::new().with_temperature(1.0).with_top_p(1.0), &mut rng)
-                .expect("draw");
+            let t = draw(
+                logits.clone(),
+                &SampleConfig::new().with_temperature(1.0).with_top_p(1.0),
+                &mut rng,
+            )
+            .expect("draw");
             assert_eq!(t.len(), 4);
             ones += t.iter().filter(|&&x| x == 1).count();
         }

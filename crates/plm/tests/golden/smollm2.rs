@@ -106,3 +106,32 @@ fn a_truncated_gguf_is_a_typed_error() {
     assert!(matches!(err, plm::Error::Weights(_)), "{err}");
     assert!(err.to_string().contains("beyond the end"), "{err}");
 }
+
+#[test]
+fn quantised_decoding_matches_the_dequantised_reference_of_transformers() {
+    let d = crate::device();
+    let (model, g) = Llama::load_gguf(&gguf(), &d).unwrap();
+    let model = model.with_quantized(&g).unwrap();
+    let (held, all) = model.quantized().unwrap().count();
+    // A Q4_1 file: most projections (all, in this one) are held in a type the kernel takes.
+    eprintln!("{held} of {all} projections quantised");
+    assert!(held * 2 > all, "{held} of {all}");
+    let greedy = read_i64(&fixture(), "greedy").unwrap();
+    let steps = greedy.shape[1];
+    for k in 0..greedy.shape[0] {
+        let ids = read_i64(&fixture(), &format!("ids_{k}")).unwrap().data;
+        // short prompts: the prefill runs the quantised kernel too
+        assert!(ids.len() <= plm::llama::QUANT_MAX_ROWS, "prompt {k}");
+        let want = read_f32(&fixture(), &format!("logits_{k}")).unwrap().data;
+        let got = last_logits(&model, &ids, &d);
+        let diff = crate::max_diff(&got, &want);
+        eprintln!("prompt {k}: quantised, max |logit diff| {diff:e}");
+        assert!(diff < 1e-3, "prompt {k}: logits differ by {diff}");
+        let cached = model.generate_greedy(&ids, steps, &d).unwrap();
+        assert_eq!(
+            cached,
+            greedy.data[k * steps..(k + 1) * steps].to_vec(),
+            "prompt {k}"
+        );
+    }
+}
