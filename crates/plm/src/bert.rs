@@ -345,7 +345,7 @@ impl Bert {
             let (out, probs, layer_kv) = self.layer_forward(l, h, key_mask.clone(), hooks);
             h = out;
             hidden_states.push(h.clone());
-            attentions.extend(probs.filter(|_| !hooks.skip_probs));
+            attentions.extend(probs);
             kv.push(layer_kv);
         }
         let pooler_output = self.pooler.as_ref().map(|p| {

@@ -283,7 +283,7 @@ impl Gpt2 {
                 block.mlp.c_fc.forward(block.ln_2.forward(h.clone())),
             ));
             h = h + m;
-            attentions.extend(probs.filter(|_| !hooks.skip_probs));
+            attentions.extend(probs);
             kv.push(layer_kv);
             hidden_states.push(h.clone());
         }

@@ -78,7 +78,7 @@ impl AttentionHooks {
     /// # Shapes
     /// `q` `[b, h, s, d]`, `k` and `v` `[b, h, t, d]` (grouped key heads already repeated),
     /// `mask` `[b, h, s, t]` (true = hide) → (context `[b, h, s, d]`, probabilities `[b, h, s,
-    /// t]` unless the fused op ran). A masked key gets the most negative float on the
+    /// t]` unless the hooks skip them). A masked key gets the most negative float on the
     /// step-by-step path and −∞ in the fused op: the same probabilities unless a whole row is
     /// masked.
     pub fn attend(
@@ -107,7 +107,8 @@ impl AttentionHooks {
         }
         let probs = self.post_softmax(layer, softmax(self.pre_softmax(layer, scores), 3));
         let ctx = crate::layers::to_dtype(probs.clone(), dtype).matmul(v);
-        (ctx, Some(probs))
+        // computed for a scale or probe, but not asked for: not returned
+        (ctx, (!self.skip_probs).then_some(probs))
     }
 
     /// Blocks attention from `queries` to `keys` in `layer` for the given heads (all heads when

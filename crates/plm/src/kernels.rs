@@ -499,6 +499,14 @@ mod tests {
             .collect();
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
             let m = QuantMatrix::new(ty, rows, cols, blocks(ty, rows, cols, 7)).unwrap();
+            // 4.5, 5 and 8.5 bits per weight
+            let bits = m.n_bytes() as f64 * 8.0 / (rows * cols) as f64;
+            let want_bits = match ty {
+                GgmlType::Q4_0 => 4.5,
+                GgmlType::Q4_1 => 5.0,
+                _ => 8.5,
+            };
+            assert_eq!(bits, want_bits, "{ty:?}");
             let w = m.dequantize();
             assert_eq!(w.len(), rows * cols);
             let mut want = vec![0f32; n * rows];

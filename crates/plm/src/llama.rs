@@ -631,17 +631,6 @@ pub struct QuantWeights {
 }
 
 impl QuantWeights {
-    /// Bytes of weights held quantised.
-    pub fn n_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .chain(std::iter::once(&self.head))
-            .flatten()
-            .map(QuantMatrix::n_bytes)
-            .sum()
-    }
-
     /// Projections held quantised, of all (7 per layer and the output head).
     pub fn count(&self) -> (usize, usize) {
         let held = self
@@ -760,7 +749,7 @@ impl Llama {
                 + layer
                     .mlp
                     .forward_q(layer.post_attention_layernorm.forward(h), lq);
-            attentions.extend(probs.filter(|_| !hooks.skip_probs));
+            attentions.extend(probs);
             hidden_states.push(h.clone());
             kv.push(layer_kv);
         }
@@ -1006,19 +995,11 @@ impl LlamaHfConfig {
 /// `rows` of a `[rows, cols]` matrix regrouped from llama.cpp's per-head `[heads, hd/2, 2]`
 /// order to HF's `[heads, 2, hd/2]`.
 fn unpermute_rows(data: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let hd = rows / heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; data.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = (h * hd + i * 2 + j) * cols;
-                let dst = (h * hd + j * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
-            }
-        }
-    }
-    out
+    unpermute_order(rows, heads)
+        .into_iter()
+        .flat_map(|r| &data[r * cols..(r + 1) * cols])
+        .copied()
+        .collect()
 }
 
 fn meta_usize(g: &Gguf, key: &str) -> crate::Result<usize> {
@@ -1296,7 +1277,7 @@ impl Llama {
 }
 
 /// The row order that regroups llama.cpp's per-head `[heads, hd/2, 2]` rows into HF's `[heads,
-/// 2, hd/2]` (row `i` of the result is row `order[i]` of the file), as [`unpermute_rows`].
+/// 2, hd/2]`: row `i` of the result is row `order[i]` of the file.
 fn unpermute_order(rows: usize, heads: usize) -> Vec<usize> {
     let hd = rows / heads.max(1);
     let half = hd / 2;
