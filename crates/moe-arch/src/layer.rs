@@ -18,7 +18,7 @@ use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::IndexingUpdateOp;
-use burn::tensor::activation::{sigmoid, silu, softmax};
+use burn::tensor::activation::{sigmoid, softmax};
 use plm::layers::{Init, to_dtype};
 use plm::llama::SwiGlu;
 
@@ -721,7 +721,7 @@ impl MoeLayer {
         };
         let g = proj(buf.clone(), stack(&|x| &x.gate_proj));
         let u = proj(buf, stack(&|x| &x.up_proj));
-        let y = proj(silu(g) * u, stack(&|x| &x.down_proj)); // [e, cap, d]
+        let y = proj(plm::kernels::silu_mul(g, u), stack(&|x| &x.down_proj)); // [e, cap, d]
         y.reshape([e * cap, d]).select(0, slot)
     }
 

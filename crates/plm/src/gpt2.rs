@@ -291,7 +291,7 @@ impl Gpt2 {
         if let Some(last) = hidden_states.last_mut() {
             *last = h.clone();
         }
-        let logits = h.matmul(self.wte.weight.val().transpose().unsqueeze_dim(0));
+        let logits = crate::layers::tied_logits(h, self.wte.weight.val());
         Gpt2Output {
             logits,
             attentions,

@@ -56,6 +56,19 @@ pub fn to_dtype<const D: usize>(x: Tensor<D>, dtype: burn::tensor::DType) -> Ten
     if x.dtype() == dtype { x } else { x.cast(dtype) }
 }
 
+/// Logits of a head tied to an embedding matrix: `h · Wᵀ` for `h` `[batch, seq, d]` and
+/// `W` `[vocab, d]`, as one 2-D product over the strided transpose of `W`. Spelling it
+/// `h.matmul(W.transpose().unsqueeze_dim(0))` makes flex copy the whole transposed matrix on
+/// every call (the unsqueeze of a transposed view is a reshape that needs contiguous data),
+/// which was half of a SmolLM2 decoding step.
+pub fn tied_logits(h: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    let [b, s, d] = h.dims();
+    let vocab = w.dims()[0];
+    h.reshape([b * s, d])
+        .matmul(w.transpose())
+        .reshape([b, s, vocab])
+}
+
 /// Checks that `n_heads` divides `d_model`.
 pub fn check_heads(d_model: usize, n_heads: usize) -> crate::Result<()> {
     if n_heads == 0 || !d_model.is_multiple_of(n_heads) {

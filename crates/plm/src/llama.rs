@@ -24,7 +24,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::activation::log_softmax;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -472,8 +472,9 @@ impl SwiGlu {
     /// [`SwiGlu::forward`] with the quantised weights of a [`LayerQuant`], when held.
     fn forward_q(&self, x: Tensor<3>, quant: Option<&LayerQuant>) -> Tensor<3> {
         let qm = |i: usize| quant.and_then(|q| q[i].as_ref());
-        let g = silu(project(&self.gate_proj, qm(4), x.clone()));
-        project(&self.down_proj, qm(6), g * project(&self.up_proj, qm(5), x))
+        let g = project(&self.gate_proj, qm(4), x.clone());
+        let h = kernels::silu_mul(g, project(&self.up_proj, qm(5), x));
+        project(&self.down_proj, qm(6), h)
     }
 }
 
@@ -770,7 +771,7 @@ impl Llama {
             Some(logits) => logits,
             None => match &self.lm_head {
                 Some(head) => head.forward(h),
-                None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze_dim(0)),
+                None => crate::layers::tied_logits(h, self.embed_tokens.weight.val()),
             },
         };
         LlamaOutput {
