@@ -499,13 +499,19 @@ fn moe_compare_quick_writes_its_tables_and_plots() {
         serde_json::from_str(&std::fs::read_to_string(runs[0].join("metrics.json")).unwrap())
             .unwrap();
     let results = m["results"].as_array().unwrap();
-    assert_eq!(results.len(), 5);
+    let variant = |name: &str| {
+        results
+            .iter()
+            .find(|r| r["variant"] == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(results.len(), 8);
     // The declared claims, each with paired per-seed evidence and a verdict.
     let claims: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(runs[0].join("claims.json")).unwrap())
             .unwrap();
     let claims = claims.as_array().unwrap();
-    assert_eq!(claims.len(), 5);
+    assert_eq!(claims.len(), 11);
     for c in claims {
         assert_eq!(c["differences"].as_array().unwrap().len(), 2, "{c}");
         assert!(c["interval"].is_array(), "{c}");
@@ -514,20 +520,57 @@ fn moe_compare_quick_writes_its_tables_and_plots() {
             "{c}"
         );
     }
-    // Every MoE model reports its load balance; the dense one has none.
+    // Every MoE model reports its load balance and tokens per expert; the dense ones neither.
     for r in results {
-        assert_eq!(r["max_violation"].is_null(), r["variant"] == "dense");
+        let dense = r["variant"].as_str().unwrap().starts_with("dense");
+        assert_eq!(r["max_violation"].is_null(), dense, "{r}");
+        assert_eq!(r["tokens_per_expert"].is_null(), dense, "{r}");
     }
-    // The MoE variants match in activated parameters up to the router and shared rounding.
-    let active: Vec<u64> = results
-        .iter()
-        .map(|r| r["activated_params"].as_u64().unwrap())
-        .collect();
-    assert!(
-        active
+    // Table 1's two activated sizes: one FFN (dense, hash, switch) and two (dense-2w, GShard,
+    // the DeepSeekMoE models), each equal up to the router and shared rounding.
+    for group in [
+        &["dense", "hash", "switch"][..],
+        &[
+            "dense-2w",
+            "gshard",
+            "deepseekmoe",
+            "deepseekmoe-no-shared",
+            "deepseekmoe-auxfree",
+        ][..],
+    ] {
+        let active: Vec<u64> = group
             .iter()
-            .all(|&a| a * 10 > active[0] * 9 && a * 9 < active[0] * 11),
-        "{active:?}"
+            .map(|v| variant(v)["activated_params"].as_u64().unwrap())
+            .collect();
+        assert!(
+            active
+                .iter()
+                .all(|&a| a * 10 > active[0] * 9 && a * 9 < active[0] * 11),
+            "{group:?}: {active:?}"
+        );
+    }
+    // The redundancy curve for every learned router, none for the hash layer; §4.5's shared
+    // expert test per seed for the models that have one.
+    for v in ["switch", "gshard", "deepseekmoe", "deepseekmoe-no-shared"] {
+        assert_eq!(variant(v)["redundancy"].as_array().unwrap().len(), 3, "{v}");
+        assert_eq!(
+            variant(v)["redundancy_increase"].as_array().unwrap().len(),
+            2,
+            "{v}"
+        );
+    }
+    assert!(variant("hash")["redundancy"].as_array().unwrap().is_empty());
+    assert_eq!(
+        variant("deepseekmoe")["shared_off_loss"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
     );
-    assert_eq!(results[3]["redundancy"].as_array().unwrap().len(), 3);
+    assert!(
+        variant("gshard")["shared_off_loss"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -26,7 +26,7 @@ use plm::layers::Init;
 use plm::llama::{Attention, Rope, RopeScaling, SwiGlu};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, MoeConfig, MoeLayer, TopkMethod};
+use crate::{Error, HashRouter, MoeConfig, MoeLayer, TopkMethod};
 
 /// The feed-forward of one layer.
 // One per layer, so the size difference between the variants costs nothing worth a Box (which
@@ -60,13 +60,29 @@ impl Ffn {
         token_mask: Option<Tensor<2, Int>>,
         routing: &mut Routing,
     ) -> crate::Result<(Tensor<3>, Tensor<1>)> {
+        self.forward_routed_by(l, x, token_mask, None, routing)
+    }
+
+    /// [`Ffn::forward_routed`], an MoE layer routing by `hash` (the token ids `[batch, seq]`
+    /// and the map; see [`MoeLayer::forward_hash`]) when given.
+    pub fn forward_routed_by(
+        &self,
+        l: usize,
+        x: Tensor<3>,
+        token_mask: Option<Tensor<2, Int>>,
+        hash: Option<(&Tensor<2, Int>, &HashRouter)>,
+        routing: &mut Routing,
+    ) -> crate::Result<(Tensor<3>, Tensor<1>)> {
         Ok(match self {
             Ffn::Dense(mlp) => {
                 let device = x.device();
                 (mlp.forward(x), Tensor::zeros([1], &device))
             }
             Ffn::Moe(moe) => {
-                let out = moe.forward(x, token_mask)?;
+                let out = match hash {
+                    Some((ids, router)) => moe.forward_hash(x, ids.clone(), router)?,
+                    None => moe.forward(x, token_mask)?,
+                };
                 routing.push((l, out.topk_idx, out.topk_weight));
                 (out.output, out.aux_loss)
             }
@@ -99,6 +115,9 @@ pub struct DeepseekLm {
     /// Output projection.
     pub lm_head: Linear,
     rope: Rope,
+    /// Token-hash routing of every MoE layer ([`DeepseekLm::with_hash_routing`]).
+    #[module(skip)]
+    hash: Option<HashRouter>,
 }
 
 /// The MoE keys shared by the `deepseek` and `deepseek_v2` `config.json` files.
@@ -304,6 +323,7 @@ impl DeepseekHfConfig {
                 self.rope_theta.unwrap_or(10000.0),
                 &RopeScaling::None,
             ),
+            hash: None,
         })
     }
 }
@@ -336,6 +356,7 @@ impl DeepseekLm {
         // burn's `tril_mask` is true strictly above the diagonal: the future positions.
         let mask = Tensor::<2, Bool>::tril_mask([s, s], 0, &device).reshape([1, 1, s, s]);
         let hooks = AttentionHooks::none();
+        let ids = self.hash.as_ref().map(|r| (tokens.clone(), r));
         let mut h = self.embed_tokens.forward(tokens);
         // The tables are built in f32; weights held in bf16/f16 make the activations that dtype.
         let (cos, sin) = (
@@ -359,9 +380,13 @@ impl DeepseekLm {
             );
             h = h + a;
             let x = layer.post_attention_layernorm.forward(h.clone());
-            let (f, a) = layer
-                .mlp
-                .forward_routed(l, x, token_mask.clone(), &mut routing)?;
+            let (f, a) = layer.mlp.forward_routed_by(
+                l,
+                x,
+                token_mask.clone(),
+                ids.as_ref().map(|(t, r)| (t, *r)),
+                &mut routing,
+            )?;
             aux = aux + a;
             h = h + f;
             attentions.extend(probs);
@@ -382,6 +407,49 @@ impl DeepseekLm {
             layer.mlp.set_dispatch(dispatch);
         }
         self
+    }
+
+    /// Routes every MoE layer by a fixed map from token id to expert (the Hash Layer baseline
+    /// of DeepSeekMoE Table 1, Roller et al. 2021): top-1 with weight 1, no balance loss; the
+    /// routers' weights go unused. The map is not part of the weights ([`DeepseekLm::save_hf`]
+    /// writes none): rebuild it from its seed.
+    pub fn with_hash_routing(mut self, router: HashRouter) -> crate::Result<Self> {
+        for layer in &self.layers {
+            if let Ffn::Moe(m) = &layer.mlp
+                && router.n_experts() != m.n_experts()
+            {
+                return Err(Error::InvalidConfig(format!(
+                    "the hash map has {} experts, an MoE layer {}",
+                    router.n_experts(),
+                    m.n_experts()
+                )));
+            }
+        }
+        self.hash = Some(router);
+        Ok(self)
+    }
+
+    /// The token-hash routing, when set ([`DeepseekLm::with_hash_routing`]).
+    pub fn hash_routing(&self) -> Option<&HashRouter> {
+        self.hash.as_ref()
+    }
+
+    /// DeepSeekMoE §4.5's test of the shared expert: every MoE layer without its shared experts
+    /// and with `extra` more routed experts per token (the paper: 1), everything else as trained.
+    pub fn with_shared_replaced_by_routed(mut self, extra: usize) -> crate::Result<Self> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for mut layer in self.layers {
+            layer.mlp = match layer.mlp {
+                Ffn::Moe(m) => {
+                    let k = m.top_k() + extra;
+                    Ffn::Moe(m.without_shared_experts().with_top_k(k)?)
+                }
+                dense => dense,
+            };
+            layers.push(layer);
+        }
+        self.layers = layers;
+        Ok(self)
     }
 
     /// The redundancy test on every MoE layer: disable each token's `r` best routed experts

@@ -312,6 +312,11 @@ impl HashRouter {
     pub fn expert(&self, id: usize) -> Option<usize> {
         self.table.get(id).map(|&e| e as usize)
     }
+
+    /// Experts mapped to.
+    pub fn n_experts(&self) -> usize {
+        self.n_experts
+    }
 }
 
 /// The routing decision for a flat batch of tokens.
@@ -343,6 +348,32 @@ impl MoeLayer {
     /// [`MoeLayer::with_dispatch`] in place.
     pub fn set_dispatch(&mut self, dispatch: Dispatch) {
         self.padded = dispatch == Dispatch::Padded;
+    }
+
+    /// The same layer choosing `k` routed experts per token (DeepSeekMoE §4.5 activates one
+    /// more when it switches the shared expert off). Errors when `k` is 0 or leaves fewer than
+    /// `k` experts after [`MoeLayer::with_masked_top`]'s masking.
+    pub fn with_top_k(mut self, k: usize) -> crate::Result<Self> {
+        let e = self.n_experts();
+        let in_groups = if self.n_group > 1 {
+            self.topk_group * (e / self.n_group)
+        } else {
+            e
+        };
+        if k == 0 || k + self.mask_top > e || k > in_groups {
+            return Err(Error::InvalidConfig(format!(
+                "top_k {k} with {} masked needs 1..={} routed experts ({in_groups} in the groups a token may use)",
+                self.mask_top, e
+            )));
+        }
+        self.top_k = k;
+        Ok(self)
+    }
+
+    /// The same layer without its shared experts (DeepSeekMoE §4.5's test of what they hold).
+    pub fn without_shared_experts(mut self) -> Self {
+        self.shared_experts = None;
+        self
     }
 
     /// The redundancy test of DeepSeekMoE §4.5: for every token, disable its `r` highest-scoring

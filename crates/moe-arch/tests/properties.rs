@@ -449,3 +449,112 @@ fn auxiliary_loss_free_bias_updates_balance_a_skewed_router() {
             .is_err()
     );
 }
+
+fn tiny_lm(n_shared: usize) -> moe_arch::deepseek::DeepseekHfConfig {
+    use moe_arch::deepseek::{DeepseekHfConfig, MoeHfFields};
+    DeepseekHfConfig {
+        vocab_size: 32,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        num_key_value_heads: None,
+        intermediate_size: 24,
+        moe: MoeHfFields {
+            first_k_dense_replace: 1,
+            aux_loss_alpha: Some(0.01),
+            seq_aux: Some(false),
+            ..MoeHfFields::new(Some(4), n_shared, 2, 8)
+        },
+        rms_norm_eps: Some(1e-6),
+        rope_theta: None,
+        max_position_embeddings: Some(64),
+    }
+}
+
+fn ids(v: &[i64], d: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), d)
+}
+
+#[test]
+fn a_hash_routed_lm_sends_each_token_to_its_mapped_expert_and_keeps_the_map_through_training() {
+    use trainer::{BatchCtx, StepLoss, Task, Trainer, TrainerConfig};
+    let _g = testkit::device_rng_lock();
+    let d = device();
+    d.seed(3);
+    let lm = tiny_lm(0).init(&d).unwrap();
+    let router = moe_arch::HashRouter::new(32, 4, 11);
+    assert!(
+        lm.clone()
+            .with_hash_routing(moe_arch::HashRouter::new(32, 3, 11))
+            .is_err()
+    );
+    let lm = lm.with_hash_routing(router.clone()).unwrap();
+    let v = [5i64, 9, 31, 0, 5, 17];
+    let out = lm.forward(ids(&v, &d), None).unwrap();
+    // one MoE layer (the first is dense), top-1, weight 1, no balance loss
+    assert_eq!(out.routing.len(), 1);
+    let (_, idx, w) = &out.routing[0];
+    let got = idx.clone().into_data().try_to_vec_as::<i64>().unwrap();
+    let want: Vec<i64> = v
+        .iter()
+        .map(|&i| router.expert(i as usize).unwrap() as i64)
+        .collect();
+    assert_eq!(got, want);
+    assert!(vecf(w.clone()).iter().all(|&x| x == 1.0));
+    assert_eq!(vecf(out.aux_loss), vec![0.0]);
+
+    // The map survives the trainer's optimizer steps and the move off autodiff.
+    struct Lm(Vec<i64>, Device);
+    impl Task<moe_arch::deepseek::DeepseekLm> for Lm {
+        fn loss(
+            &mut self,
+            model: &moe_arch::deepseek::DeepseekLm,
+            _ctx: &mut BatchCtx<'_>,
+        ) -> trainer::Result<StepLoss> {
+            let t = ids(&self.0, &self.1);
+            let logits = model.forward(t, None).map_err(trainer::Error::task)?.logits;
+            Ok(logits.powi_scalar(2).mean().reshape([1]).into())
+        }
+    }
+    let ad = d.clone().autodiff();
+    ad.seed(3);
+    let on_ad = tiny_lm(0)
+        .init(&ad)
+        .unwrap()
+        .with_hash_routing(router.clone())
+        .unwrap();
+    let trained = Trainer::new(TrainerConfig::new(2).with_lr(1e-2), &ad)
+        .fit(on_ad, &mut Lm(v.to_vec(), ad.clone()))
+        .unwrap()
+        .model
+        .valid();
+    assert_eq!(trained.hash_routing(), Some(&router));
+}
+
+#[test]
+fn switching_the_shared_expert_off_activates_more_routed_experts() {
+    let _g = testkit::device_rng_lock();
+    let d = device();
+    d.seed(5);
+    let lm = tiny_lm(1).init(&d).unwrap();
+    let x = ids(&[1, 2, 3, 4, 5, 6, 7, 8], &d);
+    let base = lm.forward(x.clone(), None).unwrap();
+    let off = lm.clone().with_shared_replaced_by_routed(1).unwrap();
+    let out = off.forward(x.clone(), None).unwrap();
+    // top-2 became top-3 in the MoE layer, and the output changed
+    assert_eq!(base.routing[0].1.dims(), [8, 2]);
+    assert_eq!(out.routing[0].1.dims(), [8, 3]);
+    let (a, b) = (vecf(base.logits), vecf(out.logits));
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4));
+    // with no extra expert and no shared expert the layer is the routed part alone:
+    // dropping an absent shared expert changes nothing
+    let no_shared = tiny_lm(0).init(&d).unwrap();
+    let same = no_shared.clone().with_shared_replaced_by_routed(0).unwrap();
+    assert!(close(
+        &vecf(same.forward(x.clone(), None).unwrap().logits),
+        &vecf(no_shared.forward(x, None).unwrap().logits),
+        1e-6
+    ));
+    // more routed experts than there are is a typed error
+    assert!(lm.with_shared_replaced_by_routed(3).is_err());
+}
