@@ -7,11 +7,21 @@
 //!    tasks are byte-level).
 //! 2. For each task: relevance scores on a sample of its training data, expert configs
 //!    (ESFT-Gate p, ESFT-Token p, random experts with Token's counts, shared experts only).
-//! 3. Every method fine-tunes a copy of the base for the same steps: task score, general
-//!    ability retention (held-out general-text loss), trainable parameters, adapter size on
-//!    disk, training time.
+//! 3. Every method (FFT, LoRA, ESFT-Gate, ESFT-Token, random experts with Token's counts, shared
+//!    experts only) fine-tunes a copy of the base for the same steps on the paper's mixture:
+//!    task data and general text 1:1 (`general_mix`). Its learning rate is chosen from a small
+//!    grid (`lr_multipliers` × the method's base rate) by the answer loss on a development split
+//!    carved from the task's training data, with the first seed; every seed then trains at that
+//!    rate. Per seed: task score and answer loss on the test split, general ability retention
+//!    (held-out general-text loss), trainable parameters, bytes stored, training time.
 //! 4. Routing concentration per task, top-expert overlap between tasks (the diagonal compares
-//!    two disjoint halves of one task's sample), and a p sweep for ESFT-Token.
+//!    two disjoint halves of one task's sample), and a p sweep for ESFT-Token (first seed).
+//!
+//! The claims ([`claims`]) are declared before the run and judged on paired per-seed
+//! differences of the mean over tasks, with a 95 % t interval (`trainer::claims`). The seeds
+//! vary the fine-tuning (data order and mixture, LoRA's initialisation, the random experts); the
+//! base is pretrained once. Budget: the full size (3 tasks × 6 methods × (3 learning rates + 5
+//! seeds) × 200 steps) is sized for about 85 minutes on the 2-core CPU.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,6 +42,8 @@ use crate::scores::{RelevanceScores, ScoreAccumulator, ScoreFunction};
 use crate::select::{ExpertConfig, SelectionConfig};
 use crate::tasks::{self, Batch, Example, TaskData, masked_cross_entropy, score_batch};
 use crate::{Error, save_adapter};
+use trainer::claims::{Claim, ClaimResult, Direction};
+use trainer::host::{IntsToHost, ToHost};
 
 /// Configuration of the `esft` experiment.
 #[derive(Config, Debug)]
@@ -129,9 +141,27 @@ pub struct EsftConfig {
     /// General-text validation windows for retention.
     #[config(default = 64)]
     pub retention_windows: usize,
-    /// Seed (base init, data order, random experts).
+    /// Seed of the base model's initialisation and pretraining, and of the data splits.
     #[config(default = 42)]
     pub seed: u64,
+    /// Fine-tuning seeds (data order and mixture, LoRA's initialisation, the random experts).
+    #[config(default = "vec![1, 2, 3, 4, 5]")]
+    pub seeds: Vec<u64>,
+    /// Share of every fine-tuning batch drawn from general text (windows of the general
+    /// corpus's training part, every byte a target): ESFT mixes task and general alignment data
+    /// 1:1; 0 trains on the task alone. The loss is the mixture of the two rows' mean losses
+    /// in this proportion.
+    #[config(default = 0.5)]
+    pub general_mix: f64,
+    /// Training examples per task held out as the development split that chooses the
+    /// learning rates (never trained on in the selection runs, never in the test split).
+    #[config(default = 200)]
+    pub dev_examples: usize,
+    /// Multipliers of each method's base rate (`lr_fft`, `lr_esft`, `lr_lora`) tried on the
+    /// development split with the first seed; the lowest development answer loss wins. One
+    /// entry: no search.
+    #[config(default = "vec![0.3, 1.0, 3.0]")]
+    pub lr_multipliers: Vec<f64>,
 }
 
 impl EsftConfig {
@@ -160,6 +190,9 @@ impl EsftConfig {
             .with_test_examples(8)
             .with_arithmetic_train(64)
             .with_retention_windows(4)
+            .with_seeds(vec![1, 2])
+            .with_dev_examples(8)
+            .with_lr_multipliers(vec![1.0, 2.0])
     }
 
     fn hf(&self) -> DeepseekHfConfig {
@@ -199,9 +232,13 @@ fn sample_batch(
     tasks::batch(&ex, seq_len, device)
 }
 
-/// Fine-tuning on a task: masked answer loss + balance loss.
+/// Fine-tuning on a task mixed with general text: the masked answer loss of the task rows and
+/// the LM loss of the general rows, mixed in their share of the batch, plus the balance loss.
 struct FinetuneTask<'a> {
     data: &'a TaskData,
+    /// General-text windows and how many rows of each batch they fill (0: task only).
+    general: &'a LmWindows,
+    n_general: usize,
     batch: usize,
     seq_len: usize,
     device: Device,
@@ -209,9 +246,10 @@ struct FinetuneTask<'a> {
 
 impl FinetuneTask<'_> {
     fn step<M: MoeModel>(&self, model: &M, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let n_task = self.batch - self.n_general;
         let b = sample_batch(
             &self.data.train,
-            self.batch,
+            n_task,
             self.seq_len,
             ctx.rng,
             &self.device,
@@ -219,10 +257,29 @@ impl FinetuneTask<'_> {
         let out = model
             .forward_moe(b.x, Some(b.token_mask))
             .map_err(trainer::Error::task)?;
-        let aux: f32 = out.aux_loss.clone().into_scalar();
+        let task_loss = masked_cross_entropy(out.logits, b.y, b.w);
+        let (loss, aux) = if self.n_general == 0 {
+            (task_loss, out.aux_loss)
+        } else {
+            let idx: Vec<usize> = (0..self.n_general)
+                .map(|_| ctx.rng.below(self.general.len()))
+                .collect();
+            let (x, y) = self
+                .general
+                .batch(&idx, &self.device)
+                .map_err(trainer::Error::task)?;
+            let g = model.forward_moe(x, None).map_err(trainer::Error::task)?;
+            let mix = self.n_general as f64 / self.batch as f64;
+            (
+                task_loss.mul_scalar(1.0 - mix)
+                    + plm::llama::cross_entropy(g.logits, y).mul_scalar(mix),
+                (out.aux_loss + g.aux_loss).div_scalar(2.0),
+            )
+        };
+        let aux_host: f32 = aux.clone().into_scalar();
         Ok(StepLoss {
-            loss: masked_cross_entropy(out.logits, b.y, b.w) + out.aux_loss,
-            extra: [("aux_loss".to_string(), f64::from(aux))].into(),
+            loss: loss + aux,
+            extra: [("aux_loss".to_string(), f64::from(aux_host))].into(),
         })
     }
 }
@@ -270,30 +327,96 @@ struct BaseShape {
     expert_width: usize,
 }
 
-/// Task score in [0, 1] and the answer loss (nats/byte) on the held-out examples.
+/// A model's result on held-out examples of a task.
+#[derive(Clone, Copy, Debug)]
+struct TaskEval {
+    /// Task score in [0, 1].
+    score: f64,
+    /// Answer loss (nats/byte).
+    loss: f64,
+    /// Share of the examples given the most common answer (exact-match and choice tasks): 1
+    /// means a constant answer, which no score of a task with several answers should rest on.
+    majority: Option<f64>,
+}
+
+/// [`TaskEval`] of `model` on `examples` of `data`.
 fn task_score<M: MoeModel>(
     model: &M,
     data: &TaskData,
+    examples: &[Example],
     seq_len: usize,
     device: &Device,
-) -> crate::Result<(f64, f64)> {
+) -> crate::Result<TaskEval> {
     let (mut ok, mut n) = (0, 0);
     let (mut loss, mut bytes) = (0.0, 0.0);
-    for chunk in data.test.chunks(32) {
+    let mut answers: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    let mut fwd = |b: &Batch| -> crate::Result<Tensor<3>> {
+        Ok(model
+            .forward_moe(b.x.clone(), Some(b.token_mask.clone()))?
+            .logits)
+    };
+    for chunk in examples.chunks(32) {
         let ex: Vec<&Example> = chunk.iter().collect();
         let b = tasks::batch(&ex, seq_len, device);
-        let logits = model
-            .forward_moe(b.x.clone(), Some(b.token_mask.clone()))?
-            .logits;
+        let logits = fwd(&b)?;
         let w: f64 = b.w_host.iter().map(|&v| f64::from(v)).sum();
         let l: f32 = masked_cross_entropy(logits.clone(), b.y.clone(), b.w.clone()).into_scalar();
         loss += f64::from(l) * w;
         bytes += w;
-        let (c, k) = score_batch(logits, &b, data.scoring)?;
-        ok += c;
-        n += k;
+        match data.scoring {
+            tasks::Scoring::Choice => {
+                // the candidate with the highest likelihood after each prompt
+                let mut best = vec![(f64::NEG_INFINITY, 0usize); chunk.len()];
+                for (ci, c) in data.choices.iter().enumerate() {
+                    let alt: Vec<Example> = chunk
+                        .iter()
+                        .map(|e| Example {
+                            prompt: e.prompt.clone(),
+                            answer: c.clone(),
+                        })
+                        .collect();
+                    let refs: Vec<&Example> = alt.iter().collect();
+                    let bc = tasks::batch(&refs, seq_len, device);
+                    let ll = tasks::row_log_likelihood(fwd(&bc)?, bc.y, bc.w).to_f32s()?;
+                    for (r, &v) in ll.iter().enumerate() {
+                        if f64::from(v) > best[r].0 {
+                            best[r] = (f64::from(v), ci);
+                        }
+                    }
+                }
+                for (e, (_, ci)) in chunk.iter().zip(&best) {
+                    ok += usize::from(data.choices[*ci] == e.answer);
+                    n += 1;
+                    *answers.entry(data.choices[*ci].clone()).or_default() += 1;
+                }
+            }
+            tasks::Scoring::ExactMatch => {
+                let [rows, s, _] = logits.dims();
+                let pred = logits.clone().argmax(2).reshape([rows * s]).to_i64s()?;
+                for r in 0..rows {
+                    let said: Vec<u8> = (r * s..(r + 1) * s)
+                        .filter(|&i| b.w_host[i] > 0.0)
+                        .map(|i| pred[i] as u8)
+                        .collect();
+                    *answers.entry(said).or_default() += 1;
+                }
+                let (c, k) = score_batch(logits, &b, data.scoring)?;
+                ok += c;
+                n += k;
+            }
+            tasks::Scoring::NextByte => {
+                let (c, k) = score_batch(logits, &b, data.scoring)?;
+                ok += c;
+                n += k;
+            }
+        }
     }
-    Ok((ok as f64 / n.max(1) as f64, loss / bytes.max(1.0)))
+    let total: usize = answers.values().sum();
+    Ok(TaskEval {
+        score: ok as f64 / n.max(1) as f64,
+        loss: loss / bytes.max(1.0),
+        majority: (total > 0).then(|| *answers.values().max().unwrap_or(&0) as f64 / total as f64),
+    })
 }
 
 /// Held-out general-text loss (nats/byte).
@@ -342,15 +465,21 @@ fn task_scores<M: MoeModel>(
     Ok([all.finish(), a.finish(), b.finish()])
 }
 
-/// One fine-tuning result.
+/// One fine-tuning result (one task, method and seed).
 #[derive(Serialize, Debug, Clone)]
 pub struct MethodResult {
     /// Task.
     pub task: String,
     /// Method.
     pub method: String,
-    /// Task score (exact match or next-byte accuracy).
+    /// Fine-tuning seed (0 for the untuned base).
+    pub seed: u64,
+    /// Learning rate used (chosen on the development split).
+    pub lr: f64,
+    /// Task score (label choice, exact match or next-byte accuracy).
     pub score: f64,
+    /// Share of test examples given the most common answer (1: a constant answer).
+    pub majority_answer_share: Option<f64>,
     /// Held-out answer loss (nats/byte).
     pub task_loss: f64,
     /// General-text loss after fine-tuning (nats/byte; lower = better retention).
@@ -378,6 +507,23 @@ pub struct Concentration {
     pub selected: [f64; 2],
 }
 
+/// One learning rate tried on a task's development split.
+#[derive(Serialize, Debug, Clone)]
+pub struct LrTrial {
+    /// Task.
+    pub task: String,
+    /// Method.
+    pub method: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// Answer loss on the development split (nats/byte; the selection criterion).
+    pub dev_loss: f64,
+    /// Task score on the development split.
+    pub dev_score: f64,
+    /// Whether this rate was chosen.
+    pub chosen: bool,
+}
+
 /// Everything `metrics.json` holds.
 #[derive(Serialize, Debug)]
 pub struct EsftMetrics {
@@ -391,8 +537,10 @@ pub struct EsftMetrics {
     pub sources: Vec<(String, String)>,
     /// Base scores per task.
     pub vanilla: Vec<(String, f64)>,
-    /// Per task and method.
+    /// Per task, method and seed.
     pub results: Vec<MethodResult>,
+    /// The learning-rate search on the development splits (first seed).
+    pub lr_search: Vec<LrTrial>,
     /// Routing concentration per task.
     pub concentration: Vec<Concentration>,
     /// `overlap[i][j]`: shared top-k experts per layer between tasks i and j (diagonal: two
@@ -400,8 +548,8 @@ pub struct EsftMetrics {
     pub overlap: Vec<Vec<f64>>,
     /// p sweep: `(p, experts per layer, score, general loss, trainable params)`.
     pub p_sweep: Vec<(f64, f64, f64, f64, usize)>,
-    /// Directions of the paper's claims, as measured.
-    pub claims: Vec<(String, bool)>,
+    /// The paper's claims with their paired per-seed evidence (also in `claims.json`).
+    pub claims: Vec<ClaimResult>,
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -415,12 +563,33 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a fine-tune cost: parameters trained, routed experts per layer (expert methods), bytes
+/// stored, training seconds.
+struct Cost {
+    trainable_params: usize,
+    experts_per_layer: Option<f64>,
+    storage_bytes: u64,
+    train_s: f64,
+}
+
+/// One fine-tuning run: the task (trained on its training examples), the examples it is
+/// evaluated on, the learning rate and the seed.
+#[derive(Clone, Copy)]
+struct FtRun<'a> {
+    data: &'a TaskData,
+    examples: &'a [Example],
+    lr: f64,
+    seed: u64,
+}
+
 struct Runner<'c, 'p, S> {
     cfg: &'c EsftConfig,
     save: S,
     device: Device,
     eval_device: Device,
     valid: LmWindows,
+    /// General-text training windows mixed into fine-tuning.
+    general: LmWindows,
     ctx: &'c mut RunCtx<'p>,
 }
 
@@ -429,18 +598,36 @@ impl<S> Runner<'_, '_, S> {
         |p| self.ctx.report_progress(p)
     }
 
-    fn ft_config(&self, steps: usize, lr: f64) -> TrainerConfig {
-        TrainerConfig::new(steps)
+    fn ft_config(&self, lr: f64, seed: u64) -> TrainerConfig {
+        TrainerConfig::new(self.cfg.finetune_steps)
             .with_lr(lr)
-            .with_seed(self.cfg.seed)
+            .with_seed(seed)
             .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
     }
 
-    fn evaluate<M: MoeModel>(&self, model: &M, data: &TaskData) -> crate::Result<(f64, f64, f64)> {
-        let (score, loss) = task_score(model, data, self.cfg.seq_len, &self.eval_device)?;
+    fn task<'d>(&'d self, data: &'d TaskData) -> FinetuneTask<'d> {
+        let b = self.cfg.batch_size;
+        let n_general = ((b as f64 * self.cfg.general_mix).round() as usize).min(b - 1);
+        FinetuneTask {
+            data,
+            general: &self.general,
+            n_general,
+            batch: b,
+            seq_len: self.cfg.seq_len,
+            device: self.device.clone(),
+        }
+    }
+
+    /// Task result on `examples` and the general-text loss.
+    fn evaluate<M: MoeModel>(
+        &self,
+        model: &M,
+        data: &TaskData,
+        examples: &[Example],
+    ) -> crate::Result<(TaskEval, f64)> {
+        let t = task_score(model, data, examples, self.cfg.seq_len, &self.eval_device)?;
         Ok((
-            score,
-            loss,
+            t,
             retention(
                 model,
                 &self.valid,
@@ -450,27 +637,21 @@ impl<S> Runner<'_, '_, S> {
         ))
     }
 
-    /// FFT or expert-restricted fine-tuning.
-    fn train_experts<M: EsftBase<SaveConfig = S>>(
+    /// One method's fine-tuning: `lora` ([`Runner::train_lora`]), FFT (`experts` `None`) or
+    /// expert-restricted; what must be stored goes to `out`.
+    fn train_method<M: EsftBase<SaveConfig = S>>(
         &mut self,
         base: &M,
-        data: &TaskData,
+        run: FtRun<'_>,
         method: &str,
         experts: Option<&ExpertConfig>,
         out: &Path,
     ) -> crate::Result<MethodResult> {
-        let lr = if experts.is_some() {
-            self.cfg.lr_esft
-        } else {
-            self.cfg.lr_fft
-        };
-        let tcfg = self.ft_config(self.cfg.finetune_steps, lr);
-        let mut task = FinetuneTask {
-            data,
-            batch: self.cfg.batch_size,
-            seq_len: self.cfg.seq_len,
-            device: self.device.clone(),
-        };
+        if method == "lora" {
+            return self.train_lora(base, run, out);
+        }
+        let tcfg = self.ft_config(run.lr, run.seed);
+        let mut task = self.task(run.data);
         let began = Instant::now();
         let trainer = Trainer::new(tcfg, &self.device);
         let trainer = match experts {
@@ -489,34 +670,51 @@ impl<S> Runner<'_, '_, S> {
                 dir_size(out)
             }
         };
-        let (score, task_loss, general_loss) = self.evaluate(&model, data)?;
-        Ok(MethodResult {
-            task: data.name.clone(),
-            method: method.to_string(),
-            score,
-            task_loss,
-            general_loss,
+        let cost = Cost {
             trainable_params: outcome.trainable.numel(),
             experts_per_layer: experts.map(ExpertConfig::mean_experts_per_layer),
             storage_bytes,
             train_s,
+        };
+        self.record(&model, run, method, cost)
+    }
+
+    /// Evaluates the model a run fine-tuned and records it with what it cost.
+    fn record<M: MoeModel>(
+        &self,
+        model: &M,
+        run: FtRun<'_>,
+        method: &str,
+        cost: Cost,
+    ) -> crate::Result<MethodResult> {
+        let (t, general_loss) = self.evaluate(model, run.data, run.examples)?;
+        Ok(MethodResult {
+            task: run.data.name.clone(),
+            method: method.to_string(),
+            seed: run.seed,
+            lr: run.lr,
+            score: t.score,
+            majority_answer_share: t.majority,
+            task_loss: t.loss,
+            general_loss,
+            trainable_params: cost.trainable_params,
+            experts_per_layer: cost.experts_per_layer,
+            storage_bytes: cost.storage_bytes,
+            train_s: cost.train_s,
         })
     }
 
     fn train_lora<M: EsftBase<SaveConfig = S>>(
         &mut self,
         base: &M,
-        data: &TaskData,
+        run: FtRun<'_>,
         out: &Path,
     ) -> crate::Result<MethodResult> {
-        let tcfg = self.ft_config(self.cfg.finetune_steps, self.cfg.lr_lora);
-        let mut task = FinetuneTask {
-            data,
-            batch: self.cfg.batch_size,
-            seq_len: self.cfg.seq_len,
-            device: self.device.clone(),
-        };
+        let tcfg = self.ft_config(run.lr, run.seed);
+        let mut task = self.task(run.data);
         let began = Instant::now();
+        // LoRA's A matrices are drawn from the device RNG: seed it per run.
+        self.device.seed(run.seed);
         let lora = Lora::new(base.clone(), &self.cfg.lora, &self.device)?;
         let outcome = Trainer::new(tcfg, &self.device)
             .with_trainable(Lora::<M>::is_lora)
@@ -526,19 +724,13 @@ impl<S> Runner<'_, '_, S> {
         let lora = outcome.model.valid();
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         trainer::fs::write_atomic(&out.join("adapter.safetensors"), &lora.adapter_bytes()?)?;
-        let model = lora.merged();
-        let (score, task_loss, general_loss) = self.evaluate(&model, data)?;
-        Ok(MethodResult {
-            task: data.name.clone(),
-            method: "lora".into(),
-            score,
-            task_loss,
-            general_loss,
+        let cost = Cost {
             trainable_params: lora.num_params(),
             experts_per_layer: None,
             storage_bytes: dir_size(out),
             train_s,
-        })
+        };
+        self.record(&lora.merged(), run, "lora", cost)
     }
 }
 
@@ -562,10 +754,22 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             "finetune_steps > 0 and 0 < top_k ≤ n_routed".into(),
         ));
     }
+    if cfg.seeds.is_empty()
+        || cfg.lr_multipliers.is_empty()
+        || cfg.lr_multipliers.iter().any(|m| !(*m > 0.0))
+        || !(0.0..1.0).contains(&cfg.general_mix)
+        || cfg.batch_size < 2
+    {
+        return Err(Error::InvalidConfig(
+            "seeds and lr_multipliers (> 0) non-empty, general_mix in [0, 1), batch_size ≥ 2"
+                .into(),
+        ));
+    }
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
     let general = ByteCorpus::load(cfg.corpus_dir.as_deref().map(Path::new), 0.1, 0)?;
     let valid = LmWindows::new(general.valid.clone(), cfg.seq_len, cfg.seq_len)?;
+    let general_train = LmWindows::new(general.train.clone(), cfg.seq_len, 1)?;
     let path = |s: &Option<String>| s.as_deref().map(PathBuf::from);
     let task_data = vec![
         tasks::sentiment(
@@ -596,6 +800,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     };
     let data = Inputs {
         general,
+        general_train,
         valid,
         task_data,
         device,
@@ -632,7 +837,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             device.seed(cfg.seed);
             let model = cfg.hf().init(device)?;
             let mut task = moe_arch::experiment::LmTask::new(
-                LmWindows::new(data.general.train.clone(), cfg.seq_len, 1)?,
+                data.general_train.clone(),
                 cfg.batch_size,
                 device.clone(),
             );
@@ -665,6 +870,8 @@ fn v1_shape(hf: &DeepseekHfConfig) -> BaseShape {
 /// Data and devices shared by every base model.
 struct Inputs {
     general: ByteCorpus,
+    /// Windows of the general corpus's training part (pretraining, the fine-tuning mixture).
+    general_train: LmWindows,
     valid: LmWindows,
     task_data: Vec<TaskData>,
     device: Device,
@@ -683,6 +890,7 @@ fn run_with<M: EsftBase>(
 ) -> crate::Result<Report> {
     let Inputs {
         general,
+        general_train,
         valid,
         task_data,
         device,
@@ -704,6 +912,7 @@ fn run_with<M: EsftBase>(
         device: device.clone(),
         eval_device: eval_device.clone(),
         valid,
+        general: general_train,
         ctx,
     };
     let base_general_loss = retention(
@@ -728,7 +937,8 @@ fn run_with<M: EsftBase>(
     }
     let ctx = runner.ctx;
     let overlap_m = overlap_matrix(&out.all_scores, top_k);
-    let claims = claims(&out.results);
+    let claims = evaluate_claims(&out.results, &cfg.seeds)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
     let metrics = EsftMetrics {
         device: ctx.device_name.clone(),
         base: base_name,
@@ -739,6 +949,7 @@ fn run_with<M: EsftBase>(
             .collect(),
         vanilla: out.vanilla,
         results: out.results,
+        lr_search: out.lr_search,
         concentration: out.concentration,
         overlap: overlap_m,
         p_sweep: out.sweep,
@@ -758,6 +969,7 @@ fn run_with<M: EsftBase>(
 #[derive(Default)]
 struct Collected {
     results: Vec<MethodResult>,
+    lr_search: Vec<LrTrial>,
     vanilla: Vec<(String, f64)>,
     concentration: Vec<Concentration>,
     /// Per task: the scores, and the scores of two disjoint halves of its sample.
@@ -782,13 +994,22 @@ fn run_task<M: EsftBase>(
     let n_routed = layers.first().map_or(0, |l| l.n_experts);
     let tdir = runner.ctx.path(&format!("tasks/{}", data.name));
     std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
-    let (score0, loss0) = task_score(base_eval, data, cfg.seq_len, &runner.eval_device)?;
-    out.vanilla.push((data.name.clone(), score0));
+    let t0 = task_score(
+        base_eval,
+        data,
+        &data.test,
+        cfg.seq_len,
+        &runner.eval_device,
+    )?;
+    out.vanilla.push((data.name.clone(), t0.score));
     out.results.push(MethodResult {
         task: data.name.clone(),
         method: "vanilla".into(),
-        score: score0,
-        task_loss: loss0,
+        seed: 0,
+        lr: 0.0,
+        score: t0.score,
+        majority_answer_share: t0.majority,
+        task_loss: t0.loss,
         general_loss: base_general_loss,
         trainable_params: 0,
         experts_per_layer: None,
@@ -818,9 +1039,8 @@ fn run_task<M: EsftBase>(
             ..SelectionConfig::token()
         },
     )?;
-    let random = token.random_like(layers, rng)?;
     let shared = ExpertConfig::shared_only(layers);
-    for (name, c) in [("gate", &gate), ("token", &token), ("random", &random)] {
+    for (name, c) in [("gate", &gate), ("token", &token)] {
         c.write(&tdir.join(format!("expert_config_{name}.json")))?;
     }
     out.concentration.push(Concentration {
@@ -834,30 +1054,108 @@ fn run_task<M: EsftBase>(
     });
     out.all_scores.push((scores.clone(), half_a, half_b));
 
-    // 3. The methods.
-    out.results
-        .push(runner.train_experts(base, data, "fft", None, &tdir.join("fft"))?);
-    out.results
-        .push(runner.train_lora(base, data, &tdir.join("lora"))?);
-    for (name, experts, dir) in [
-        ("esft-gate", &gate, "esft-gate"),
-        ("esft-token", &token, "esft-token"),
-        ("random-experts", &random, "random"),
-    ] {
-        out.results
-            .push(runner.train_experts(base, data, name, Some(experts), &tdir.join(dir))?);
+    // 3. The methods: (name, trained experts — None for FFT and LoRA —, base learning rate).
+    let has_shared = layers.iter().any(|l| l.has_shared);
+    let first = cfg.seeds[0];
+    let mut methods: Vec<(&str, f64)> = vec![
+        ("fft", cfg.lr_fft),
+        ("lora", cfg.lr_lora),
+        ("esft-gate", cfg.lr_esft),
+        ("esft-token", cfg.lr_esft),
+        ("random-experts", cfg.lr_esft),
+    ];
+    if has_shared {
+        methods.push(("shared-only", cfg.lr_esft));
     }
-    if layers.iter().any(|l| l.has_shared) {
-        out.results.push(runner.train_experts(
-            base,
-            data,
-            "shared-only",
-            Some(&shared),
-            &tdir.join("shared-only"),
-        )?);
+    let random_salt = rng.next_u64();
+    let experts_of = |method: &str, seed: u64| -> crate::Result<Option<ExpertConfig>> {
+        Ok(match method {
+            "esft-gate" => Some(gate.clone()),
+            "esft-token" => Some(token.clone()),
+            "random-experts" => {
+                Some(token.random_like(layers, &mut trainer::Rng::seed_from(seed ^ random_salt))?)
+            }
+            "shared-only" => Some(shared.clone()),
+            _ => None,
+        })
+    };
+    let (dev_data, dev) = data.split_dev(cfg.dev_examples);
+    let mut chosen = std::collections::HashMap::new();
+    for &(method, base_lr) in &methods {
+        if cfg.lr_multipliers.len() == 1 {
+            chosen.insert(method, base_lr * cfg.lr_multipliers[0]);
+            continue;
+        }
+        let mut trials = Vec::new();
+        for &m in &cfg.lr_multipliers {
+            let lr = base_lr * m;
+            let scratch = tdir.join(format!("lr-search/{method}-{lr}"));
+            let run = FtRun {
+                data: &dev_data,
+                examples: &dev,
+                lr,
+                seed: first,
+            };
+            let r = runner.train_method(
+                base,
+                run,
+                method,
+                experts_of(method, first)?.as_ref(),
+                &scratch,
+            )?;
+            std::fs::remove_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+            trials.push(LrTrial {
+                task: data.name.clone(),
+                method: method.to_string(),
+                lr,
+                dev_loss: r.task_loss,
+                dev_score: r.score,
+                chosen: false,
+            });
+        }
+        let best = trials
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.dev_loss.total_cmp(&b.1.dev_loss))
+            .map_or(0, |(i, _)| i);
+        trials[best].chosen = true;
+        chosen.insert(method, trials[best].lr);
+        out.lr_search.extend(trials);
+    }
+    let search = tdir.join("lr-search");
+    if search.exists() {
+        std::fs::remove_dir_all(&search).map_err(|e| Error::io(&search, e))?;
+    }
+    for &seed in &cfg.seeds {
+        // the first seed's artefacts where a user looks for them, the others beside
+        let sdir = if seed == first {
+            tdir.clone()
+        } else {
+            tdir.join(format!("seed-{seed}"))
+        };
+        for &(method, _) in &methods {
+            let experts = experts_of(method, seed)?;
+            if seed == first && method == "random-experts" {
+                if let Some(c) = &experts {
+                    c.write(&tdir.join("expert_config_random.json"))?;
+                }
+            }
+            let dir = sdir.join(match method {
+                "random-experts" => "random",
+                m => m,
+            });
+            let run = FtRun {
+                data,
+                examples: &data.test,
+                lr: chosen[method],
+                seed,
+            };
+            out.results
+                .push(runner.train_method(base, run, method, experts.as_ref(), &dir)?);
+        }
     }
 
-    // 4. The p sweep.
+    // 4. The p sweep (first seed, ESFT-Token's rate).
     if data.name == cfg.sweep_task {
         for &p in &cfg.p_sweep {
             let c = ExpertConfig::select(
@@ -870,9 +1168,15 @@ fn run_task<M: EsftBase>(
             if c.experts.values().all(Vec::is_empty) {
                 continue;
             }
-            let r = runner.train_experts(
-                base,
+            let run = FtRun {
                 data,
+                examples: &data.test,
+                lr: chosen["esft-token"],
+                seed: first,
+            };
+            let r = runner.train_method(
+                base,
+                run,
                 &format!("esft-token p={p}"),
                 Some(&c),
                 &tdir.join(format!("sweep-{p}")),
@@ -911,72 +1215,109 @@ fn overlap_matrix(
         .collect()
 }
 
-/// The paper's claims, checked in direction on the means over tasks.
-fn claims(results: &[MethodResult]) -> Vec<(String, bool)> {
-    let mean_of = |m: &str, f: &dyn Fn(&MethodResult) -> f64| {
-        let v: Vec<f64> = results.iter().filter(|r| r.method == m).map(f).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    let score = |m: &str| mean_of(m, &|r| r.score);
-    let gl = |m: &str| mean_of(m, &|r| r.general_loss);
-    let tl = |m: &str| mean_of(m, &|r| r.task_loss);
-    let stor = |m: &str| mean_of(m, &|r| r.storage_bytes as f64);
-    let time = |m: &str| mean_of(m, &|r| r.train_s);
-    let esft_score = (score("esft-gate") + score("esft-token")) / 2.0;
-    let esft_loss = (tl("esft-gate") + tl("esft-token")) / 2.0;
+/// The metrics of the claims.
+const SCORE: &str = "task score, mean over tasks";
+const TASK_LOSS: &str = "task answer loss (nats/byte), mean over tasks";
+const GENERAL_LOSS: &str = "general-text loss (nats/byte), mean over tasks";
+const TRAIN_S: &str = "training time (s), mean over tasks";
+const STORAGE: &str = "bytes stored, mean over tasks";
+
+/// The paper's claims (ESFT, EMNLP 2024), declared before the run, each judged on the paired
+/// per-seed differences of the mean over tasks.
+pub fn claims() -> Vec<Claim> {
     vec![
-        (
-            format!(
-                "ESFT ≈ FFT on the task score (mean {:.3} vs {:.3}, within 0.05 or above)",
-                esft_score,
-                score("fft")
-            ),
-            esft_score >= score("fft") - 0.05,
+        Claim::new(
+            "esft-token-above-lora",
+            SCORE,
+            "esft-token",
+            "lora",
+            Direction::Greater,
+            "ESFT-Token reaches a higher task score than LoRA (Table 2)",
         ),
-        (
-            format!(
-                "ESFT ≈ FFT on the task loss (mean {:.4} vs {:.4}, within 5 % or below)",
-                esft_loss,
-                tl("fft")
-            ),
-            esft_loss <= 1.05 * tl("fft"),
+        Claim::new(
+            "esft-gate-above-lora",
+            SCORE,
+            "esft-gate",
+            "lora",
+            Direction::Greater,
+            "ESFT-Gate reaches a higher task score than LoRA (Table 2)",
         ),
-        (
-            format!(
-                "ESFT retains general ability better than FFT (general loss {:.4}/{:.4} vs {:.4})",
-                gl("esft-gate"),
-                gl("esft-token"),
-                gl("fft")
-            ),
-            gl("esft-gate") < gl("fft") && gl("esft-token") < gl("fft"),
+        Claim::new(
+            "esft-token-keeps-general-ability",
+            GENERAL_LOSS,
+            "esft-token",
+            "fft",
+            Direction::Less,
+            "ESFT-Token loses less general ability than FFT (Table 2, general tasks)",
         ),
-        (
-            format!(
-                "ESFT adapters are far smaller than FFT checkpoints ({:.0} / {:.0} vs {:.0} bytes)",
-                stor("esft-gate"),
-                stor("esft-token"),
-                stor("fft")
-            ),
-            stor("esft-token") < 0.5 * stor("fft"),
+        Claim::new(
+            "esft-gate-keeps-general-ability",
+            GENERAL_LOSS,
+            "esft-gate",
+            "fft",
+            Direction::Less,
+            "ESFT-Gate loses less general ability than FFT (Table 2, general tasks)",
         ),
-        (
-            format!(
-                "ESFT trains faster than FFT ({:.1} / {:.1} vs {:.1} s)",
-                time("esft-gate"),
-                time("esft-token"),
-                time("fft")
-            ),
-            time("esft-token") < time("fft"),
+        Claim::new(
+            "selected-experts-beat-random",
+            TASK_LOSS,
+            "esft-token",
+            "random-experts",
+            Direction::Less,
+            "the experts ESFT selects learn the task better than as many random experts (§6)",
         ),
-        (
-            format!(
-                "selected experts beat random experts (task loss {:.4} vs {:.4})",
-                tl("esft-token"),
-                tl("random-experts")
-            ),
-            tl("esft-token") < tl("random-experts"),
+        Claim::new(
+            "esft-trains-faster",
+            TRAIN_S,
+            "esft-token",
+            "fft",
+            Direction::Less,
+            "ESFT trains faster than FFT (§5, efficiency)",
+        ),
+        Claim::new(
+            "esft-stores-less",
+            STORAGE,
+            "esft-token",
+            "fft",
+            Direction::Less,
+            "ESFT stores far fewer bytes than FFT (§5, efficiency)",
         ),
     ]
+}
+
+/// Per seed (in `seeds`' order), the mean over tasks of `method`'s `metric`; `None` when the
+/// method did not run with every seed.
+fn per_seed(
+    results: &[MethodResult],
+    seeds: &[u64],
+    method: &str,
+    metric: &str,
+) -> Option<Vec<f64>> {
+    seeds
+        .iter()
+        .map(|&seed| {
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r.method == method && r.seed == seed)
+                .map(|r| match metric {
+                    SCORE => r.score,
+                    TASK_LOSS => r.task_loss,
+                    GENERAL_LOSS => r.general_loss,
+                    TRAIN_S => r.train_s,
+                    _ => r.storage_bytes as f64,
+                })
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        })
+        .collect()
+}
+
+/// Evaluates the [`claims`] whose methods ran.
+fn evaluate_claims(results: &[MethodResult], seeds: &[u64]) -> crate::Result<Vec<ClaimResult>> {
+    Ok(trainer::claims::evaluate_available(
+        &claims(),
+        |m, metric| per_seed(results, seeds, m, metric),
+    )?)
 }
 
 /// The base model's shape, for the report.
@@ -1040,21 +1381,55 @@ fn write_report(
         )?;
     }
 
-    let rows: Vec<Vec<String>> = results
+    // One row per task and method: mean ± sample std over the seeds.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for r in results.iter() {
+        let k = (r.task.clone(), r.method.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let ms = |v: &[f64], prec: usize| {
+        let (m, sd) = trainer::metrics::mean_std(v);
+        if v.len() > 1 {
+            format!("{m:.prec$} ± {sd:.prec$}")
+        } else {
+            format!("{m:.prec$}")
+        }
+    };
+    let rows: Vec<Vec<String>> = keys
         .iter()
-        .map(|r| {
+        .map(|(task, method)| {
+            let rs: Vec<&MethodResult> = results
+                .iter()
+                .filter(|r| &r.task == task && &r.method == method)
+                .collect();
+            let col =
+                |f: &dyn Fn(&MethodResult) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let majority = col(&|r| r.majority_answer_share.unwrap_or(f64::NAN));
             vec![
-                r.task.clone(),
-                r.method.clone(),
-                format!("{:.3}", r.score),
-                format!("{:.4}", r.task_loss),
-                format!("{:.4}", r.general_loss),
-                r.trainable_params.to_string(),
-                r.experts_per_layer
+                task.clone(),
+                method.clone(),
+                ms(&col(&|r| r.score), 3),
+                ms(&col(&|r| r.task_loss), 4),
+                ms(&col(&|r| r.general_loss), 4),
+                if majority.iter().all(|m| m.is_finite()) {
+                    ms(&majority, 2)
+                } else {
+                    "–".into()
+                },
+                rs[0].trainable_params.to_string(),
+                rs[0]
+                    .experts_per_layer
                     .map(|e| format!("{e:.1}"))
                     .unwrap_or_default(),
-                r.storage_bytes.to_string(),
-                format!("{:.2}", r.train_s),
+                rs[0].storage_bytes.to_string(),
+                ms(&col(&|r| r.train_s), 1),
+                if rs[0].lr > 0.0 {
+                    format!("{:.0e}", rs[0].lr)
+                } else {
+                    "–".into()
+                },
             ]
         })
         .collect();
@@ -1065,13 +1440,33 @@ fn write_report(
             "score",
             "task loss",
             "general loss",
+            "majority answer",
             "trainable",
             "experts/layer",
             "storage bytes",
             "train s",
+            "lr",
         ],
         &rows,
     );
+    let lr_rows: Vec<Vec<String>> = m
+        .lr_search
+        .iter()
+        .map(|t| {
+            vec![
+                t.task.clone(),
+                t.method.clone(),
+                format!("{:.0e}", t.lr),
+                format!("{:.4}", t.dev_loss),
+                format!("{:.3}", t.dev_score),
+                if t.chosen {
+                    "chosen".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
     let conc_rows: Vec<Vec<String>> = concentration
         .iter()
         .map(|c| {
@@ -1116,21 +1511,8 @@ fn write_report(
             ]
         })
         .collect();
-    let claim_rows: Vec<Vec<String>> = claims
-        .iter()
-        .map(|(c, ok)| {
-            vec![
-                c.clone(),
-                if *ok {
-                    "holds".into()
-                } else {
-                    "does not hold".into()
-                },
-            ]
-        })
-        .collect();
     let body = format!(
-        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes. Scores: exact match of the greedy answer (sentiment, arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (direction)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
+        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± std over seeds; majority answer: the share of test examples given the most common answer). Scores: the more likely label (sentiment), exact match of the greedy answer (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
         info.general,
         shape.n_layers,
         shape.d_model,
@@ -1141,6 +1523,8 @@ fn write_report(
         cfg.finetune_steps,
         cfg.batch_size,
         cfg.seq_len,
+        cfg.general_mix,
+        cfg.seeds,
         task_data
             .iter()
             .map(|d| format!(
@@ -1152,7 +1536,11 @@ fn write_report(
             ))
             .collect::<Vec<_>>()
             .join("; "),
-        markdown_table(&["claim", "here"], &claim_rows),
+        trainer::claims::claims_table(claims),
+        markdown_table(
+            &["task", "method", "lr", "dev loss", "dev score", ""],
+            &lr_rows
+        ),
         cfg.p_gate,
         cfg.p_token,
         markdown_table(

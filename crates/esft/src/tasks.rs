@@ -12,6 +12,10 @@
 //! forward: greedy decoding reproduces the answer exactly iff the argmax at every answer
 //! position equals the answer byte (the end byte `\n` included), because each step then sees
 //! exactly the prefix it would have generated. The LM task is scored by next-byte accuracy.
+//! Sentiment is a choice between two labels ([`Scoring::Choice`]): the label whose answer has
+//! the higher likelihood after the prompt, so a model that writes neither label exactly is
+//! still scored on which it prefers (exact match put four methods at the positive share, a
+//! constant answer).
 
 use std::path::Path;
 
@@ -40,6 +44,9 @@ pub enum Scoring {
     ExactMatch,
     /// Next-byte accuracy over the text.
     NextByte,
+    /// Accuracy of the most likely of [`TaskData::choices`] (summed log-likelihood of the
+    /// answer bytes after the prompt).
+    Choice,
 }
 
 /// A task's data.
@@ -55,6 +62,25 @@ pub struct TaskData {
     pub test: Vec<Example>,
     /// Scoring.
     pub scoring: Scoring,
+    /// The candidate answers of a [`Scoring::Choice`] task (as [`chat`] encodes them).
+    pub choices: Vec<Vec<u8>>,
+}
+
+impl TaskData {
+    /// The same task with its last `n` training examples held out as a development split
+    /// (returned second), for choosing hyper-parameters without touching the test examples.
+    pub fn split_dev(&self, n: usize) -> (TaskData, Vec<Example>) {
+        let n = n.min(self.train.len() / 2);
+        let mut train = self.train.clone();
+        let dev = train.split_off(train.len() - n);
+        (
+            TaskData {
+                train,
+                ..self.clone()
+            },
+            dev,
+        )
+    }
 }
 
 /// ESFT's chat format.
@@ -111,7 +137,11 @@ pub fn sentiment(path: Option<&Path>, n_test: usize, seed: u64) -> crate::Result
         source,
         train,
         test,
-        scoring: Scoring::ExactMatch,
+        scoring: Scoring::Choice,
+        choices: ["positive", "negative"]
+            .iter()
+            .map(|l| chat("", l).answer)
+            .collect(),
     })
 }
 
@@ -169,6 +199,7 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
         train: v,
         test,
         scoring: Scoring::ExactMatch,
+        choices: Vec::new(),
     }
 }
 
@@ -219,6 +250,7 @@ pub fn chinese(dir: Option<&Path>, n_test: usize, seed: u64) -> crate::Result<Ta
         train,
         test,
         scoring: Scoring::NextByte,
+        choices: Vec::new(),
     })
 }
 
@@ -287,6 +319,18 @@ pub fn masked_cross_entropy(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) 
     (lp * w).sum().neg() / total
 }
 
+/// Summed log-likelihood of each row's weighted targets.
+///
+/// # Shapes
+/// `logits` `[b, s, V]`, `y` `[b, s]`, `w` `[b, s]` → `[b]`.
+pub fn row_log_likelihood(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) -> Tensor<1> {
+    let [b, s, _] = logits.dims();
+    let lp = log_softmax(logits, 2)
+        .gather(2, y.reshape([b, s, 1]))
+        .reshape([b, s]);
+    (lp * w).sum_dim(1).reshape([b])
+}
+
 /// (correct, counted) for a batch: whole answers for exact match, bytes for next-byte.
 pub fn score_batch(
     logits: Tensor<3>,
@@ -308,7 +352,9 @@ pub fn score_batch(
             .filter(|&&i| pred[i] == batch.y_host[i])
             .count();
         match scoring {
-            Scoring::ExactMatch => {
+            // a choice task's own accuracy needs every candidate (the experiment's
+            // `task_score`); per batch, the given answer's exact match
+            Scoring::ExactMatch | Scoring::Choice => {
                 counted += 1;
                 correct += usize::from(ok == scored.len());
             }
@@ -377,5 +423,45 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), n);
+    }
+
+    #[test]
+    fn the_dev_split_comes_from_the_training_examples_only() {
+        let t = arithmetic(40, 10, 3);
+        let (rest, dev) = t.split_dev(8);
+        assert_eq!(dev.len(), 8);
+        assert_eq!(rest.train.len() + dev.len(), t.train.len());
+        assert!(
+            dev.iter()
+                .all(|e| !rest.train.contains(e) && !t.test.contains(e))
+        );
+        assert_eq!(rest.test, t.test);
+        // never more than half of the training data
+        assert_eq!(t.split_dev(1000).1.len(), t.train.len() / 2);
+    }
+
+    #[test]
+    fn row_likelihoods_sum_the_weighted_log_probabilities_per_row() {
+        let d = Device::flex();
+        let e1 = chat("x", "positive");
+        let e2 = chat("x", "negative");
+        let b = batch(&[&e1, &e2], 24, &d);
+        // uniform logits: each scored byte costs ln V
+        let logits = Tensor::<3>::zeros([2, 24, 256], &d);
+        let ll = row_log_likelihood(logits, b.y, b.w)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let per = (256f32).ln();
+        for (r, e) in [&e1, &e2].iter().enumerate() {
+            let n = e.answer.len() as f32;
+            assert!((ll[r] + n * per).abs() < 1e-3, "{} vs {}", ll[r], -n * per);
+        }
+        let s = sentiment(None, 20, 1).unwrap();
+        assert_eq!(s.scoring, Scoring::Choice);
+        assert_eq!(
+            s.choices,
+            vec![b" positive\n".to_vec(), b" negative\n".to_vec()]
+        );
     }
 }

@@ -20,6 +20,7 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
         "metrics.json",
         "report.md",
         "config.json",
+        "claims.json",
         "concentration.svg",
         "p_sweep.svg",
     ] {
@@ -29,13 +30,43 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap())
             .unwrap();
-    // 3 tasks × (vanilla, fft, lora, gate, token, random, shared-only).
-    assert_eq!(m["results"].as_array().unwrap().len(), 21);
+    // 3 tasks × (vanilla + 2 seeds × (fft, lora, gate, token, random, shared-only)).
+    let results = m["results"].as_array().unwrap();
+    assert_eq!(results.len(), 39);
     assert_eq!(m["overlap"].as_array().unwrap().len(), 3);
+    // Every method's rate chosen on the development split, one of two per task and method.
+    let search = m["lr_search"].as_array().unwrap();
+    assert_eq!(search.len(), 36);
+    assert_eq!(search.iter().filter(|t| t["chosen"] == true).count(), 18);
+    for r in results.iter().filter(|r| r["method"] != "vanilla") {
+        let chosen = search
+            .iter()
+            .find(|t| t["task"] == r["task"] && t["method"] == r["method"] && t["chosen"] == true)
+            .unwrap();
+        assert_eq!(r["lr"], chosen["lr"], "{r}");
+    }
+    // The label-choice score of sentiment reports how often the most common label was given.
+    for r in results.iter().filter(|r| r["task"] == "sentiment") {
+        let share = r["majority_answer_share"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&share), "{r}");
+    }
+    // The declared claims with paired evidence over the two seeds.
+    let claims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("claims.json")).unwrap())
+            .unwrap();
+    let claims = claims.as_array().unwrap();
+    assert_eq!(claims.len(), 7);
+    for c in claims {
+        assert_eq!(c["differences"].as_array().unwrap().len(), 2, "{c}");
+    }
     for t in ["sentiment", "arithmetic", "chinese"] {
         let tdir = dir.path().join("tasks").join(t);
         ExpertConfig::read(&tdir.join("expert_config_token.json")).unwrap();
+        ExpertConfig::read(&tdir.join("expert_config_random.json")).unwrap();
         assert!(tdir.join("summary.json").exists());
+        // the second seed's adapters beside the first's; no scratch left from the search
+        assert!(tdir.join("seed-2/esft-token").is_dir());
+        assert!(!tdir.join("lr-search").exists());
     }
     let base = DeepseekLm::load_hf(&dir.path().join("base"), &d).unwrap();
     let adapter = Adapter::read(&dir.path().join("tasks/arithmetic/esft-token")).unwrap();

@@ -97,11 +97,23 @@ pub struct FinePurifyConfig {
     /// Batch size.
     #[config(default = 16)]
     pub batch_size: usize,
-    /// Clean batches for the Fisher.
+    /// Clean batches for the Fisher when it squares batch gradients (`fisher_per_example`
+    /// false).
     #[config(default = 32)]
     pub fisher_batches: usize,
-    /// Where the Fisher is taken.
-    #[config(default = "FisherAt::Finetuned")]
+    /// The indicator as the paper defines it: the mean of per-example squared gradients (the
+    /// empirical Fisher, E[g²] = μ² + σ²) over `fisher_examples` clean examples. False: the
+    /// square of each of `fisher_batches` batch-mean gradients (cheaper; it estimates
+    /// μ² + σ²/B, which ranks dimensions differently when their noise differs).
+    #[config(default = true)]
+    pub fisher_per_example: bool,
+    /// Clean examples for the per-example Fisher (each point of a path average).
+    #[config(default = 128)]
+    pub fisher_examples: usize,
+    /// Where the Fisher is taken: averaged along the straight path from the pre-trained to the
+    /// fine-tuned weights, as the paper's indicator integrates it (or at the fine-tuned
+    /// weights alone).
+    #[config(default = "FisherAt::PathAverage { points: 3 }")]
     pub fisher_at: FisherAt,
     /// Ranking scope.
     #[config(default = "Scope::Global")]
@@ -153,6 +165,7 @@ impl FinePurifyConfig {
             .with_defense_steps(2)
             .with_batch_size(8)
             .with_fisher_batches(2)
+            .with_fisher_examples(4)
             .with_rho_sweep(vec![0.5])
             .with_epur_words(3)
             .with_seeds(vec![1])
@@ -589,15 +602,19 @@ fn defend(
     }
     let t0 = Instant::now();
     let mut frng = trainer::Rng::seed_from(seed ^ 0xf15e);
+    // per example: n one-example losses; per batch: n batch-mean losses
+    let (n_losses, rows) = if cfg.fisher_per_example {
+        (cfg.fisher_examples, 1)
+    } else {
+        (cfg.fisher_batches, cfg.batch_size)
+    };
     let fisher = fisher_at(
         &ft,
         &pre_snap,
         cfg.fisher_at,
-        cfg.fisher_batches,
+        n_losses,
         |m: &PooledClassifier, _| {
-            let idx: Vec<usize> = (0..cfg.batch_size)
-                .map(|_| frng.below(data.clean.len()))
-                .collect();
+            let idx: Vec<usize> = (0..rows).map(|_| frng.below(data.clean.len())).collect();
             let (ids, mask, y) = data.clean.batch(&idx, cfg.max_len, &device);
             Ok(classification_loss(m.forward(ids, mask), y))
         },
@@ -815,7 +832,7 @@ fn write_report(
         })
         .collect();
     let body = format!(
-        "Encoder: {encoder_name}. Attack: {:?}, {:.0} % of the training set poisoned towards label {}. Attacker: {} steps at lr {}; defender: {} clean sentences, {} fine-tuning steps at lr {}, Fisher from {} clean batches ({:?}), {:?} ranking; seeds {:?}. ρ chosen per task on seed {} by clean validation accuracy within {} of the poisoned model's: {}.\n\n## ρ sweep\n\n{}\n{}\n",
+        "Encoder: {encoder_name}. Attack: {:?}, {:.0} % of the training set poisoned towards label {}. Attacker: {} steps at lr {}; defender: {} clean sentences, {} fine-tuning steps at lr {}, Fisher {} ({:?}), {:?} ranking; seeds {:?}. ρ chosen per task on seed {} by clean validation accuracy within {} of the poisoned model's: {}.\n\n## ρ sweep\n\n{}\n{}\n",
         cfg.attack,
         100.0 * cfg.poison_rate,
         cfg.target,
@@ -824,7 +841,17 @@ fn write_report(
         cfg.n_clean,
         cfg.defense_steps,
         cfg.defense_lr,
-        cfg.fisher_batches,
+        if cfg.fisher_per_example {
+            format!(
+                "of per-example squared gradients over {} clean examples",
+                cfg.fisher_examples
+            )
+        } else {
+            format!(
+                "of squared batch-mean gradients over {} clean batches of {}",
+                cfg.fisher_batches, cfg.batch_size
+            )
+        },
         cfg.fisher_at,
         cfg.scope,
         cfg.seeds,

@@ -1,10 +1,12 @@
 //! The diagonal of the clean-loss Hessian, estimated by the empirical Fisher: the mean over
 //! clean batches of the squared gradient of every parameter.
 //!
-//! Per-batch (the default): the squared gradient of each mini-batch's mean loss; this
-//! under-estimates the per-example Fisher by the batch size for pure noise, a constant factor
-//! that does not change any ranking. Per-example: pass batches of one example (slower, exact
-//! empirical Fisher). Where the gradients are taken is [`FisherAt`].
+//! What `loss` returns decides the estimate. Per-example (batches of one example): the exact
+//! empirical Fisher, E[g²] = μ² + σ², the indicator as the paper defines it and the
+//! experiment's default. Per-batch: the squared gradient of each mini-batch's mean loss, which
+//! estimates μ² + σ²/B instead — cheaper, but it shrinks each dimension's noise term by the batch
+//! size, so dimensions whose gradients are mostly noise rank lower than they should. Where the
+//! gradients are taken is [`FisherAt`].
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;

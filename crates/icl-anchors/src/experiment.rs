@@ -104,7 +104,8 @@ impl IclAnchorsConfig {
     }
 }
 
-type Example = (String, usize);
+/// A labelled text: the text and its class.
+pub type Example = (String, usize);
 
 /// Text → token ids without special tokens.
 type Tokenize = dyn Fn(&str) -> crate::Result<Vec<u32>>;
@@ -222,16 +223,55 @@ pub struct IclMetrics {
     pub claims: Vec<(String, bool)>,
 }
 
-fn sample_demos(items: &[Example], n_classes: usize, rng: &mut trainer::Rng) -> Vec<Example> {
+/// One seed's draws from a labelled pool: the demonstrations, the re-weighting examples and
+/// the test inputs, disjoint by text (items with the same text count as one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pools {
+    /// One demonstration per class (a class with no item has none).
+    pub demos: Vec<Example>,
+    /// Up to `per_class` re-weighting examples per class.
+    pub train: Vec<Example>,
+    /// Up to `n_test` test inputs.
+    pub test: Vec<Example>,
+}
+
+/// Shuffles `items` with `rng` and takes, in that order, one demonstration per class, then
+/// `per_class` re-weighting examples per class, then `n_test` test inputs, never a text twice.
+pub fn split_pools(
+    items: &[Example],
+    n_classes: usize,
+    per_class: usize,
+    n_test: usize,
+    rng: &mut trainer::Rng,
+) -> Pools {
     let mut idx: Vec<usize> = (0..items.len()).collect();
     rng.shuffle(&mut idx);
-    (0..n_classes)
-        .filter_map(|c| {
-            idx.iter()
-                .find(|&&i| items[i].1 == c)
-                .map(|&i| items[i].clone())
-        })
-        .collect()
+    let mut used = std::collections::HashSet::new();
+    let take_class = |c: usize, k: usize, used: &mut std::collections::HashSet<String>| {
+        let mut out = Vec::new();
+        for &i in &idx {
+            if out.len() == k {
+                break;
+            }
+            if items[i].1 == c && used.insert(items[i].0.clone()) {
+                out.push(items[i].clone());
+            }
+        }
+        out
+    };
+    let demos: Vec<Example> = (0..n_classes)
+        .flat_map(|c| take_class(c, 1, &mut used))
+        .collect();
+    let train: Vec<Example> = (0..n_classes)
+        .flat_map(|c| take_class(c, per_class, &mut used))
+        .collect();
+    let test = idx
+        .iter()
+        .filter(|&&i| used.insert(items[i].0.clone()))
+        .take(n_test)
+        .map(|&i| items[i].clone())
+        .collect();
+    Pools { demos, train, test }
 }
 
 fn accuracy(p: &[Prediction], gold: &[usize]) -> f64 {
@@ -568,7 +608,12 @@ fn run_seed(
 ) -> crate::Result<()> {
     let (cfg, ids, device, eval_model) = (s.cfg, &s.ids, &s.device, s.eval_model);
     let mut rng = trainer::Rng::seed_from(seed);
-    let (prompts, gold, demos) = test_prompts(s, &mut rng)?;
+    let SeedPrompts {
+        prompts,
+        gold,
+        demos,
+        rw_items,
+    } = test_prompts(s, &mut rng)?;
     let none = AttentionHooks::none();
     let base: Vec<Prediction> = prompts
         .iter()
@@ -620,7 +665,7 @@ fn run_seed(
         acc.att_labels
             .push(if cfg.auc_on_gold { g } else { p.class });
     }
-    let after = reweight(s, &demos, &prompts, seed, &mut rng, ctx)?;
+    let after = reweight(s, &demos, &rw_items, &prompts, seed, &mut rng, ctx)?;
     acc.acc1 += accuracy(&after, &gold) / cfg.seeds.len() as f64;
     for (k, (ll, wl, a)) in compression(s, &demos, &prompts, &base, &gold, &mut rng)?
         .into_iter()
@@ -650,12 +695,19 @@ fn run_seed(
     Ok(())
 }
 
+/// One seed's prompts and the examples they came from.
+struct SeedPrompts {
+    prompts: Vec<Prompt>,
+    gold: Vec<usize>,
+    demos: Vec<Example>,
+    /// The re-weighting examples of a real data set (disjoint from the demonstrations and the
+    /// test inputs); empty for the synthetic task, which draws fresh episodes.
+    rw_items: Vec<Example>,
+}
+
 /// The demonstrations and the test prompts of one seed, with the gold classes. Synthetic
 /// episodes: the fixed demonstrations decide which letter is each class's label word.
-fn test_prompts(
-    s: &Setup<'_>,
-    rng: &mut trainer::Rng,
-) -> crate::Result<(Vec<Prompt>, Vec<usize>, Vec<Example>)> {
+fn test_prompts(s: &Setup<'_>, rng: &mut trainer::Rng) -> crate::Result<SeedPrompts> {
     // Demonstrations and test prompts.
     Ok(if s.synthetic {
         let (demos, _, _) = synthetic_episode(rng);
@@ -674,21 +726,32 @@ fn test_prompts(
             ps.push(build(s.tok, &s.ds.template, &demos, &q)?);
             gs.push(demo_class_letter(qc));
         }
-        (ps, gs, demos)
+        SeedPrompts {
+            prompts: ps,
+            gold: gs,
+            demos,
+            rw_items: Vec::new(),
+        }
     } else {
-        let demos = sample_demos(&s.ds.items, s.n_classes, rng);
-        let mut idx: Vec<usize> = (0..s.ds.items.len()).collect();
-        rng.shuffle(&mut idx);
-        let test: Vec<usize> = idx
-            .into_iter()
-            .filter(|&i| !demos.iter().any(|d| d.0 == s.ds.items[i].0))
-            .take(s.cfg.n_test)
-            .collect();
-        let ps = test
+        let pools = split_pools(
+            &s.ds.items,
+            s.n_classes,
+            s.cfg.reweight_per_class,
+            s.cfg.n_test,
+            rng,
+        );
+        let ps = pools
+            .test
             .iter()
-            .map(|&i| build(s.tok, &s.ds.template, &demos, &s.ds.items[i].0))
+            .map(|(t, _)| build(s.tok, &s.ds.template, &pools.demos, t))
             .collect::<crate::Result<Vec<_>>>()?;
-        (ps, test.iter().map(|&i| s.ds.items[i].1).collect(), demos)
+        let gold = pools.test.iter().map(|(_, c)| *c).collect();
+        SeedPrompts {
+            prompts: ps,
+            gold,
+            demos: pools.demos,
+            rw_items: pools.train,
+        }
     })
 }
 
@@ -790,11 +853,14 @@ fn isolation(
     Ok(out)
 }
 
-/// Anchor re-weighting: β trained on a few examples per class with the same demonstrations
-/// (never a test input), then the test predictions under the learnt hooks.
+/// Anchor re-weighting: β trained on a few examples per class (`rw_items`, never a test input
+/// or a demonstration; synthetic: fresh episodes) with the same demonstrations, then the test
+/// predictions under the learnt hooks.
+#[allow(clippy::too_many_arguments)]
 fn reweight(
     s: &Setup<'_>,
     demos: &[Example],
+    rw_items: &[Example],
     prompts: &[Prompt],
     seed: u64,
     rng: &mut trainer::Rng,
@@ -815,17 +881,10 @@ fn reweight(
             })
             .collect::<crate::Result<_>>()?
     } else {
-        let mut v = Vec::new();
-        for c in 0..s.n_classes {
-            let mut k = 0;
-            for (t, l) in s.ds.items.iter().rev() {
-                if *l == c && k < s.cfg.reweight_per_class && !demos.iter().any(|d| &d.0 == t) {
-                    v.push((build(s.tok, &s.ds.template, demos, t)?, c));
-                    k += 1;
-                }
-            }
-        }
-        v
+        rw_items
+            .iter()
+            .map(|(t, c)| Ok((build(s.tok, &s.ds.template, demos, t)?, *c)))
+            .collect::<crate::Result<_>>()?
     };
     let rw = Reweighting::new(s.nl, s.nh, s.n_classes.min(demos.len()), &s.ad);
     let steps = s.cfg.reweight_epochs * train.len();

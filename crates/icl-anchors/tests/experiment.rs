@@ -26,3 +26,47 @@ fn quick_offline_run_writes_flows_auc_and_tables() {
             .unwrap();
     assert_eq!(m["tasks"][0]["flows"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn demonstrations_reweighting_examples_and_test_inputs_never_share_a_text() {
+    use icl_anchors::experiment::split_pools;
+    use proptest::prelude::*;
+    let cfg = ProptestConfig::with_cases(64);
+    proptest!(cfg, |(
+        labels in prop::collection::vec(0usize..4, 1..80),
+        dup in 1usize..4,
+        per_class in 0usize..4,
+        n_test in 0usize..50,
+        seed in any::<u64>(),
+    )| {
+        // texts repeat every `dup` items (and with other labels), as real data sets can
+        let items: Vec<(String, usize)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (format!("text {}", i / dup), c))
+            .collect();
+        let p = split_pools(&items, 4, per_class, n_test, &mut trainer::Rng::seed_from(seed));
+        let texts = |v: &[(String, usize)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+        let (d, r, t) = (texts(&p.demos), texts(&p.train), texts(&p.test));
+        let mut all = [d.clone(), r.clone(), t.clone()].concat();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        prop_assert_eq!(all.len(), n, "a text drawn twice");
+        // at most one demonstration and `per_class` examples per class, each from the pool
+        for c in 0..4 {
+            prop_assert!(p.demos.iter().filter(|x| x.1 == c).count() <= 1);
+            prop_assert!(p.train.iter().filter(|x| x.1 == c).count() <= per_class);
+        }
+        prop_assert!(p.test.len() <= n_test);
+        for x in p.demos.iter().chain(&p.train).chain(&p.test) {
+            prop_assert!(items.contains(x));
+        }
+        // every class present in the pool gets its demonstration
+        for c in 0..4 {
+            if labels.contains(&c) {
+                prop_assert!(p.demos.iter().any(|x| x.1 == c) || items.iter().filter(|x| x.1 == c).all(|x| d.contains(&x.0)));
+            }
+        }
+    });
+}

@@ -506,16 +506,9 @@ fn claim_values(results: &[VariantResult], variant: &str, metric: &str) -> Optio
 
 /// Evaluates the [`claims`] whose variants ran on the per-seed results.
 fn evaluate_claims(results: &[VariantResult]) -> crate::Result<Vec<ClaimResult>> {
-    let mut out = Vec::new();
-    for c in claims() {
-        if let (Some(a), Some(b)) = (
-            claim_values(results, &c.a, &c.metric),
-            claim_values(results, &c.b, &c.metric),
-        ) {
-            out.push(c.evaluate(&a, &b)?);
-        }
-    }
-    Ok(out)
+    Ok(trainer::claims::evaluate_available(&claims(), |v, m| {
+        claim_values(results, v, m)
+    })?)
 }
 
 /// Runs the comparison into `ctx.dir`: data, then per variant training and evaluation over the

@@ -192,6 +192,24 @@ impl Claim {
     }
 }
 
+/// Evaluates each of `claims` whose two sides have values: `values(method, metric)` gives a
+/// method's per-seed values of a metric (the same seed order for every method), `None` or
+/// empty for a method that did not run; claims that need such a method are left out.
+pub fn evaluate_available(
+    claims: &[Claim],
+    values: impl Fn(&str, &str) -> Option<Vec<f64>>,
+) -> Result<Vec<ClaimResult>> {
+    let mut out = Vec::new();
+    for c in claims {
+        let a = values(&c.a, &c.metric).filter(|v| !v.is_empty());
+        let b = values(&c.b, &c.metric).filter(|v| !v.is_empty());
+        if let (Some(a), Some(b)) = (a, b) {
+            out.push(c.evaluate(&a, &b)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The README-ready table: claim, seeds, mean A − B, interval, verdict.
 pub fn claims_table(results: &[ClaimResult]) -> String {
     let rows: Vec<Vec<String>> = results
@@ -321,5 +339,38 @@ mod tests {
                 prop_assert!(r1.mean_difference > 0.0);
             }
         }
+    }
+
+    #[test]
+    fn claims_without_both_sides_are_left_out() {
+        let cs = [
+            Claim::new("a<b", "m", "a", "b", Direction::Less, "a below b"),
+            Claim::new(
+                "a<c",
+                "m",
+                "a",
+                "c",
+                Direction::Less,
+                "a below c (c not run)",
+            ),
+            Claim::new(
+                "a<d",
+                "m",
+                "a",
+                "d",
+                Direction::Less,
+                "a below d (d has no values)",
+            ),
+        ];
+        let r = evaluate_available(&cs, |name, _| match name {
+            "a" => Some(vec![1.0, 1.1, 0.9]),
+            "b" => Some(vec![2.0, 2.2, 2.1]),
+            "d" => Some(Vec::new()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].claim.id, "a<b");
+        assert_eq!(r[0].verdict, Verdict::Holds);
     }
 }

@@ -138,6 +138,10 @@ pub struct Instance {
     pub senses: Vec<Sense>,
     /// Index of the right sense.
     pub gold: usize,
+    /// The sentence the context was cut from, with the real word (empty when unknown): what a
+    /// pretraining corpus must not hold for a held-out instance.
+    #[serde(default)]
+    pub source: String,
 }
 
 impl Instance {
@@ -248,6 +252,35 @@ pub fn sentences(passages: &[String]) -> Vec<String> {
         .map(str::trim)
         .filter(|s| s.chars().count() >= 4)
         .map(str::to_string)
+        .collect()
+}
+
+/// `passages` with every sentence of `held_out` instances (their [`Instance::source`]) cut out:
+/// the masked-LM pretraining corpus, so the encoder never reads a dev or test sentence with its
+/// real word in place. A sentence is found as [`sentences`] finds it; passages left empty are
+/// dropped.
+pub fn passages_without<'a>(
+    passages: &[String],
+    held_out: impl IntoIterator<Item = &'a Instance>,
+) -> Vec<String> {
+    let held: std::collections::HashSet<&str> = held_out
+        .into_iter()
+        .map(|i| i.source.as_str())
+        .filter(|s| !s.is_empty())
+        .collect();
+    passages
+        .iter()
+        .filter_map(|p| {
+            let mut out = p.clone();
+            for s in p.split(['。', '！', '？', '；', '\n']).map(str::trim) {
+                if held.contains(s) {
+                    out = out.replace(s, "");
+                }
+            }
+            (out.chars()
+                .any(|c| !c.is_whitespace() && !"。！？；".contains(c)))
+            .then_some(out)
+        })
         .collect()
 }
 
@@ -414,6 +447,7 @@ pub fn build_pseudo_words(
                         context,
                         senses: senses.clone(),
                         gold,
+                        source: sents[s].clone(),
                     });
                 }
             }
@@ -596,5 +630,36 @@ mod tests {
         let (a, b, c) = split(inst, 0.6, 0.2, 1);
         assert_eq!(a.len() + b.len() + c.len(), n);
         assert_eq!(a.len(), 6);
+    }
+
+    #[test]
+    fn the_pretraining_passages_hold_no_held_out_sentence() {
+        let (cilin, lex, sents) = toy();
+        let passages: Vec<String> = sents.chunks(3).map(|c| c.join("。")).collect();
+        let (inst, _) = build_pseudo_words(
+            &cilin,
+            &lex,
+            &sentences(&passages),
+            &BuildConfig {
+                min_contexts: 1,
+                ..BuildConfig::default()
+            },
+        )
+        .expect("build");
+        assert!(inst.len() >= 4);
+        assert!(inst.iter().all(|i| !i.source.is_empty()));
+        let (held, kept) = inst.split_at(inst.len() / 2);
+        let pre = passages_without(&passages, held);
+        for i in held {
+            assert!(pre.iter().all(|p| !p.contains(&i.source)), "{}", i.source);
+        }
+        // the other instances' sentences stay unless they are also held out
+        for i in kept {
+            if held.iter().all(|h| h.source != i.source) {
+                assert!(pre.iter().any(|p| p.contains(&i.source)), "{}", i.source);
+            }
+        }
+        // nothing held out: every passage unchanged
+        assert_eq!(passages_without(&passages, &[]), passages);
     }
 }

@@ -201,6 +201,27 @@ pub struct Pretraining {
     /// (step, MLM loss averaged over 50 steps).
     #[serde(default)]
     pub curve: Vec<(f64, f64)>,
+    /// Fingerprint of the dev and test sentences the pretraining passages left out
+    /// ([`held_out_fingerprint`]); `None`: an encoder pretrained before they were left out,
+    /// which has read them.
+    #[serde(default)]
+    pub held_out: Option<String>,
+}
+
+/// FNV-1a (64 bit, hex) of the sorted, distinct source sentences of the dev and test
+/// instances: an encoder reused through `encoder_dir` must have left out exactly these.
+pub fn held_out_fingerprint<'a>(held: impl IntoIterator<Item = &'a Instance>) -> String {
+    let mut v: Vec<&str> = held.into_iter().map(|i| i.source.as_str()).collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for s in v {
+        for b in s.bytes().chain([b'\n']) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 /// `(step, mean of the values of `key` over `window` steps)` from a run's train records (`loss`
@@ -382,7 +403,10 @@ pub fn run(cfg: &WsdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
 /// The pseudo-word WSD set, its passages and the character vocabulary.
 struct Data {
     describe: String,
+    /// The pretraining passages: without the dev and test sentences.
     passages: Vec<String>,
+    /// [`held_out_fingerprint`] of the dev and test instances.
+    held_out: String,
     stats: BuildStats,
     train: Vec<Instance>,
     dev_set: Vec<Instance>,
@@ -435,6 +459,10 @@ fn load_data(cfg: &WsdConfig, ctx: &RunCtx<'_>) -> Result<Data> {
     };
     let (instances, stats) = build_pseudo_words(&cilin, &lex, &sents, &build)?;
     let (train, dev_set, test) = split(instances, 0.7, 0.1, cfg.data_seed);
+    // The encoder is pretrained without the dev and test sentences (issue 25: it had read each
+    // test sentence with its real word in place).
+    // (The character vocabulary below still reads every passage: characters, no sentences.)
+    let pretrain_passages = crate::data::passages_without(&passages, dev_set.iter().chain(&test));
     if train.is_empty() || test.is_empty() {
         return Err(Error::InvalidConfig(format!(
             "too few instances ({} train, {} test): lower min contexts or raise n_pairs",
@@ -463,7 +491,8 @@ fn load_data(cfg: &WsdConfig, ctx: &RunCtx<'_>) -> Result<Data> {
     vocab.save(&ctx.path("vocab.txt"))?;
     Ok(Data {
         describe,
-        passages,
+        passages: pretrain_passages,
+        held_out: held_out_fingerprint(dev_set.iter().chain(&test)),
         stats,
         train,
         dev_set,
@@ -503,6 +532,13 @@ fn pretrain(
         let stats = Path::new(d).join("pretraining.json");
         let pretraining: Pretraining = serde_json::from_str(&read(&stats.to_string_lossy())?)
             .map_err(|e| Error::InvalidConfig(format!("{}: {e}", stats.display())))?;
+        if pretraining.held_out.as_deref() != Some(data.held_out.as_str()) {
+            return Err(Error::InvalidConfig(format!(
+                "{d}: this encoder was pretrained on passages holding this run's dev or test \
+                 sentences (pretrained before they were left out, or for another split): \
+                 pretrain again without `encoder_dir`"
+            )));
+        }
         (m, pretraining)
     } else {
         let mut tokenised: Vec<Vec<u32>> = passages.iter().map(|p| vocab.encode(p)).collect();
@@ -546,6 +582,7 @@ fn pretrain(
             steps: cfg.mlm_steps,
             accuracy: mlm_accuracy,
             curve: loss_curve(&pre.records, "loss", 50),
+            held_out: Some(data.held_out.clone()),
         };
         let json = serde_json::to_string_pretty(&pretraining)
             .map_err(|e| Error::InvalidConfig(format!("pretraining stats: {e}")))?;

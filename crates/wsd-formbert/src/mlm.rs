@@ -419,6 +419,7 @@ mod tests {
             context: context.into(),
             senses: vec![sense("cd"), sense("fg")],
             gold,
+            source: String::new(),
         };
         // Every place of `cd` and of `fg` in three periods of the text.
         let text3 = "abcdefgh".repeat(3);

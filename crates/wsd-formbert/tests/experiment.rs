@@ -62,6 +62,36 @@ fn quick_run_writes_its_outputs_and_a_reused_encoder_reproduces_it() {
     assert!(!second.path().join("encoder.bpk").exists());
     assert_eq!(results(first.path()), results(second.path()));
 
+    // An encoder pretrained for another split, or before the dev and test sentences were left
+    // out of its pretraining, has read this run's held-out sentences: refused.
+    let other_split = WsdConfig::quick()
+        .with_encoder_dir(Some(first.path().to_string_lossy().into_owned()))
+        .with_mlm_steps(0)
+        .with_data_seed(WsdConfig::quick().data_seed + 1);
+    let out = tempfile::tempdir().unwrap();
+    let e = run(
+        &other_split,
+        &mut RunCtx::new(Device::flex(), out.path(), "flex"),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("pretrain again"), "{e}");
+    let stale = tempfile::tempdir().unwrap();
+    for f in ["encoder.bpk", "vocab.txt"] {
+        std::fs::copy(first.path().join(f), stale.path().join(f)).unwrap();
+    }
+    let mut stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(first.path().join("pretraining.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(stats["held_out"].is_string());
+    stats.as_object_mut().unwrap().remove("held_out");
+    std::fs::write(stale.path().join("pretraining.json"), stats.to_string()).unwrap();
+    let old = WsdConfig::quick()
+        .with_encoder_dir(Some(stale.path().to_string_lossy().into_owned()))
+        .with_mlm_steps(0);
+    let out = tempfile::tempdir().unwrap();
+    assert!(run(&old, &mut RunCtx::new(Device::flex(), out.path(), "flex")).is_err());
+
     // An encoder folder without an encoder is a typed error, not a panic.
     let empty = tempfile::tempdir().unwrap();
     std::fs::copy(
