@@ -237,7 +237,7 @@ fn sample_batch(
 struct FinetuneTask<'a> {
     data: &'a TaskData,
     /// General-text windows and how many rows of each batch they fill (0: task only).
-    general: &'a LmWindows,
+    general: std::sync::Arc<LmWindows>,
     n_general: usize,
     batch: usize,
     seq_len: usize,
@@ -350,7 +350,7 @@ fn task_score<M: MoeModel>(
     let (mut ok, mut n) = (0, 0);
     let (mut loss, mut bytes) = (0.0, 0.0);
     let mut answers: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-    let mut fwd = |b: &Batch| -> crate::Result<Tensor<3>> {
+    let fwd = |b: &Batch| -> crate::Result<Tensor<3>> {
         Ok(model
             .forward_moe(b.x.clone(), Some(b.token_mask.clone()))?
             .logits)
@@ -589,7 +589,7 @@ struct Runner<'c, 'p, S> {
     eval_device: Device,
     valid: LmWindows,
     /// General-text training windows mixed into fine-tuning.
-    general: LmWindows,
+    general: std::sync::Arc<LmWindows>,
     ctx: &'c mut RunCtx<'p>,
 }
 
@@ -605,12 +605,12 @@ impl<S> Runner<'_, '_, S> {
             .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
     }
 
-    fn task<'d>(&'d self, data: &'d TaskData) -> FinetuneTask<'d> {
+    fn task<'d>(&self, data: &'d TaskData) -> FinetuneTask<'d> {
         let b = self.cfg.batch_size;
         let n_general = ((b as f64 * self.cfg.general_mix).round() as usize).min(b - 1);
         FinetuneTask {
             data,
-            general: &self.general,
+            general: self.general.clone(),
             n_general,
             batch: b,
             seq_len: self.cfg.seq_len,
@@ -756,7 +756,7 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     }
     if cfg.seeds.is_empty()
         || cfg.lr_multipliers.is_empty()
-        || cfg.lr_multipliers.iter().any(|m| !(*m > 0.0))
+        || !cfg.lr_multipliers.iter().all(|m| m.is_finite() && *m > 0.0)
         || !(0.0..1.0).contains(&cfg.general_mix)
         || cfg.batch_size < 2
     {
@@ -912,7 +912,7 @@ fn run_with<M: EsftBase>(
         device: device.clone(),
         eval_device: eval_device.clone(),
         valid,
-        general: general_train,
+        general: std::sync::Arc::new(general_train),
         ctx,
     };
     let base_general_loss = retention(
@@ -1135,10 +1135,11 @@ fn run_task<M: EsftBase>(
         };
         for &(method, _) in &methods {
             let experts = experts_of(method, seed)?;
-            if seed == first && method == "random-experts" {
-                if let Some(c) = &experts {
-                    c.write(&tdir.join("expert_config_random.json"))?;
-                }
+            if seed == first
+                && method == "random-experts"
+                && let Some(c) = &experts
+            {
+                c.write(&tdir.join("expert_config_random.json"))?;
             }
             let dir = sdir.join(match method {
                 "random-experts" => "random",

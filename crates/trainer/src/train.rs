@@ -297,8 +297,13 @@ impl<'a> Trainer<'a> {
                 } else {
                     loss
                 };
-                let mut grads = loss.backward();
-                accumulator.accumulate(&model, trainable.gradients(&mut grads, &model));
+                // A batch in which no trainable parameter took part (only routed experts that
+                // none of its tokens reached are trainable, say) has no gradient: it updates
+                // nothing, and backward on its untracked loss would panic.
+                if loss.is_tracked() {
+                    let mut grads = loss.backward();
+                    accumulator.accumulate(&model, trainable.gradients(&mut grads, &model));
+                }
             }
             let mut grads: GradientsParams = accumulator.grads();
             let grad_norm = global_grad_norm(&model, &mut grads)?;

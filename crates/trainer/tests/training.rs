@@ -622,3 +622,30 @@ fn a_saved_module_loads_back_and_a_different_shape_is_an_error() {
     assert!(trainer::params::load_module(LinearConfig::new(4, 2).init(&d), &path).is_err());
     assert!(trainer::params::load_module(a, &dir.path().join("missing.bpk")).is_err());
 }
+
+/// A loss that reads only the first layer (frozen below), as a batch whose tokens reach none of
+/// the trainable routed experts.
+struct FirstLayerOnly(Device);
+
+impl Task<Mlp> for FirstLayerOnly {
+    fn loss(&mut self, model: &Mlp, _ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+        let x = Tensor::<2>::ones([2, 4], &self.0);
+        Ok(model.first.forward(x).powi_scalar(2).mean().into())
+    }
+}
+
+#[test]
+fn a_step_in_which_no_trainable_parameter_takes_part_updates_nothing() {
+    let _serial = testkit::device_rng_lock();
+    let d = device();
+    let m = model(4);
+    let before = flat_params(&m);
+    let out = Trainer::new(config().with_optimizer(OptimizerKind::adamw()), &d)
+        .with_trainable(|p| p.starts_with("second."))
+        .fit(m, &mut FirstLayerOnly(d.clone()))
+        .unwrap();
+    assert_eq!(flat_params(&out.model), before);
+    let l = losses(&out.records);
+    assert_eq!(l.len(), 12);
+    assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");
+}
