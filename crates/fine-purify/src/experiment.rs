@@ -102,7 +102,7 @@ pub struct FinePurifyConfig {
     #[config(default = 32)]
     pub fisher_batches: usize,
     /// The indicator as the paper defines it: the mean of per-example squared gradients (the
-    /// empirical Fisher, E[g²] = μ² + σ²) over `fisher_examples` clean examples. False: the
+    /// empirical Fisher, E(g²) = μ² + σ²) over `fisher_examples` clean examples. False: the
     /// square of each of `fisher_batches` batch-mean gradients (cheaper; it estimates
     /// μ² + σ²/B, which ranks dimensions differently when their noise differs).
     #[config(default = true)]

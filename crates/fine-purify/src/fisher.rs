@@ -2,7 +2,7 @@
 //! clean batches of the squared gradient of every parameter.
 //!
 //! What `loss` returns decides the estimate. Per-example (batches of one example): the exact
-//! empirical Fisher, E[g²] = μ² + σ², the indicator as the paper defines it and the
+//! empirical Fisher, E(g²) = μ² + σ², the indicator as the paper defines it and the
 //! experiment's default. Per-batch: the squared gradient of each mini-batch's mean loss, which
 //! estimates μ² + σ²/B instead — cheaper, but it shrinks each dimension's noise term by the batch
 //! size, so dimensions whose gradients are mostly noise rank lower than they should. Where the
