@@ -20,8 +20,11 @@
 //! The claims ([`claims`]) are declared before the run and judged on paired per-seed
 //! differences of the mean over tasks, with a 95 % t interval (`trainer::claims`). The seeds
 //! vary the fine-tuning (data order and mixture, LoRA's initialisation, the random experts); the
-//! base is pretrained once. Budget: the full size (3 tasks × 6 methods × (3 learning rates + 5
-//! seeds) × 200 steps) is sized for about 85 minutes on the 2-core CPU.
+//! base is pretrained once. Budget: measured here (2-core Xeon), one 200-step fine-tune with
+//! its evaluation takes about 65 s, so the default full size (3 tasks × 6 methods × (3 learning
+//! rates + 5 seeds) = 144 fine-tunes, plus pretraining and the p sweep) needs about 2 h 45 min:
+//! above the 100-minute budget of one run. Shrink `finetune_steps`, `lr_multipliers` or `seeds`
+//! in a config file until it fits.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
