@@ -35,6 +35,21 @@ pub struct Example {
     pub prompt: Vec<u8>,
     /// Answer bytes, ending with [`END`] for generation tasks.
     pub answer: Vec<u8>,
+    /// The candidate answers of a [`Scoring::Choice`] example when they differ per example
+    /// (the answer among them, in an order that does not give it away); empty: the task's
+    /// [`TaskData::choices`].
+    pub choices: Vec<Vec<u8>>,
+}
+
+impl Example {
+    /// The candidates this example is scored among in a [`Scoring::Choice`] task.
+    pub fn candidates<'a>(&'a self, task: &'a TaskData) -> &'a [Vec<u8>] {
+        if self.choices.is_empty() {
+            &task.choices
+        } else {
+            &self.choices
+        }
+    }
 }
 
 /// How a task is scored.
@@ -44,8 +59,9 @@ pub enum Scoring {
     ExactMatch,
     /// Next-byte accuracy over the text.
     NextByte,
-    /// Accuracy of the most likely of [`TaskData::choices`] (summed log-likelihood of the
-    /// answer bytes after the prompt).
+    /// Accuracy of the most likely candidate ([`Example::candidates`]: the example's own or
+    /// the task's [`TaskData::choices`]) by the summed log-likelihood of the answer bytes after
+    /// the prompt.
     Choice,
 }
 
@@ -90,6 +106,7 @@ pub fn chat(content: &str, answer: &str) -> Example {
     Example {
         prompt: format!("User: {content}\n\nAssistant:").into_bytes(),
         answer: a,
+        choices: Vec::new(),
     }
 }
 
@@ -146,7 +163,12 @@ pub fn sentiment(path: Option<&Path>, n_test: usize, seed: u64) -> crate::Result
 }
 
 /// Generated multi-step arithmetic word problems (two or three operations).
-pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
+///
+/// `n_choices` ≥ 2 scores a test answer as a choice among the right number and `n_choices - 1`
+/// distractors made by the likely slips of each problem (an operation dropped or flipped, a
+/// carry off by ten), in a random order ([`Scoring::Choice`]); 0 or 1 scores by greedy exact
+/// match ([`Scoring::ExactMatch`], which a small byte-level model leaves at its floor).
+pub fn arithmetic(n_train: usize, n_test: usize, n_choices: usize, seed: u64) -> TaskData {
     let mut rng = trainer::Rng::seed_from(seed);
     let names = ["Tom", "Ann", "Li", "Sara", "Ravi", "Mia", "Omar", "Eva"];
     let items = ["apples", "coins", "books", "eggs", "pens", "cards"];
@@ -157,7 +179,8 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
         tries += 1;
         let n = names[rng.below(names.len())];
         let it = items[rng.below(items.len())];
-        let (q, ans) = match rng.below(3) {
+        // the question, the answer and the slips
+        let (q, ans, slips) = match rng.below(3) {
             0 => {
                 let (a, b) = (2 + rng.below(40), 1 + rng.below(30));
                 let c = rng.below(a + b);
@@ -166,6 +189,7 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
                         "{n} has {a} {it}, buys {b} more and gives {c} away. How many {it} now?"
                     ),
                     a + b - c,
+                    vec![a + b + c, a + b, (a + b).abs_diff(c + b)],
                 )
             }
             1 => {
@@ -176,6 +200,7 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
                         "{n} buys {a} boxes of {b} {it} and loses {c}. How many {it} are left?"
                     ),
                     a * b - c,
+                    vec![a * b, a * b + c, (a + b).abs_diff(c)],
                 )
             }
             _ => {
@@ -185,12 +210,36 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
                         "{n} has {a} {it}, gets {b} and then {c} more. How many {it} in total?"
                     ),
                     a + b + c,
+                    vec![a + b, a + c, (a + b).abs_diff(c)],
                 )
             }
         };
-        if seen.insert(q.clone()) {
-            v.push(chat(&q, &ans.to_string()));
+        if !seen.insert(q.clone()) {
+            continue;
         }
+        let mut e = chat(&q, &ans.to_string());
+        if n_choices >= 2 {
+            let mut cands = vec![ans];
+            for d in slips.into_iter().chain([ans + 10, ans.abs_diff(10), ans + 1]) {
+                if cands.len() < n_choices && !cands.contains(&d) {
+                    cands.push(d);
+                }
+            }
+            // more choices than slips: numbers near the answer
+            let mut k = 2;
+            while cands.len() < n_choices {
+                if !cands.contains(&(ans + k)) {
+                    cands.push(ans + k);
+                }
+                k += 1;
+            }
+            rng.shuffle(&mut cands);
+            e.choices = cands
+                .iter()
+                .map(|c| chat("", &c.to_string()).answer)
+                .collect();
+        }
+        v.push(e);
     }
     let test = v.split_off(v.len().saturating_sub(n_test));
     TaskData {
@@ -198,7 +247,11 @@ pub fn arithmetic(n_train: usize, n_test: usize, seed: u64) -> TaskData {
         source: format!("generated word problems (seed {seed})"),
         train: v,
         test,
-        scoring: Scoring::ExactMatch,
+        scoring: if n_choices >= 2 {
+            Scoring::Choice
+        } else {
+            Scoring::ExactMatch
+        },
         choices: Vec::new(),
     }
 }
@@ -241,6 +294,7 @@ pub fn chinese(dir: Option<&Path>, n_test: usize, seed: u64) -> crate::Result<Ta
         .map(|p| Example {
             prompt: Vec::new(),
             answer: p.into_bytes(),
+            choices: Vec::new(),
         })
         .collect();
     let (train, test) = split(items, n_test, &mut rng);
@@ -306,17 +360,30 @@ pub fn batch(examples: &[&Example], seq_len: usize, device: &Device) -> Batch {
     }
 }
 
+/// Log-probability of every target `[b, s]`.
+fn target_log_probs(logits: Tensor<3>, y: Tensor<2, Int>) -> Tensor<2> {
+    let [b, s, _] = logits.dims();
+    log_softmax(logits, 2)
+        .gather(2, y.reshape([b, s, 1]))
+        .reshape([b, s])
+}
+
 /// Cross-entropy averaged over the weighted targets.
 ///
 /// # Shapes
 /// `logits` `[b, s, V]`, `y` `[b, s]`, `w` `[b, s]` → `[1]`.
 pub fn masked_cross_entropy(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) -> Tensor<1> {
-    let [b, s, _] = logits.dims();
-    let lp = log_softmax(logits, 2)
-        .gather(2, y.reshape([b, s, 1]))
-        .reshape([b, s]);
     let total = w.clone().sum().clamp_min(1.0);
-    (lp * w).sum().neg() / total
+    weighted_log_likelihood(logits, y, w).neg() / total
+}
+
+/// Sum of the targets' log-probabilities times their weights (a loss with per-target weights
+/// that need not sum to one: mixtures of differently normalised rows).
+///
+/// # Shapes
+/// `logits` `[b, s, V]`, `y` `[b, s]`, `w` `[b, s]` → `[1]`.
+pub fn weighted_log_likelihood(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) -> Tensor<1> {
+    (target_log_probs(logits, y) * w).sum()
 }
 
 /// Summed log-likelihood of each row's weighted targets.
@@ -324,11 +391,8 @@ pub fn masked_cross_entropy(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) 
 /// # Shapes
 /// `logits` `[b, s, V]`, `y` `[b, s]`, `w` `[b, s]` → `[b]`.
 pub fn row_log_likelihood(logits: Tensor<3>, y: Tensor<2, Int>, w: Tensor<2>) -> Tensor<1> {
-    let [b, s, _] = logits.dims();
-    let lp = log_softmax(logits, 2)
-        .gather(2, y.reshape([b, s, 1]))
-        .reshape([b, s]);
-    (lp * w).sum_dim(1).reshape([b])
+    let [b, _, _] = logits.dims();
+    (target_log_probs(logits, y) * w).sum_dim(1).reshape([b])
 }
 
 /// (correct, counted) for a batch: whole answers for exact match, bytes for next-byte.
@@ -385,6 +449,7 @@ mod tests {
         let lm = Example {
             prompt: vec![],
             answer: b"xyz".to_vec(),
+            choices: vec![],
         };
         let b = batch(&[&lm], 8, &d);
         assert_eq!(b.w_host.iter().filter(|&&w| w > 0.0).count(), 2);
@@ -409,7 +474,7 @@ mod tests {
 
     #[test]
     fn generated_problems_are_distinct_and_correct() {
-        let t = arithmetic(300, 50, 1);
+        let t = arithmetic(300, 50, 4, 1);
         assert_eq!(t.test.len(), 50);
         let p = String::from_utf8(t.train[0].prompt.clone()).unwrap();
         assert!(p.starts_with("User: ") && p.ends_with("Assistant:"));
@@ -426,8 +491,30 @@ mod tests {
     }
 
     #[test]
+    fn arithmetic_choices_hold_the_answer_once_among_distinct_slips() {
+        let t = arithmetic(200, 50, 4, 2);
+        assert_eq!(t.scoring, Scoring::Choice);
+        let mut first = 0;
+        for e in t.train.iter().chain(&t.test) {
+            let c = e.candidates(&t);
+            assert_eq!(c.len(), 4);
+            assert_eq!(c.iter().filter(|x| **x == e.answer).count(), 1);
+            let mut d = c.to_vec();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 4, "distinct candidates");
+            first += usize::from(c[0] == e.answer);
+        }
+        // the answer's position is random, not first
+        assert!(first > 25 && first < 125, "answer first in {first} of 250");
+        let exact = arithmetic(20, 5, 0, 2);
+        assert_eq!(exact.scoring, Scoring::ExactMatch);
+        assert!(exact.test.iter().all(|e| e.choices.is_empty()));
+    }
+
+    #[test]
     fn the_dev_split_comes_from_the_training_examples_only() {
-        let t = arithmetic(40, 10, 3);
+        let t = arithmetic(40, 10, 0, 3);
         let (rest, dev) = t.split_dev(8);
         assert_eq!(dev.len(), 8);
         assert_eq!(rest.train.len() + dev.len(), t.train.len());

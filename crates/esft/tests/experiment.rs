@@ -46,12 +46,13 @@ fn quick_run_writes_its_results_and_loadable_adapters() {
         assert_eq!(r["lr"], chosen["lr"], "{r}");
     }
     // Tasks with answers report how often the most common one was given (a binary choice: at
-    // least half); next-byte text has no answer to count.
+    // least half; four shuffled candidates: at least a quarter); next-byte text has no answer
+    // to count.
     for r in results {
         let share = r["majority_answer_share"].as_f64();
         match r["task"].as_str().unwrap() {
             "sentiment" => assert!(share.is_some_and(|s| (0.5..=1.0).contains(&s)), "{r}"),
-            "arithmetic" => assert!(share.is_some_and(|s| s > 0.0 && s <= 1.0), "{r}"),
+            "arithmetic" => assert!(share.is_some_and(|s| (0.25..=1.0).contains(&s)), "{r}"),
             _ => assert!(share.is_none(), "{r}"),
         }
     }
