@@ -307,7 +307,10 @@ impl FinetuneTask<'_> {
                 .forward_moe(x, Some(mask))
                 .map_err(trainer::Error::task)?;
             let w = Tensor::cat(vec![task_w, general_w], 0);
-            (tasks::weighted_log_likelihood(out.logits, y, w).neg(), out.aux_loss)
+            (
+                tasks::weighted_log_likelihood(out.logits, y, w).neg(),
+                out.aux_loss,
+            )
         };
         let aux_host: f32 = aux.clone().into_scalar();
         Ok(StepLoss {
@@ -697,20 +700,20 @@ impl<S> Runner<'_, '_, S> {
     }
 
     /// One method's fine-tuning: `lora` ([`Runner::train_lora`]), FFT (`experts` `None`) or
-    /// expert-restricted, on `data`'s training examples; what must be stored goes to `out`.
-    /// Returns the model to evaluate (LoRA merged) and what training it cost.
+    /// expert-restricted, on `data`'s training examples at `(learning rate, seed)`; what must
+    /// be stored goes to `out`. Returns the model to evaluate (LoRA merged) and what training
+    /// it cost.
     fn train_method<M: EsftBase<SaveConfig = S>>(
         &mut self,
         base: &M,
         data: &TaskData,
-        lr: f64,
-        seed: u64,
+        (lr, seed): (f64, u64),
         method: &str,
         experts: Option<&ExpertConfig>,
         out: &Path,
     ) -> crate::Result<(M, Cost)> {
         if method == "lora" {
-            return self.train_lora(base, data, lr, seed, out);
+            return self.train_lora(base, data, (lr, seed), out);
         }
         let tcfg = self.ft_config(lr, seed);
         let mut task = self.task(data);
@@ -770,8 +773,7 @@ impl<S> Runner<'_, '_, S> {
         &mut self,
         base: &M,
         data: &TaskData,
-        lr: f64,
-        seed: u64,
+        (lr, seed): (f64, u64),
         out: &Path,
     ) -> crate::Result<(M, Cost)> {
         let tcfg = self.ft_config(lr, seed);
@@ -1184,8 +1186,14 @@ fn run_task<M: EsftBase>(
         for (i, &m) in cfg.lr_multipliers.iter().enumerate() {
             let lr = base_lr * m;
             let scratch = tdir.join(format!("lr-search/{method}-{lr}"));
-            let (model, cost) =
-                runner.train_method(base, &dev_data, lr, first, method, experts.as_ref(), &scratch)?;
+            let (model, cost) = runner.train_method(
+                base,
+                &dev_data,
+                (lr, first),
+                method,
+                experts.as_ref(),
+                &scratch,
+            )?;
             let on_dev = FtRun {
                 data: &dev_data,
                 examples: &dev,
@@ -1237,8 +1245,7 @@ fn run_task<M: EsftBase>(
             let (model, cost) = runner.train_method(
                 base,
                 &dev_data,
-                lr,
-                seed,
+                (lr, seed),
                 method,
                 experts.as_ref(),
                 &dir_of(seed, method),
@@ -1265,13 +1272,17 @@ fn run_task<M: EsftBase>(
             let (model, cost) = runner.train_method(
                 base,
                 &dev_data,
-                lr,
-                first,
+                (lr, first),
                 "esft-token",
                 Some(&c),
                 &tdir.join(format!("sweep-{p}")),
             )?;
-            let r = runner.record(&model, test_run(lr, first), &format!("esft-token p={p}"), &cost)?;
+            let r = runner.record(
+                &model,
+                test_run(lr, first),
+                &format!("esft-token p={p}"),
+                &cost,
+            )?;
             out.sweep.push((
                 p,
                 c.mean_experts_per_layer(),
@@ -1698,7 +1709,9 @@ mod tests {
         let mix = 3.0 / 8.0;
         let task_loss: f32 = masked_cross_entropy(t.logits, b.y, b.w).into_scalar();
         let general_loss: f32 = plm::llama::cross_entropy(g.logits, gy).into_scalar();
-        let aux: f32 = (t.aux_loss * 5.0 + g.aux_loss * 3.0).div_scalar(8.0).into_scalar();
+        let aux: f32 = (t.aux_loss * 5.0 + g.aux_loss * 3.0)
+            .div_scalar(8.0)
+            .into_scalar();
         let separate = (1.0 - mix) * task_loss + mix * general_loss + aux;
         assert!(
             (fused - separate).abs() < 1e-4 * separate.abs().max(1.0),

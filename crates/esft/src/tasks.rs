@@ -220,7 +220,10 @@ pub fn arithmetic(n_train: usize, n_test: usize, n_choices: usize, seed: u64) ->
         let mut e = chat(&q, &ans.to_string());
         if n_choices >= 2 {
             let mut cands = vec![ans];
-            for d in slips.into_iter().chain([ans + 10, ans.abs_diff(10), ans + 1]) {
+            for d in slips
+                .into_iter()
+                .chain([ans + 10, ans.abs_diff(10), ans + 1])
+            {
                 if cands.len() < n_choices && !cands.contains(&d) {
                     cands.push(d);
                 }

@@ -10,9 +10,15 @@
 //! 3. Defenses, each ending with the same fine-tuning on the clean set: Fine-tuning,
 //!    Fine-pruning, Fine-mixing, Fine-purifying, the ablations (δ² only, 1/H only), and E-PUR
 //!    added to Fine-pruning, Fine-mixing and Fine-purifying.
-//! 4. ρ is chosen on the first seed of each task by the defender's rule: the smallest ρ (the
-//!    largest purification) whose clean validation accuracy stays within `rho_tolerance` of the
-//!    poisoned model's; the sweep's test ACC/ASR is plotted.
+//! 4. ρ is chosen on every seed (`rho_each_seed`; else on each task's first seed) by the
+//!    defender's rule: the smallest ρ (the largest purification) whose clean validation
+//!    accuracy stays within `rho_tolerance` of the poisoned model's; the first seed's sweep of
+//!    test ACC/ASR is plotted. ASR is measured on at least `n_asr` triggered inputs whose label
+//!    is not the target (the test split's, topped up from held-out examples).
+//! 5. The claims ([`claims`], per task: Fine-purifying's ASR below Fine-tuning's, Fine-pruning's
+//!    and Fine-mixing's, at a clean accuracy at most 2 points below Fine-tuning's) are declared
+//!    before the run and judged on per-seed paired differences with a 95 % t interval
+//!    (`claims.json`).
 //!
 //! Offline (no paths): templated reviews and a small randomly initialised BERT. That is not a
 //! pre-trained model, so the offline mode only exercises the pipeline.
@@ -36,6 +42,7 @@ use crate::fisher::{FisherAt, fisher_at};
 use crate::params::Snapshot;
 use crate::pruning::{mean_ffn_activations, prune};
 use crate::purify::{PurifyConfig, Scope, Score, purify};
+use trainer::claims::{Claim, ClaimResult, Direction};
 use trainer::host::IntsToHost;
 
 /// Configuration of the `fine-purify` experiment.
@@ -82,6 +89,11 @@ pub struct FinePurifyConfig {
     /// Test examples.
     #[config(default = 800)]
     pub n_test: usize,
+    /// Triggered inputs the ASR is measured on, at least: every test input whose label is not
+    /// the target, topped up with further held-out non-target inputs (never trained on) when
+    /// the test split has fewer.
+    #[config(default = 500)]
+    pub n_asr: usize,
     /// Attacker's fine-tuning steps.
     #[config(default = 250)]
     pub attack_steps: usize,
@@ -118,9 +130,15 @@ pub struct FinePurifyConfig {
     /// Ranking scope.
     #[config(default = "Scope::Global")]
     pub scope: Scope,
-    /// ρ values swept (first seed).
+    /// ρ values swept (every seed with `rho_each_seed`, else the first).
     #[config(default = "vec![0.1, 0.3, 0.5, 0.7, 0.9]")]
     pub rho_sweep: Vec<f64>,
+    /// Choose ρ on every seed by the defender's rule on that seed's own validation data (the
+    /// paper's setting: a defender has one model and picks ρ for it). False: choose it on the
+    /// first seed of each task and reuse it (cheaper; the other seeds then use a ρ chosen on
+    /// another model).
+    #[config(default = true)]
+    pub rho_each_seed: bool,
     /// Allowed clean validation accuracy loss when choosing ρ.
     #[config(default = 0.02)]
     pub rho_tolerance: f64,
@@ -161,6 +179,7 @@ impl FinePurifyConfig {
             .with_n_clean(32)
             .with_n_valid(16)
             .with_n_test(32)
+            .with_n_asr(24)
             .with_attack_steps(4)
             .with_defense_steps(2)
             .with_batch_size(8)
@@ -222,8 +241,37 @@ fn accuracy(pred: &[usize], labels: &[usize]) -> f64 {
     pred.iter().zip(labels).filter(|(a, b)| a == b).count() as f64 / labels.len().max(1) as f64
 }
 
-/// One point of the ρ sweep: `(task, method, ρ, valid acc, test acc, asr)`.
-pub type SweepRow = (String, String, f64, f64, f64, f64);
+/// One point of a ρ sweep.
+#[derive(Serialize, Debug, Clone)]
+pub struct SweepRow {
+    /// Task.
+    pub task: String,
+    /// Seed.
+    pub seed: u64,
+    /// `fine-purifying` or `fine-mixing`.
+    pub method: String,
+    /// ρ.
+    pub rho: f64,
+    /// Clean validation accuracy (what the rule reads).
+    pub valid_acc: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+    /// Attack success rate.
+    pub asr: f64,
+}
+
+/// The ρ the defender's rule chose for one task and seed.
+#[derive(Serialize, Debug, Clone)]
+pub struct ChosenRho {
+    /// Task.
+    pub task: String,
+    /// Seed.
+    pub seed: u64,
+    /// Fine-purifying's ρ.
+    pub purifying: f64,
+    /// Fine-mixing's ρ.
+    pub mixing: f64,
+}
 
 /// One summary row: task, defense, ACC mean and std, ASR mean and std, mean time (s).
 pub type SummaryRow = (String, String, f64, f64, f64, f64, f64);
@@ -256,10 +304,12 @@ pub struct FinePurifyMetrics {
     pub data: Vec<(String, String, f64)>,
     /// Every defense on every seed (the clean model and the undefended poisoned model too).
     pub results: Vec<DefenseResult>,
-    /// ρ sweep per task: `(method, ρ, valid acc, test acc, asr)`.
+    /// The ρ sweeps.
     pub rho_sweep: Vec<SweepRow>,
-    /// Chosen ρ per task: `(task, Fine-purifying ρ, Fine-mixing ρ)`.
-    pub chosen_rho: Vec<(String, f64, f64)>,
+    /// The chosen ρ per task and seed.
+    pub chosen_rho: Vec<ChosenRho>,
+    /// Triggered inputs of each task's ASR set.
+    pub asr_inputs: Vec<(String, usize)>,
     /// Mean over seeds: `(task, defense, acc, acc std, asr, asr std, time)`.
     pub summary: Vec<(String, String, f64, f64, f64, f64, f64)>,
 }
@@ -328,6 +378,24 @@ fn load_data(
         let test = take(cfg.n_test);
         let clean = take(cfg.n_clean);
         let valid = take(cfg.n_valid);
+        // ASR inputs: the test split's non-target inputs, topped up from the rest
+        let mut asr_pool: Vec<(String, usize)> = test
+            .iter()
+            .filter(|(_, l)| *l != cfg.target)
+            .cloned()
+            .collect();
+        let missing = cfg.n_asr.saturating_sub(asr_pool.len());
+        if missing > 0 {
+            let mut kept = Vec::with_capacity(items.len());
+            for it in items {
+                if it.1 != cfg.target && asr_pool.len() < cfg.n_asr {
+                    asr_pool.push(it);
+                } else {
+                    kept.push(it);
+                }
+            }
+            items = kept;
+        }
         let mut train = items;
         if cfg.max_train > 0 {
             train.truncate(cfg.max_train);
@@ -346,7 +414,7 @@ fn load_data(
             window,
             &mut rng,
         );
-        let asr = asr_set(&test, cfg.target, &cfg.attack, window, &mut rng);
+        let asr = asr_set(&asr_pool, cfg.target, &cfg.attack, window, &mut rng);
         let enc = |v: &[(String, usize)]| LabeledIds::encode(v, tok, cfg.max_len);
         out.push(Data {
             name,
@@ -464,12 +532,17 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
             if si == 0 {
                 out.data_info
                     .push((data.name.clone(), data.source.clone(), data.poisoned_share));
+                out.asr_inputs.push((data.name.clone(), data.asr.len()));
             }
-            defend(cfg, ctx, &enc.encoder, data, seed, si == 0, &mut out)?;
+            let choose = si == 0 || cfg.rho_each_seed;
+            defend(cfg, ctx, &enc.encoder, data, seed, choose, &mut out)?;
         }
     }
     let summary = summarise(&out.results);
-    let (table, body) = write_report(cfg, &enc.name, &summary, &out, ctx)?;
+    let tasks: Vec<String> = out.data_info.iter().map(|d| d.0.clone()).collect();
+    let claims = evaluate_claims(&tasks, &out.results, &cfg.seeds)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
+    let (table, body) = write_report(cfg, &enc.name, &summary, &out, &claims, ctx)?;
     let metrics = FinePurifyMetrics {
         device: ctx.device_name.clone(),
         encoder: enc.name,
@@ -477,6 +550,7 @@ pub fn run(cfg: &FinePurifyConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         results: out.results,
         rho_sweep: out.sweep_rows,
         chosen_rho: out.chosen,
+        asr_inputs: out.asr_inputs,
         summary,
     };
     Ok(ctx.finish(cfg, &metrics, "fine-purify", table, body)?)
@@ -529,14 +603,15 @@ fn load_encoder(cfg: &FinePurifyConfig, device: &Device) -> crate::Result<Encode
 struct Outcomes {
     results: Vec<DefenseResult>,
     sweep_rows: Vec<SweepRow>,
-    /// ρ per task (fine-purifying, fine-mixing), chosen on the first seed.
-    chosen: Vec<(String, f64, f64)>,
+    /// ρ per task and seed (per task on its first seed without `rho_each_seed`).
+    chosen: Vec<ChosenRho>,
     data_info: Vec<(String, String, f64)>,
+    asr_inputs: Vec<(String, usize)>,
 }
 
 /// One seed of one task: the poisoned and the clean fine-tuned models, the defender's Fisher, ρ
-/// (chosen on the first seed), then every defense, each scored after the defender's clean
-/// fine-tuning.
+/// (chosen on this seed when `choose_rho`, else the task's earlier choice), then every defense,
+/// each scored after the defender's clean fine-tuning.
 fn defend(
     cfg: &FinePurifyConfig,
     ctx: &mut RunCtx<'_>,
@@ -652,29 +727,44 @@ fn defend(
         Ok(purify(&pre_snap, &ft_snap, f, &pc, is_head, prng)?.0)
     };
 
-    // ρ, chosen once per task on the first seed.
+    // ρ by the defender's rule: the smallest swept ρ whose clean validation accuracy stays
+    // within the tolerance of the poisoned model's (1, no purification, when none does).
     if choose_rho {
         let mut pick = |score: Score, label: &str| -> crate::Result<f64> {
             let mut best = 1.0;
             for &rho in &cfg.rho_sweep {
                 let (a, s, v) = def.finish(&ft, &purified(score, rho, &mut prng)?)?;
-                out.sweep_rows
-                    .push((data.name.clone(), label.to_string(), rho, v, a, s));
+                out.sweep_rows.push(SweepRow {
+                    task: data.name.clone(),
+                    seed,
+                    method: label.to_string(),
+                    rho,
+                    valid_acc: v,
+                    test_acc: a,
+                    asr: s,
+                });
                 if v >= ft_val - cfg.rho_tolerance && rho < best {
                     best = rho;
                 }
             }
             Ok(best)
         };
-        let rp = pick(Score::Diffusion, "fine-purifying")?;
-        let rm = pick(Score::Random, "fine-mixing")?;
-        out.chosen.push((data.name.clone(), rp, rm));
+        let purifying = pick(Score::Diffusion, "fine-purifying")?;
+        let mixing = pick(Score::Random, "fine-mixing")?;
+        out.chosen.push(ChosenRho {
+            task: data.name.clone(),
+            seed,
+            purifying,
+            mixing,
+        });
     }
+    // this seed's choice, or the task's latest
     let (rho_p, rho_m) = out
         .chosen
         .iter()
-        .find(|c| c.0 == data.name)
-        .map_or((0.5, 0.5), |c| (c.1, c.2));
+        .rev()
+        .find(|c| c.task == data.name)
+        .map_or((0.5, 0.5), |c| (c.purifying, c.mixing));
 
     let timed =
         |f: &mut dyn FnMut() -> crate::Result<(f64, f64, f64)>| -> crate::Result<(f64, f64, f64)> {
@@ -748,6 +838,89 @@ fn defend(
     Ok(())
 }
 
+/// The clean-accuracy margin of the non-inferiority claim (the issue's "ACC within 2 points").
+const ACC_MARGIN: f64 = 0.02;
+
+fn asr_metric(task: &str) -> String {
+    format!("ASR on triggered inputs ({task})")
+}
+
+fn margin_metric(task: &str) -> String {
+    format!(
+        "clean test accuracy, fine-purifying's plus {} points ({task})",
+        100.0 * ACC_MARGIN
+    )
+}
+
+/// The claims a run judges, declared before it runs (per task): Fine-purifying's ASR below
+/// Fine-tuning's, Fine-pruning's and Fine-mixing's (the paper's Table 2), and its clean accuracy
+/// at most 2 points below Fine-tuning's (non-inferiority: `ACC(purifying) + 0.02 >
+/// ACC(fine-tuning)` must hold with its interval); paired by seed (`trainer::claims`).
+pub fn claims(tasks: &[String]) -> Vec<Claim> {
+    let mut v = Vec::new();
+    for t in tasks {
+        for (other, id) in [
+            ("fine-tuning", "fine-tuning"),
+            ("fine-pruning", "fine-pruning"),
+            ("fine-mixing", "fine-mixing"),
+        ] {
+            v.push(Claim::new(
+                format!("{t}-purifying-asr-below-{id}"),
+                asr_metric(t),
+                "fine-purifying",
+                other,
+                Direction::Less,
+                format!("{t}: Fine-purifying leaves a lower ASR than {other} (Table 2)"),
+            ));
+        }
+        v.push(Claim::new(
+            format!("{t}-purifying-acc-within-2-points"),
+            margin_metric(t),
+            "fine-purifying",
+            "fine-tuning",
+            Direction::Greater,
+            format!(
+                "{t}: Fine-purifying's clean accuracy is at most 2 points below Fine-tuning's \
+                 (Table 2)"
+            ),
+        ));
+    }
+    v
+}
+
+/// Evaluates the [`claims`] of `tasks` on the per-seed results (seeds in `seeds`' order).
+fn evaluate_claims(
+    tasks: &[String],
+    results: &[DefenseResult],
+    seeds: &[u64],
+) -> crate::Result<Vec<ClaimResult>> {
+    let values = |method: &str, metric: &str| -> Option<Vec<f64>> {
+        let (task, asr) = tasks.iter().find_map(|t| {
+            if metric == asr_metric(t) {
+                Some((t, true))
+            } else if metric == margin_metric(t) {
+                Some((t, false))
+            } else {
+                None
+            }
+        })?;
+        seeds
+            .iter()
+            .map(|&seed| {
+                results
+                    .iter()
+                    .find(|r| &r.task == task && r.defense == method && r.seed == seed)
+                    .map(|r| match (asr, method) {
+                        (true, _) => r.asr,
+                        (false, "fine-purifying") => r.acc + ACC_MARGIN,
+                        (false, _) => r.acc,
+                    })
+            })
+            .collect()
+    };
+    Ok(trainer::claims::evaluate_available(&claims(tasks), values)?)
+}
+
 /// Mean ± std over seeds per (task, defense): `(task, defense, ACC, ACC std, ASR, ASR std, time)`.
 fn summarise(results: &[DefenseResult]) -> Vec<SummaryRow> {
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -777,6 +950,7 @@ fn write_report(
     encoder_name: &str,
     summary: &[SummaryRow],
     out: &Outcomes,
+    claims: &[ClaimResult],
     ctx: &RunCtx<'_>,
 ) -> crate::Result<(String, String)> {
     let (sweep_rows, chosen) = (&out.sweep_rows, &out.chosen);
@@ -793,26 +967,28 @@ fn write_report(
         })
         .collect();
     let table = markdown_table(&["task", "defense", "ACC %", "ASR %", "time s"], &rows);
-    for (task, _, _) in chosen.iter() {
+    let first = cfg.seeds[0];
+    let tasks: Vec<&String> = out.data_info.iter().map(|d| &d.0).collect();
+    for task in &tasks {
         let series: Vec<Series> = ["fine-purifying", "fine-mixing"]
             .iter()
             .flat_map(|m| {
                 let pts = |f: &dyn Fn(&SweepRow) -> f64| {
                     sweep_rows
                         .iter()
-                        .filter(|r| &r.0 == task && r.1 == *m)
-                        .map(|r| (r.2, f(r)))
+                        .filter(|r| &&r.task == task && r.method == *m && r.seed == first)
+                        .map(|r| (r.rho, f(r)))
                         .collect::<Vec<_>>()
                 };
                 [
-                    Series::new(format!("{m} ACC"), pts(&|r| r.4)),
-                    Series::new(format!("{m} ASR"), pts(&|r| r.5)),
+                    Series::new(format!("{m} ACC"), pts(&|r| r.test_acc)),
+                    Series::new(format!("{m} ASR"), pts(&|r| r.asr)),
                 ]
             })
             .collect();
         write_line_plot(
             &ctx.path(&format!("{task}_rho_sweep.svg")),
-            &format!("{task}: ρ sweep (seed {})", cfg.seeds[0]),
+            &format!("{task}: ρ sweep (seed {first})"),
             "ρ (share of dimensions kept)",
             "test ACC / ASR",
             &series,
@@ -822,17 +998,18 @@ fn write_report(
         .iter()
         .map(|r| {
             vec![
-                r.0.clone(),
-                r.1.clone(),
-                format!("{}", r.2),
-                format!("{:.2}", 100.0 * r.3),
-                format!("{:.2}", 100.0 * r.4),
-                format!("{:.2}", 100.0 * r.5),
+                r.task.clone(),
+                r.seed.to_string(),
+                r.method.clone(),
+                format!("{}", r.rho),
+                format!("{:.2}", 100.0 * r.valid_acc),
+                format!("{:.2}", 100.0 * r.test_acc),
+                format!("{:.2}", 100.0 * r.asr),
             ]
         })
         .collect();
     let body = format!(
-        "Encoder: {encoder_name}. Attack: {:?}, {:.0} % of the training set poisoned towards label {}. Attacker: {} steps at lr {}; defender: {} clean sentences, {} fine-tuning steps at lr {}, Fisher {} ({:?}), {:?} ranking; seeds {:?}. ρ chosen per task on seed {} by clean validation accuracy within {} of the poisoned model's: {}.\n\n## ρ sweep\n\n{}\n{}\n",
+        "Encoder: {encoder_name}. Attack: {:?}, {:.0} % of the training set poisoned towards label {}. Attacker: {} steps at lr {}; defender: {} clean sentences, {} fine-tuning steps at lr {}, Fisher {} ({:?}), {:?} ranking; seeds {:?}. ASR on {} triggered inputs. ρ chosen {} by clean validation accuracy within {} of the poisoned model's: {}.\n\n## Claims (paired by seed; `claims.json`)\n\n{}\n## ρ sweeps\n\n{}\n{}\n",
         cfg.attack,
         100.0 * cfg.poison_rate,
         cfg.target,
@@ -855,20 +1032,41 @@ fn write_report(
         cfg.fisher_at,
         cfg.scope,
         cfg.seeds,
-        cfg.seeds[0],
+        out.asr_inputs
+            .iter()
+            .map(|(t, n)| format!("{n} ({t})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if cfg.rho_each_seed {
+            "per task and seed".to_string()
+        } else {
+            format!("per task on seed {first}")
+        },
         cfg.rho_tolerance,
         chosen
             .iter()
-            .map(|(t, p, m)| format!("{t}: fine-purifying ρ = {p}, fine-mixing ρ = {m}"))
+            .map(|c| format!(
+                "{} seed {}: fine-purifying ρ = {}, fine-mixing ρ = {}",
+                c.task, c.seed, c.purifying, c.mixing
+            ))
             .collect::<Vec<_>>()
             .join("; "),
+        trainer::claims::claims_table(claims),
         markdown_table(
-            &["task", "method", "ρ", "valid ACC %", "test ACC %", "ASR %"],
+            &[
+                "task",
+                "seed",
+                "method",
+                "ρ",
+                "valid ACC %",
+                "test ACC %",
+                "ASR %"
+            ],
             &sweep_md
         ),
-        chosen
+        tasks
             .iter()
-            .map(|(t, _, _)| format!("![{t}]({t}_rho_sweep.svg)"))
+            .map(|t| format!("![{t}]({t}_rho_sweep.svg)"))
             .collect::<Vec<_>>()
             .join(" "),
     );

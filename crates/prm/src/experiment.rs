@@ -1,21 +1,34 @@
 //! `math-shepherd`: automatic process annotation, PRM vs ORM verification and step-level PPO.
 //!
 //! Embedded default (offline): arithmetic word problems of [`crate::synthetic`] (2–6 steps,
-//! exact answers). A word-level (byte-fallback) Llama-style generator is trained from scratch on their reference
-//! solutions for a fixed number of steps, so it solves a share of them but not all. The same model
-//! is the completer (N completions per step) that labels its own sampled solutions with hard (HE)
-//! and soft (SE) estimation; the labels are scored against the true step correctness, known by
-//! construction. A PRM (HE labels), a PRM on SE labels and an ORM (final-answer labels) are
-//! trained from the generator's weights, read through the two label tokens `+`/`-` at the step
-//! tag `ки`. On held-out problems: greedy, self-consistency, ORM / PRM best-of-N and
-//! SC + ORM / PRM for N in `n_values` (averaged over the disjoint groups of N among
-//! `n_candidates` samples), and greedy accuracy after step-PPO (PRM rewards per step), ORM-PPO
-//! (one reward at the end) and no RL.
+//! exact answers). A word-level (byte-fallback) Llama-style generator is trained from scratch on
+//! their reference solutions for a fixed number of steps, so it solves a share of them but not
+//! all. The same model is the completer (N completions per step) that labels its own sampled
+//! solutions with hard (HE) and soft (SE) estimation; the labels are scored against the true
+//! step correctness, known by construction. The generator, the annotations and the test
+//! candidates (`n_candidates` samples per held-out problem) come from `seed` and are shared.
+//!
+//! Then per seed of `seeds` (the reward models' data order; PPO's rollouts and value head):
+//! reward models trained from the generator's weights, read through the two label tokens
+//! `+`/`-` at the step tag `ки` — the ORM (final-answer labels), the PRM on HE labels (the
+//! paper's), on SE labels, on the true step labels (`true_label_prm`: the same model without
+//! label noise, which separates the labels' noise from the model's capacity) and on HE labels
+//! with a within-problem pairwise loss (`rm_pair_weight`: a logistic loss on the solution
+//! scores of a right and a wrong solution to one problem, since best-of-N needs a ranking of
+//! one problem's candidates, which per-step labels alone do not ask for); best-of-N, self-
+//! consistency and SC + ORM / PRM for N in `n_values` (averaged over the disjoint groups of N
+//! among the candidates), with every reward model's AUC over all candidates and inside each
+//! problem; greedy accuracy after ORM-PPO (one reward at the end) and step-PPO (PRM rewards per
+//! step), against no RL. The claims ([`claims`]: the paper's Tables 1 and 3, and the two
+//! diagnostics) are declared before the run and judged on per-seed paired differences with a
+//! 95 % t interval (`claims.json`).
 //!
 //! Real run: `data_dir` (GSM8K `train.jsonl` / `test.jsonl`) with `gguf_path` (SmolLM2-135M-
 //! Instruct, any llama GGUF with a byte-level BPE, or an HF Llama / Mistral / Qwen2 folder with
-//! its `tokenizer.json`) runs the same pipeline on GSM8K with the chat template; there is no step truth there, so annotation accuracy is not reported.
+//! its `tokenizer.json`) runs the same pipeline on GSM8K with the chat template; there is no
+//! step truth there, so neither annotation accuracy nor the true-label PRM is reported.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,6 +37,7 @@ use burn::prelude::*;
 use plm::llama::{Llama, LlamaConfig};
 use serde::Serialize;
 use textdata::LmWindows;
+use trainer::claims::{Claim, ClaimResult, Direction};
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, LrSchedule, Report, Rng, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
 
@@ -118,17 +132,35 @@ pub struct MathShepherdConfig {
     )]
     pub sample: SampleConfig,
     /// PPO iterations (0 skips RL).
-    #[config(default = 60)]
+    #[config(default = 40)]
     pub ppo_iterations: usize,
-    /// PPO learning rate.
-    #[config(default = 1e-4)]
+    /// PPO learning rate (1e-4 and 3e-5 with 16 rollouts collapsed both policies in the earlier
+    /// runs: see the README).
+    #[config(default = 2e-5)]
     pub ppo_lr: f64,
-    /// PPO settings (the reward kind is set per run).
-    #[config(default = "PpoConfig::new()")]
+    /// PPO settings (the reward kind is set per run): 32 rollouts per iteration (16 gave
+    /// advantages too noisy for the reward to climb), the paper's KL coefficient 0.04 as the
+    /// start of a proportional controller toward 1 nat per response, never below 0.02.
+    #[config(
+        default = "PpoConfig::new().with_rollouts(32).with_kl_target(Some(1.0)).with_kl_coef_min(0.02)"
+    )]
     pub ppo: PpoConfig,
-    /// Seed.
+    /// Seed of the problems, the generator, the annotation and the test candidates.
     #[config(default = 42)]
     pub seed: u64,
+    /// Seeds of the reward models (data order) and of PPO (rollouts, value head): each trains
+    /// every reward model, verifies with them and runs both PPO variants; the claims pair them.
+    #[config(default = "vec![1, 2, 3]")]
+    pub seeds: Vec<u64>,
+    /// Also train a PRM on the true step labels (synthetic problems, which know them): the same
+    /// reward model without the annotation's noise, to tell label noise from capacity.
+    #[config(default = true)]
+    pub true_label_prm: bool,
+    /// Weight of the within-problem pairwise loss of the extra PRM trained on the HE labels
+    /// ("PRM (within-problem)": per-step cross-entropy plus a logistic loss on the solution
+    /// scores of a right and a wrong solution to one problem); 0 skips that reward model.
+    #[config(default = 1.0)]
+    pub rm_pair_weight: f64,
 }
 
 impl MathShepherdConfig {
@@ -160,6 +192,7 @@ impl MathShepherdConfig {
                     .with_top_p(0.95)
                     .with_max_new_tokens(48),
             )
+            .with_seeds(vec![1, 2])
             .with_ppo_iterations(2)
             .with_ppo(
                 PpoConfig::new().with_rollouts(2).with_sample(
@@ -182,6 +215,12 @@ impl MathShepherdConfig {
             .any(|&n| n == 0 || n > self.n_candidates)
         {
             return bad("every n_values entry must be in 1..=n_candidates");
+        }
+        if self.seeds.is_empty() {
+            return bad("seeds must name at least one seed");
+        }
+        if !(self.rm_pair_weight >= 0.0 && self.rm_pair_weight.is_finite()) {
+            return bad("rm_pair_weight must be a finite number >= 0");
         }
         if self.data_dir.is_some() != self.gguf_path.is_some() {
             return bad("the real run needs both data_dir (GSM8K) and gguf_path (the model)");
@@ -273,7 +312,8 @@ fn schedule(steps: usize, lr: f64, seed: u64) -> TrainerConfig {
         .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
 }
 
-/// One verification candidate and its reward-model scores (`candidates.jsonl`).
+/// One verification candidate and its reward-model scores (`candidates.jsonl`: the first
+/// seed's reward models).
 #[derive(Clone, Debug, Serialize)]
 pub struct ScoredCandidate {
     /// Index of the test problem.
@@ -284,12 +324,63 @@ pub struct ScoredCandidate {
     pub answer: Option<String>,
     /// Whether it is right.
     pub right: bool,
-    /// PRM-HE solution score (as scored, before `skip_unanswered`).
-    pub prm: f64,
-    /// PRM-SE solution score.
-    pub prm_se: f64,
-    /// ORM score.
-    pub orm: f64,
+    /// Solution score per reward model ([`RmKind::key`]), as scored, before `skip_unanswered`.
+    pub scores: BTreeMap<String, f64>,
+}
+
+/// The reward models a run trains (each from the generator's weights, per seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RmKind {
+    /// PRM on the hard-estimation step labels (the paper's PRM).
+    PrmHe,
+    /// PRM on the soft-estimation step labels.
+    PrmSe,
+    /// PRM on the true step labels (synthetic problems only): the same model without the
+    /// annotation's label noise.
+    PrmTrue,
+    /// PRM on the HE labels with the within-problem pairwise loss added
+    /// ([`MathShepherdConfig::rm_pair_weight`]).
+    PrmHePairwise,
+    /// ORM on the final answer's correctness.
+    Orm,
+}
+
+impl RmKind {
+    /// Every kind, in the tables' order.
+    pub const ALL: [RmKind; 5] = [
+        RmKind::Orm,
+        RmKind::PrmHe,
+        RmKind::PrmSe,
+        RmKind::PrmTrue,
+        RmKind::PrmHePairwise,
+    ];
+
+    /// The method's name in tables and claims (its best-of-N row).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PrmHe => "PRM",
+            Self::PrmSe => "PRM (SE labels)",
+            Self::PrmTrue => "PRM (true labels)",
+            Self::PrmHePairwise => "PRM (within-problem)",
+            Self::Orm => "ORM",
+        }
+    }
+
+    /// The key in JSON maps.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::PrmHe => "prm_he",
+            Self::PrmSe => "prm_se",
+            Self::PrmTrue => "prm_true",
+            Self::PrmHePairwise => "prm_he_pairwise",
+            Self::Orm => "orm",
+        }
+    }
+
+    /// A PRM reads a tag after every step, the ORM one after the solution.
+    fn every_step(self) -> bool {
+        self != Self::Orm
+    }
 }
 
 /// One annotated solution.
@@ -320,6 +411,30 @@ pub struct VerifyRow {
     pub accuracy: f64,
 }
 
+/// What one seed's reward models and PPO runs measured (the generator, the annotations and
+/// the test candidates are shared by every seed).
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedResult {
+    /// The seed (reward-model and PPO data order, PPO sampling, the value head).
+    pub seed: u64,
+    /// Final training loss per reward model ([`RmKind::key`]).
+    pub rm_final_loss: BTreeMap<String, f64>,
+    /// Verification accuracies.
+    pub verification: Vec<VerifyRow>,
+    /// How well each reward model's solution score separates right from wrong test candidates
+    /// (ROC AUC over all candidates of all test problems; 0.5 = chance).
+    pub rm_auc: BTreeMap<String, Option<f64>>,
+    /// The same AUC computed inside each test problem and averaged over the problems that have
+    /// right and wrong candidates: what best-of-N depends on.
+    pub rm_auc_within: BTreeMap<String, Option<f64>>,
+    /// Greedy accuracy after ORM-PPO and after step-PPO (when PPO ran).
+    pub ppo: Option<(f64, f64)>,
+    /// Per PPO iteration of ORM-PPO and step-PPO (when PPO ran).
+    pub ppo_curves: Vec<PpoCurve>,
+    /// Seconds: training the reward models, scoring the candidates, PPO with its evaluation.
+    pub seconds: (f64, f64, f64),
+}
+
 /// Everything the run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct MathShepherdMetrics {
@@ -331,7 +446,7 @@ pub struct MathShepherdMetrics {
     pub data: String,
     /// Seconds spent training the generator (0 for a pretrained model).
     pub generator_train_s: f64,
-    /// Greedy accuracy of the generator on the test problems.
+    /// Greedy accuracy of the generator on the test problems (no RL).
     pub greedy_accuracy: f64,
     /// Solutions annotated, steps labelled, completions decoded, seconds.
     pub annotation: (usize, usize, usize, f64),
@@ -341,22 +456,16 @@ pub struct MathShepherdMetrics {
     pub solutions_right: usize,
     /// HE / SE (≥ 0.5) accuracy against the true step correctness (synthetic only).
     pub annotation_accuracy: Option<(f64, f64)>,
-    /// Final reward-model training losses (PRM-HE, PRM-SE, ORM).
-    pub rm_final_loss: (f64, f64, f64),
-    /// Verification accuracies.
-    pub verification: Vec<VerifyRow>,
-    /// How well each reward model's solution score separates right from wrong test candidates
-    /// (ROC AUC over all candidates of all test problems; 0.5 = chance): PRM-HE, PRM-SE, ORM.
-    pub rm_auc: (Option<f64>, Option<f64>, Option<f64>),
-    /// The same AUC computed inside each test problem and averaged over the problems that have
-    /// right and wrong candidates: what best-of-N depends on.
-    pub rm_auc_within: (Option<f64>, Option<f64>, Option<f64>),
+    /// (right, wrong) pairs of solutions to one annotated problem (the pairwise loss's data).
+    pub training_pairs: usize,
     /// Test candidates: total, without a final answer, truncated to `max_len` for scoring.
     pub candidates: (usize, usize, usize),
-    /// Greedy accuracy: no RL, ORM-PPO, step-PPO (when PPO ran).
-    pub ppo: Option<(f64, f64, f64)>,
-    /// Per PPO iteration of ORM-PPO and step-PPO (when PPO ran).
-    pub ppo_curves: Vec<PpoCurve>,
+    /// Test problems with both right and wrong candidates (those the within-problem AUC uses).
+    pub problems_with_both: usize,
+    /// Seconds spent sampling the test candidates.
+    pub candidates_s: f64,
+    /// Per seed.
+    pub seeds: Vec<SeedResult>,
 }
 
 /// What one PPO run's rollouts looked like, iteration by iteration.
@@ -470,10 +579,10 @@ fn tagged(
 }
 
 /// Runs the experiment into `ctx.dir`: problems and the generator, greedy accuracy, sampling
-/// and annotation, the three reward models, best-of-N verification, PPO, then the report.
+/// and annotation, the test candidates; then per seed the reward models, best-of-N
+/// verification and PPO; then the claims and the report.
 pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
     cfg.validate()?;
-    let dev = ctx.device.clone();
     let prep = prepare(cfg, ctx)?;
     let gen_infer = prep.generator.valid();
     let greedy = greedy_accuracy(
@@ -481,31 +590,24 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         &prep.setup,
         &prep.test_problems,
         cfg.sample.max_new_tokens,
-        &dev,
+        &ctx.device.clone(),
         ctx,
         "greedy decoding (test problems)",
     )?;
     let ann = annotate_solutions(cfg, ctx, &prep, &gen_infer)?;
     write_annotations(ctx, &prep, &ann.annotated)?;
-    let (prm, prm_loss) = train_reward_model(cfg, ctx, &prep, &ann.annotated, "he")?;
-    let (prm_se, se_loss) = train_reward_model(cfg, ctx, &prep, &ann.annotated, "se")?;
-    let (orm, orm_loss) = train_reward_model(cfg, ctx, &prep, &ann.annotated, "orm")?;
-    let rms = RewardModels {
-        prm: prm.valid(),
-        prm_se: prm_se.valid(),
-        orm: orm.valid(),
-    };
-    let ver = verify(cfg, ctx, &prep, &gen_infer, &rms)?;
-    let mut ppo_curves = Vec::new();
-    let ppo = if cfg.ppo_iterations > 0 {
-        let (orm_ppo, orm_curve) = run_ppo(cfg, ctx, &prep, RewardKind::Outcome, &rms.orm)?;
-        let (step_ppo, step_curve) = run_ppo(cfg, ctx, &prep, RewardKind::Step, &rms.prm)?;
-        ppo_curves = vec![orm_curve, step_curve];
-        write_ppo_plots(&ppo_curves, ctx)?;
-        Some((greedy, orm_ppo, step_ppo))
-    } else {
-        None
-    };
+    let cands = sample_candidates(cfg, ctx, &prep, &gen_infer)?;
+    let mut seeds = Vec::with_capacity(cfg.seeds.len());
+    let mut scored = Vec::new();
+    for (i, &seed) in cfg.seeds.iter().enumerate() {
+        let (r, s) = run_seed(cfg, ctx, &prep, &ann.annotated, &cands, seed)?;
+        if i == 0 {
+            scored = s;
+        }
+        seeds.push(r);
+    }
+    let claims = evaluate_claims(&seeds, greedy, cfg)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
     let metrics = MathShepherdMetrics {
         device: ctx.device_name.clone(),
         model: prep.setup.name.clone(),
@@ -521,17 +623,78 @@ pub fn run(cfg: &MathShepherdConfig, ctx: &mut RunCtx<'_>) -> Result<Report> {
         label_rates: ann.label_rates,
         solutions_right: ann.solutions_right,
         annotation_accuracy: ann.accuracy,
-        rm_final_loss: (prm_loss, se_loss, orm_loss),
+        training_pairs: within_problem_pairs(&ann.annotated).len(),
+        candidates: cands.counts,
+        problems_with_both: cands.problems_with_both,
+        candidates_s: cands.seconds,
+        seeds,
+    };
+    write_jsonl(&ctx.path("candidates.jsonl"), &scored)?;
+    if let Some(first) = metrics.seeds.first()
+        && !first.ppo_curves.is_empty()
+    {
+        write_ppo_plots(&first.ppo_curves, ctx)?;
+    }
+    let (table, body) = write_report(cfg, &prep, &metrics, &claims, ctx)?;
+    Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
+}
+
+/// The reward models of a run: ORM, PRM-HE and PRM-SE always; the PRM on true labels where
+/// the problems know them; the pairwise PRM when its weight is above 0.
+fn rm_kinds(cfg: &MathShepherdConfig, prep: &Prepared) -> Vec<RmKind> {
+    RmKind::ALL
+        .into_iter()
+        .filter(|k| match k {
+            RmKind::PrmTrue => cfg.true_label_prm && prep.truth_of.is_some(),
+            RmKind::PrmHePairwise => cfg.rm_pair_weight > 0.0,
+            _ => true,
+        })
+        .collect()
+}
+
+/// One seed: every reward model, verification with them, and PPO; with the candidates' scores.
+fn run_seed(
+    cfg: &MathShepherdConfig,
+    ctx: &mut RunCtx<'_>,
+    prep: &Prepared,
+    annotated: &[Annotated],
+    cands: &TestCandidates,
+    seed: u64,
+) -> Result<(SeedResult, Vec<ScoredCandidate>)> {
+    let t0 = Instant::now();
+    let mut rms = Vec::new();
+    let mut rm_final_loss = BTreeMap::new();
+    for kind in rm_kinds(cfg, prep) {
+        let (m, loss) = train_reward_model(cfg, ctx, prep, annotated, kind, seed)?;
+        rm_final_loss.insert(kind.key().to_string(), loss);
+        rms.push((kind, m.valid()));
+    }
+    let rm_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let ver = verify(cfg, ctx, cands, &rms)?;
+    let verify_s = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let by_kind = |k: RmKind| rms.iter().find(|(kind, _)| *kind == k).map(|(_, m)| m);
+    let (mut ppo, mut ppo_curves) = (None, Vec::new());
+    if cfg.ppo_iterations > 0
+        && let (Some(orm), Some(prm)) = (by_kind(RmKind::Orm), by_kind(RmKind::PrmHe))
+    {
+        let (orm_ppo, orm_curve) = run_ppo(cfg, ctx, prep, RewardKind::Outcome, orm, seed)?;
+        let (step_ppo, step_curve) = run_ppo(cfg, ctx, prep, RewardKind::Step, prm, seed)?;
+        ppo = Some((orm_ppo, step_ppo));
+        ppo_curves = vec![orm_curve, step_curve];
+    }
+    let result = SeedResult {
+        seed,
+        rm_final_loss,
         verification: ver.rows,
         rm_auc: ver.auc,
         rm_auc_within: ver.auc_within,
-        candidates: ver.counts,
         ppo,
         ppo_curves,
+        seconds: (rm_s, verify_s, t2.elapsed().as_secs_f64()),
     };
-    write_jsonl(&ctx.path("candidates.jsonl"), &ver.scored)?;
-    let (table, body) = write_report(cfg, &prep, &metrics, ver.n_within, ctx)?;
-    Ok(ctx.finish(cfg, &metrics, "math-shepherd", table, body)?)
+    Ok((result, ver.scored))
 }
 
 /// The problems, their tokenizer and prompt format, and the generator.
@@ -773,14 +936,36 @@ fn write_annotations(ctx: &RunCtx<'_>, prep: &Prepared, annotated: &[Annotated])
     Ok(())
 }
 
-/// A reward model trained from the generator's weights on the HE (`he`) or SE (`se`) step labels
-/// (PRM), or on the outcome (`orm`); with its final training loss.
+/// `(right, wrong)` index pairs of annotated solutions to one problem whose outcomes differ.
+fn within_problem_pairs(annotated: &[Annotated]) -> Vec<(usize, usize)> {
+    let mut by_problem: BTreeMap<usize, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (i, a) in annotated.iter().enumerate() {
+        let e = by_problem.entry(a.problem).or_default();
+        if a.outcome {
+            e.0.push(i);
+        } else {
+            e.1.push(i);
+        }
+    }
+    by_problem
+        .values()
+        .flat_map(|(right, wrong)| {
+            right
+                .iter()
+                .flat_map(move |&r| wrong.iter().map(move |&w| (r, w)))
+        })
+        .collect()
+}
+
+/// A reward model of `kind` trained from the generator's weights with `seed` (data order), with
+/// its final training loss.
 fn train_reward_model(
     cfg: &MathShepherdConfig,
     ctx: &mut RunCtx<'_>,
     prep: &Prepared,
     annotated: &[Annotated],
-    label: &str,
+    kind: RmKind,
+    seed: u64,
 ) -> Result<(RewardModel, f64)> {
     let ad = ctx.device.clone().autodiff();
     let Prepared {
@@ -792,20 +977,29 @@ fn train_reward_model(
     let mut examples = Vec::with_capacity(annotated.len());
     for a in annotated {
         let q = &train_problems[a.problem].question;
-        let (t, kept) = if label == "orm" {
-            tagged(setup, q, &a.steps, false, cfg.max_len)?
-        } else {
-            tagged(setup, q, &a.steps, true, cfg.max_len)?
-        };
-        let targets = match label {
-            "orm" => vec![f64::from(u8::from(a.outcome))],
-            "se" => a.soft[..kept].to_vec(),
-            _ => a.hard[..kept].to_vec(),
+        let (t, kept) = tagged(setup, q, &a.steps, kind.every_step(), cfg.max_len)?;
+        let targets = match kind {
+            RmKind::Orm => vec![f64::from(u8::from(a.outcome))],
+            RmKind::PrmSe => a.soft[..kept].to_vec(),
+            RmKind::PrmTrue => match &a.truth {
+                Some(t) => t[..kept].iter().map(|&b| f64::from(u8::from(b))).collect(),
+                None => {
+                    return Err(Error::InvalidConfig(
+                        "a PRM on true labels needs problems that know them (synthetic)".into(),
+                    ));
+                }
+            },
+            RmKind::PrmHe | RmKind::PrmHePairwise => a.hard[..kept].to_vec(),
         };
         examples.push((t, targets));
     }
+    let (pairs, pair_weight) = if kind == RmKind::PrmHePairwise {
+        (within_problem_pairs(annotated), cfg.rm_pair_weight)
+    } else {
+        (Vec::new(), 0.0)
+    };
     let rm = RewardModel::label_tokens(generator.clone(), setup.labels.0, setup.labels.1)?;
-    let out = Trainer::new(schedule(cfg.rm_steps, cfg.rm_lr, cfg.seed), &ad)
+    let out = Trainer::new(schedule(cfg.rm_steps, cfg.rm_lr, seed), &ad)
         .with_progress(|p| ctx.report_progress(p))
         .fit(
             rm,
@@ -813,80 +1007,63 @@ fn train_reward_model(
                 examples,
                 batch_size: cfg.rm_batch,
                 device: ad.clone(),
+                pairs,
+                pair_weight,
             },
         )?;
     Ok((out.model, final_loss(&out.records)))
 }
 
-/// The three reward models, on the inference device.
-struct RewardModels {
-    prm: RewardModel,
-    prm_se: RewardModel,
-    orm: RewardModel,
+/// The candidates of one test problem, tagged for both kinds of reward model.
+struct ProblemCandidates {
+    gold: String,
+    answers: Vec<Option<String>>,
+    right: Vec<bool>,
+    /// Steps per candidate.
+    n_steps: Vec<usize>,
+    /// A candidate without steps, scored on one blank step and given 0.
+    empty: Vec<bool>,
+    /// Tagged after every step (PRMs) and after the solution (ORM).
+    per_step: Vec<TaggedIds>,
+    at_end: Vec<TaggedIds>,
 }
 
-/// Best-of-N verification on the test problems and the reward models' AUCs.
-struct Verification {
-    rows: Vec<VerifyRow>,
-    auc: (Option<f64>, Option<f64>, Option<f64>),
-    auc_within: (Option<f64>, Option<f64>, Option<f64>),
+/// The test problems' candidates, sampled once and scored by every seed's reward models.
+struct TestCandidates {
+    problems: Vec<ProblemCandidates>,
     /// Candidates, without a final answer, truncated for scoring.
     counts: (usize, usize, usize),
-    /// Test problems with both right and wrong candidates (those the within-problem AUC uses).
-    n_within: usize,
-    scored: Vec<ScoredCandidate>,
+    /// Problems with both right and wrong candidates.
+    problems_with_both: usize,
+    seconds: f64,
 }
 
-/// The methods of the verification table, in its order.
-const METHODS: [&str; 7] = [
-    "SC",
-    "ORM",
-    "PRM",
-    "PRM (SE labels)",
-    "SC+ORM",
-    "SC+PRM",
-    "pass@N",
-];
-
-/// Samples N candidates per test problem, scores them with each reward model, and counts how
-/// often each method picks a right answer, for every N.
-fn verify(
+/// Samples `n_candidates` solutions per test problem with the generator and tags them.
+fn sample_candidates(
     cfg: &MathShepherdConfig,
     ctx: &mut RunCtx<'_>,
     prep: &Prepared,
     gen_infer: &Llama,
-    rms: &RewardModels,
-) -> Result<Verification> {
-    let dev = ctx.device.clone();
+) -> Result<TestCandidates> {
+    let t0 = Instant::now();
     let (setup, test_problems) = (&prep.setup, &prep.test_problems);
-    let (prm_i, prm_se_i, orm_i) = (&rms.prm, &rms.prm_se, &rms.orm);
-    let mut cand_policy = LmPolicy {
+    let mut policy = LmPolicy {
         model: gen_infer,
         tok: setup.tok.as_ref(),
         cfg: cfg.sample.clone(),
         stop: setup.stop.clone(),
         max_batch: cfg.n_candidates,
         rng: Rng::seed_from(cfg.seed ^ 0xB0B),
-        device: dev.clone(),
+        device: ctx.device.clone(),
     };
-    let methods = METHODS;
-    let mut hits = vec![vec![0.0f64; cfg.n_values.len()]; methods.len()];
-    // (PRM-HE, PRM-SE, ORM) solution scores and whether each candidate is right, for the AUC
-    let mut auc_scores: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    let mut auc_right: Vec<bool> = Vec::new();
-    // the same AUC inside each problem (problems with right and wrong candidates), and every
-    // candidate's scores for offline analysis
-    let mut within: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    let mut scored: Vec<ScoredCandidate> = Vec::new();
-    let (mut n_cands, mut n_unanswered, mut n_truncated) = (0usize, 0usize, 0usize);
-    let stage = "sampling and scoring candidates (test problems)";
+    let mut problems = Vec::with_capacity(test_problems.len());
+    let (mut n_cands, mut n_unanswered, mut n_truncated, mut both) = (0, 0, 0, 0);
+    let stage = "sampling test candidates (problems)";
     for (pi, p) in test_problems.iter().enumerate() {
         ctx.report_stage(stage, pi, test_problems.len());
-        let texts = cand_policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
+        let texts = policy.complete(&setup.prompt(&p.question), cfg.n_candidates)?;
         let steps: Vec<Vec<String>> = texts.iter().map(|t| parse_steps(t)).collect();
         let answers: Vec<Option<String>> = texts.iter().map(|t| extract_answer(t)).collect();
-        // Each candidate tagged once per tag layout (every step for the PRMs, the end for the
-        // ORM); a candidate without steps is scored on an empty step and given 0.
         let empty: Vec<bool> = steps.iter().map(Vec::is_empty).collect();
         let blank = ["".to_string()];
         let encode = |every: bool| -> Result<Vec<(TaggedIds, usize)>> {
@@ -900,86 +1077,162 @@ fn verify(
         };
         let (per_step, kept): (Vec<TaggedIds>, Vec<usize>) = encode(true)?.into_iter().unzip();
         let at_end: Vec<TaggedIds> = encode(false)?.into_iter().map(|(t, _)| t).collect();
-        let score_with = |m: &RewardModel, ex: &[TaggedIds], how: Aggregate| -> Result<Vec<f64>> {
-            let raw = m.scores(ex, 16, &dev)?;
-            Ok(raw
-                .iter()
-                .zip(&empty)
-                .map(|(r, &e)| if e { 0.0 } else { aggregate(r, how) })
-                .collect())
-        };
-        let mut s_prm = score_with(prm_i, &per_step, cfg.aggregate)?;
-        let mut s_se = score_with(prm_se_i, &per_step, cfg.aggregate)?;
-        let mut s_orm = score_with(orm_i, &at_end, Aggregate::Last)?;
-        let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &p.gold));
+        let right: Vec<bool> = answers
+            .iter()
+            .map(|a| a.as_deref().is_some_and(|a| answers_equal(a, &p.gold)))
+            .collect();
         n_cands += steps.len();
+        n_unanswered += answers.iter().filter(|a| a.is_none()).count();
         n_truncated += steps
             .iter()
             .zip(&kept)
             .filter(|(s, k)| !s.is_empty() && **k < s.len())
             .count();
-        let rights: Vec<bool> = answers.iter().map(right).collect();
-        for (k, sc) in [&s_prm, &s_se, &s_orm].into_iter().enumerate() {
-            if let Some(v) = trainer::metrics::roc_auc(sc, &rights) {
+        both += usize::from(right.iter().any(|&r| r) && right.iter().any(|&r| !r));
+        problems.push(ProblemCandidates {
+            gold: p.gold.clone(),
+            answers,
+            right,
+            n_steps: steps.iter().map(Vec::len).collect(),
+            empty,
+            per_step,
+            at_end,
+        });
+    }
+    ctx.report_stage(stage, test_problems.len(), test_problems.len());
+    Ok(TestCandidates {
+        problems,
+        counts: (n_cands, n_unanswered, n_truncated),
+        problems_with_both: both,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Best-of-N verification with one seed's reward models and their AUCs.
+struct Verification {
+    rows: Vec<VerifyRow>,
+    auc: BTreeMap<String, Option<f64>>,
+    auc_within: BTreeMap<String, Option<f64>>,
+    scored: Vec<ScoredCandidate>,
+}
+
+/// The methods of the verification table for these reward models, in its order.
+fn methods(kinds: &[RmKind]) -> Vec<String> {
+    let mut m = vec!["SC".to_string()];
+    m.extend(kinds.iter().map(|k| k.name().to_string()));
+    if kinds.contains(&RmKind::Orm) {
+        m.push("SC+ORM".into());
+    }
+    if kinds.contains(&RmKind::PrmHe) {
+        m.push("SC+PRM".into());
+    }
+    m.push("pass@N".into());
+    m
+}
+
+/// Scores every candidate with each reward model, and counts how often each method picks a
+/// right answer, for every N (averaged over the disjoint groups of N among the candidates).
+fn verify(
+    cfg: &MathShepherdConfig,
+    ctx: &mut RunCtx<'_>,
+    cands: &TestCandidates,
+    rms: &[(RmKind, RewardModel)],
+) -> Result<Verification> {
+    let dev = ctx.device.clone();
+    let kinds: Vec<RmKind> = rms.iter().map(|(k, _)| *k).collect();
+    let names = methods(&kinds);
+    let col = |name: &str| names.iter().position(|m| m == name);
+    let mut hits = vec![vec![0.0f64; cfg.n_values.len()]; names.len()];
+    let mut pooled: Vec<Vec<f64>> = vec![Vec::new(); rms.len()];
+    let mut pooled_right: Vec<bool> = Vec::new();
+    let mut within: Vec<Vec<f64>> = vec![Vec::new(); rms.len()];
+    let mut scored = Vec::new();
+    let stage = "scoring test candidates (problems)";
+    for (pi, pc) in cands.problems.iter().enumerate() {
+        ctx.report_stage(stage, pi, cands.problems.len());
+        let mut scores = Vec::with_capacity(rms.len());
+        for (kind, m) in rms {
+            let (ex, how) = if kind.every_step() {
+                (&pc.per_step, cfg.aggregate)
+            } else {
+                (&pc.at_end, Aggregate::Last)
+            };
+            let raw = m.scores(ex, 16, &dev)?;
+            let s: Vec<f64> = raw
+                .iter()
+                .zip(&pc.empty)
+                .map(|(r, &e)| if e { 0.0 } else { aggregate(r, how) })
+                .collect();
+            scores.push(s);
+        }
+        for (k, s) in scores.iter().enumerate() {
+            if let Some(v) = trainer::metrics::roc_auc(s, &pc.right) {
                 within[k].push(v);
             }
+            pooled[k].extend_from_slice(s);
         }
-        for (i, a) in answers.iter().enumerate() {
-            for (k, sc) in [&s_prm, &s_se, &s_orm].into_iter().enumerate() {
-                auc_scores[k].push(sc[i]);
-            }
-            auc_right.push(rights[i]);
+        pooled_right.extend_from_slice(&pc.right);
+        for i in 0..pc.answers.len() {
             scored.push(ScoredCandidate {
                 problem: pi,
-                steps: steps[i].len(),
-                answer: a.clone(),
-                right: rights[i],
-                prm: s_prm[i],
-                prm_se: s_se[i],
-                orm: s_orm[i],
+                steps: pc.n_steps[i],
+                answer: pc.answers[i].clone(),
+                right: pc.right[i],
+                scores: kinds
+                    .iter()
+                    .zip(&scores)
+                    .map(|(k, s)| (k.key().to_string(), s[i]))
+                    .collect(),
             });
-            if a.is_none() {
-                n_unanswered += 1;
-                if cfg.skip_unanswered {
-                    s_prm[i] = 0.0;
-                    s_se[i] = 0.0;
-                    s_orm[i] = 0.0;
+        }
+        if cfg.skip_unanswered {
+            for s in &mut scores {
+                for (v, a) in s.iter_mut().zip(&pc.answers) {
+                    if a.is_none() {
+                        *v = 0.0;
+                    }
                 }
             }
         }
+        let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &pc.gold));
         for (k, &n) in cfg.n_values.iter().enumerate() {
             let groups = cfg.n_candidates / n;
             for g in 0..groups {
                 let r = g * n..(g + 1) * n;
-                let cands = |s: &[f64]| -> Vec<Candidate> {
+                let group = |s: &[f64]| -> Vec<Candidate> {
                     r.clone()
                         .map(|i| Candidate {
-                            answer: answers[i].clone(),
+                            answer: pc.answers[i].clone(),
                             score: s[i],
                         })
                         .collect()
                 };
-                let pick = |c: &[Candidate]| best_of_n(c).and_then(|i| c[i].answer.clone());
-                let (c_prm, c_se, c_orm) = (cands(&s_prm), cands(&s_se), cands(&s_orm));
-                let picks = [
-                    majority(&c_prm),
-                    pick(&c_orm),
-                    pick(&c_prm),
-                    pick(&c_se),
-                    weighted_vote(&c_orm),
-                    weighted_vote(&c_prm),
-                ];
-                for (m, a) in picks.iter().enumerate() {
-                    hits[m][k] += f64::from(u8::from(right(a))) / groups as f64;
+                let unscored = vec![0.0; pc.answers.len()];
+                let mut add = |name: &str, a: Option<String>| {
+                    if let Some(c) = col(name) {
+                        hits[c][k] += f64::from(u8::from(right(&a))) / groups as f64;
+                    }
+                };
+                add("SC", majority(&group(&unscored)));
+                for (kind, s) in kinds.iter().zip(&scores) {
+                    let c = group(s);
+                    add(kind.name(), best_of_n(&c).and_then(|i| c[i].answer.clone()));
+                    match kind {
+                        RmKind::Orm => add("SC+ORM", weighted_vote(&c)),
+                        RmKind::PrmHe => add("SC+PRM", weighted_vote(&c)),
+                        _ => {}
+                    }
                 }
-                let any = r.clone().any(|i| right(&answers[i]));
-                hits[6][k] += f64::from(u8::from(any)) / groups as f64;
+                let any = r.clone().any(|i| pc.right[i]);
+                if let Some(c) = col("pass@N") {
+                    hits[c][k] += f64::from(u8::from(any)) / groups as f64;
+                }
             }
         }
     }
-    ctx.report_stage(stage, test_problems.len(), test_problems.len());
-    let nt = test_problems.len() as f64;
-    let verification: Vec<VerifyRow> = methods
+    ctx.report_stage(stage, cands.problems.len(), cands.problems.len());
+    let nt = cands.problems.len().max(1) as f64;
+    let rows = names
         .iter()
         .enumerate()
         .flat_map(|(m, name)| {
@@ -988,7 +1241,7 @@ fn verify(
                 .iter()
                 .enumerate()
                 .map(move |(k, &n)| VerifyRow {
-                    method: name.to_string(),
+                    method: name.clone(),
                     n,
                     accuracy: hits[m][k] / nt,
                 })
@@ -996,15 +1249,22 @@ fn verify(
         .collect();
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     Ok(Verification {
-        rows: verification,
-        auc: (
-            trainer::metrics::roc_auc(&auc_scores[0], &auc_right),
-            trainer::metrics::roc_auc(&auc_scores[1], &auc_right),
-            trainer::metrics::roc_auc(&auc_scores[2], &auc_right),
-        ),
-        auc_within: (mean(&within[0]), mean(&within[1]), mean(&within[2])),
-        counts: (n_cands, n_unanswered, n_truncated),
-        n_within: within[0].len(),
+        rows,
+        auc: kinds
+            .iter()
+            .zip(&pooled)
+            .map(|(k, s)| {
+                (
+                    k.key().to_string(),
+                    trainer::metrics::roc_auc(s, &pooled_right),
+                )
+            })
+            .collect(),
+        auc_within: kinds
+            .iter()
+            .zip(&within)
+            .map(|(k, w)| (k.key().to_string(), mean(w)))
+            .collect(),
         scored,
     })
 }
@@ -1017,6 +1277,7 @@ fn run_ppo(
     prep: &Prepared,
     kind: RewardKind,
     rm: &RewardModel,
+    seed: u64,
 ) -> Result<(f64, PpoCurve)> {
     let ad = ctx.device.clone().autodiff();
     let dev = ctx.device.clone();
@@ -1061,11 +1322,13 @@ fn run_ppo(
         SEP,
         ad.clone(),
     )?;
+    // the value head's initialisation
+    ad.seed(seed);
     let actor = ActorCritic::new(generator.clone(), &ad);
     let out = Trainer::new(
         TrainerConfig::new(cfg.ppo_iterations * epochs)
             .with_lr(cfg.ppo_lr)
-            .with_seed(cfg.seed)
+            .with_seed(seed)
             .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0))),
         &ad,
     )
@@ -1121,54 +1384,197 @@ fn write_ppo_plots(ppo_curves: &[PpoCurve], ctx: &RunCtx<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The metric of the best-of-N claims.
+const BON: &str = "best-of-N accuracy at the largest N";
+/// The metric of the PPO claims.
+const GREEDY: &str = "greedy accuracy on the test problems";
+/// The metric of the diagnostic claims.
+const WITHIN: &str = "within-problem AUC";
+
+/// The claims a run judges, declared before it runs: the paper's (Table 1: verification;
+/// Table 3: PPO) and two diagnostics of why they may fail here (label noise, the objective).
+pub fn claims() -> Vec<Claim> {
+    vec![
+        Claim::new(
+            "prm-above-orm",
+            BON,
+            "PRM",
+            "ORM",
+            Direction::Greater,
+            "best-of-N with the PRM beats best-of-N with the ORM (Table 1)",
+        ),
+        Claim::new(
+            "prm-above-self-consistency",
+            BON,
+            "PRM",
+            "SC",
+            Direction::Greater,
+            "best-of-N with the PRM beats self-consistency (Table 1)",
+        ),
+        Claim::new(
+            "sc-prm-above-sc",
+            BON,
+            "SC+PRM",
+            "SC",
+            Direction::Greater,
+            "self-consistency weighted by the PRM beats plain self-consistency (Table 1)",
+        ),
+        Claim::new(
+            "step-ppo-above-orm-ppo",
+            GREEDY,
+            "step-PPO",
+            "ORM-PPO",
+            Direction::Greater,
+            "step-by-step PPO with the PRM beats PPO with the ORM (Table 3)",
+        ),
+        Claim::new(
+            "orm-ppo-above-no-rl",
+            GREEDY,
+            "ORM-PPO",
+            "no RL",
+            Direction::Greater,
+            "PPO with the ORM improves on the model before RL (Table 3)",
+        ),
+        Claim::new(
+            "true-labels-rank-better",
+            WITHIN,
+            "PRM (true labels)",
+            "PRM",
+            Direction::Greater,
+            "diagnostic, not the paper's: a PRM on noise-free step labels ranks a problem's \
+             candidates better than one on the HE labels",
+        ),
+        Claim::new(
+            "pairwise-ranks-better",
+            WITHIN,
+            "PRM (within-problem)",
+            "PRM",
+            Direction::Greater,
+            "diagnostic, not the paper's: the within-problem pairwise loss ranks a problem's \
+             candidates better than the per-step loss alone",
+        ),
+    ]
+}
+
+/// A method's value of a claim's metric in one seed's result (`greedy`: the model before RL).
+fn seed_value(
+    r: &SeedResult,
+    greedy: f64,
+    n_max: usize,
+    method: &str,
+    metric: &str,
+) -> Option<f64> {
+    match metric {
+        BON => r
+            .verification
+            .iter()
+            .find(|v| v.method == method && v.n == n_max)
+            .map(|v| v.accuracy),
+        GREEDY => match method {
+            "no RL" => r.ppo.map(|_| greedy),
+            "ORM-PPO" => r.ppo.map(|p| p.0),
+            "step-PPO" => r.ppo.map(|p| p.1),
+            _ => None,
+        },
+        WITHIN => RmKind::ALL
+            .iter()
+            .find(|k| k.name() == method)
+            .and_then(|k| r.rm_auc_within.get(k.key()).copied().flatten()),
+        _ => None,
+    }
+}
+
+/// Evaluates the [`claims`] whose methods ran, paired by seed.
+fn evaluate_claims(
+    seeds: &[SeedResult],
+    greedy: f64,
+    cfg: &MathShepherdConfig,
+) -> Result<Vec<ClaimResult>> {
+    let n_max = cfg.n_values.iter().copied().max().unwrap_or(1);
+    Ok(trainer::claims::evaluate_available(
+        &claims(),
+        |m, metric| {
+            seeds
+                .iter()
+                .map(|r| seed_value(r, greedy, n_max, m, metric))
+                .collect()
+        },
+    )?)
+}
+
+/// `mean ± half-width of the 95 % t interval` over seeds (the mean alone for one seed, a dash
+/// for none).
+fn mean_pm(xs: &[f64], scale: f64, digits: usize) -> String {
+    if xs.is_empty() {
+        return "—".into();
+    }
+    let (m, ci) = trainer::claims::mean_t_interval(xs);
+    match ci {
+        Some((lo, hi)) => format!(
+            "{:.digits$} ± {:.digits$}",
+            scale * m,
+            scale * (hi - lo) / 2.0
+        ),
+        None => format!("{:.digits$}", scale * m),
+    }
+}
+
 /// The verification plot, the README-ready table and the report body.
 fn write_report(
     cfg: &MathShepherdConfig,
     prep: &Prepared,
     m: &MathShepherdMetrics,
-    n_within: usize,
+    claims: &[ClaimResult],
     ctx: &RunCtx<'_>,
 ) -> Result<(String, String)> {
     let (setup, data_name, test_problems) = (&prep.setup, &prep.data_name, &prep.test_problems);
-    let methods = METHODS;
-    let verification = &m.verification;
+    let kinds = rm_kinds(cfg, prep);
+    let names = methods(&kinds);
     let greedy = m.greedy_accuracy;
     let (n_annotated, n_steps, completions, annotate_s) = m.annotation;
-    let (label_rates, solutions_right) = (m.label_rates, m.solutions_right);
-    let (prm_loss, se_loss, orm_loss) = m.rm_final_loss;
     let (n_cands, n_unanswered, n_truncated) = m.candidates;
-    let (rm_auc, rm_auc_within) = (m.rm_auc, m.rm_auc_within);
-    let series: Vec<Series> = methods
-        .iter()
-        .map(|m| {
-            Series::new(
-                *m,
-                verification
+    // accuracy of a method at N, per seed
+    let acc = |method: &str, n: usize| -> Vec<f64> {
+        m.seeds
+            .iter()
+            .filter_map(|s| {
+                s.verification
                     .iter()
-                    .filter(|r| r.method == *m)
-                    .map(|r| ((r.n as f64).log2(), 100.0 * r.accuracy))
+                    .find(|v| v.method == method && v.n == n)
+                    .map(|v| v.accuracy)
+            })
+            .collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let series: Vec<Series> = names
+        .iter()
+        .map(|name| {
+            Series::new(
+                name,
+                cfg.n_values
+                    .iter()
+                    .map(|&n| ((n as f64).log2(), 100.0 * mean(&acc(name, n))))
                     .collect(),
             )
         })
         .collect();
     write_line_plot(
         &ctx.path("accuracy_vs_n.svg"),
-        "Best-of-N verification",
+        "Best-of-N verification (mean over seeds)",
         "log2 N",
         "accuracy (%)",
         &series,
     )?;
     let mut headers = vec!["method".to_string()];
     headers.extend(cfg.n_values.iter().map(|n| format!("N={n}")));
-    let rows: Vec<Vec<String>> = methods
+    let rows: Vec<Vec<String>> = names
         .iter()
-        .map(|m| {
-            let mut r = vec![m.to_string()];
+        .map(|name| {
+            let mut r = vec![name.clone()];
             r.extend(
-                verification
+                cfg.n_values
                     .iter()
-                    .filter(|v| v.method == *m)
-                    .map(|v| format!("{:.1}", 100.0 * v.accuracy)),
+                    .map(|&n| mean_pm(&acc(name, n), 100.0, 1)),
             );
             r
         })
@@ -1179,7 +1585,7 @@ fn write_report(
         "\nModel: {}. Data: {}. Greedy accuracy {:.1}% on {} test problems.\n\n\
          Annotation: {} solutions, {} steps, {} completions (N = {}) in {:.0} s; \
          good-step rate HE {:.2}, SE {:.2}; {} of the solutions reach the gold answer \
-         (the ORM's positive examples{}).\n",
+         (the ORM's positive examples{}); {} within-problem (right, wrong) pairs.\n",
         setup.name,
         data_name,
         100.0 * greedy,
@@ -1189,14 +1595,15 @@ fn write_report(
         completions,
         cfg.completions,
         annotate_s,
-        label_rates.0,
-        label_rates.1,
-        solutions_right,
-        if solutions_right == 0 || solutions_right == n_annotated {
+        m.label_rates.0,
+        m.label_rates.1,
+        m.solutions_right,
+        if m.solutions_right == 0 || m.solutions_right == n_annotated {
             ": one class only, so the ORM learns a constant"
         } else {
             ""
-        }
+        },
+        m.training_pairs,
     );
     if let Some((he, se)) = m.annotation_accuracy {
         body.push_str(&format!(
@@ -1206,43 +1613,91 @@ fn write_report(
         ));
     }
     body.push_str(&format!(
-        "\nReward-model final training loss: PRM-HE {prm_loss:.3}, PRM-SE {se_loss:.3}, ORM {orm_loss:.3}.\n"
+        "\nVerification above: accuracy (%) over the {} seeds' reward models, mean ± half the \
+         95 % t interval; every seed scores the same {n_cands} test candidates ({n_unanswered} \
+         without a final answer{}, {n_truncated} truncated to {} tokens), sampled once in \
+         {:.0} s.\n\n",
+        m.seeds.len(),
+        if cfg.skip_unanswered {
+            ", skipped by best-of-N and weighted voting"
+        } else {
+            ""
+        },
+        cfg.max_len,
+        m.candidates_s,
     ));
-    if let Some((none, o, s)) = m.ppo {
+    let per_kind = |f: &dyn Fn(&SeedResult) -> Option<f64>| -> Vec<f64> {
+        m.seeds.iter().filter_map(f).collect()
+    };
+    let rm_rows: Vec<Vec<String>> = kinds
+        .iter()
+        .map(|k| {
+            let key = k.key();
+            vec![
+                k.name().to_string(),
+                mean_pm(&per_kind(&|s| s.rm_final_loss.get(key).copied()), 1.0, 3),
+                mean_pm(&per_kind(&|s| s.rm_auc.get(key).copied().flatten()), 1.0, 3),
+                mean_pm(
+                    &per_kind(&|s| s.rm_auc_within.get(key).copied().flatten()),
+                    1.0,
+                    3,
+                ),
+            ]
+        })
+        .collect();
+    body.push_str(&markdown_table(
+        &[
+            "reward model",
+            "final training loss",
+            "AUC, all candidates",
+            &format!(
+                "AUC inside a problem ({} problems with both)",
+                m.problems_with_both
+            ),
+        ],
+        &rm_rows,
+    ));
+    let ppo: Vec<(f64, f64)> = m.seeds.iter().filter_map(|s| s.ppo).collect();
+    if !ppo.is_empty() {
+        let orm: Vec<f64> = ppo.iter().map(|p| p.0).collect();
+        let step: Vec<f64> = ppo.iter().map(|p| p.1).collect();
         body.push_str(&format!(
             "\n{}",
             markdown_table(
                 &["policy", "greedy accuracy (%)"],
                 &[
-                    vec!["no RL".into(), format!("{:.1}", 100.0 * none)],
-                    vec!["ORM-PPO".into(), format!("{:.1}", 100.0 * o)],
-                    vec!["step-PPO (PRM)".into(), format!("{:.1}", 100.0 * s)],
+                    vec!["no RL".into(), format!("{:.1}", 100.0 * greedy)],
+                    vec!["ORM-PPO".into(), mean_pm(&orm, 100.0, 1)],
+                    vec!["step-PPO (PRM)".into(), mean_pm(&step, 100.0, 1)],
                 ]
             )
         ));
     }
-    for c in &ppo_curve_lines(&m.ppo_curves) {
-        body.push_str(c);
+    if let Some(first) = m.seeds.first() {
+        for c in &ppo_curve_lines(&first.ppo_curves) {
+            body.push_str(c);
+        }
     }
-    let fmt_auc = |a: Option<f64>| a.map_or("—".to_string(), |v| format!("{v:.3}"));
     body.push_str(&format!(
-        "\nTest candidates: {n_cands}, {n_unanswered} without a final answer{}, {n_truncated} \
-         truncated to {} tokens for scoring. Solution-score AUC for right vs wrong (0.5 = \
-         chance): PRM-HE {}, PRM-SE {}, ORM {}; inside each problem (mean over the {} problems \
-         with both): PRM-HE {}, PRM-SE {}, ORM {}.\n",
-        if cfg.skip_unanswered {
-            " (skipped by best-of-N and weighted voting)"
-        } else {
-            ""
-        },
-        cfg.max_len,
-        fmt_auc(rm_auc.0),
-        fmt_auc(rm_auc.1),
-        fmt_auc(rm_auc.2),
-        n_within,
-        fmt_auc(rm_auc_within.0),
-        fmt_auc(rm_auc_within.1),
-        fmt_auc(rm_auc_within.2)
+        "\nClaims (paired by seed; `claims.json`):\n\n{}",
+        trainer::claims::claims_table(claims)
+    ));
+    let secs: Vec<String> = m
+        .seeds
+        .iter()
+        .map(|s| {
+            format!(
+                "seed {}: reward models {:.0} s, scoring {:.0} s, PPO {:.0} s",
+                s.seed, s.seconds.0, s.seconds.1, s.seconds.2
+            )
+        })
+        .collect();
+    body.push_str(&format!(
+        "\nTime: generator {:.0} s, annotation {:.0} s, test candidates {:.0} s; {}.\n",
+        m.generator_train_s,
+        annotate_s,
+        m.candidates_s,
+        secs.join("; ")
     ));
     Ok((table, body))
 }

@@ -157,15 +157,40 @@ impl RewardModel {
 
     /// Cross-entropy at the tags against targets in `[0, 1]` (1 = good), one per tag.
     pub fn loss(&self, batch: &TagBatch, targets: &[f64]) -> Tensor<1> {
-        let logp = log_softmax(self.tag_logits(batch), 1);
-        let n = targets.len();
-        let device = logp.device();
-        let y: Vec<f32> = targets
-            .iter()
-            .flat_map(|&t| [t as f32, 1.0 - t as f32])
-            .collect();
-        let y = Tensor::<2>::from_data(TensorData::new(y, [n, 2]), &device);
-        (logp * y).sum_dim(1).mean().neg()
+        tag_cross_entropy(self.tag_logits(batch), targets)
+    }
+
+    /// Each example's solution score as a log-odds: the minimum over its tags of
+    /// `logit(good) - logit(bad)` (the `min` aggregate, read before the sigmoid, which keeps the
+    /// order), `[examples]`. Every example needs at least one tag.
+    pub fn solution_log_odds(&self, batch: &TagBatch) -> Result<Tensor<1>> {
+        segment_min_log_odds(self.tag_logits(batch), &batch.counts)
+    }
+
+    /// The cross-entropy of [`RewardModel::loss`] plus `weight` × the mean logistic loss
+    /// `log(1 + exp(-(s_right - s_wrong)))` of [`RewardModel::solution_log_odds`] over pairs:
+    /// the batch holds pairs in order (right, wrong, right, wrong, …), two solutions of one
+    /// problem whose outcomes differ. Ranks the candidates of a problem, which best-of-N needs
+    /// and the per-tag loss alone does not ask for.
+    pub fn pairwise_loss(
+        &self,
+        batch: &TagBatch,
+        targets: &[f64],
+        weight: f64,
+    ) -> Result<Tensor<1>> {
+        let n = batch.counts.len();
+        if !n.is_multiple_of(2) {
+            return Err(Error::InvalidConfig(
+                "a pairwise batch holds (right, wrong) pairs".into(),
+            ));
+        }
+        let logits = self.tag_logits(batch);
+        let s = segment_min_log_odds(logits.clone(), &batch.counts)?.reshape([n / 2, 2]);
+        let margin = s.clone().slice(s![.., 0..1]) - s.slice(s![.., 1..2]);
+        let pair = burn::tensor::activation::softplus(margin.neg(), 1.0)
+            .mean()
+            .reshape([1]);
+        Ok(tag_cross_entropy(logits, targets) + pair.mul_scalar(weight))
     }
 
     /// The good-probability of every tag of every example, in batches of `batch`.
@@ -192,6 +217,45 @@ impl RewardModel {
     }
 }
 
+/// Mean cross-entropy of `[tags, 2]` logits (column 0 = good) against targets in `[0, 1]`.
+fn tag_cross_entropy(logits: Tensor<2>, targets: &[f64]) -> Tensor<1> {
+    let logp = log_softmax(logits, 1);
+    let n = targets.len();
+    let device = logp.device();
+    let y: Vec<f32> = targets
+        .iter()
+        .flat_map(|&t| [t as f32, 1.0 - t as f32])
+        .collect();
+    let y = Tensor::<2>::from_data(TensorData::new(y, [n, 2]), &device);
+    (logp * y).sum_dim(1).mean().neg()
+}
+
+/// Per example, the minimum over its tags (`counts` of them, in order) of the good-minus-bad
+/// logit: one gather into an `[examples, max tags]` matrix whose padding reads a large value.
+fn segment_min_log_odds(logits: Tensor<2>, counts: &[usize]) -> Result<Tensor<1>> {
+    if counts.contains(&0) {
+        return Err(Error::InvalidConfig(
+            "a solution score needs at least one tag per example".into(),
+        ));
+    }
+    let device = logits.device();
+    let total: usize = counts.iter().sum();
+    let width = counts.iter().copied().max().unwrap_or(1);
+    let d = logits.clone().slice(s![.., 0..1]) - logits.slice(s![.., 1..2]);
+    let d = Tensor::cat(vec![d.reshape([total]), Tensor::full([1], 1e9, &device)], 0);
+    let mut idx = Vec::with_capacity(counts.len() * width);
+    let mut at = 0;
+    for &c in counts {
+        idx.extend((0..width).map(|j| if j < c { (at + j) as i64 } else { total as i64 }));
+        at += c;
+    }
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [counts.len() * width]), &device);
+    Ok(d.select(0, idx)
+        .reshape([counts.len(), width])
+        .min_dim(1)
+        .reshape([counts.len()]))
+}
+
 /// Reward-model training data: tagged sequences with one target per tag.
 pub struct RewardTask {
     /// The examples.
@@ -200,12 +264,38 @@ pub struct RewardTask {
     pub batch_size: usize,
     /// Where tensors go (the autodiff device).
     pub device: Device,
+    /// Within-problem pairs `(right, wrong)` (indices into `examples`: two solutions of one
+    /// problem whose outcomes differ) and the weight of their pairwise loss
+    /// ([`RewardModel::pairwise_loss`]): with pairs and a weight above 0 every batch is
+    /// `batch_size / 2` pairs drawn from them; otherwise examples drawn uniformly, per-tag
+    /// cross-entropy only.
+    pub pairs: Vec<(usize, usize)>,
+    /// Weight of the pairwise loss.
+    pub pair_weight: f64,
 }
 
 impl Task<RewardModel> for RewardTask {
     fn loss(&mut self, m: &RewardModel, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         if self.examples.is_empty() {
             return Err(Error::InvalidConfig("no reward-model training examples".into()).into());
+        }
+        if self.pair_weight > 0.0 && !self.pairs.is_empty() {
+            let idx: Vec<usize> = (0..(self.batch_size / 2).max(1))
+                .flat_map(|_| {
+                    let (r, w) = self.pairs[ctx.rng.below(self.pairs.len())];
+                    [r, w]
+                })
+                .collect();
+            if idx.iter().any(|&i| i >= self.examples.len()) {
+                return Err(Error::InvalidConfig("a pair names a missing example".into()).into());
+            }
+            let refs: Vec<&TaggedIds> = idx.iter().map(|&i| &self.examples[i].0).collect();
+            let targets: Vec<f64> = idx
+                .iter()
+                .flat_map(|&i| self.examples[i].1.iter().copied())
+                .collect();
+            let b = TagBatch::new(&refs, &self.device)?;
+            return Ok(m.pairwise_loss(&b, &targets, self.pair_weight)?.into());
         }
         let idx: Vec<usize> = (0..self.batch_size)
             .map(|_| ctx.rng.below(self.examples.len()))
@@ -268,6 +358,58 @@ mod tests {
         assert!((both[1][1] - s[0][1]).abs() < 1e-5);
         assert!(RewardModel::label_tokens(lm(&device), 3, 3).is_err());
         assert!(RewardModel::label_tokens(lm(&device), 3, 99).is_err());
+    }
+
+    #[test]
+    fn solution_log_odds_are_the_minimum_step_log_odds_and_pairs_add_a_logistic_loss() {
+        let _rng = testkit::device_rng_lock();
+        let device = Device::flex();
+        let m = RewardModel::label_tokens(lm(&device), 3, 4).expect("rm");
+        let a = TaggedIds {
+            ids: vec![1, 2, 5, 6, 7],
+            tag_pos: vec![1, 2, 4],
+        };
+        let b = TaggedIds {
+            ids: vec![7, 6],
+            tag_pos: vec![1],
+        };
+        let batch = TagBatch::new(&[&a, &b], &device).expect("batch");
+        let s = m
+            .solution_log_odds(&batch)
+            .expect("odds")
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("read");
+        let p = m
+            .scores(&[a.clone(), b.clone()], 2, &device)
+            .expect("scores");
+        let odds = |q: f64| (q / (1.0 - q)).ln();
+        let min_a = p[0].iter().map(|&q| odds(q)).fold(f64::INFINITY, f64::min);
+        assert!(
+            (f64::from(s[0]) - min_a).abs() < 1e-3,
+            "{} vs {min_a}",
+            s[0]
+        );
+        assert!((f64::from(s[1]) - odds(p[1][0])).abs() < 1e-3);
+        // (a right, b wrong): cross-entropy + weight · softplus(-(s_a - s_b))
+        let y = [1.0, 1.0, 0.0, 0.0];
+        let ce: f32 = m.loss(&batch, &y).into_scalar();
+        let both: f32 = m
+            .pairwise_loss(&batch, &y, 0.5)
+            .expect("pairwise")
+            .into_scalar();
+        let margin = f64::from(s[0] - s[1]);
+        let want = f64::from(ce) + 0.5 * (1.0 + (-margin).exp()).ln();
+        assert!((f64::from(both) - want).abs() < 1e-4, "{both} vs {want}");
+        // an odd batch or an example without a tag is refused
+        let odd = TagBatch::new(&[&a], &device).expect("batch");
+        assert!(m.pairwise_loss(&odd, &y[..3], 1.0).is_err());
+        let none = TaggedIds {
+            ids: vec![1, 2],
+            tag_pos: vec![],
+        };
+        let batch = TagBatch::new(&[&a, &none], &device).expect("batch");
+        assert!(m.solution_log_odds(&batch).is_err());
     }
 
     #[test]
