@@ -1,5 +1,13 @@
 //! `icl-anchors`: the paper's analyses and applications on a real decoder (SmolLM2-135M from
-//! GGUF) over the SST stand-in and BBC topics, one demonstration per class, several seeds.
+//! GGUF) over the SST stand-in and BBC topics, `demos_per_class` demonstrations per class (the
+//! paper: one), several seeds; per seed, the demonstrations, the re-weighting examples and the
+//! test inputs are disjoint draws ([`split_pools`]).
+//!
+//! Every run reports, per seed, its accuracy against the majority rate and the share of its most
+//! common answer (a model that answers one label for every input leaves label loyalty nothing to
+//! measure), and judges the paper's claims ([`claims`]: flows, isolation, re-weighting,
+//! compression, error diagnosis, and first that ICL beats the majority class) on per-seed
+//! paired differences with a 95 % t interval (`claims.json`).
 //!
 //! Offline default: a small Llama-style model trained here on a synthetic in-context task —
 //! two content classes (fruits, animals) whose label letters are re-drawn for every sequence,
@@ -15,6 +23,8 @@ use plm::llama::{Llama, LlamaConfig};
 use serde::Serialize;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+use trainer::claims::{Claim, ClaimResult, Direction};
 
 use crate::Error;
 use crate::analysis::{
@@ -44,8 +54,14 @@ pub struct IclAnchorsConfig {
     #[config(default = "vec![42, 43, 44]")]
     pub seeds: Vec<u64>,
     /// Test inputs per seed and task.
-    #[config(default = 60)]
+    #[config(default = 200)]
     pub n_test: usize,
+    /// Demonstrations per class (the paper: 1). More give a small model a context it can
+    /// follow: with one per class SmolLM2-135M answered one SST label for every input, so
+    /// label loyalty could not move (every run reports its accuracy against the majority rate
+    /// and the share of its most common answer).
+    #[config(default = 1)]
+    pub demos_per_class: usize,
     /// Inputs per seed for the saliency flows.
     #[config(default = 12)]
     pub n_saliency: usize,
@@ -217,17 +233,47 @@ pub struct IclMetrics {
     pub device: String,
     /// Model.
     pub model: String,
-    /// Per task.
+    /// Per task (means over seeds).
     pub tasks: Vec<TaskResult>,
-    /// Claims, measured.
-    pub claims: Vec<(String, bool)>,
+    /// Per task and seed: what the claims pair.
+    pub seeds: Vec<SeedRecord>,
+}
+
+/// One seed's measurements of one data set (what the claims pair by seed).
+#[derive(Serialize, Debug, Clone)]
+pub struct SeedRecord {
+    /// Task.
+    pub task: String,
+    /// Seed.
+    pub seed: u64,
+    /// Share of the most common gold class among the test inputs.
+    pub majority_rate: f64,
+    /// Share of the most common predicted class (1: one answer for every input).
+    pub prediction_majority: f64,
+    /// ICL accuracy.
+    pub accuracy: f64,
+    /// Accuracy after anchor re-weighting.
+    pub accuracy_reweighted: f64,
+    /// Mean normalised flows `(S_wp, S_pq)` over the first third of the layers.
+    pub shallow: (f64, f64),
+    /// The same over the last third.
+    pub deep: (f64, f64),
+    /// Isolation `(condition, label loyalty, word loyalty)`.
+    pub isolation: Vec<(String, f64, f64)>,
+    /// Compression `(context, label loyalty, word loyalty, accuracy)`.
+    pub compression: Vec<(String, f64, f64, f64)>,
+    /// Seconds over the test inputs: full ICL, the query on the compressed cache.
+    pub seconds: (f64, f64),
+    /// Error diagnosis: correlation of predicted and actual confusion (more than two classes).
+    pub diagnosis_correlation: Option<f64>,
 }
 
 /// One seed's draws from a labelled pool: the demonstrations, the re-weighting examples and
 /// the test inputs, disjoint by text (items with the same text count as one).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pools {
-    /// One demonstration per class (a class with no item has none).
+    /// Up to `demos_per_class` demonstrations per class, in rounds (one of every class, then
+    /// the next of every class, …), so no class's demonstrations are all nearest the query.
     pub demos: Vec<Example>,
     /// Up to `per_class` re-weighting examples per class.
     pub train: Vec<Example>,
@@ -235,11 +281,13 @@ pub struct Pools {
     pub test: Vec<Example>,
 }
 
-/// Shuffles `items` with `rng` and takes, in that order, one demonstration per class, then
-/// `per_class` re-weighting examples per class, then `n_test` test inputs, never a text twice.
+/// Shuffles `items` with `rng` and takes, in that order, `demos_per_class` demonstrations per
+/// class, then `per_class` re-weighting examples per class, then `n_test` test inputs, never a
+/// text twice.
 pub fn split_pools(
     items: &[Example],
     n_classes: usize,
+    demos_per_class: usize,
     per_class: usize,
     n_test: usize,
     rng: &mut trainer::Rng,
@@ -259,8 +307,11 @@ pub fn split_pools(
         }
         out
     };
-    let demos: Vec<Example> = (0..n_classes)
-        .flat_map(|c| take_class(c, 1, &mut used))
+    let by_class: Vec<Vec<Example>> = (0..n_classes)
+        .map(|c| take_class(c, demos_per_class, &mut used))
+        .collect();
+    let demos: Vec<Example> = (0..demos_per_class)
+        .flat_map(|k| by_class.iter().filter_map(move |d| d.get(k).cloned()))
         .collect();
     let train: Vec<Example> = (0..n_classes)
         .flat_map(|c| take_class(c, per_class, &mut used))
@@ -306,6 +357,7 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
     let eval_model = model.valid();
     let (datasets, synthetic) = load_datasets(cfg)?;
     let mut results = Vec::new();
+    let mut records = Vec::new();
     for ds in &datasets {
         let setup = Setup {
             cfg,
@@ -323,18 +375,20 @@ pub fn run(cfg: &IclAnchorsConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report
         };
         let mut acc = TaskAcc::new(&setup);
         for &seed in &cfg.seeds {
-            run_seed(&setup, seed, &mut acc, ctx)?;
+            records.push(run_seed(&setup, seed, &mut acc, ctx)?);
         }
         results.push(acc.finish(&setup, ctx)?);
     }
     let (nl, nh) = (eval_model.n_layers(), eval_model.n_heads());
-    let claims = claims(&results, nl);
-    let (table, body) = render(cfg, &results, &claims, &model_name, nl, nh);
+    let tasks: Vec<String> = results.iter().map(|r| r.task.clone()).collect();
+    let claims = evaluate_claims(&tasks, &records, &cfg.seeds)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
+    let (table, body) = render(cfg, &results, &records, &claims, &model_name, nl, nh);
     let metrics = IclMetrics {
         device: ctx.device_name.clone(),
         model: model_name,
         tasks: results,
-        claims,
+        seeds: records,
     };
     Ok(ctx.finish(cfg, &metrics, "icl-anchors", table, body)?)
 }
@@ -599,13 +653,14 @@ impl TaskAcc {
 }
 
 /// One seed: test prompts, predictions, error diagnosis, saliency flows, isolation, the
-/// attention-based AUC inputs, re-weighting, compression and its timing.
+/// attention-based AUC inputs, re-weighting, compression and its timing; added to the sums of
+/// `acc` and returned as the seed's record.
 fn run_seed(
     s: &Setup<'_>,
     seed: u64,
     acc: &mut TaskAcc,
     ctx: &mut RunCtx<'_>,
-) -> crate::Result<()> {
+) -> crate::Result<SeedRecord> {
     let (cfg, ids, device, eval_model) = (s.cfg, &s.ids, &s.device, s.eval_model);
     let mut rng = trainer::Rng::seed_from(seed);
     let SeedPrompts {
@@ -619,13 +674,24 @@ fn run_seed(
         .iter()
         .map(|p| predict(eval_model, p, ids, &none, cfg.top_k, device))
         .collect::<crate::Result<_>>()?;
-    acc.acc0 += accuracy(&base, &gold) / cfg.seeds.len() as f64;
+    let icl_accuracy = accuracy(&base, &gold);
+    acc.acc0 += icl_accuracy / cfg.seeds.len() as f64;
+    let mut diagnosis_correlation = None;
     if let Some(dg) = diagnosis(s, &prompts, &base, &gold)? {
         acc.diag_corr.push(dg.correlation);
+        diagnosis_correlation = Some(dg.correlation);
         if acc.diag_first.is_none() {
             acc.diag_first = Some(dg);
         }
     }
+    let mut seed_flows = vec![
+        Flows {
+            wp: 0.0,
+            pq: 0.0,
+            ww: 0.0,
+        };
+        s.nl
+    ];
     // Flows (a backward pass per prompt: the long part of a run).
     let stage = format!("saliency flows ({}, seed {seed})", s.ds.name);
     let n_sal = cfg.n_saliency.min(prompts.len());
@@ -639,14 +705,14 @@ fn run_seed(
             acc.flow_sum[l].wp += f.wp;
             acc.flow_sum[l].pq += f.pq;
             acc.flow_sum[l].ww += f.ww;
+            seed_flows[l].wp += f.wp / n_sal.max(1) as f64;
+            seed_flows[l].pq += f.pq / n_sal.max(1) as f64;
         }
         acc.flow_n += 1;
     }
     ctx.report_stage(&stage, n_sal, n_sal);
-    for (ci, (ll, wl)) in isolation(s, &prompts, &base, &mut rng)?
-        .into_iter()
-        .enumerate()
-    {
+    let iso = isolation(s, &prompts, &base, &mut rng)?;
+    for (ci, &(ll, wl)) in iso.iter().enumerate() {
         acc.iso_acc[ci].1 += ll / cfg.seeds.len() as f64;
         acc.iso_acc[ci].2 += wl / cfg.seeds.len() as f64;
     }
@@ -666,11 +732,10 @@ fn run_seed(
             .push(if cfg.auc_on_gold { g } else { p.class });
     }
     let after = reweight(s, &demos, &rw_items, &prompts, seed, &mut rng, ctx)?;
-    acc.acc1 += accuracy(&after, &gold) / cfg.seeds.len() as f64;
-    for (k, (ll, wl, a)) in compression(s, &demos, &prompts, &base, &gold, &mut rng)?
-        .into_iter()
-        .enumerate()
-    {
+    let reweighted_accuracy = accuracy(&after, &gold);
+    acc.acc1 += reweighted_accuracy / cfg.seeds.len() as f64;
+    let comp = compression(s, &demos, &prompts, &base, &gold, &mut rng)?;
+    for (k, &(ll, wl, a)) in comp.iter().enumerate() {
         acc.comp[k].1 += ll / cfg.seeds.len() as f64;
         acc.comp[k].2 += wl / cfg.seeds.len() as f64;
         acc.comp[k].3 += a / cfg.seeds.len() as f64;
@@ -680,7 +745,8 @@ fn run_seed(
     for p in &prompts {
         predict(eval_model, p, ids, &none, cfg.top_k, device)?;
     }
-    acc.t_full += t0.elapsed().as_secs_f64();
+    let t_full = t0.elapsed().as_secs_f64();
+    acc.t_full += t_full;
     let t0 = Instant::now();
     let cache = compressed_cache(
         eval_model,
@@ -691,8 +757,51 @@ fn run_seed(
     for p in &prompts {
         predict_on_cache(eval_model, &cache, p, ids, cfg.top_k, device)?;
     }
-    acc.t_comp += t0.elapsed().as_secs_f64();
-    Ok(())
+    let t_comp = t0.elapsed().as_secs_f64();
+    acc.t_comp += t_comp;
+    let third = (s.nl / 3).max(1);
+    let mean_flow = |v: &[Flows]| {
+        let n = v.len().max(1) as f64;
+        (
+            v.iter().map(|f| f.wp).sum::<f64>() / n,
+            v.iter().map(|f| f.pq).sum::<f64>() / n,
+        )
+    };
+    let share_of_most = |classes: &mut dyn Iterator<Item = usize>| {
+        let mut counts = vec![0usize; s.n_classes];
+        let mut n = 0usize;
+        for c in classes {
+            if let Some(x) = counts.get_mut(c) {
+                *x += 1;
+            }
+            n += 1;
+        }
+        counts.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
+    };
+    let names = ["first label", "last label", "first random", "last random"];
+    let contexts = ["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"];
+    Ok(SeedRecord {
+        task: s.ds.name.clone(),
+        seed,
+        majority_rate: share_of_most(&mut gold.iter().copied()),
+        prediction_majority: share_of_most(&mut base.iter().map(|p| p.class)),
+        accuracy: icl_accuracy,
+        accuracy_reweighted: reweighted_accuracy,
+        shallow: mean_flow(&seed_flows[..third.min(s.nl)]),
+        deep: mean_flow(&seed_flows[s.nl.saturating_sub(third)..]),
+        isolation: names
+            .iter()
+            .zip(&iso)
+            .map(|(n, &(ll, wl))| (n.to_string(), ll, wl))
+            .collect(),
+        compression: contexts
+            .iter()
+            .zip(&comp)
+            .map(|(n, &(ll, wl, a))| (n.to_string(), ll, wl, a))
+            .collect(),
+        seconds: (t_full, t_comp),
+        diagnosis_correlation,
+    })
 }
 
 /// One seed's prompts and the examples they came from.
@@ -736,6 +845,7 @@ fn test_prompts(s: &Setup<'_>, rng: &mut trainer::Rng) -> crate::Result<SeedProm
         let pools = split_pools(
             &s.ds.items,
             s.n_classes,
+            s.cfg.demos_per_class.max(1),
             s.cfg.reweight_per_class,
             s.cfg.n_test,
             rng,
@@ -780,16 +890,30 @@ fn diagnosis(
         ))
     };
     let mut queries = Vec::new();
-    let mut keys = vec![Vec::new(); s.n_classes];
+    // each class's key: the mean over its demonstrations' label words
+    let mut keys: Vec<Vec<f64>> = vec![Vec::new(); s.n_classes];
+    let mut counts = vec![0usize; s.n_classes];
     for (i, p) in prompts.iter().enumerate() {
         let (qv, kall, w) = vecs(p)?;
         queries.push(qv);
         if i == 0 {
             for (d, lt) in p.label_tokens.iter().enumerate() {
                 if let (Some(&pos), Some(&c)) = (lt.first(), p.demo_labels.get(d)) {
-                    keys[c] = kall[pos * w..(pos + 1) * w].to_vec();
+                    let k = &kall[pos * w..(pos + 1) * w];
+                    if keys[c].is_empty() {
+                        keys[c] = vec![0.0; w];
+                    }
+                    for (a, b) in keys[c].iter_mut().zip(k) {
+                        *a += b;
+                    }
+                    counts[c] += 1;
                 }
             }
+        }
+    }
+    for (k, &n) in keys.iter_mut().zip(&counts) {
+        for a in k.iter_mut() {
+            *a /= n.max(1) as f64;
         }
     }
     if keys.iter().all(|k| !k.is_empty()) && s.n_classes > 2 {
@@ -886,7 +1010,8 @@ fn reweight(
             .map(|(t, c)| Ok((build(s.tok, &s.ds.template, demos, t)?, *c)))
             .collect::<crate::Result<_>>()?
     };
-    let rw = Reweighting::new(s.nl, s.nh, s.n_classes.min(demos.len()), &s.ad);
+    // one β per demonstration label (the prompts' label positions)
+    let rw = Reweighting::new(s.nl, s.nh, demos.len(), &s.ad);
     let steps = s.cfg.reweight_epochs * train.len();
     let rw = if steps > 0 {
         Trainer::new(
@@ -992,68 +1117,172 @@ fn compression(
         .collect())
 }
 
-/// The paper's claims, checked in direction per data set.
-fn claims(results: &[TaskResult], nl: usize) -> Vec<(String, bool)> {
-    let third = (nl / 3).max(1);
-    let mut claims = Vec::new();
-    for r in results {
-        let shallow = &r.flows[..third];
-        let deep = &r.flows[nl - third..];
-        let m = |v: &[Flows], f: fn(&Flows) -> f64| {
-            v.iter().map(f).sum::<f64>() / v.len().max(1) as f64
+const ACCURACY: &str = "test accuracy";
+const SHALLOW: &str = "flow share, first third of the layers";
+const DEEP: &str = "flow share, last third of the layers";
+const ISOLATED: &str = "word loyalty with the words isolated";
+const COMPRESSED: &str = "label loyalty of the compressed context";
+const SECONDS: &str = "inference seconds over the test inputs";
+const DIAGNOSIS: &str = "correlation of predicted and actual confusion";
+
+/// The claims a run judges, declared before it runs (per data set; `trainer::claims`): first
+/// that ICL beats the majority class (nothing else is worth reading otherwise), then the
+/// paper's: the two flow phases (§2.2), isolation (§2.2: label words isolated in the first
+/// layers hurt, in the last layers or as random words they do not; word loyalty, as label
+/// loyalty saturates when the model answers one label), re-weighting (§3.1), anchor-only
+/// compression (§3.2: Hidden_anchor keeps more than Text_anchor and Hidden_random, and is
+/// faster), and error diagnosis (§3.3: the predicted confusion correlates with the actual).
+pub fn claims(tasks: &[String]) -> Vec<Claim> {
+    let mut v = Vec::new();
+    for t in tasks {
+        let m = |base: &str| format!("{base} ({t})");
+        let mut add = |id: &str, metric: &str, a: &str, b: &str, d: Direction, what: &str| {
+            v.push(Claim::new(
+                format!("{t}-{id}"),
+                m(metric),
+                a,
+                b,
+                d,
+                format!("{t}: {what}"),
+            ));
         };
-        claims.push((
-            format!(
-                "{}: S_wp > S_pq in the first third of layers ({:.3} vs {:.3})",
-                r.task,
-                m(shallow, |f| f.wp),
-                m(shallow, |f| f.pq)
-            ),
-            m(shallow, |f| f.wp) > m(shallow, |f| f.pq),
-        ));
-        claims.push((
-            format!(
-                "{}: S_pq > S_wp in the last third ({:.3} vs {:.3})",
-                r.task,
-                m(deep, |f| f.pq),
-                m(deep, |f| f.wp)
-            ),
-            m(deep, |f| f.pq) > m(deep, |f| f.wp),
-        ));
-        // Both loyalties, as the paper reports them: label loyalty saturates at 1 when the model
-        // gives every input the same label, and word loyalty still measures the change.
-        let (first, last) = (&r.isolation[0], &r.isolation[1]);
-        claims.push((
-            format!(
-                "{}: isolating label words in the first layers hurts loyalty more than in the \
-                 last (LL {:.3} vs {:.3}, WL {:.3} vs {:.3})",
-                r.task, first.1, last.1, first.2, last.2
-            ),
-            first.1 <= last.1 && first.2 < last.2,
-        ));
-        claims.push((
-            format!(
-                "{}: re-weighting raises accuracy ({:.3} → {:.3})",
-                r.task, r.accuracy.0, r.accuracy.1
-            ),
-            r.accuracy.1 > r.accuracy.0,
-        ));
-        claims.push((
-            format!(
-                "{}: Hidden_anchor keeps most label loyalty (LL {:.3}) at a speed-up ({:.2}×)",
-                r.task, r.compression[1].1, r.speedup
-            ),
-            r.compression[1].1 >= 0.7 && r.speedup > 1.0,
-        ));
+        use Direction::{Greater, Less};
+        add(
+            "icl-above-majority",
+            ACCURACY,
+            "ICL",
+            "majority class",
+            Greater,
+            "in-context learning beats always answering the majority class (precondition)",
+        );
+        add(
+            "shallow-text-to-label",
+            SHALLOW,
+            "S_wp",
+            "S_pq",
+            Greater,
+            "in shallow layers information flows from the text to the label words (§2.2)",
+        );
+        add(
+            "deep-label-to-target",
+            DEEP,
+            "S_pq",
+            "S_wp",
+            Greater,
+            "in deep layers it flows from the label words to the target position (§2.2)",
+        );
+        add(
+            "isolation-first-hurts-more-than-last",
+            ISOLATED,
+            "first label",
+            "last label",
+            Less,
+            "isolating the label words in the first layers hurts more than in the last (§2.2)",
+        );
+        add(
+            "isolation-label-words-over-random",
+            ISOLATED,
+            "first label",
+            "first random",
+            Less,
+            "isolating the label words in the first layers hurts more than isolating as many random words (§2.2)",
+        );
+        add(
+            "reweighting-raises-accuracy",
+            ACCURACY,
+            "re-weighted",
+            "ICL",
+            Greater,
+            "anchor re-weighting raises accuracy (§3.1)",
+        );
+        add(
+            "hidden-anchor-above-text-anchor",
+            COMPRESSED,
+            "Hidden_anchor",
+            "Text_anchor",
+            Greater,
+            "the anchors' hidden states keep more than the formatting alone (§3.2)",
+        );
+        add(
+            "hidden-anchor-above-random",
+            COMPRESSED,
+            "Hidden_anchor",
+            "Hidden_random",
+            Greater,
+            "the anchors' hidden states keep more than as many random ones (§3.2)",
+        );
+        add(
+            "compression-is-faster",
+            SECONDS,
+            "Hidden_anchor",
+            "ICL",
+            Less,
+            "the query on the anchors' cache is faster than full ICL (§3.2)",
+        );
+        add(
+            "diagnosis-correlates",
+            DIAGNOSIS,
+            "predicted",
+            "none (0)",
+            Greater,
+            "the anchors' key distances predict which classes are confused (§3.3)",
+        );
     }
-    claims
+    v
+}
+
+/// A method's value of a base metric in one seed's record.
+fn record_value(r: &SeedRecord, method: &str, base: &str) -> Option<f64> {
+    let find = |v: &[(String, f64, f64)], k: &str| v.iter().find(|x| x.0 == k).map(|x| x.2);
+    match (base, method) {
+        (ACCURACY, "ICL") => Some(r.accuracy),
+        (ACCURACY, "re-weighted") => Some(r.accuracy_reweighted),
+        (ACCURACY, "majority class") => Some(r.majority_rate),
+        (SHALLOW, "S_wp") => Some(r.shallow.0),
+        (SHALLOW, "S_pq") => Some(r.shallow.1),
+        (DEEP, "S_wp") => Some(r.deep.0),
+        (DEEP, "S_pq") => Some(r.deep.1),
+        (ISOLATED, k) => find(&r.isolation, k),
+        (COMPRESSED, k) => r.compression.iter().find(|x| x.0 == k).map(|x| x.1),
+        (SECONDS, "ICL") => Some(r.seconds.0),
+        (SECONDS, "Hidden_anchor") => Some(r.seconds.1),
+        (DIAGNOSIS, "predicted") => r.diagnosis_correlation,
+        (DIAGNOSIS, "none (0)") => r.diagnosis_correlation.map(|_| 0.0),
+        _ => None,
+    }
+}
+
+/// Evaluates the [`claims`] of `tasks` whose sides have values, paired by seed.
+fn evaluate_claims(
+    tasks: &[String],
+    records: &[SeedRecord],
+    seeds: &[u64],
+) -> crate::Result<Vec<ClaimResult>> {
+    let values = |method: &str, metric: &str| -> Option<Vec<f64>> {
+        let (task, base) = tasks.iter().find_map(|t| {
+            metric
+                .strip_suffix(&format!(" ({t})"))
+                .map(|base| (t.as_str(), base))
+        })?;
+        seeds
+            .iter()
+            .map(|&seed| {
+                records
+                    .iter()
+                    .find(|r| r.task == task && r.seed == seed)
+                    .and_then(|r| record_value(r, method, base))
+            })
+            .collect()
+    };
+    Ok(trainer::claims::evaluate_available(&claims(tasks), values)?)
 }
 
 /// The README-ready tables and the report body.
 fn render(
     cfg: &IclAnchorsConfig,
     results: &[TaskResult],
-    claims: &[(String, bool)],
+    records: &[SeedRecord],
+    claims: &[ClaimResult],
     model_name: &str,
     nl: usize,
     nh: usize,
@@ -1103,25 +1332,27 @@ fn render(
         }
         table.push_str(&format!("### {}: compression (speed-up {:.2}×), ICL accuracy {:.3} → {:.3} with re-weighting\n\n{}\n", r.task, r.speedup, r.accuracy.0, r.accuracy.1, markdown_table(&["context", "label loyalty", "word loyalty", "accuracy"], &rows)));
     }
-    let claim_rows: Vec<Vec<String>> = claims
+    let constant: Vec<String> = records
         .iter()
-        .map(|(c, ok)| {
-            vec![
-                c.clone(),
-                if *ok {
-                    "holds".into()
-                } else {
-                    "does not hold".into()
-                },
-            ]
+        .map(|r| {
+            format!(
+                "{} seed {}: accuracy {:.3} against a majority rate of {:.3}; {:.0} % of the inputs get the most common answer",
+                r.task,
+                r.seed,
+                r.accuracy,
+                r.majority_rate,
+                100.0 * r.prediction_majority
+            )
         })
         .collect();
     let body = format!(
-        "Model: {model_name} ({nl} layers, {nh} heads). Seeds {:?}, {} test inputs per seed, one demonstration per class, saliency on {} inputs per seed.\n\n## Claims (direction)\n\n{}\n{}\n",
+        "Model: {model_name} ({nl} layers, {nh} heads). Seeds {:?}, {} test inputs per seed, {} demonstration(s) per class, saliency on {} inputs per seed.\n\n{}.\n\n## Claims (paired by seed; `claims.json`)\n\n{}\n{}\n",
         cfg.seeds,
         cfg.n_test,
+        cfg.demos_per_class.max(1),
         cfg.n_saliency,
-        markdown_table(&["claim", "here"], &claim_rows),
+        constant.join("; "),
+        trainer::claims::claims_table(claims),
         results
             .iter()
             .map(|r| format!(
