@@ -22,7 +22,9 @@ use plm::bert::pool_hidden;
 /// When an example leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ExitRule {
-    /// DeeBERT: the prediction entropy (nats) falls below the threshold.
+    /// DeeBERT: the prediction entropy (nats) falls below the threshold; a threshold at or
+    /// above ln C (C classes, the largest entropy there is) lets every example exit at the
+    /// first layer, whatever the rounding of a near-uniform prediction.
     Entropy(f64),
     /// PABEE: the prediction stayed the same over this many consecutive layers.
     Patience(usize),
@@ -143,6 +145,7 @@ impl EarlyExit {
                 .layer_forward(l, h, Some(Bert::key_mask(mask.clone())), &hooks)
                 .0;
             let p = softmax(self.head(l, h.clone(), mask.clone()), 1);
+            let max_entropy = (p.dims()[1] as f64).ln();
             let entropy = trainer::host::f32s(
                 (p.clone() * p.clone().clamp_min(1e-12).log())
                     .sum_dim(1)
@@ -163,7 +166,7 @@ impl EarlyExit {
                 prev[ex] = Some(pred[r]);
                 let exit = l + 1 == n
                     || match rule {
-                        ExitRule::Entropy(s) => f64::from(entropy[r]) < s,
+                        ExitRule::Entropy(s) => s >= max_entropy || f64::from(entropy[r]) < s,
                         ExitRule::Patience(t) => t > 0 && streak[ex] >= t,
                     };
                 if exit {

@@ -1,17 +1,26 @@
 //! `cascade`: CascadeBERT against each model alone and against early exit inside the large
 //! model, on the SST stand-in and BBC topics, with real pretrained MiniLM encoders.
 //!
-//! Members (configurable): MiniLM-L3 cut to its first layer, MiniLM-L3, MiniLM-L6 — complete
-//! models with their own heads — so that a cascade can reach more than the 2× that the
-//! L3 → L6 pair allows; the two-member L3 → L6 cascade is reported too. For each task:
-//! 1. difficulty labels: the smallest member trained alone under `difficulty_seeds` seeds,
-//!    right or wrong on each training example, majority rule;
+//! Members (configurable): MiniLM-L3 cut to its first layer (a truncated model: the only way
+//! to a member small enough for 3–4× with the two MiniLMs the registries carry), MiniLM-L3 at
+//! full depth (separately pre-trained, as the paper's members are) and MiniLM-L6 — complete
+//! models with their own heads; the two-member L3 → L6 cascade, made of separately pre-trained
+//! models only, is reported too. For each task and each seed of `seeds` (the data split comes
+//! from `seed` and is shared):
+//! 1. difficulty labels per member: every non-last member trained alone under
+//!    `difficulty_seeds` seeds, right or wrong on each training example (`difficulty_rule`);
+//!    member i's DAR loss reads member i's own labels;
 //! 2. the cascade trained jointly (cross-entropy for every member), without and with DAR;
 //! 3. the early-exit baseline: MiniLM-L6 with a head after every layer (PABEE's loss), run with
-//!    entropy (DeeBERT) and patience (PABEE) exits;
+//!    entropy (DeeBERT, thresholds as fractions of ln C up to ln C, where every example exits
+//!    at the first layer) and patience (PABEE, from 1) exits;
 //! 4. threshold sweeps: accuracy against the layer-count speed-up and against the measured
 //!    wall-clock speed-up over MiniLM-L6 alone (same batches, same machine), ECE and
-//!    reliability diagrams of every member.
+//!    reliability diagrams of every member; every curve's accuracy interpolated at the
+//!    `compare_speedups` (2×, 3×, 4× by layers), where the claims ([`claims`]: the cascade
+//!    with DAR above DeeBERT and PABEE, and above the cascade without DAR) are judged on
+//!    per-seed paired differences (`claims.json`). A speed-up outside a curve's range gives
+//!    no value there, and a claim that needs one is left out (the report says which).
 //!
 //! Offline (no asset paths): templated reviews, a word-level vocabulary and small randomly
 //! initialised BERTs, so the pipeline runs anywhere; the numbers then say nothing about the paper.
@@ -26,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use textdata::TextTokenizer;
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
+
+use trainer::claims::{Claim, ClaimResult, Direction};
 
 use crate::Error;
 use crate::calibration::{ece, write_reliability};
@@ -96,7 +107,7 @@ pub struct CascadeConfig {
     /// Learning rate.
     #[config(default = 5e-5)]
     pub lr: f64,
-    /// Seeds of the small model for the difficulty labels.
+    /// Seeds of each non-last member trained alone for its difficulty labels.
     #[config(default = 3)]
     pub difficulty_seeds: usize,
     /// Rule turning per-seed correctness into labels.
@@ -111,9 +122,10 @@ pub struct CascadeConfig {
     /// Exit thresholds swept (one global threshold for every member, as the paper).
     #[config(default = "vec![0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]")]
     pub thresholds: Vec<f64>,
-    /// DeeBERT entropy thresholds swept (nats).
-    #[config(default = "vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]")]
-    pub entropies: Vec<f64>,
+    /// DeeBERT entropy thresholds swept, as fractions of ln C (C classes: the largest entropy
+    /// there is, where every example exits at the first layer).
+    #[config(default = "vec![0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]")]
+    pub entropy_fractions: Vec<f64>,
     /// PABEE patience values swept.
     #[config(default = "vec![1, 2, 3, 4, 5]")]
     pub patiences: Vec<usize>,
@@ -123,9 +135,17 @@ pub struct CascadeConfig {
     /// ECE bins.
     #[config(default = 10)]
     pub ece_bins: usize,
-    /// Seed.
+    /// Seed of the data split and of the offline encoders.
     #[config(default = 1234)]
     pub seed: u64,
+    /// Seeds of the whole training pipeline (difficulty labels, cascades, early exit); the
+    /// claims pair them.
+    #[config(default = "vec![1, 2, 3]")]
+    pub seeds: Vec<u64>,
+    /// Layer-count speed-ups at which every method's accuracy is compared (interpolated along
+    /// its sweep).
+    #[config(default = "vec![2.0, 3.0, 4.0]")]
+    pub compare_speedups: Vec<f64>,
 }
 
 impl CascadeConfig {
@@ -144,8 +164,9 @@ impl CascadeConfig {
             .with_difficulty_seeds(2)
             .with_max_len_bbc(32)
             .with_thresholds(vec![0.6, 0.9])
-            .with_entropies(vec![0.3])
+            .with_entropy_fractions(vec![0.3, 1.0])
             .with_patiences(vec![1])
+            .with_seeds(vec![1, 2])
             .with_eval_batch(16)
     }
 }
@@ -215,7 +236,8 @@ impl Task<Member> for MemberTask<'_> {
 
 struct CascadeTask<'a> {
     data: &'a Split,
-    hard: Option<&'a [bool]>,
+    /// Difficulty labels of each non-last member.
+    hard: Option<&'a [Vec<bool>]>,
     max_len: usize,
     batch: usize,
     eps: f64,
@@ -233,7 +255,7 @@ impl Task<Cascade> for CascadeTask<'_> {
         let mut dar_total = 0.0;
         for (i, logits) in all.into_iter().enumerate() {
             loss = loss + cross_entropy(logits.clone(), y.clone());
-            if let Some(hard) = self.hard
+            if let Some(hard) = self.hard.and_then(|h| h.get(i))
                 && self.lambda > 0.0
                 && i + 1 < n
             {
@@ -340,17 +362,32 @@ pub struct ModelResult {
     pub wall_s: f64,
 }
 
-/// Results of one task.
+/// One method's accuracy interpolated at one layer-count speed-up.
+#[derive(Serialize, Debug, Clone)]
+pub struct AtSpeedup {
+    /// Method (a curve's name).
+    pub method: String,
+    /// Layer-count speed-up.
+    pub speedup: f64,
+    /// Accuracy there (`None`: outside the curve's range).
+    pub accuracy: Option<f64>,
+}
+
+/// Results of one task and seed.
 #[derive(Serialize, Debug)]
 pub struct TaskResult {
     /// Task.
     pub task: String,
+    /// Seed of the training pipeline.
+    pub seed: u64,
     /// Data source.
     pub source: String,
     /// Train / test sizes.
     pub sizes: (usize, usize),
-    /// Share of training examples labelled hard.
-    pub hard_share: f64,
+    /// Share of training examples labelled hard, per non-last member.
+    pub hard_share: Vec<f64>,
+    /// Every curve's accuracy at the compared speed-ups.
+    pub at_speedups: Vec<AtSpeedup>,
     /// Members alone (cascade trained without DAR; members with DAR after them).
     pub models: Vec<ModelResult>,
     /// Curves by method.
@@ -366,8 +403,26 @@ pub struct CascadeMetrics {
     pub device: String,
     /// Encoders.
     pub encoders: String,
-    /// Per task.
+    /// Per task and seed.
     pub tasks: Vec<TaskResult>,
+}
+
+/// Accuracy at layer-count speed-up `s`, linearly interpolated between the two points of
+/// `points` (sorted by speed-up) that bracket it; `None` outside their range.
+pub fn accuracy_at(points: &[CurvePoint], s: f64) -> Option<f64> {
+    let mut v: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| (p.layer_speedup, p.accuracy))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some(&(_, y)) = v.iter().find(|(x, _)| (*x - s).abs() < 1e-12) {
+        return Some(y);
+    }
+    v.windows(2).find_map(|w| {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        (x0 < s && s < x1).then(|| y0 + (y1 - y0) * (s - x0) / (x1 - x0))
+    })
 }
 
 fn shares(o: &ExitOutput, n: usize) -> Vec<f64> {
@@ -432,9 +487,9 @@ fn load_tasks(
 /// the cascades with and without DAR, the early-exit baselines, their evaluation and plots, then
 /// the report.
 pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
-    if cfg.members.is_empty() || cfg.steps == 0 {
+    if cfg.members.is_empty() || cfg.steps == 0 || cfg.seeds.is_empty() {
         return Err(Error::InvalidConfig(
-            "members non-empty and steps > 0".into(),
+            "members and seeds non-empty and steps > 0".into(),
         ));
     }
     let device = ctx.device.clone().autodiff();
@@ -443,34 +498,59 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let encoders = Encoders::load(cfg, &mut rng, &device)?;
     let tasks = load_tasks(cfg, &encoders.tok, &mut rng)?;
     let mut results = Vec::new();
-    for t in &tasks {
-        let hard = difficulty(cfg, t, &encoders, ctx)?;
-        let hard_share = hard.iter().filter(|&&h| h).count() as f64 / hard.len().max(1) as f64;
-        let trained = vec![
-            train_cascade(cfg, t, &encoders, None, ctx)?,
-            train_cascade(cfg, t, &encoders, Some(&hard), ctx)?,
-        ];
-        let ee = train_early_exit(cfg, t, &encoders, ctx)?;
-        let eval = evaluate(
-            cfg,
-            t,
-            &trained,
-            &ee,
-            encoders.large.n_layers(),
-            &ctx.device,
-        )?;
-        write_task_plots(t, &eval, ctx)?;
-        results.push(TaskResult {
-            task: t.name.clone(),
-            source: t.source.clone(),
-            sizes: (t.train.ids.len(), t.test.ids.len()),
-            hard_share,
-            models: eval.models,
-            curves: eval.curves,
-            best_within_1pt: eval.best_within_1pt,
-        });
+    for (si, &seed) in cfg.seeds.iter().enumerate() {
+        for t in &tasks {
+            let hard = (0..cfg.members.len() - 1)
+                .map(|m| difficulty(cfg, t, &encoders, m, seed, ctx))
+                .collect::<crate::Result<Vec<_>>>()?;
+            let hard_share = hard
+                .iter()
+                .map(|h| h.iter().filter(|&&x| x).count() as f64 / h.len().max(1) as f64)
+                .collect();
+            let trained = vec![
+                train_cascade(cfg, t, &encoders, None, seed, ctx)?,
+                train_cascade(cfg, t, &encoders, Some(&hard), seed, ctx)?,
+            ];
+            let ee = train_early_exit(cfg, t, &encoders, seed, ctx)?;
+            let eval = evaluate(
+                cfg,
+                t,
+                &trained,
+                &ee,
+                encoders.large.n_layers(),
+                &ctx.device,
+            )?;
+            if si == 0 {
+                write_task_plots(t, &eval, ctx)?;
+            }
+            let at_speedups = eval
+                .curves
+                .iter()
+                .flat_map(|(name, pts)| {
+                    cfg.compare_speedups.iter().map(move |&s| AtSpeedup {
+                        method: name.clone(),
+                        speedup: s,
+                        accuracy: accuracy_at(pts, s),
+                    })
+                })
+                .collect();
+            results.push(TaskResult {
+                task: t.name.clone(),
+                seed,
+                source: t.source.clone(),
+                sizes: (t.train.ids.len(), t.test.ids.len()),
+                hard_share,
+                at_speedups,
+                models: eval.models,
+                curves: eval.curves,
+                best_within_1pt: eval.best_within_1pt,
+            });
+        }
     }
-    let (table, body) = render(cfg, &results, &encoders.describe, &ctx.device_name);
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let claims = evaluate_claims(cfg, &names, &results)?;
+    trainer::claims::write_claims(&ctx.path("claims.json"), &claims)?;
+    let (table, body) = render(cfg, &results, &claims, &encoders.describe, &ctx.device_name);
     let metrics = CascadeMetrics {
         device: ctx.device_name.clone(),
         encoders: encoders.describe,
@@ -580,22 +660,24 @@ fn trainer_config(cfg: &CascadeConfig, seed: u64) -> TrainerConfig {
         .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
 }
 
-/// Difficulty labels: the smallest member trained over `difficulty_seeds` seeds, and whether
-/// it gets each training example right.
+/// Difficulty labels of member `member`: that member trained alone over `difficulty_seeds`
+/// seeds (derived from the pipeline's `seed`), and whether it gets each training example right.
 fn difficulty(
     cfg: &CascadeConfig,
     t: &TaskSet,
     enc: &Encoders,
+    member: usize,
+    seed: u64,
     ctx: &mut RunCtx<'_>,
 ) -> crate::Result<Vec<bool>> {
     let device = ctx.device.clone().autodiff();
     let eval_device = ctx.device.clone();
     let mut correct = Vec::new();
     for s in 0..cfg.difficulty_seeds.max(1) {
-        let seed = cfg.seed + 100 + s as u64;
+        let seed = seed * 1000 + 100 * member as u64 + s as u64;
         device.seed(seed);
         let m = Member::new(
-            enc.member(&cfg.members[0])?,
+            enc.member(&cfg.members[member])?,
             t.n_labels,
             cfg.pooling,
             0.1,
@@ -627,16 +709,17 @@ fn difficulty(
 }
 
 /// One cascade of the configured members, trained together (with the DAR loss when `hard`
-/// labels are given).
+/// labels, one list per non-last member, are given).
 fn train_cascade(
     cfg: &CascadeConfig,
     t: &TaskSet,
     enc: &Encoders,
-    hard: Option<&[bool]>,
+    hard: Option<&[Vec<bool>]>,
+    seed: u64,
     ctx: &mut RunCtx<'_>,
 ) -> crate::Result<Cascade> {
     let device = ctx.device.clone().autodiff();
-    device.seed(cfg.seed);
+    device.seed(seed);
     let members = cfg
         .members
         .iter()
@@ -659,7 +742,7 @@ fn train_cascade(
         lambda: cfg.dar_lambda,
         device: device.clone(),
     };
-    Ok(Trainer::new(trainer_config(cfg, cfg.seed), &device)
+    Ok(Trainer::new(trainer_config(cfg, seed), &device)
         .with_progress(|p| ctx.report_progress(p))
         .fit(Cascade::new(members)?, &mut task)?
         .model
@@ -671,10 +754,11 @@ fn train_early_exit(
     cfg: &CascadeConfig,
     t: &TaskSet,
     enc: &Encoders,
+    seed: u64,
     ctx: &mut RunCtx<'_>,
 ) -> crate::Result<EarlyExit> {
     let device = ctx.device.clone().autodiff();
-    device.seed(cfg.seed);
+    device.seed(seed);
     let ee = EarlyExit::new(enc.large.clone(), t.n_labels, cfg.pooling, 0.1, &device);
     let mut task = EarlyTask {
         data: &t.train,
@@ -682,7 +766,7 @@ fn train_early_exit(
         batch: cfg.batch_size,
         device: device.clone(),
     };
-    Ok(Trainer::new(trainer_config(cfg, cfg.seed), &device)
+    Ok(Trainer::new(trainer_config(cfg, seed), &device)
         .with_progress(|p| ctx.report_progress(p))
         .fit(ee, &mut task)?
         .model
@@ -767,7 +851,7 @@ fn evaluate(
             })?;
             pts.push(point(tau, &o, wall, n_members));
         }
-        curves.push((format!("{tag} ({n_members} members)"), pts));
+        curves.push((cascade_name(tag, n_members), pts));
         if n_members > 2 {
             // The last two members alone: the L3 → L6 pair of the issue.
             let pair = Cascade::new(c.members[n_members - 2..].to_vec())?;
@@ -782,13 +866,15 @@ fn evaluate(
         }
     }
     let mut pts = Vec::new();
-    for &s in &cfg.entropies {
+    let ln_c = (t.n_labels.max(2) as f64).ln();
+    for &f in &cfg.entropy_fractions {
+        let s = f * ln_c;
         let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
             ee.infer(i, mk, ExitRule::Entropy(s))
         })?;
         pts.push(point(s, &o, wall, large_layers));
     }
-    curves.push(("early exit, entropy (DeeBERT)".into(), pts));
+    curves.push((DEEBERT.into(), pts));
     let mut pts = Vec::new();
     for &p in &cfg.patiences {
         let (o, wall) = timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
@@ -796,7 +882,7 @@ fn evaluate(
         })?;
         pts.push(point(p as f64, &o, wall, large_layers));
     }
-    curves.push(("early exit, patience (PABEE)".into(), pts));
+    curves.push((PABEE.into(), pts));
 
     let best_within_1pt = curves
         .iter()
@@ -810,6 +896,84 @@ fn evaluate(
         curves,
         best_within_1pt,
     })
+}
+
+/// DeeBERT's curve.
+const DEEBERT: &str = "early exit, entropy (DeeBERT)";
+/// PABEE's curve.
+const PABEE: &str = "early exit, patience (PABEE)";
+
+/// The curve of a cascade of all members (`tag`: `cascade` or `cascade+DAR`).
+fn cascade_name(tag: &str, n_members: usize) -> String {
+    format!("{tag} ({n_members} members)")
+}
+
+fn at_metric(task: &str, s: f64) -> String {
+    format!("accuracy at {s}× layer speed-up ({task})")
+}
+
+/// The claims a run judges, declared before it runs: per task and compared speed-up, the
+/// cascade with DAR above DeeBERT and above PABEE at equal speed-up (the paper's Table 2), and
+/// above the cascade without DAR (Table 4, DAR's ablation); paired by seed.
+pub fn claims(tasks: &[String], speedups: &[f64], n_members: usize) -> Vec<Claim> {
+    let dar = cascade_name("cascade+DAR", n_members);
+    let plain = cascade_name("cascade", n_members);
+    let mut v = Vec::new();
+    for t in tasks {
+        for &s in speedups {
+            for (b, id, what) in [
+                (DEEBERT, "deebert", "DeeBERT's entropy exits"),
+                (PABEE, "pabee", "PABEE's patience exits"),
+                (
+                    plain.as_str(),
+                    "no-dar",
+                    "the same cascade trained without DAR",
+                ),
+            ] {
+                v.push(Claim::new(
+                    format!("{t}-cascade-above-{id}-at-{s}x"),
+                    at_metric(t, s),
+                    dar.clone(),
+                    b,
+                    Direction::Greater,
+                    format!("{t}: at {s}× fewer layers the cascade with DAR is more accurate than {what}"),
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// Evaluates the [`claims`] whose two sides have an accuracy at the speed-up in every seed.
+fn evaluate_claims(
+    cfg: &CascadeConfig,
+    tasks: &[String],
+    results: &[TaskResult],
+) -> crate::Result<Vec<ClaimResult>> {
+    let values = |method: &str, metric: &str| -> Option<Vec<f64>> {
+        let (task, s) = tasks.iter().find_map(|t| {
+            cfg.compare_speedups
+                .iter()
+                .find(|&&s| at_metric(t, s) == metric)
+                .map(|&s| (t, s))
+        })?;
+        cfg.seeds
+            .iter()
+            .map(|&seed| {
+                results
+                    .iter()
+                    .find(|r| &r.task == task && r.seed == seed)?
+                    .at_speedups
+                    .iter()
+                    .find(|a| a.method == method && a.speedup == s)?
+                    .accuracy
+            })
+            .collect()
+    };
+    Ok(trainer::claims::evaluate_available(
+        &claims(tasks, &cfg.compare_speedups, cfg.members.len()),
+        values,
+    )?)
 }
 
 /// Accuracy against the layer and the measured speed-ups, and the reliability diagram.
@@ -850,12 +1014,13 @@ fn write_task_plots(t: &TaskSet, eval: &TaskEval, ctx: &RunCtx<'_>) -> crate::Re
 fn render(
     cfg: &CascadeConfig,
     results: &[TaskResult],
+    claims: &[ClaimResult],
     encoders: &str,
     device_name: &str,
 ) -> (String, String) {
     let mut table = String::new();
     let mut body = format!(
-        "Encoders: {encoders}. Members: {}. {} steps × {} examples per model, lr {}, DAR eps {} lambda {}, difficulty from {} seeds ({:?}). Speed-ups are over the large model alone; wall clock measured on {} with batches of {} (a warm-up pass first).\n\n",
+        "Encoders: {encoders}. Members: {}. {} steps × {} examples per model, lr {}, DAR eps {} lambda {}, difficulty labels per member from {} seeds ({:?}); pipeline seeds {:?} (tables below: the first seed, then the accuracies at equal speed-up over every seed). Speed-ups are over the large model alone; wall clock measured on {} with batches of {} (a warm-up pass first).\n\n",
         cfg.members
             .iter()
             .map(|m| format!("{}:{}", m.encoder, m.layers))
@@ -868,10 +1033,12 @@ fn render(
         cfg.dar_lambda,
         cfg.difficulty_seeds,
         cfg.difficulty_rule,
+        cfg.seeds,
         device_name,
         cfg.eval_batch
     );
-    for r in results {
+    let first = cfg.seeds[0];
+    for r in results.iter().filter(|r| r.seed == first) {
         let rows: Vec<Vec<String>> = r
             .models
             .iter()
@@ -886,11 +1053,15 @@ fn render(
             })
             .collect();
         table.push_str(&format!(
-            "### {} ({} train / {} test; {:.1} % of training examples hard)\n\n",
+            "### {} ({} train / {} test; hard training examples per non-last member: {})\n\n",
             r.task,
             r.sizes.0,
             r.sizes.1,
-            100.0 * r.hard_share
+            r.hard_share
+                .iter()
+                .map(|h| format!("{:.1} %", 100.0 * h))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         table.push_str(&markdown_table(
             &["model alone", "layers", "accuracy", "ECE", "wall s"],
@@ -937,6 +1108,72 @@ fn render(
             None => body.push_str("No cascade setting stays within 1 point of the large model.\n\n"),
         }
         body.push_str(&format!("![layers]({0}_layer_speedup.svg) ![wall]({0}_wall_speedup.svg) ![reliability]({0}_reliability.svg)\n\n", r.task));
+        // accuracy at equal speed-up, every seed
+        let methods: Vec<&String> = r.curves.iter().map(|(n, _)| n).collect();
+        let rows: Vec<Vec<String>> = methods
+            .iter()
+            .map(|m| {
+                let mut row = vec![(*m).clone()];
+                for &s in &cfg.compare_speedups {
+                    let v: Vec<f64> = results
+                        .iter()
+                        .filter(|x| x.task == r.task)
+                        .filter_map(|x| {
+                            x.at_speedups
+                                .iter()
+                                .find(|a| &&a.method == m && a.speedup == s)
+                                .and_then(|a| a.accuracy)
+                        })
+                        .collect();
+                    let n = results.iter().filter(|x| x.task == r.task).count();
+                    row.push(if v.len() < n {
+                        format!("out of range in {} of {n} seeds", n - v.len())
+                    } else {
+                        let (mean, ci) = trainer::claims::mean_t_interval(&v);
+                        match ci {
+                            Some((lo, hi)) => format!("{:.4} ± {:.4}", mean, (hi - lo) / 2.0),
+                            None => format!("{mean:.4}"),
+                        }
+                    });
+                }
+                row
+            })
+            .collect();
+        let mut head = vec!["method".to_string()];
+        head.extend(
+            cfg.compare_speedups
+                .iter()
+                .map(|s| format!("{s}× (layers)")),
+        );
+        let head: Vec<&str> = head.iter().map(String::as_str).collect();
+        body.push_str(&format!(
+            "Accuracy at equal layer-count speed-up (interpolated along each sweep; mean ± half the 95 % t interval over seeds):\n\n{}\n",
+            markdown_table(&head, &rows)
+        ));
     }
+    let declared = claims_declared(cfg, results);
+    body.push_str(&format!(
+        "## Claims (paired by seed; `claims.json`)\n\n{}\n{}",
+        trainer::claims::claims_table(claims),
+        if declared > claims.len() {
+            format!(
+                "{} of the {declared} declared claims are left out: a side has no accuracy at that speed-up in some seed (outside its sweep).\n",
+                declared - claims.len()
+            )
+        } else {
+            String::new()
+        }
+    ));
     (table, body)
+}
+
+/// How many claims were declared for the tasks in `results`.
+fn claims_declared(cfg: &CascadeConfig, results: &[TaskResult]) -> usize {
+    let mut tasks: Vec<String> = Vec::new();
+    for r in results {
+        if !tasks.contains(&r.task) {
+            tasks.push(r.task.clone());
+        }
+    }
+    claims(&tasks, &cfg.compare_speedups, cfg.members.len()).len()
 }

@@ -108,6 +108,11 @@ fn early_exits_follow_entropy_and_patience() {
         .infer(ids.clone(), mask.clone(), ExitRule::Entropy(10.0))
         .unwrap();
     assert!(o.layers.iter().all(|&l| l == 1));
+    // exactly ln C, the largest entropy there is: every example too, even a uniform one
+    let o = ee
+        .infer(ids.clone(), mask.clone(), ExitRule::Entropy(2f64.ln()))
+        .unwrap();
+    assert!(o.layers.iter().all(|&l| l == 1));
     let o = ee
         .infer(ids.clone(), mask.clone(), ExitRule::Entropy(0.0))
         .unwrap();

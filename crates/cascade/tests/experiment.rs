@@ -28,4 +28,69 @@ fn quick_offline_run_writes_curves_and_plots() {
     let curves = m["tasks"][0]["curves"].as_array().unwrap();
     // cascade, its pair, cascade+DAR, its pair, entropy, patience.
     assert_eq!(curves.len(), 6);
+    // one result per seed; difficulty labels for each non-last member
+    let cfg = CascadeConfig::quick();
+    let tasks = m["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), cfg.seeds.len());
+    assert_eq!(
+        tasks[0]["hard_share"].as_array().unwrap().len(),
+        cfg.members.len() - 1
+    );
+    // the entropy sweep ends at ln C, where every example leaves at the first layer
+    let entropy = curves
+        .iter()
+        .find(|c| c[0].as_str().unwrap().contains("DeeBERT"))
+        .unwrap()[1]
+        .as_array()
+        .unwrap();
+    let last = entropy.last().unwrap();
+    assert!((last["setting"].as_f64().unwrap() - 2f64.ln()).abs() < 1e-9);
+    assert!(
+        (last["layer_speedup"].as_f64().unwrap() - 6.0).abs() < 1e-9,
+        "{last}"
+    );
+    // every curve has an entry per compared speed-up; claims.json holds those with values
+    assert_eq!(
+        tasks[0]["at_speedups"].as_array().unwrap().len(),
+        6 * cfg.compare_speedups.len()
+    );
+    let claims: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("claims.json")).unwrap())
+            .unwrap();
+    for c in claims.as_array().unwrap() {
+        assert_eq!(c["differences"].as_array().unwrap().len(), cfg.seeds.len());
+    }
+}
+
+#[test]
+fn accuracy_at_a_speedup_interpolates_inside_the_sweep_only() {
+    use cascade::experiment::{CurvePoint, accuracy_at};
+    use proptest::prelude::*;
+    let pt = |x: f64, y: f64| CurvePoint {
+        setting: 0.0,
+        accuracy: y,
+        layer_speedup: x,
+        wall_speedup: x,
+        exit_shares: vec![],
+    };
+    let pts = [pt(3.0, 0.7), pt(1.0, 0.9), pt(2.0, 0.8)];
+    assert!((accuracy_at(&pts, 2.5).unwrap() - 0.75).abs() < 1e-12);
+    assert_eq!(accuracy_at(&pts, 2.0), Some(0.8));
+    assert_eq!(accuracy_at(&pts, 0.5), None);
+    assert_eq!(accuracy_at(&pts, 3.5), None);
+    proptest!(|(xs in prop::collection::vec((1.0f64..6.0, 0.0f64..1.0), 2..8), s in 1.0f64..6.0)| {
+        let pts: Vec<CurvePoint> = xs.iter().map(|&(x, y)| pt(x, y)).collect();
+        let lo = xs.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+        match accuracy_at(&pts, s) {
+            // inside the range: between the smallest and largest accuracy
+            Some(a) => {
+                let amin = xs.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+                let amax = xs.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+                prop_assert!(s >= lo - 1e-12 && s <= hi + 1e-12);
+                prop_assert!(a >= amin - 1e-9 && a <= amax + 1e-9);
+            }
+            None => prop_assert!(s < lo || s > hi),
+        }
+    });
 }
