@@ -47,14 +47,31 @@ pub struct StockMarketConfig {
     pub no_event: f64,
     /// Share of events with pre-announcement drift.
     pub informed: f64,
-    /// Share of events written with a verb the dictionary does not list.
+    /// Share of events written with a verb the dictionary does not list (a held-out trigger).
     pub paraphrase: f64,
+    /// Share of the other events written with their role words paraphrased (units and periods
+    /// the dictionary's role patterns do not list: `per cent`, `cents per share`, `the three
+    /// months to March`, …): the event is found, its arguments partly not.
+    #[serde(default = "default_role_paraphrase")]
+    pub role_paraphrase: f64,
+    /// Share of the items without an event of their own that report a rival's event in the
+    /// dictionary's own words: the extractor finds an event that does not move this stock.
+    #[serde(default = "default_rival_events")]
+    pub rival_events: f64,
     /// Per-bar log-price noise.
     pub noise: f64,
     /// Overnight log-price noise.
     pub overnight_noise: f64,
     /// Seed.
     pub seed: u64,
+}
+
+fn default_role_paraphrase() -> f64 {
+    0.2
+}
+
+fn default_rival_events() -> f64 {
+    0.3
 }
 
 impl Default for StockMarketConfig {
@@ -66,6 +83,8 @@ impl Default for StockMarketConfig {
             no_event: 0.2,
             informed: 0.3,
             paraphrase: 0.2,
+            role_paraphrase: default_role_paraphrase(),
+            rival_events: default_rival_events(),
             noise: 0.002,
             overnight_noise: 0.003,
             seed: 7,
@@ -86,6 +105,10 @@ pub struct StockNews {
     pub event: Option<(String, f64)>,
     /// The event is written with a verb the dictionary does not list.
     pub paraphrased: bool,
+    /// The event's role words are paraphrased (its trigger is the dictionary's).
+    pub roles_paraphrased: bool,
+    /// The item has no event of its own but reports a rival's.
+    pub rival_event: bool,
 }
 
 /// A synthetic stock market.
@@ -243,6 +266,26 @@ fn stock_event(rng: &mut Rng, company: &str, paraphrase: bool) -> (String, Strin
     }
 }
 
+/// Role words the dictionary's patterns list, and paraphrases they do not.
+const ROLE_PARAPHRASES: [(&str, &str); 9] = [
+    (" pct", " per cent"),
+    (" cts a share", " cents per share"),
+    (" mln dlrs", " million dollars"),
+    (" mln shares", " million shares"),
+    (" thousand workers", " thousand staff"),
+    ("the first quarter", "the three months to March"),
+    ("the second quarter", "the three months to June"),
+    ("the third quarter", "the three months to September"),
+    ("the year", "the twelve months"),
+];
+
+/// `sentence` with every listed role word replaced by its paraphrase.
+fn paraphrase_roles(sentence: &str) -> String {
+    ROLE_PARAPHRASES
+        .iter()
+        .fold(sentence.to_string(), |s, (from, to)| s.replace(from, to))
+}
+
 fn bar_from(open: f64, close: f64, noise: f64, volume: f64, rng: &mut Rng) -> Bar {
     let hi = open.max(close) * (normal(rng).abs() * noise * 0.5).exp();
     let lo = open.min(close) * (-normal(rng).abs() * noise * 0.5).exp();
@@ -289,13 +332,25 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
             let c = rng.below(cfg.companies);
             let name = COMPANIES[c];
             let mut sentences = Vec::new();
-            let mut paraphrased = false;
+            let (mut paraphrased, mut roles_paraphrased, mut rival_event) = (false, false, false);
             let event = if rng.next_f64() < cfg.no_event {
                 sentences.push(format!("{name} said it was reviewing its options."));
+                if cfg.companies > 1 && rng.next_f64() < cfg.rival_events {
+                    // a rival's event, in the dictionary's words, that does not move this stock
+                    let r = (c + 1 + rng.below(cfg.companies - 1)) % cfg.companies;
+                    let (_, s, _) = stock_event(&mut rng, COMPANIES[r], false);
+                    sentences.push(format!("Separately, {s}"));
+                    rival_event = true;
+                }
                 None
             } else {
                 paraphrased = rng.next_f64() < cfg.paraphrase;
-                let (ty, s, impact) = stock_event(&mut rng, name, paraphrased);
+                let (ty, mut s, impact) = stock_event(&mut rng, name, paraphrased);
+                if !paraphrased && rng.next_f64() < cfg.role_paraphrase {
+                    let p = paraphrase_roles(&s);
+                    roles_paraphrased = p != s;
+                    s = p;
+                }
                 sentences.push(s);
                 Some((ty, impact))
             };
@@ -310,6 +365,8 @@ pub fn stock_market(cfg: &StockMarketConfig) -> Result<StockMarket> {
                 text: sentences.join(" "),
                 event,
                 paraphrased,
+                roles_paraphrased,
+                rival_event,
             });
         }
     }
@@ -389,6 +446,23 @@ pub struct ForexMarketConfig {
     pub noise: f64,
     /// Seed.
     pub seed: u64,
+    /// Scheduled announcements per day (at fixed times from 12:30 UTC, 90 minutes apart): data
+    /// releases and rate decisions whose text states the outcome against the consensus
+    /// ("more than the 120 thousand expected", "unexpectedly raised"). Only the surprise moves
+    /// the pair, so nothing in the price path before the release can tell its direction.
+    #[serde(default = "default_announcements")]
+    pub announcements_per_day: usize,
+    /// Log-price impact of a full surprise.
+    #[serde(default = "default_surprise_impact")]
+    pub surprise_impact: f64,
+}
+
+fn default_announcements() -> usize {
+    2
+}
+
+fn default_surprise_impact() -> f64 {
+    0.004
 }
 
 impl Default for ForexMarketConfig {
@@ -400,6 +474,8 @@ impl Default for ForexMarketConfig {
             absorb_bars: 8,
             noise: 0.0006,
             seed: 11,
+            announcements_per_day: default_announcements(),
+            surprise_impact: default_surprise_impact(),
         }
     }
 }
@@ -499,6 +575,46 @@ fn forex_item(rng: &mut Rng) -> (usize, String, f64) {
     }
 }
 
+/// A scheduled announcement: `(category, text, impact)`. The outcome is stated against the
+/// consensus; a data surprise moves the pair by `scale` (its sign by whose economy it is: euro
+/// data up lifts EURUSD, US data up lowers it), an unexpected rate move by 1.5 × `scale`, an
+/// outcome in line with expectations not at all.
+fn announcement(rng: &mut Rng, scale: f64) -> (usize, String, f64) {
+    // -1: below consensus, 0: in line, 1: above
+    let surprise = rng.below(3) as i64 - 1;
+    let sign = surprise as f64;
+    if rng.below(3) == 0 {
+        let (bank, euro) = if rng.below(2) == 0 {
+            ("The European Central Bank", 1.0)
+        } else {
+            ("The Federal Reserve", -1.0)
+        };
+        let text = match surprise {
+            1 => format!("{bank} unexpectedly raised interest rates by 25 basis points."),
+            -1 => format!("{bank} unexpectedly cut interest rates by 25 basis points."),
+            _ => format!("{bank} left interest rates unchanged, as expected."),
+        };
+        return (0, text, euro * sign * scale * 1.5);
+    }
+    let (what, unit, euro) = match rng.below(3) {
+        0 => ("US payrolls rose by", " thousand", -1.0),
+        1 => ("Euro zone retail sales rose", " pct", 1.0),
+        _ => ("German factory orders rose", " pct", 1.0),
+    };
+    let expected = 1 + rng.below(20);
+    let actual = (expected as i64 + surprise * (1 + rng.below(5) as i64)).max(0);
+    let vs = match surprise {
+        1 => format!("more than the {expected}{unit} expected"),
+        -1 => format!("less than the {expected}{unit} expected"),
+        _ => "in line with expectations".to_string(),
+    };
+    (
+        1,
+        format!("{what} {actual}{unit} last month, {vs}."),
+        euro * sign * scale,
+    )
+}
+
 /// Builds the forex market of `cfg`.
 pub fn forex_market(cfg: &ForexMarketConfig) -> Result<ForexMarket> {
     if cfg.days < 2 || cfg.absorb_bars == 0 {
@@ -518,6 +634,15 @@ pub fn forex_market(cfg: &ForexMarketConfig) -> Result<ForexMarket> {
             let (category, text, impact) = forex_item(&mut rng);
             news.push(ForexNews {
                 time: d * time::DAY + rng.below(24 * 60) as i64,
+                category,
+                text,
+                impact,
+            });
+        }
+        for k in 0..cfg.announcements_per_day {
+            let (category, text, impact) = announcement(&mut rng, cfg.surprise_impact);
+            news.push(ForexNews {
+                time: d * time::DAY + (12 * 60 + 30 + 90 * k as i64) % (24 * 60),
                 category,
                 text,
                 impact,
@@ -565,8 +690,16 @@ mod tests {
         let mut hits = 0;
         let mut with_event = 0;
         let mut paraphrased = 0;
+        let (mut rivals, mut rivals_found, mut roles) = (0, 0, 0);
         for n in &m.news {
             let x = d.extract(&n.text);
+            if n.rival_event {
+                // no event of its own, but the rival's is in the dictionary's words
+                assert!(n.event.is_none());
+                rivals += 1;
+                rivals_found += usize::from(!x.events.is_empty());
+            }
+            roles += usize::from(n.roles_paraphrased);
             if let Some((ty, _)) = &n.event {
                 let found = x.events.iter().any(|e| d.types[e.type_id].name == *ty);
                 if n.paraphrased {
@@ -582,6 +715,11 @@ mod tests {
         }
         assert_eq!(hits, with_event);
         assert!(paraphrased > 0);
+        assert!(
+            rivals > 0 && rivals_found == rivals,
+            "{rivals_found} of {rivals}"
+        );
+        assert!(roles > 0);
         // deterministic
         let again = stock_market(&StockMarketConfig {
             days: 30,
@@ -596,6 +734,22 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn paraphrased_roles_keep_the_event_and_lose_arguments() {
+        let d = EventDictionary::embedded();
+        let plain = "Acme Widgets Corp said its net profit rose 12 pct in the first quarter.";
+        let para = paraphrase_roles(plain);
+        assert_eq!(
+            para,
+            "Acme Widgets Corp said its net profit rose 12 per cent in the three months to March."
+        );
+        let (a, b) = (d.extract(plain), d.extract(&para));
+        assert_eq!(a.events.len(), 1);
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(a.events[0].type_id, b.events[0].type_id);
+        assert!(b.events[0].roles.len() < a.events[0].roles.len());
     }
 
     #[test]
@@ -619,7 +773,31 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.series.len(), 240);
-        assert!(m.news.iter().all(|n| (n.impact != 0.0) == (n.category < 2)));
+        // only central-bank and economy news move the pair (an announcement in line with
+        // expectations does not)
+        assert!(m.news.iter().all(|n| n.impact == 0.0 || n.category < 2));
         assert!(m.news.iter().any(|n| n.category == 0));
+        // the scheduled announcements: two a day, at 12:30 and 14:00, their impact set by
+        // the surprise the text states
+        let ann: Vec<&ForexNews> = m
+            .news
+            .iter()
+            .filter(|n| n.text.contains("expect"))
+            .collect();
+        assert_eq!(ann.len(), 2 * 10);
+        for n in &ann {
+            let minute = n.time.rem_euclid(time::DAY);
+            assert!(minute == 12 * 60 + 30 || minute == 14 * 60, "{minute}");
+            let up = n.text.contains("more than") || n.text.contains("unexpectedly raised");
+            let down = n.text.contains("less than") || n.text.contains("unexpectedly cut");
+            assert_eq!(n.impact == 0.0, !up && !down, "{}", n.text);
+            if up || down {
+                let euro = n.text.contains("Euro")
+                    || n.text.contains("German")
+                    || n.text.contains("European");
+                let want = if up == euro { 1.0 } else { -1.0 };
+                assert_eq!(n.impact.signum(), want, "{}", n.text);
+            }
+        }
     }
 }
