@@ -1483,7 +1483,7 @@ fn write_report(
         )?;
     }
 
-    // One row per task and method: mean ± sample std over the seeds.
+    // One row per task and method: mean ± half the 95 % t interval over the seeds.
     let mut keys: Vec<(String, String)> = Vec::new();
     for r in results.iter() {
         let k = (r.task.clone(), r.method.clone());
@@ -1491,13 +1491,9 @@ fn write_report(
             keys.push(k);
         }
     }
-    let ms = |v: &[f64], prec: usize| {
-        let (m, sd) = trainer::metrics::mean_std(v);
-        if v.len() > 1 {
-            format!("{m:.prec$} ± {sd:.prec$}")
-        } else {
-            format!("{m:.prec$}")
-        }
+    let ms = |v: &[f64], prec: usize| match trainer::claims::mean_t_interval(v) {
+        (m, Some((lo, hi))) => format!("{m:.prec$} ± {:.prec$}", (hi - lo) / 2.0),
+        (m, None) => format!("{m:.prec$}"),
     };
     let rows: Vec<Vec<String>> = keys
         .iter()
@@ -1614,7 +1610,7 @@ fn write_report(
         })
         .collect();
     let body = format!(
-        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± std over seeds; majority answer: the share of test examples given the most common answer). Scores: the more likely label (sentiment), exact match of the greedy answer (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
+        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± half the 95 % t interval over seeds; majority answer: the share of test examples given the most common answer, or for per-example choices the most common position). Scores: the more likely label (sentiment), {} (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
         info.general,
         shape.n_layers,
         shape.d_model,
@@ -1627,6 +1623,14 @@ fn write_report(
         cfg.seq_len,
         cfg.general_mix,
         cfg.seeds,
+        if cfg.arithmetic_choices >= 2 {
+            format!(
+                "the more likely of the right number and {} slips",
+                cfg.arithmetic_choices - 1
+            )
+        } else {
+            "exact match of the greedy answer".to_string()
+        },
         task_data
             .iter()
             .map(|d| format!(
