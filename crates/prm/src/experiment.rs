@@ -994,7 +994,13 @@ fn train_reward_model(
         examples.push((t, targets));
     }
     let (pairs, pair_weight) = if kind == RmKind::PrmHePairwise {
-        (within_problem_pairs(annotated), cfg.rm_pair_weight)
+        // a solution truncated to no step has no score to rank
+        let scored = |i: usize| !examples[i].0.tag_pos.is_empty();
+        let pairs = within_problem_pairs(annotated)
+            .into_iter()
+            .filter(|&(r, w)| scored(r) && scored(w))
+            .collect();
+        (pairs, cfg.rm_pair_weight)
     } else {
         (Vec::new(), 0.0)
     };
