@@ -25,11 +25,11 @@
 //! The claims ([`claims`]) are declared before the run and judged on paired per-seed
 //! differences of the mean over tasks, with a 95 % t interval (`trainer::claims`). The seeds
 //! vary the fine-tuning (data order and mixture, LoRA's initialisation, the random experts); the
-//! base is pretrained once. Budget, measured here (2-core Xeon, 50-step timing run): one
-//! 200-step fine-tune takes about 58 s for FFT and LoRA and 31 s for the expert methods, so the
+//! base is pretrained once. Budget, measured here (2-core Xeon, 2026-12-07): one 200-step
+//! fine-tune takes 55–63 s for FFT and LoRA and about 30 s for the expert methods, and the
 //! default full size (3 tasks × 6 methods × (3 learning rates + 4 further seeds) = 126
-//! fine-tunes, plus pretraining, the p sweep and the evaluations) needs about 95 minutes, inside
-//! the 100-minute budget of one run. Shrink `finetune_steps`, `lr_multipliers` or `seeds` in a
+//! fine-tunes, plus pretraining, the p sweep and the evaluations) took 97 minutes, inside the
+//! 100-minute budget of one run. Shrink `finetune_steps`, `lr_multipliers` or `seeds` in a
 //! config file for a smaller machine.
 
 use std::path::{Path, PathBuf};
@@ -180,7 +180,7 @@ pub struct EsftConfig {
 }
 
 impl EsftConfig {
-    /// The full size (this 2-core CPU: about 95 minutes; see the module docs).
+    /// The full size (this 2-core CPU: 97 minutes; see the module docs).
     pub fn full() -> Self {
         Self::new()
     }
