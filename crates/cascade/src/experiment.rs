@@ -1129,11 +1129,7 @@ fn render(
                     row.push(if v.len() < n {
                         format!("out of range in {} of {n} seeds", n - v.len())
                     } else {
-                        let (mean, ci) = trainer::claims::mean_t_interval(&v);
-                        match ci {
-                            Some((lo, hi)) => format!("{:.4} ± {:.4}", mean, (hi - lo) / 2.0),
-                            None => format!("{mean:.4}"),
-                        }
+                        trainer::claims::format_mean_interval(&v, 1.0, 4)
                     });
                 }
                 row

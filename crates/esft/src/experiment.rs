@@ -376,6 +376,77 @@ struct TaskEval {
     majority: Option<f64>,
 }
 
+/// One chunk of a choice task: right answers, the gold answers' summed negative
+/// log-likelihood and answer bytes, and the position each example picked.
+struct ChoiceScore {
+    right: usize,
+    loss: f64,
+    bytes: f64,
+    picked: Vec<usize>,
+}
+
+/// Scores `chunk` by the most likely of each example's candidates (one pass per candidate
+/// position); the gold answer is one of them, so its row gives the answer loss without another
+/// pass.
+fn score_choices(
+    fwd: &dyn Fn(&Batch) -> crate::Result<Tensor<3>>,
+    data: &TaskData,
+    chunk: &[Example],
+    seq_len: usize,
+    device: &Device,
+) -> crate::Result<ChoiceScore> {
+    let cands: Vec<&[Vec<u8>]> = chunk.iter().map(|e| e.candidates(data)).collect();
+    let mut best = vec![(f64::NEG_INFINITY, 0usize); chunk.len()];
+    let mut gold_found = vec![false; chunk.len()];
+    let (mut loss, mut bytes) = (0.0, 0.0);
+    let most = cands.iter().map(|c| c.len()).max().unwrap_or(0);
+    for ci in 0..most {
+        let rows: Vec<usize> = (0..chunk.len()).filter(|&r| ci < cands[r].len()).collect();
+        let alt: Vec<Example> = rows
+            .iter()
+            .map(|&r| Example {
+                prompt: chunk[r].prompt.clone(),
+                answer: cands[r][ci].clone(),
+                choices: Vec::new(),
+            })
+            .collect();
+        let refs: Vec<&Example> = alt.iter().collect();
+        let bc = tasks::batch(&refs, seq_len, device);
+        let ll = tasks::row_log_likelihood(fwd(&bc)?, bc.y, bc.w).to_f32s()?;
+        for (k, (&r, &v)) in rows.iter().zip(&ll).enumerate() {
+            if f64::from(v) > best[r].0 {
+                best[r] = (f64::from(v), ci);
+            }
+            if chunk[r].answer == cands[r][ci] {
+                gold_found[r] = true;
+                loss -= f64::from(v);
+                bytes += bc.w_host[k * seq_len..(k + 1) * seq_len]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .sum::<f64>();
+            }
+        }
+    }
+    if let Some(r) = gold_found.iter().position(|f| !f) {
+        return Err(Error::InvalidConfig(format!(
+            "{}: an answer ({:?}) is not one of its choices",
+            data.name,
+            String::from_utf8_lossy(&chunk[r].answer)
+        )));
+    }
+    Ok(ChoiceScore {
+        right: chunk
+            .iter()
+            .zip(&best)
+            .enumerate()
+            .filter(|(r, (e, (_, ci)))| cands[*r][*ci] == e.answer)
+            .count(),
+        loss,
+        bytes,
+        picked: best.iter().map(|b| b.1).collect(),
+    })
+}
+
 /// [`TaskEval`] of `model` on `examples` of `data`.
 fn task_score<M: MoeModel>(
     model: &M,
@@ -393,58 +464,20 @@ fn task_score<M: MoeModel>(
             .logits)
     };
     for chunk in examples.chunks(32) {
-        let ex: Vec<&Example> = chunk.iter().collect();
         if data.scoring == tasks::Scoring::Choice {
-            // the candidate with the highest likelihood after each prompt; the gold answer is
-            // one of the candidates, so its row gives the answer loss without another pass
-            let cands: Vec<&[Vec<u8>]> = chunk.iter().map(|e| e.candidates(data)).collect();
-            let mut best = vec![(f64::NEG_INFINITY, 0usize); chunk.len()];
-            let mut gold_found = vec![false; chunk.len()];
-            let most = cands.iter().map(|c| c.len()).max().unwrap_or(0);
-            for ci in 0..most {
-                let rows: Vec<usize> = (0..chunk.len()).filter(|&r| ci < cands[r].len()).collect();
-                let alt: Vec<Example> = rows
-                    .iter()
-                    .map(|&r| Example {
-                        prompt: chunk[r].prompt.clone(),
-                        answer: cands[r][ci].clone(),
-                        choices: Vec::new(),
-                    })
-                    .collect();
-                let refs: Vec<&Example> = alt.iter().collect();
-                let bc = tasks::batch(&refs, seq_len, device);
-                let ll = tasks::row_log_likelihood(fwd(&bc)?, bc.y, bc.w).to_f32s()?;
-                for (k, (&r, &v)) in rows.iter().zip(&ll).enumerate() {
-                    if f64::from(v) > best[r].0 {
-                        best[r] = (f64::from(v), ci);
-                    }
-                    if chunk[r].answer == cands[r][ci] {
-                        gold_found[r] = true;
-                        loss -= f64::from(v);
-                        bytes += bc.w_host[k * seq_len..(k + 1) * seq_len]
-                            .iter()
-                            .map(|&x| f64::from(x))
-                            .sum::<f64>();
-                    }
-                }
-            }
-            if let Some(r) = gold_found.iter().position(|f| !f) {
-                return Err(Error::InvalidConfig(format!(
-                    "{}: an answer ({:?}) is not one of its choices",
-                    data.name,
-                    String::from_utf8_lossy(&chunk[r].answer)
-                )));
-            }
-            for (r, (e, (_, ci))) in chunk.iter().zip(&best).enumerate() {
-                let said = &cands[r][*ci];
-                ok += usize::from(*said == e.answer);
-                n += 1;
+            let c = score_choices(&fwd, data, chunk, seq_len, device)?;
+            ok += c.right;
+            n += chunk.len();
+            loss += c.loss;
+            bytes += c.bytes;
+            for p in c.picked {
                 // keyed by the candidate's position: for the task's own choices the answer
                 // itself, for per-example (shuffled) choices a position bias
-                *answers.entry(ci.to_le_bytes().to_vec()).or_default() += 1;
+                *answers.entry(p.to_le_bytes().to_vec()).or_default() += 1;
             }
             continue;
         }
+        let ex: Vec<&Example> = chunk.iter().collect();
         let b = tasks::batch(&ex, seq_len, device);
         let logits = fwd(&b)?;
         let w: f64 = b.w_host.iter().map(|&v| f64::from(v)).sum();
@@ -466,6 +499,7 @@ fn task_score<M: MoeModel>(
                 ok += c;
                 n += k;
             }
+            // (choice tasks are scored above)
             tasks::Scoring::NextByte | tasks::Scoring::Choice => {
                 let (c, k) = score_batch(logits, &b, data.scoring)?;
                 ok += c;
@@ -1491,10 +1525,7 @@ fn write_report(
             keys.push(k);
         }
     }
-    let ms = |v: &[f64], prec: usize| match trainer::claims::mean_t_interval(v) {
-        (m, Some((lo, hi))) => format!("{m:.prec$} ± {:.prec$}", (hi - lo) / 2.0),
-        (m, None) => format!("{m:.prec$}"),
-    };
+    let ms = |v: &[f64], prec: usize| trainer::claims::format_mean_interval(v, 1.0, prec);
     let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|(task, method)| {

@@ -1201,6 +1201,8 @@ fn verify(
             }
         }
         let right = |a: &Option<String>| a.as_deref().is_some_and(|a| answers_equal(a, &pc.gold));
+        // self-consistency reads no score
+        let unscored = vec![0.0; pc.answers.len()];
         for (k, &n) in cfg.n_values.iter().enumerate() {
             let groups = cfg.n_candidates / n;
             for g in 0..groups {
@@ -1213,7 +1215,6 @@ fn verify(
                         })
                         .collect()
                 };
-                let unscored = vec![0.0; pc.answers.len()];
                 let mut add = |name: &str, a: Option<String>| {
                     if let Some(c) = col(name) {
                         hits[c][k] += f64::from(u8::from(right(&a))) / groups as f64;
@@ -1508,23 +1509,6 @@ fn evaluate_claims(
     )?)
 }
 
-/// `mean ± half-width of the 95 % t interval` over seeds (the mean alone for one seed, a dash
-/// for none).
-fn mean_pm(xs: &[f64], scale: f64, digits: usize) -> String {
-    if xs.is_empty() {
-        return "—".into();
-    }
-    let (m, ci) = trainer::claims::mean_t_interval(xs);
-    match ci {
-        Some((lo, hi)) => format!(
-            "{:.digits$} ± {:.digits$}",
-            scale * m,
-            scale * (hi - lo) / 2.0
-        ),
-        None => format!("{:.digits$}", scale * m),
-    }
-}
-
 /// The verification plot, the README-ready table and the report body.
 fn write_report(
     cfg: &MathShepherdConfig,
@@ -1580,7 +1564,7 @@ fn write_report(
             r.extend(
                 cfg.n_values
                     .iter()
-                    .map(|&n| mean_pm(&acc(name, n), 100.0, 1)),
+                    .map(|&n| trainer::claims::format_mean_interval(&acc(name, n), 100.0, 1)),
             );
             r
         })
@@ -1641,9 +1625,17 @@ fn write_report(
             let key = k.key();
             vec![
                 k.name().to_string(),
-                mean_pm(&per_kind(&|s| s.rm_final_loss.get(key).copied()), 1.0, 3),
-                mean_pm(&per_kind(&|s| s.rm_auc.get(key).copied().flatten()), 1.0, 3),
-                mean_pm(
+                trainer::claims::format_mean_interval(
+                    &per_kind(&|s| s.rm_final_loss.get(key).copied()),
+                    1.0,
+                    3,
+                ),
+                trainer::claims::format_mean_interval(
+                    &per_kind(&|s| s.rm_auc.get(key).copied().flatten()),
+                    1.0,
+                    3,
+                ),
+                trainer::claims::format_mean_interval(
                     &per_kind(&|s| s.rm_auc_within.get(key).copied().flatten()),
                     1.0,
                     3,
@@ -1673,8 +1665,14 @@ fn write_report(
                 &["policy", "greedy accuracy (%)"],
                 &[
                     vec!["no RL".into(), format!("{:.1}", 100.0 * greedy)],
-                    vec!["ORM-PPO".into(), mean_pm(&orm, 100.0, 1)],
-                    vec!["step-PPO (PRM)".into(), mean_pm(&step, 100.0, 1)],
+                    vec![
+                        "ORM-PPO".into(),
+                        trainer::claims::format_mean_interval(&orm, 100.0, 1)
+                    ],
+                    vec![
+                        "step-PPO (PRM)".into(),
+                        trainer::claims::format_mean_interval(&step, 100.0, 1)
+                    ],
                 ]
             )
         ));

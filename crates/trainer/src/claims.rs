@@ -132,6 +132,22 @@ pub fn mean_t_interval(xs: &[f64]) -> (f64, Option<(f64, f64)>) {
     (mean, Some((mean - half, mean + half)))
 }
 
+/// `mean ± half-width of the 95 % t interval` of `xs` × `scale` with `digits` decimals: the
+/// mean alone for one value, a dash for none (how the experiments' tables report over seeds).
+pub fn format_mean_interval(xs: &[f64], scale: f64, digits: usize) -> String {
+    if xs.is_empty() {
+        return "—".into();
+    }
+    match mean_t_interval(xs) {
+        (m, Some((lo, hi))) => format!(
+            "{:.digits$} ± {:.digits$}",
+            scale * m,
+            scale * (hi - lo) / 2.0
+        ),
+        (m, None) => format!("{:.digits$}", scale * m),
+    }
+}
+
 impl Claim {
     /// A claim that `metric` of `a` is above (`Greater`) or below (`Less`) that of `b`.
     pub fn new(
@@ -253,6 +269,17 @@ pub fn write_claims(path: &std::path::Path, results: &[ClaimResult]) -> Result<(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn means_with_intervals_format_for_tables() {
+        assert_eq!(format_mean_interval(&[], 1.0, 2), "—");
+        assert_eq!(format_mean_interval(&[0.5], 100.0, 1), "50.0");
+        // mean 2, sample sd 1, n 3: half-width 4.303 / sqrt(3)
+        assert_eq!(
+            format_mean_interval(&[1.0, 2.0, 3.0], 1.0, 3),
+            "2.000 ± 2.484"
+        );
+    }
 
     fn claim(direction: Direction) -> Claim {
         Claim::new("c", "loss", "a", "b", direction, "a beats b")
