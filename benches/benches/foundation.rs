@@ -86,6 +86,24 @@ fn matmul_minilm_ffn(c: &mut Criterion) {
             y
         })
     });
+    // the same product as a MiniLM layer makes it: `plm::kernels::linear` (packed product, bias
+    // written first) on `[32, 128, 384]`, against burn's `Linear::forward`
+    let layer = burn::nn::LinearConfig::new(384, 1536).init(&d);
+    let x = a.reshape([32, 128, 384]);
+    g.bench_function("linear_32x128x384_to_1536_packed", |bench| {
+        bench.iter(|| {
+            let y = plm::kernels::linear(&layer, x.clone());
+            d.sync().expect("device sync");
+            y
+        })
+    });
+    g.bench_function("linear_32x128x384_to_1536_burn", |bench| {
+        bench.iter(|| {
+            let y = layer.forward(x.clone());
+            d.sync().expect("device sync");
+            y
+        })
+    });
     g.finish();
 }
 

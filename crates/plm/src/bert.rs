@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::Error;
 use crate::checkpoint::{LoadDtype, LoadOptions};
 use crate::hooks::AttentionHooks;
+use crate::kernels::{linear, linear_gelu};
 
 /// Configuration of a [`Bert`] encoder (burn names; see [`BertHfConfig`] for HF's).
 #[derive(Config, Debug)]
@@ -429,11 +430,11 @@ impl Bert {
                 .self_attn
                 .forward(h.clone(), key_mask, hooks, l);
         let a = &layer.attention.output;
-        let h1 = a.layer_norm.forward(a.dense.forward(ctx) + h);
-        let ff = crate::kernels::gelu(layer.intermediate.dense.forward(h1.clone()));
+        let h1 = a.layer_norm.forward(linear(&a.dense, ctx) + h);
+        let ff = linear_gelu(&layer.intermediate.dense, h1.clone());
         let o = &layer.output;
         (
-            o.layer_norm.forward(o.dense.forward(ff.clone()) + h1),
+            o.layer_norm.forward(linear(&o.dense, ff.clone()) + h1),
             probs,
             layer_kv,
             ff,
@@ -558,9 +559,9 @@ impl BertSelfAttention {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
         let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2); // [b, h, s, hd]
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let q = heads(linear(&self.query, x.clone()));
+        let k = heads(linear(&self.key, x.clone()));
+        let v = heads(linear(&self.value, x));
         let mask = key_mask.map(|m| m.expand([b, self.n_heads, s, s]));
         let (ctx, probs) = hooks.attend(layer, q, k.clone(), v.clone(), mask);
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, d]);

@@ -210,7 +210,7 @@ impl Gpt2Attention {
     ) -> (Tensor<3>, Option<Tensor<4>>, (Tensor<4>, Tensor<4>)) {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
-        let qkv = self.c_attn.forward(x); // [b, s, 3d]
+        let qkv = crate::kernels::linear(&self.c_attn, x); // [b, s, 3d]
         let part = |i: usize| {
             qkv.clone()
                 .slice(s![.., .., i * d..(i + 1) * d])
@@ -220,7 +220,7 @@ impl Gpt2Attention {
         let (q, k, v) = (part(0), part(1), part(2));
         let (ctx, probs) = hooks.attend(layer, q, k.clone(), v.clone(), Some(mask));
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, d]);
-        (self.c_proj.forward(ctx), probs, (k, v))
+        (crate::kernels::linear(&self.c_proj, ctx), probs, (k, v))
     }
 }
 
@@ -279,9 +279,13 @@ impl Gpt2 {
                 l,
             );
             h = h + a;
-            let m = block.mlp.c_proj.forward(gelu_approximate(
-                block.mlp.c_fc.forward(block.ln_2.forward(h.clone())),
-            ));
+            let m = crate::kernels::linear(
+                &block.mlp.c_proj,
+                gelu_approximate(crate::kernels::linear(
+                    &block.mlp.c_fc,
+                    block.ln_2.forward(h.clone()),
+                )),
+            );
             h = h + m;
             attentions.extend(probs);
             kv.push(layer_kv);

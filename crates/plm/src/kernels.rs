@@ -195,6 +195,125 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
     Tensor::from_data(g, &device)
 }
 
+/// Fewest rows of input that take the packed product in [`linear`]: below this the copy of
+/// the weight into panels costs more than it saves, and burn's product runs instead.
+pub const LINEAR_MIN_ROWS: usize = 1024;
+
+/// A burn [`Linear`](burn::nn::Linear) layer, `x · W + b`, as one packed product (AVX-512 or
+/// AVX2 register blocking; see the crate's `sgemm` module) with the bias written into the
+/// output before the first pass (no separate pass over the output to add it), when `x` takes
+/// the host path (f32 on flex without autodiff), the weight is f32, the CPU has AVX-512 or
+/// AVX2 with FMA, `x` has at least [`LINEAR_MIN_ROWS`] rows and [`packed_linear_enabled`];
+/// burn's `forward` otherwise. Same values up to f32 summation order.
+pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    match linear_host(layer, &x, false) {
+        Some(y) => y,
+        None => layer.forward(x),
+    }
+}
+
+/// `gelu(linear(x))` (exact GELU), with the GELU applied to each block of output rows while
+/// it is still in cache when the packed product runs (see [`linear`]).
+pub fn linear_gelu<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
+    match linear_host(layer, &x, true) {
+        Some(y) => y,
+        None => gelu(layer.forward(x)),
+    }
+}
+
+/// Whether [`linear`] may take the packed product: true unless the environment variable
+/// `PAPERS_PACKED_LINEAR` is `0` or `off` (read once; for before/after measurements and as an
+/// escape hatch).
+pub fn packed_linear_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("PAPERS_PACKED_LINEAR").as_deref(),
+            Ok("0") | Ok("off")
+        )
+    })
+}
+
+/// The f32 values of a tensor on flex without autodiff: with plm's `flex` feature borrowed from
+/// its buffer when it is contiguous (no copy, even when other handles share the buffer), else
+/// copied into a fresh contiguous buffer. `None` for another dtype.
+enum HostValues {
+    #[cfg(feature = "flex")]
+    Borrowed(burn::backend::flex::FlexTensor),
+    Copied(TensorData),
+}
+
+impl HostValues {
+    fn of<const D: usize>(t: &Tensor<D>) -> Option<Self> {
+        if t.dtype() != DType::F32 {
+            return None;
+        }
+        #[cfg(feature = "flex")]
+        if let Ok(ft) = t.clone().try_into_primitive::<burn::backend::Flex>() {
+            let layout = ft.layout();
+            if layout.is_contiguous()
+                && ft.storage::<f32>().len() >= layout.start_offset() + layout.num_elements()
+            {
+                return Some(HostValues::Borrowed(ft));
+            }
+        }
+        Some(HostValues::Copied(t.clone().into_data()))
+    }
+
+    fn values(&self) -> Option<&[f32]> {
+        match self {
+            #[cfg(feature = "flex")]
+            HostValues::Borrowed(ft) => {
+                let (start, len) = (ft.layout().start_offset(), ft.layout().num_elements());
+                ft.storage::<f32>().get(start..start + len)
+            }
+            HostValues::Copied(d) => d.as_slice::<f32>().ok(),
+        }
+    }
+}
+
+fn linear_host<const D: usize>(
+    layer: &burn::nn::Linear,
+    x: &Tensor<D>,
+    with_gelu: bool,
+) -> Option<Tensor<D>> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let weight = layer.weight.val();
+    let [wk, n] = weight.dims();
+    if wk != k
+        || rows < LINEAR_MIN_ROWS
+        || !packed_linear_enabled()
+        || !host_path(x)
+        || weight.dtype() != DType::F32
+        || !crate::sgemm::available()
+    {
+        return None;
+    }
+    let bias = match &layer.bias {
+        Some(b) => Some(HostValues::of(&b.val())?),
+        None => None,
+    };
+    let bias = match &bias {
+        Some(b) => Some(b.values()?),
+        None => None,
+    };
+    let w = HostValues::of(&weight)?;
+    let packed = crate::sgemm::PackedB::new(w.values()?, k, n, n)?;
+    let xs = HostValues::of(x)?;
+    let mut out = vec![0f32; rows * n];
+    let epilogue = |s: &mut [f32]| gelu_slice(s);
+    let epilogue: Option<crate::sgemm::Epilogue<'_>> =
+        if with_gelu { Some(&epilogue) } else { None };
+    if !crate::sgemm::gemm(rows, xs.values()?, k, &packed, bias, &mut out, epilogue) {
+        return None;
+    }
+    let mut shape = dims;
+    shape[D - 1] = n;
+    Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))
+}
+
 /// Values per quantisation block.
 const QK: usize = 32;
 
@@ -513,6 +632,43 @@ mod tests {
                 .zip(&v)
                 .all(|(g, x)| g.is_finite() && (*x < 0.0 || g <= x))
         );
+    }
+
+    #[test]
+    fn packed_linear_matches_burns_layer_on_flex() {
+        use burn::nn::LinearConfig;
+        let d = Device::flex();
+        let _guard = testkit::device_rng_lock();
+        d.seed(7);
+        // rows 120 and 40 take the packed product (tails in every dimension); 10 rows fall
+        // back to burn's layer
+        for (bias, b, s, k, n) in [
+            (true, 4, 30, 100, 70),
+            (false, 2, 20, 33, 16),
+            (true, 2, 5, 8, 8),
+        ] {
+            let layer = LinearConfig::new(k, n).with_bias(bias).init(&d);
+            let x =
+                Tensor::<3>::random([b, s, k], burn::tensor::Distribution::Normal(0.0, 1.0), &d);
+            let want = layer.forward(x.clone());
+            let got = linear(&layer, x.clone());
+            testkit::assert_allclose(
+                &got.into_data().try_into_vec::<f32>().unwrap(),
+                &want.clone().into_data().try_into_vec::<f32>().unwrap(),
+                1e-5,
+                1e-4,
+                "linear",
+            );
+            let got = linear_gelu(&layer, x);
+            let want = burn::tensor::activation::gelu(want);
+            testkit::assert_allclose(
+                &got.into_data().try_into_vec::<f32>().unwrap(),
+                &want.into_data().try_into_vec::<f32>().unwrap(),
+                1e-5,
+                1e-4,
+                "linear_gelu",
+            );
+        }
     }
 
     #[test]

@@ -52,5 +52,6 @@ pub mod layers;
 pub mod llama;
 pub mod onnx;
 pub mod safetensors;
+mod sgemm;
 
 pub use error::{Error, Result};

@@ -658,7 +658,7 @@ fn project(lin: &Linear, q: Option<&QuantMatrix>, x: Tensor<3>) -> Tensor<3> {
             return y;
         }
     }
-    lin.forward(x)
+    kernels::linear(lin, x)
 }
 
 impl Llama {

@@ -14,6 +14,7 @@ mod llama_family_bf16;
 mod llama_hf;
 mod minilm;
 mod minilm_l3_onnx;
+mod packed_rows;
 mod smollm2;
 
 /// The device under test: `PAPERS_DEVICE` or flex.
