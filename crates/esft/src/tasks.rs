@@ -122,22 +122,34 @@ fn split(
 }
 
 /// Sentiment from `movieReviewSnippets_GroundTruth.txt`, or templated reviews without a path.
-pub fn sentiment(path: Option<&Path>, n_test: usize, seed: u64) -> crate::Result<TaskData> {
+/// From the file, only sentences whose mean rating is at least `min_rating` from 0 (0: every
+/// non-neutral one); the templated reviews ignore it.
+pub fn sentiment(
+    path: Option<&Path>,
+    min_rating: f64,
+    n_test: usize,
+    seed: u64,
+) -> crate::Result<TaskData> {
     let mut rng = trainer::Rng::seed_from(seed);
     let label = |l: usize| if l == 1 { "positive" } else { "negative" };
     let (items, source) = match path {
         Some(p) => {
-            let rows = textdata::readers::read_movie_snippets(p)?;
+            let rows = textdata::readers::read_movie_snippets_rated(p)?;
             (
                 rows.iter()
-                    .map(|r| {
+                    .filter(|(_, rating)| rating.abs() >= min_rating)
+                    .map(|(r, _)| {
                         chat(
                             &format!("Review: {}\nSentiment?", r.text.trim()),
                             label(r.label),
                         )
                     })
                     .collect::<Vec<_>>(),
-                p.display().to_string(),
+                if min_rating > 0.0 {
+                    format!("{} (|rating| ≥ {min_rating})", p.display())
+                } else {
+                    p.display().to_string()
+                },
             )
         }
         None => {
@@ -547,11 +559,42 @@ mod tests {
             let n = e.answer.len() as f32;
             assert!((ll[r] + n * per).abs() < 1e-3, "{} vs {}", ll[r], -n * per);
         }
-        let s = sentiment(None, 20, 1).unwrap();
+        let s = sentiment(None, 0.0, 20, 1).unwrap();
         assert_eq!(s.scoring, Scoring::Choice);
         assert_eq!(
             s.choices,
             vec![b" positive\n".to_vec(), b" negative\n".to_vec()]
         );
+    }
+
+    #[test]
+    fn the_rating_threshold_keeps_only_strongly_rated_snippets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snippets.txt");
+        let mut text = String::new();
+        // 40 sentences rated ±2.5, 40 rated ±0.5, one neutral
+        for i in 0..80 {
+            let r = if i < 40 { 2.5 } else { 0.5 } * if i % 2 == 0 { 1.0 } else { -1.0 };
+            text.push_str(&format!("{i}\t{r}\tsentence number {i}\n"));
+        }
+        text.push_str("80\t0\tneutral\n");
+        std::fs::write(&path, text).unwrap();
+        let all = sentiment(Some(&path), 0.0, 10, 1).unwrap();
+        assert_eq!(all.train.len() + all.test.len(), 80);
+        let strong = sentiment(Some(&path), 2.0, 10, 1).unwrap();
+        assert_eq!(strong.train.len() + strong.test.len(), 40);
+        let number = |e: &Example| -> usize {
+            let p = String::from_utf8_lossy(&e.prompt).into_owned();
+            let rest = &p[p.find("number ").unwrap() + 7..];
+            rest[..rest.find('\n').unwrap()].parse().unwrap()
+        };
+        for e in strong.train.iter().chain(&strong.test) {
+            assert!(
+                number(e) < 40,
+                "a weakly rated sentence was kept: {}",
+                number(e)
+            );
+        }
+        assert!(strong.source.contains("≥ 2"));
     }
 }

@@ -63,6 +63,14 @@ pub struct LabeledText {
 /// tab-separated). Label 1 for a positive mean rating, 0 for a negative one; zero ratings are
 /// dropped, as binary SST drops neutral sentences.
 pub fn read_movie_snippets(path: &Path) -> Result<Vec<LabeledText>> {
+    Ok(read_movie_snippets_rated(path)?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect())
+}
+
+/// [`read_movie_snippets`] with each sentence's mean rating (−4…4, never 0).
+pub fn read_movie_snippets_rated(path: &Path) -> Result<Vec<(LabeledText, f64)>> {
     let text = read_text(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -86,10 +94,13 @@ pub fn read_movie_snippets(path: &Path) -> Result<Vec<LabeledText>> {
             .parse()
             .map_err(|_| parse_err(path, i + 1, format!("rating '{rating}' is not a number")))?;
         if r != 0.0 {
-            out.push(LabeledText {
-                text: sentence.trim().to_string(),
-                label: usize::from(r > 0.0),
-            });
+            out.push((
+                LabeledText {
+                    text: sentence.trim().to_string(),
+                    label: usize::from(r > 0.0),
+                },
+                r,
+            ));
         }
     }
     Ok(out)
