@@ -74,6 +74,7 @@ pub(crate) fn available() -> bool {
 /// `B` (`k × n`) in panels: for each depth block of `KC` rows, `ceil(n / NR)` panels of
 /// `kc × NR` values, each depth row of a panel contiguous.
 pub(crate) struct PackedB {
+    isa: Isa,
     k: usize,
     n: usize,
     nr: usize,
@@ -112,6 +113,7 @@ impl PackedB {
                 });
         }
         Some(Self {
+            isa,
             k,
             n,
             nr,
@@ -301,8 +303,8 @@ fn kernel<S: Simd, const MR: usize>(
 }
 
 /// `c` (`m × n`, rows `n` apart) `= a · b + bias`, then `epilogue` on every finished block of
-/// rows. `a` is `m × k` with rows `lda` apart. Returns false, touching nothing, when the kernel
-/// is not [`available`] or a slice is shorter than its shape.
+/// rows, with the instruction set `b` was packed for. `a` is `m × k` with rows `lda` apart.
+/// Returns false, touching nothing, when a slice is shorter than its shape.
 pub(crate) fn gemm(
     m: usize,
     a: &[f32],
@@ -312,65 +314,60 @@ pub(crate) fn gemm(
     c: &mut [f32],
     epilogue: Option<Epilogue<'_>>,
 ) -> bool {
-    match Isa::detect() {
-        Some(isa) => gemm_with(isa, m, a, lda, b, bias, c, epilogue),
-        None => false,
-    }
-}
-
-/// [`gemm`] with the given instruction set.
-#[allow(clippy::too_many_arguments)]
-fn gemm_with(
-    isa: Isa,
-    m: usize,
-    a: &[f32],
-    lda: usize,
-    b: &PackedB,
-    bias: Option<&[f32]>,
-    c: &mut [f32],
-    epilogue: Option<Epilogue<'_>>,
-) -> bool {
+    let isa = b.isa;
     let (k, n) = (b.k, b.n);
     let fits = c.len() >= m * n
         && (m == 0 || k == 0 || (lda >= k && a.len() >= (m - 1) * lda + k))
         && bias.is_none_or(|b| b.len() == n);
-    if !fits || isa.nr() != b.nr {
+    if !fits {
         return false;
     }
     if m == 0 || n == 0 {
         return true;
     }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::V4(simd) => run::<_, 14>(simd, m, a, lda, b, bias, c, epilogue),
-        #[cfg(target_arch = "x86_64")]
-        Isa::V3(simd) => run::<_, 6>(simd, m, a, lda, b, bias, c, epilogue),
-    }
-    true
-}
-
-/// [`gemm`] with `MR`-row panels on instruction set `S`, the threads taking
-/// [`PANELS_PER_TASK`] panels of rows each.
-#[allow(clippy::too_many_arguments, dead_code)]
-fn run<S: Simd + Send + Sync, const MR: usize>(
-    simd: S,
-    m: usize,
-    a: &[f32],
-    lda: usize,
-    b: &PackedB,
-    bias: Option<&[f32]>,
-    c: &mut [f32],
-    epilogue: Option<Epilogue<'_>>,
-) {
-    let n = b.n;
-    let mc = PANELS_PER_TASK * MR;
+    // the bias zero-padded to whole panels, so every micro-kernel loads it as full registers
     let bias: Option<Vec<f32>> = bias.map(|v| {
         let mut p = vec![0f32; b.panels * b.nr];
         p[..n].copy_from_slice(v);
         p
     });
-    let bias = bias.as_deref();
-    c[..m * n].par_chunks_mut(mc * n).enumerate().for_each_init(
+    let rows = Rows {
+        a,
+        lda,
+        b,
+        bias: bias.as_deref(),
+    };
+    let c = &mut c[..m * n];
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::V4(simd) => run::<_, 14>(simd, rows, c, epilogue),
+        #[cfg(target_arch = "x86_64")]
+        Isa::V3(simd) => run::<_, 6>(simd, rows, c, epilogue),
+    }
+    true
+}
+
+/// The inputs of one product: `A` (rows `lda` apart), the packed `B` and the padded bias.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    a: &'a [f32],
+    lda: usize,
+    b: &'a PackedB,
+    bias: Option<&'a [f32]>,
+}
+
+/// [`gemm`] with `MR`-row panels on instruction set `S`, the threads taking
+/// [`PANELS_PER_TASK`] panels of rows each; `c` holds exactly the output's rows.
+#[allow(dead_code)]
+fn run<S: Simd + Send + Sync, const MR: usize>(
+    simd: S,
+    Rows { a, lda, b, bias }: Rows<'_>,
+    c: &mut [f32],
+    epilogue: Option<Epilogue<'_>>,
+) {
+    let n = b.n;
+    let mc = PANELS_PER_TASK * MR;
+    c.par_chunks_mut(mc * n).enumerate().for_each_init(
         || vec![0f32; mc * KC],
         |abuf, (ci, crows)| {
             simd.vectorize(Task::<MR> {
@@ -442,7 +439,7 @@ mod tests {
                 for with_bias in [false, true] {
                     let bias = with_bias.then_some(bias.as_slice());
                     let mut c = vec![f32::NAN; m * n];
-                    assert!(gemm_with(isa, m, &a, k, &packed, bias, &mut c, None));
+                    assert!(gemm(m, &a, k, &packed, bias, &mut c, None));
                     let want = naive(m, k, n, &a, &b, bias);
                     for (x, y) in c.iter().zip(&want) {
                         let nr = isa.nr();
@@ -469,21 +466,12 @@ mod tests {
             let packed = PackedB::for_isa(isa, &b, k, n, n).unwrap();
             let mut c = vec![0f32; m * n];
             let double = |s: &mut [f32]| s.iter_mut().for_each(|v| *v *= 2.0);
-            assert!(gemm_with(
-                isa,
-                m,
-                &a,
-                lda,
-                &packed,
-                None,
-                &mut c,
-                Some(&double)
-            ));
+            assert!(gemm(m, &a, lda, &packed, None, &mut c, Some(&double)));
             for (x, y) in c.iter().zip(&want) {
                 assert!((x - 2.0 * y).abs() <= 1e-4 * (1.0 + y.abs()));
             }
-            // a product packed for the other instruction set, or short slices, are refused
-            assert!(!gemm_with(isa, m + 1, &a, lda, &packed, None, &mut c, None));
+            // short slices are refused
+            assert!(!gemm(m + 1, &a, lda, &packed, None, &mut c, None));
         }
     }
 }

@@ -31,37 +31,26 @@ fn packed_products_give_the_layer_path_s_logits() {
     if !plm::kernels::is_flex(&d) {
         return; // the packed product exists on flex only
     }
-    let ad = d.clone().autodiff();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    // the same model and input on flex (packed) and on the autodiff device (layer path)
+    let same = |what: &str, run: &dyn Fn(&Device) -> Tensor<3>| {
+        let ad = d.clone().autodiff();
+        close(run(&d), run(&ad).inner(), what);
+    };
     let gpt2 = root.join("gpt2_tiny/model");
-    let fast = Gpt2::load_hf(&gpt2, &d)
-        .unwrap()
-        .forward(ids(101, 64, &d))
-        .logits;
-    let slow = Gpt2::load_hf(&gpt2, &ad)
-        .unwrap()
-        .forward(ids(101, 64, &ad))
-        .logits;
-    close(fast, slow.inner(), "gpt2");
+    same("gpt2", &|dev| {
+        let m = Gpt2::load_hf(&gpt2, dev).unwrap();
+        m.forward(ids(101, 64, dev)).logits
+    });
     let llama = root.join("llama_tiny/plain");
-    let fast = Llama::load_hf(&llama, &d)
-        .unwrap()
-        .forward(ids(97, 64, &d))
-        .logits;
-    let slow = Llama::load_hf(&llama, &ad)
-        .unwrap()
-        .forward(ids(97, 64, &ad))
-        .logits;
-    close(fast, slow.inner(), "llama");
+    same("llama", &|dev| {
+        let m = Llama::load_hf(&llama, dev).unwrap();
+        m.forward(ids(97, 64, dev)).logits
+    });
     // BERT: the packed product, with the GELU epilogue in the FFN (32 × 32 tokens)
     let bert = root.join("bert_cls_tiny/model");
-    let fast = Bert::load_hf(&bert, &d)
-        .unwrap()
-        .forward(ids(50, 32, &d), None, None)
-        .last_hidden_state;
-    let slow = Bert::load_hf(&bert, &ad)
-        .unwrap()
-        .forward(ids(50, 32, &ad), None, None)
-        .last_hidden_state;
-    close(fast, slow.inner(), "bert");
+    same("bert", &|dev| {
+        let m = Bert::load_hf(&bert, dev).unwrap();
+        m.forward(ids(50, 32, dev), None, None).last_hidden_state
+    });
 }
