@@ -63,13 +63,14 @@ pub struct EsftConfig {
     /// `movieReviewSnippets_GroundTruth.txt`; `None`: templated reviews.
     #[config(default = "None")]
     pub movie_path: Option<String>,
-    /// The tasks to run, any of `sentiment`, `arithmetic`, `chinese` (each once, in this order
-    /// of the list); the claims average over the ones run.
+    /// The tasks to run, in this order: any of `sentiment`, `arithmetic`, `chinese`, each at
+    /// most once; the claims average over the ones run.
     #[config(default = "vec![\"sentiment\".into(), \"arithmetic\".into(), \"chinese\".into()]")]
     pub tasks: Vec<String>,
     /// Sentiment from the movie snippets keeps only sentences whose mean human rating (−4…4) is
-    /// at least this far from 0 (0 keeps every non-neutral one, binary SST's rule): the strongly
-    /// worded reviews are the ones a small byte-level model can learn in a few hundred steps.
+    /// at least this far from 0 (0 keeps every non-neutral one, binary SST's rule). Measured:
+    /// 2 (4,239 of 10,605 sentences) did not make the task learnable for the default byte-level
+    /// base in 200 steps (every method still gave one label to 92–100 % of the test reviews).
     #[config(default = 0.0)]
     pub sentiment_min_rating: f64,
     /// fortunes-zh's `usr/share/games/fortunes`; `None`: embedded poems.
