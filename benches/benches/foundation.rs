@@ -107,5 +107,59 @@ fn matmul_minilm_ffn(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(foundation, llama_forward, train_step, matmul_minilm_ffn);
+/// MiniLM's attention on a 32 × 128 batch (12 heads of 32, every sequence's last 16 keys
+/// padded): `plm::kernels::attention_rows` on the projections' rows against burn's fused op on
+/// head-split views, the path the encoder took before.
+fn attention_minilm(c: &mut Criterion) {
+    let d = device();
+    let (b, s, h, hd) = (32, 128, 12, 32);
+    let x = || Tensor::<3>::random([b, s, h * hd], burn::tensor::Distribution::Default, &d);
+    let (q, k, v) = (x(), x(), x());
+    let hide: Vec<bool> = (0..b * s).map(|i| i % s >= s - 16).collect();
+    let mask = Tensor::<2, Bool>::from_data(TensorData::new(hide, [b, s]), &d);
+    let mut g = c.benchmark_group("attention");
+    g.bench_function("rows_b32_s128_h12_d32", |bench| {
+        bench.iter(|| {
+            let y = plm::kernels::attention_rows(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                h,
+                h,
+                Some(mask.clone()),
+                false,
+            )
+            .unwrap();
+            d.sync().expect("device sync");
+            y
+        })
+    });
+    let heads = |t: Tensor<3>| t.reshape([b, s, h, hd]).swap_dims(1, 2);
+    let mask4 = mask.clone().reshape([b, 1, 1, s]).expand([b, h, s, s]);
+    g.bench_function("burn_fused_b32_s128_h12_d32", |bench| {
+        bench.iter(|| {
+            let y = burn::tensor::module::attention(
+                heads(q.clone()),
+                heads(k.clone()),
+                heads(v.clone()),
+                Some(mask4.clone()),
+                None,
+                burn::tensor::ops::AttentionModuleOptions::default(),
+            )
+            .swap_dims(1, 2)
+            .reshape([b, s, h * hd]);
+            d.sync().expect("device sync");
+            y
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    foundation,
+    llama_forward,
+    train_step,
+    matmul_minilm_ffn,
+    attention_minilm
+);
 criterion_main!(foundation);

@@ -559,9 +559,33 @@ impl BertSelfAttention {
         let [b, s, d] = x.dims();
         let hd = d / self.n_heads;
         let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, hd]).swap_dims(1, 2); // [b, h, s, hd]
-        let q = heads(linear(&self.query, x.clone()));
-        let k = heads(linear(&self.key, x.clone()));
-        let v = heads(linear(&self.value, x));
+        let (q, k, v) = (
+            linear(&self.query, x.clone()),
+            linear(&self.key, x.clone()),
+            linear(&self.value, x),
+        );
+        let key_rows = match &key_mask {
+            Some(m) if m.dims() == [b, 1, 1, s] => Some(Some(m.clone().reshape([b, s]))),
+            Some(_) => None,
+            None => Some(None),
+        };
+        if let Some(key_rows) = key_rows
+            && !hooks.needs_probs(layer)
+            && !hooks.bias.contains_key(&layer)
+            && let Ok(ctx) = crate::kernels::attention_rows(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                self.n_heads,
+                self.n_heads,
+                key_rows,
+                false,
+            )
+        {
+            // no probabilities asked for: the context straight from the projections' rows
+            return (ctx, None, (heads(k), heads(v)));
+        }
+        let (q, k, v) = (heads(q), heads(k), heads(v));
         let mask = key_mask.map(|m| m.expand([b, self.n_heads, s, s]));
         let (ctx, probs) = hooks.attend(layer, q, k.clone(), v.clone(), mask);
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, d]);

@@ -17,6 +17,8 @@
 //! - [`linear`] and [`linear_gelu`]: a linear layer as one packed, register-blocked product
 //!   (the crate's `sgemm` module) with the bias in its accumulators and the GELU applied to
 //!   cache-hot rows, for inputs of at least [`LINEAR_MIN_ROWS`] rows.
+//! - [`attention_rows`]: multi-head attention on the projections' `[batch, seq, heads ·
+//!   head_dim]` rows (the crate's `mha` module): no head reshapes, no probability tensor.
 //!
 //! The loops are plain Rust compiled once per instruction set (AVX-512, AVX2+FMA, baseline)
 //! through `pulp`'s runtime dispatch, which LLVM vectorises.
@@ -66,7 +68,7 @@ pub fn erf(x: f32) -> f32 {
 /// `e^x` for `x` in `[-87, 0]`: Cody–Waite reduction by ln 2 and Cephes' degree-6 polynomial,
 /// the power of two built in the exponent bits (about 1 ulp).
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let x = x.max(-87.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
@@ -77,8 +79,14 @@ fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r2 + r + 1.0;
-    // wrapping: the workspace's overflow checks would otherwise keep this loop scalar
-    y * f32::from_bits((n as i32).wrapping_add(127).cast_unsigned() << 23)
+    // 2^n from the bits of n + 127 (an integer in [2, 127] here): adding 2^23 puts it in the
+    // low mantissa bits, so integer vector ops build the exponent (`n as i32` is a saturating
+    // conversion that LLVM leaves scalar, one lane at a time); wrapping, or the workspace's
+    // overflow checks would keep the loop scalar too
+    let biased = (n + (8_388_608.0 + 127.0))
+        .to_bits()
+        .wrapping_sub(0x4B00_0000);
+    y * f32::from_bits(biased << 23)
 }
 
 /// `erfc(z)` for `z` ≥ 0.65 with a small relative error (3e-7): `e^{−z²}·g(t)`, `t = 1/(1 +
@@ -317,6 +325,154 @@ fn linear_host<const D: usize>(
     let mut shape = dims;
     shape[D - 1] = n;
     Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))
+}
+
+/// Multi-head scaled dot-product attention, `softmax(q kᵀ / √head_dim + mask) v` per head, on
+/// the projections as linear layers write them: `q` `[batch, queries, heads · head_dim]`, `k`
+/// and `v` `[batch, keys, kv_heads · head_dim]` (grouped-query attention when `kv_heads <
+/// heads`: query head `h` reads key/value head `h / (heads / kv_heads)`); the context comes back
+/// as `[batch, queries, heads · head_dim]`, ready for the output projection. `key_mask`
+/// `[batch, keys]` hides padded keys (true = hide); `causal` lets query `i` see keys `0..=i +
+/// keys − queries` only (the queries are the last ones of the keys' sequence).
+///
+/// On flex (f32, no autodiff; unless [`host_attention_enabled`] says no) this is one host
+/// kernel (the crate's `mha` module): no head reshapes, no `[batch, heads, queries, keys]`
+/// tensor, masked keys weigh exactly zero and a query whose keys are all masked averages the
+/// keys it may see. Elsewhere it runs burn's fused `attention` op on head-split views (a fully
+/// masked query gives what that op gives).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when the widths are not `heads` (resp. `kv_heads`) heads of one
+/// width, `kv_heads` does not divide `heads`, batches differ, `k` and `v` differ in shape,
+/// `key_mask` is not `[batch, keys]` or `causal` has fewer keys than queries.
+pub fn attention_rows(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    kv_heads: usize,
+    key_mask: Option<Tensor<2, Bool>>,
+    causal: bool,
+) -> Result<Tensor<3>> {
+    let [b, s, dq] = q.dims();
+    let [bk, t, dk] = k.dims();
+    let bad = |why: String| Err(Error::InvalidConfig(format!("attention_rows: {why}")));
+    if heads == 0 || kv_heads == 0 || !dq.is_multiple_of(heads) || !heads.is_multiple_of(kv_heads) {
+        return bad(format!(
+            "{dq} query columns, {heads} heads and {kv_heads} key/value heads do not fit"
+        ));
+    }
+    let hd = dq / heads;
+    if dk != kv_heads * hd || bk != b || v.dims() != k.dims() {
+        return bad(format!(
+            "q {:?}, k {:?}, v {:?} with {heads}/{kv_heads} heads",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        ));
+    }
+    if let Some(m) = &key_mask
+        && m.dims() != [b, t]
+    {
+        return bad(format!("key mask {:?}, expected [{b}, {t}]", m.dims()));
+    }
+    if causal && t < s {
+        return bad(format!("causal attention with {s} queries over {t} keys"));
+    }
+    let dims = crate::mha::AttnDims {
+        batch: b,
+        queries: s,
+        keys: t,
+        heads,
+        kv_heads,
+        head_dim: hd,
+        causal,
+    };
+    if host_attention_enabled() && host_path(&q) && host_path(&k) && host_path(&v) {
+        let mask: Option<Vec<bool>> = key_mask.map(|m| m.into_data().iter::<bool>().collect());
+        let (qs, ks, vs) = (HostValues::of(&q), HostValues::of(&k), HostValues::of(&v));
+        if let (Some(qs), Some(ks), Some(vs)) = (&qs, &ks, &vs)
+            && let (Some(qv), Some(kv), Some(vv)) = (qs.values(), ks.values(), vs.values())
+        {
+            let mut out = vec![0f32; b * s * dq];
+            crate::mha::attention(qv, kv, vv, mask.as_deref(), dims, &mut out);
+            return Ok(Tensor::from_data(
+                TensorData::new(out, [b, s, dq]),
+                &q.device(),
+            ));
+        }
+        // not reached for f32 tensors
+        let device = q.device();
+        let key_mask =
+            mask.map(|m| Tensor::<2, Bool>::from_data(TensorData::new(m, [b, t]), &device));
+        return Ok(attention_rows_burn(q, k, v, dims, key_mask));
+    }
+    Ok(attention_rows_burn(q, k, v, dims, key_mask))
+}
+
+/// Whether [`attention_rows`] may take its host kernel: true unless the environment variable
+/// `PAPERS_HOST_ATTENTION` is `0` or `off` (read once; for before/after measurements).
+pub fn host_attention_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(
+            std::env::var("PAPERS_HOST_ATTENTION").as_deref(),
+            Ok("0") | Ok("off")
+        )
+    })
+}
+
+/// [`attention_rows`] with burn's ops: head-split views and the fused `attention` op.
+fn attention_rows_burn(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    dims: crate::mha::AttnDims,
+    key_mask: Option<Tensor<2, Bool>>,
+) -> Tensor<3> {
+    let crate::mha::AttnDims {
+        batch: b,
+        queries: s,
+        keys: t,
+        heads,
+        kv_heads,
+        head_dim: hd,
+        causal,
+    } = dims;
+    let group = heads / kv_heads;
+    let split = |x: Tensor<3>, n: usize, len: usize| x.reshape([b, len, n, hd]).swap_dims(1, 2);
+    let repeat = |x: Tensor<4>| {
+        if group == 1 {
+            x
+        } else {
+            x.unsqueeze_dim::<5>(2)
+                .expand([b, kv_heads, group, t, hd])
+                .reshape([b, heads, t, hd])
+        }
+    };
+    let device = q.device();
+    let q = split(q, heads, s);
+    let (k, v) = (repeat(split(k, kv_heads, t)), repeat(split(v, kv_heads, t)));
+    let mut mask = key_mask.map(|m| m.reshape([b, 1, 1, t]).expand([b, heads, s, t]));
+    if causal {
+        // hide key j > i + (t − s)
+        let c = Tensor::<2, Bool>::tril_mask([s, t], (t - s) as i64, &device)
+            .reshape([1, 1, s, t])
+            .expand([b, heads, s, t]);
+        mask = Some(match mask {
+            Some(m) => m.bool_or(c),
+            None => c,
+        });
+    }
+    let ctx = burn::tensor::module::attention(
+        q,
+        k,
+        v,
+        mask,
+        None,
+        burn::tensor::ops::AttentionModuleOptions::default(),
+    );
+    ctx.swap_dims(1, 2).reshape([b, s, heads * hd])
 }
 
 /// Values per quantisation block.
@@ -700,6 +856,237 @@ mod tests {
         let a = Tensor::<2>::ones([2, 3], &d);
         let b = Tensor::<2>::ones([1, 3], &d);
         assert_eq!(silu_mul(a, b).dims(), [2, 3]);
+    }
+
+    /// Attention by definition, in f64: `q` `[b, s, h·hd]`, `k`/`v` `[b, t, hk·hd]`; a query
+    /// whose visible keys are all masked averages them.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_ref(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        mask: Option<&[bool]>,
+        (b, s, t, h, hk, hd): (usize, usize, usize, usize, usize, usize),
+        causal: bool,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; b * s * h * hd];
+        for bi in 0..b {
+            for hi in 0..h {
+                let g = hi / (h / hk);
+                for i in 0..s {
+                    let future = |j: usize| causal && j > i + t - s;
+                    let seen = |j: usize| !future(j) && !mask.is_some_and(|m| m[bi * t + j]);
+                    let any = (0..t).any(seen);
+                    let scores: Vec<f64> = (0..t)
+                        .map(|j| {
+                            if future(j) || (any && !seen(j)) {
+                                return f64::NEG_INFINITY;
+                            }
+                            if !any {
+                                return 0.0;
+                            }
+                            (0..hd)
+                                .map(|c| {
+                                    f64::from(q[(bi * s + i) * h * hd + hi * hd + c])
+                                        * f64::from(k[(bi * t + j) * hk * hd + g * hd + c])
+                                })
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..hd {
+                        let o: f64 = (0..t)
+                            .map(|j| e[j] / z * f64::from(v[(bi * t + j) * hk * hd + g * hd + c]))
+                            .sum();
+                        out[(bi * s + i) * h * hd + hi * hd + c] = o as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_rows_matches_the_definition_on_flex_and_autodiff() {
+        let flex = Device::flex();
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 1009) as f32 / 1009.0 - 0.5) * 3.0)
+                .collect()
+        };
+        // (batch, queries, keys, heads, kv heads, head dim, causal, masked keys)
+        for (case, &(b, s, t, h, hk, hd, causal, masked)) in [
+            (2, 70, 70, 3, 3, 8, false, true),
+            (1, 5, 37, 4, 2, 16, true, false),
+            (3, 33, 33, 2, 1, 5, true, true),
+            (2, 1, 19, 2, 2, 32, false, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let q = vals(b * s * h * hd, 1 + case);
+            let k = vals(b * t * hk * hd, 11 + case);
+            let v = vals(b * t * hk * hd, 21 + case);
+            // every third key hidden; a third sequence hides all of them (averaged)
+            let mask: Option<Vec<bool>> =
+                masked.then(|| (0..b * t).map(|i| i / t == 2 || (i % t) % 3 == 1).collect());
+            let want = attention_ref(&q, &k, &v, mask.as_deref(), (b, s, t, h, hk, hd), causal);
+            let fully_masked_rows = masked && b > 2;
+            for device in [flex.clone(), flex.clone().autodiff()] {
+                // burn's op on autodiff leaves a fully masked query to its own convention
+                if device.is_autodiff() && fully_masked_rows {
+                    continue;
+                }
+                let tq =
+                    Tensor::<3>::from_data(TensorData::new(q.clone(), [b, s, h * hd]), &device);
+                let tk =
+                    Tensor::<3>::from_data(TensorData::new(k.clone(), [b, t, hk * hd]), &device);
+                let tv =
+                    Tensor::<3>::from_data(TensorData::new(v.clone(), [b, t, hk * hd]), &device);
+                let tm = mask
+                    .clone()
+                    .map(|m| Tensor::<2, Bool>::from_data(TensorData::new(m, [b, t]), &device));
+                let got = attention_rows(tq, tk, tv, h, hk, tm, causal).unwrap();
+                assert_eq!(got.dims(), [b, s, h * hd]);
+                let got = got
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap();
+                testkit::assert_allclose(
+                    &got,
+                    &want,
+                    1e-5,
+                    1e-4,
+                    &format!("case {case} on {device:?}"),
+                );
+            }
+        }
+    }
+
+    /// Runs one block of the attention kernel with a chosen instruction set.
+    type BlockRunner = dyn Fn(crate::mha::Block<'_>) + Sync;
+
+    #[test]
+    fn the_attention_kernel_agrees_on_every_instruction_set() {
+        // AVX2 (8 lanes) and scalar (1 lane) pad keys and head width differently from AVX-512
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 104_729 + seed * 7919) % 997) as f32 / 997.0 - 0.5) * 2.0)
+                .collect()
+        };
+        for &(b, s, t, h, hk, hd, causal) in
+            &[(2, 45, 45, 4, 2, 12, true), (3, 9, 21, 2, 2, 20, false)]
+        {
+            let (q, k, v) = (
+                vals(b * s * h * hd, 1),
+                vals(b * t * hk * hd, 2),
+                vals(b * t * hk * hd, 3),
+            );
+            let mask: Vec<bool> = (0..b * t).map(|i| i % 5 == 2).collect();
+            let want = attention_ref(&q, &k, &v, Some(&mask), (b, s, t, h, hk, hd), causal);
+            let dims = crate::mha::AttnDims {
+                batch: b,
+                queries: s,
+                keys: t,
+                heads: h,
+                kv_heads: hk,
+                head_dim: hd,
+                causal,
+            };
+            let mut runs: Vec<(&str, Box<BlockRunner>)> = vec![(
+                "scalar",
+                Box::new(|blk| pulp::WithSimd::with_simd(blk, pulp::Scalar::new())),
+            )];
+            #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                runs.push((
+                    "avx2",
+                    Box::new(move |blk| pulp::WithSimd::with_simd(blk, v3)),
+                ));
+            }
+            for (name, run) in &runs {
+                let mut out = vec![f32::NAN; b * s * h * hd];
+                crate::mha::attention_by(&q, &k, &v, Some(&mask), dims, &mut out, run.as_ref());
+                testkit::assert_allclose(&out, &want, 1e-5, 1e-4, name);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_rows_refuses_bad_shapes() {
+        let d = Device::flex();
+        let z = |dims: [usize; 3]| Tensor::<3>::zeros(dims, &d);
+        assert!(
+            attention_rows(
+                z([1, 4, 12]),
+                z([1, 4, 12]),
+                z([1, 4, 12]),
+                5,
+                5,
+                None,
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            attention_rows(z([1, 4, 12]), z([1, 4, 8]), z([1, 4, 8]), 3, 2, None, false).is_err()
+        );
+        assert!(
+            attention_rows(
+                z([1, 4, 12]),
+                z([2, 4, 12]),
+                z([2, 4, 12]),
+                3,
+                3,
+                None,
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            attention_rows(
+                z([1, 4, 12]),
+                z([1, 4, 12]),
+                z([1, 5, 12]),
+                3,
+                3,
+                None,
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            attention_rows(
+                z([1, 6, 12]),
+                z([1, 4, 12]),
+                z([1, 4, 12]),
+                3,
+                3,
+                None,
+                true
+            )
+            .is_err()
+        );
+        let m = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; 5], [1, 5]), &d);
+        assert!(
+            attention_rows(
+                z([1, 4, 12]),
+                z([1, 4, 12]),
+                z([1, 4, 12]),
+                3,
+                3,
+                Some(m),
+                false
+            )
+            .is_err()
+        );
+        assert!(
+            attention_rows(z([1, 4, 12]), z([1, 4, 4]), z([1, 4, 4]), 3, 1, None, false).is_ok()
+        );
     }
 
     fn blocks(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {

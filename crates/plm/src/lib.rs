@@ -50,6 +50,7 @@ pub mod hooks;
 pub mod kernels;
 pub mod layers;
 pub mod llama;
+mod mha;
 pub mod onnx;
 pub mod safetensors;
 mod sgemm;
