@@ -26,7 +26,7 @@ use serde::Deserialize;
 use crate::Error;
 use crate::checkpoint::{LoadDtype, LoadOptions};
 use crate::hooks::AttentionHooks;
-use crate::kernels::{linear, linear_gelu};
+use crate::kernels::{linear, linear_add_norm, linear_gelu};
 
 /// Configuration of a [`Bert`] encoder (burn names; see [`BertHfConfig`] for HF's).
 #[derive(Config, Debug)]
@@ -173,7 +173,10 @@ impl BertConfig {
                 token_type_embeddings: emb(self.type_vocab_size),
                 layer_norm: ln(),
             },
-            encoder: BertEncoder { layer },
+            encoder: BertEncoder {
+                layer,
+                layer_norm_eps: self.layer_norm_eps,
+            },
             pooler: self.with_pooler.then(|| Pooler {
                 dense: linear(self.d_model, self.d_model),
             }),
@@ -247,6 +250,9 @@ pub struct BertLayer {
 pub struct BertEncoder {
     /// Layers (HF name `layer`).
     pub layer: Vec<BertLayer>,
+    /// The layer norms' epsilon (`layer_norm_eps`; burn's `LayerNorm` keeps its own private,
+    /// and the fused add & norm on the host path needs it).
+    pub layer_norm_eps: f64,
 }
 
 /// `tanh(dense(h[CLS]))`.
@@ -430,11 +436,12 @@ impl Bert {
                 .self_attn
                 .forward(h.clone(), key_mask, hooks, l);
         let a = &layer.attention.output;
-        let h1 = a.layer_norm.forward(linear(&a.dense, ctx) + h);
+        let eps = self.encoder.layer_norm_eps;
+        let h1 = linear_add_norm(&a.dense, ctx, h, &a.layer_norm, eps);
         let ff = linear_gelu(&layer.intermediate.dense, h1.clone());
         let o = &layer.output;
         (
-            o.layer_norm.forward(linear(&o.dense, ff.clone()) + h1),
+            linear_add_norm(&o.dense, ff.clone(), h1, &o.layer_norm, eps),
             probs,
             layer_kv,
             ff,

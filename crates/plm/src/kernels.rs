@@ -14,9 +14,10 @@
 //! - [`QuantMatrix`] and [`linear_quant`]: a weight matrix kept in its GGUF block format (Q4_0,
 //!   Q4_1, Q8_0) and multiplied by a few activation rows with the blocks dequantised inside the
 //!   dot product, as llama.cpp does: decoding reads 4.5–8.5 bits per weight instead of 32.
-//! - [`linear`] and [`linear_gelu`]: a linear layer as one packed, register-blocked product
-//!   (the crate's `sgemm` module) with the bias in its accumulators and the GELU applied to
-//!   cache-hot rows, for inputs of at least [`LINEAR_MIN_ROWS`] rows.
+//! - [`linear`], [`linear_gelu`] and [`linear_add_norm`]: a linear layer as one packed,
+//!   register-blocked product (the crate's `sgemm` module) with the bias in its accumulators
+//!   and the GELU, or the residual add and layer norm, applied to cache-hot rows, for inputs of
+//!   at least [`LINEAR_MIN_ROWS`] rows.
 //! - [`attention_rows`]: multi-head attention on the projections' `[batch, seq, heads ·
 //!   head_dim]` rows (the crate's `mha` module): no head reshapes, no probability tensor.
 //!
@@ -219,7 +220,7 @@ pub const LINEAR_MIN_ROWS: usize = 1024;
 /// AVX2 with FMA, `x` has at least [`LINEAR_MIN_ROWS`] rows and [`packed_linear_enabled`];
 /// burn's `forward` otherwise. Same values up to f32 summation order.
 pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
-    match linear_host(layer, &x, false) {
+    match linear_host(layer, &x, Post::None) {
         Some(y) => y,
         None => layer.forward(x),
     }
@@ -228,9 +229,130 @@ pub fn linear<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<
 /// `gelu(linear(x))` (exact GELU), with the GELU applied to each block of output rows while
 /// it is still in cache when the packed product runs (see [`linear`]).
 pub fn linear_gelu<const D: usize>(layer: &burn::nn::Linear, x: Tensor<D>) -> Tensor<D> {
-    match linear_host(layer, &x, true) {
+    match linear_host(layer, &x, Post::Gelu) {
         Some(y) => y,
         None => gelu(layer.forward(x)),
+    }
+}
+
+/// `norm(linear(x) + residual)`, a transformer's "add & norm" after a projection (BERT's
+/// attention output and FFN output), with `norm` a layer normalisation over the last dimension
+/// with epsilon `eps` (burn's `LayerNorm` keeps its own private, so the caller passes the
+/// model's). On the packed path ([`linear`]) the residual is added and each row normalised
+/// while the block of rows is still in cache, with no tensor in between; burn's ops otherwise.
+pub fn linear_add_norm<const D: usize>(
+    layer: &burn::nn::Linear,
+    x: Tensor<D>,
+    residual: Tensor<D>,
+    norm: &burn::nn::LayerNorm,
+    eps: f64,
+) -> Tensor<D> {
+    let host = (|| {
+        let n = layer.weight.dims()[1];
+        let mut out_dims = x.dims();
+        out_dims[D - 1] = n;
+        if residual.dims() != out_dims || !host_path(&residual) {
+            return None;
+        }
+        let res = HostValues::of(&residual)?;
+        let gamma = HostValues::of(&norm.gamma.val())?;
+        let beta = match &norm.beta {
+            Some(b) => Some(HostValues::of(&b.val())?),
+            None => None,
+        };
+        let beta = match &beta {
+            Some(b) => Some(b.values()?),
+            None => None,
+        };
+        let gamma = gamma.values()?;
+        if gamma.len() != n || beta.is_some_and(|b| b.len() != n) {
+            return None;
+        }
+        linear_host(
+            layer,
+            &x,
+            Post::AddNorm {
+                residual: res.values()?,
+                gamma,
+                beta,
+                eps: eps as f32,
+            },
+        )
+    })();
+    match host {
+        Some(y) => y,
+        None => norm.forward(linear(layer, x) + residual),
+    }
+}
+
+/// What [`linear_host`] does to each finished block of rows.
+#[derive(Clone, Copy)]
+enum Post<'a> {
+    /// Nothing.
+    None,
+    /// The exact GELU.
+    Gelu,
+    /// Adds the residual's rows, then normalises each row (`(x − mean) / √(var + eps) · gamma
+    /// + beta`).
+    AddNorm {
+        residual: &'a [f32],
+        gamma: &'a [f32],
+        beta: Option<&'a [f32]>,
+        eps: f32,
+    },
+}
+
+/// Add & layer-norm over rows of `gamma.len()` values (see [`Post::AddNorm`]) as a `pulp` op.
+struct AddNorm<'a> {
+    rows: &'a mut [f32],
+    residual: &'a [f32],
+    gamma: &'a [f32],
+    beta: Option<&'a [f32]>,
+    eps: f32,
+}
+
+impl pulp::WithSimd for AddNorm<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let n = self.gamma.len();
+        let inv_n = 1.0 / n as f32;
+        for (row, res) in self
+            .rows
+            .chunks_exact_mut(n)
+            .zip(self.residual.chunks_exact(n))
+        {
+            for (x, &r) in row.iter_mut().zip(res) {
+                *x += r;
+            }
+            let mean = crate::mha::row_sum(row) * inv_n;
+            for x in row.iter_mut() {
+                *x -= mean;
+            }
+            let mut sq = [0f32; 16];
+            let mut chunks = row.chunks_exact(16);
+            for c in &mut chunks {
+                for (a, &v) in sq.iter_mut().zip(c) {
+                    *a += v * v;
+                }
+            }
+            let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+            let var = (sq.iter().sum::<f32>() + tail) * inv_n;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            match self.beta {
+                Some(beta) => {
+                    for ((x, &g), &b) in row.iter_mut().zip(self.gamma).zip(beta) {
+                        *x = *x * inv * g + b;
+                    }
+                }
+                None => {
+                    for (x, &g) in row.iter_mut().zip(self.gamma) {
+                        *x = *x * inv * g;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -288,7 +410,7 @@ impl HostValues {
 fn linear_host<const D: usize>(
     layer: &burn::nn::Linear,
     x: &Tensor<D>,
-    with_gelu: bool,
+    post: Post<'_>,
 ) -> Option<Tensor<D>> {
     let dims = x.dims();
     let k = dims[D - 1];
@@ -316,9 +438,31 @@ fn linear_host<const D: usize>(
     let packed = crate::sgemm::PackedB::new(w.values()?, k, n, n)?;
     let xs = HostValues::of(x)?;
     let mut out = vec![0f32; rows * n];
-    let epilogue = |s: &mut [f32]| gelu_slice(s);
-    let epilogue: Option<crate::sgemm::Epilogue<'_>> =
-        if with_gelu { Some(&epilogue) } else { None };
+    if let Post::AddNorm { residual, .. } = post
+        && residual.len() != rows * n
+    {
+        return None;
+    }
+    let epilogue = |r0: usize, s: &mut [f32]| match post {
+        Post::None => {}
+        Post::Gelu => gelu_slice(s),
+        Post::AddNorm {
+            residual,
+            gamma,
+            beta,
+            eps,
+        } => pulp::Arch::new().dispatch(AddNorm {
+            residual: &residual[r0 * n..r0 * n + s.len()],
+            rows: s,
+            gamma,
+            beta,
+            eps,
+        }),
+    };
+    let epilogue: Option<crate::sgemm::Epilogue<'_>> = match post {
+        Post::None => None,
+        _ => Some(&epilogue),
+    };
     if !crate::sgemm::gemm(rows, xs.values()?, k, &packed, bias, &mut out, epilogue) {
         return None;
     }
@@ -820,14 +964,39 @@ mod tests {
                 1e-4,
                 "linear",
             );
-            let got = linear_gelu(&layer, x);
-            let want = burn::tensor::activation::gelu(want);
+            let got = linear_gelu(&layer, x.clone());
+            let gelu_want = burn::tensor::activation::gelu(want.clone());
             testkit::assert_allclose(
                 &got.into_data().try_into_vec::<f32>().unwrap(),
-                &want.into_data().try_into_vec::<f32>().unwrap(),
+                &gelu_want.into_data().try_into_vec::<f32>().unwrap(),
                 1e-5,
                 1e-4,
                 "linear_gelu",
+            );
+            // add & norm with a random residual, gamma and beta (and without beta)
+            let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+            let residual = Tensor::<3>::random([b, s, n], normal, &d);
+            let mut norm = burn::nn::LayerNormConfig::new(n)
+                .with_epsilon(1e-6)
+                .init(&d);
+            norm.gamma = burn::module::Param::from_tensor(Tensor::random([n], normal, &d));
+            norm.beta = if bias {
+                Some(burn::module::Param::from_tensor(Tensor::random(
+                    [n],
+                    normal,
+                    &d,
+                )))
+            } else {
+                None
+            };
+            let got = linear_add_norm(&layer, x.clone(), residual.clone(), &norm, 1e-6);
+            let norm_want = norm.forward(want + residual);
+            testkit::assert_allclose(
+                &got.into_data().try_into_vec::<f32>().unwrap(),
+                &norm_want.into_data().try_into_vec::<f32>().unwrap(),
+                1e-4,
+                1e-4,
+                "linear_add_norm",
             );
         }
     }

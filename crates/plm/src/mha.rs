@@ -125,7 +125,7 @@ fn row_max(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn row_sum(x: &[f32]) -> f32 {
+pub(crate) fn row_sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {

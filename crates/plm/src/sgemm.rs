@@ -63,8 +63,8 @@ impl Isa {
 }
 
 /// What runs on each finished block of output rows (e.g. an activation), on the thread that
-/// made them.
-pub(crate) type Epilogue<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+/// made them: the index of the block's first row, and its rows.
+pub(crate) type Epilogue<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 
 /// Whether this CPU runs the kernel (x86-64 with AVX-512, or AVX2 and FMA).
 pub(crate) fn available() -> bool {
@@ -356,7 +356,7 @@ struct Rows<'a> {
     bias: Option<&'a [f32]>,
 }
 
-/// [`gemm`] with `MR`-row panels on instruction set `S`, the threads taking
+/// [`gemm`] with `MR`-row panels on instruction set `S`, the threads taking up to
 /// [`PANELS_PER_TASK`] panels of rows each; `c` holds exactly the output's rows.
 #[allow(dead_code)]
 fn run<S: Simd + Send + Sync, const MR: usize>(
@@ -366,7 +366,13 @@ fn run<S: Simd + Send + Sync, const MR: usize>(
     epilogue: Option<Epilogue<'_>>,
 ) {
     let n = b.n;
-    let mc = PANELS_PER_TASK * MR;
+    // at most PANELS_PER_TASK panels per task, fewer when that leaves the threads uneven work
+    // (384 rows: 4 tasks of 7 panels on 2 threads, not 112 + 112 against 112 + 48 rows)
+    let panels = (c.len() / n).div_ceil(MR);
+    let tasks = panels
+        .div_ceil(PANELS_PER_TASK)
+        .next_multiple_of(rayon::current_num_threads().max(1));
+    let mc = panels.div_ceil(tasks).clamp(1, PANELS_PER_TASK) * MR;
     c.par_chunks_mut(mc * n).enumerate().for_each_init(
         || vec![0f32; mc * KC],
         |abuf, (ci, crows)| {
@@ -379,7 +385,7 @@ fn run<S: Simd + Send + Sync, const MR: usize>(
                 abuf,
             });
             if let Some(f) = epilogue {
-                f(crows);
+                f(ci * mc, crows);
             }
         },
     );
@@ -465,10 +471,16 @@ mod tests {
         for isa in Isa::all() {
             let packed = PackedB::for_isa(isa, &b, k, n, n).unwrap();
             let mut c = vec![0f32; m * n];
-            let double = |s: &mut [f32]| s.iter_mut().for_each(|v| *v *= 2.0);
+            // doubles every value and adds its row's index (told by the block's first row)
+            let double = |r0: usize, s: &mut [f32]| {
+                for (i, row) in s.chunks_exact_mut(n).enumerate() {
+                    row.iter_mut().for_each(|v| *v = 2.0 * *v + (r0 + i) as f32);
+                }
+            };
             assert!(gemm(m, &a, lda, &packed, None, &mut c, Some(&double)));
-            for (x, y) in c.iter().zip(&want) {
-                assert!((x - 2.0 * y).abs() <= 1e-4 * (1.0 + y.abs()));
+            for (j, (x, y)) in c.iter().zip(&want).enumerate() {
+                let want = 2.0 * y + (j / n) as f32;
+                assert!((x - want).abs() <= 1e-4 * (1.0 + want.abs()));
             }
             // short slices are refused
             assert!(!gemm(m + 1, &a, lda, &packed, None, &mut c, None));
