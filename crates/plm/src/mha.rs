@@ -112,9 +112,11 @@ const LANES: usize = 16;
 fn row_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = x.chunks_exact(LANES);
+    // comparisons rather than `f32::max`, whose NaN rule costs two more instructions per
+    // vector (the scores are finite)
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a = a.max(v);
+            *a = if v > *a { v } else { *a };
         }
     }
     let tail = chunks
@@ -146,7 +148,27 @@ const R: usize = 6;
 #[inline(always)]
 fn scores<S: pulp::Simd>(simd: S, qt: &[f32], kt: &[f32], tp: usize, nv: usize, p: &mut [f32]) {
     let (qt, _) = qt.as_chunks::<R>();
-    for jv in 0..nv {
+    // two key vectors at a time: 2·R accumulators, each broadcast query value used twice
+    let mut jv = 0;
+    while jv + 2 <= nv {
+        let mut acc = [[simd.splat_f32s(0.0); 2]; R];
+        for (qc, ktrow) in qt.iter().zip(kt.chunks_exact(tp)) {
+            let kv = S::as_simd_f32s(ktrow).0;
+            let (k0, k1) = (kv[jv], kv[jv + 1]);
+            for (a, &x) in acc.iter_mut().zip(qc) {
+                let x = simd.splat_f32s(x);
+                a[0] = simd.mul_add_e_f32s(x, k0, a[0]);
+                a[1] = simd.mul_add_e_f32s(x, k1, a[1]);
+            }
+        }
+        for (a, prow) in acc.iter().zip(p.chunks_exact_mut(tp)) {
+            let pv = S::as_mut_simd_f32s(prow).0;
+            pv[jv] = a[0];
+            pv[jv + 1] = a[1];
+        }
+        jv += 2;
+    }
+    if jv < nv {
         let mut acc = [simd.splat_f32s(0.0); R];
         for (qc, ktrow) in qt.iter().zip(kt.chunks_exact(tp)) {
             let kv = S::as_simd_f32s(ktrow).0[jv];
@@ -211,13 +233,14 @@ impl pulp::WithSimd for Block<'_> {
         let kb = &self.k[self.batch * t * dk..(self.batch + 1) * t * dk];
         let vb = &self.v[self.batch * t * dk..(self.batch + 1) * t * dk];
         // the additive mask: 0 or the most negative float (a masked score stays at it)
-        let bias: Vec<f32> = match self.key_mask {
-            Some(m) => m[self.batch * t..(self.batch + 1) * t]
+        let bias: Option<Vec<f32>> = self.key_mask.map(|m| {
+            m[self.batch * t..(self.batch + 1) * t]
                 .iter()
                 .map(|&hide| if hide { f32::MIN } else { 0.0 })
-                .collect(),
-            None => vec![0.0; t],
-        };
+                .collect()
+        });
+        // 1 / the softmax's sum per row of the block (applied to the context, not the weights)
+        let mut inv = [0f32; R];
         // keys the query of row i may see
         let seen = |i: usize| if causal { i + 1 + t - s } else { t };
         let mut kt = vec![0f32; hd * tp];
@@ -259,8 +282,10 @@ impl pulp::WithSimd for Block<'_> {
                     if n == 0 {
                         continue;
                     }
-                    for (x, &b) in live.iter_mut().zip(&bias) {
-                        *x += b;
+                    if let Some(bias) = &bias {
+                        for (x, &b) in live.iter_mut().zip(bias) {
+                            *x += b;
+                        }
                     }
                     let m = row_max(live);
                     for x in live.iter_mut() {
@@ -271,10 +296,7 @@ impl pulp::WithSimd for Block<'_> {
                             crate::kernels::exp_nonpositive(d)
                         };
                     }
-                    let inv = 1.0 / row_sum(live);
-                    for x in live.iter_mut() {
-                        *x *= inv;
-                    }
+                    inv[r] = 1.0 / row_sum(live);
                 }
                 for (j, ptj) in pt.chunks_exact_mut(R).take(nmax).enumerate() {
                     for (r, x) in ptj.iter_mut().enumerate() {
@@ -282,8 +304,11 @@ impl pulp::WithSimd for Block<'_> {
                     }
                 }
                 context(simd, &pt, &vp, nmax, hdp, &mut o);
-                for r in 0..rr {
-                    self.out[(r0 + r) * dq + h * hd..][..hd].copy_from_slice(&o[r * hdp..][..hd]);
+                for (r, &inv) in inv.iter().enumerate().take(rr) {
+                    let dst = &mut self.out[(r0 + r) * dq + h * hd..][..hd];
+                    for (d, &x) in dst.iter_mut().zip(&o[r * hdp..r * hdp + hd]) {
+                        *d = x * inv;
+                    }
                 }
             }
         }
