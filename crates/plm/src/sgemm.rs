@@ -107,7 +107,22 @@ impl PackedB {
                         let w = (n - c0).min(nr);
                         for (p, d) in d.chunks_exact_mut(nr).enumerate() {
                             let row = (p0 + p) * ldb + c0;
-                            d[..w].copy_from_slice(&b[row..row + w]);
+                            let src = &b[row..row + w];
+                            // whole panel rows as fixed-size copies (a few vector moves); a
+                            // run-time length is a `memcpy` call per 16 or 32 values
+                            match (
+                                <&mut [f32; 32]>::try_from(&mut *d),
+                                <&[f32; 32]>::try_from(src),
+                            ) {
+                                (Ok(d), Ok(s)) => *d = *s,
+                                _ => match (
+                                    <&mut [f32; 16]>::try_from(&mut *d),
+                                    <&[f32; 16]>::try_from(src),
+                                ) {
+                                    (Ok(d), Ok(s)) => *d = *s,
+                                    _ => d[..w].copy_from_slice(src),
+                                },
+                            }
                         }
                     }
                 });
