@@ -246,6 +246,7 @@ impl pulp::WithSimd for Block<'_> {
         let mut kt = vec![0f32; hd * tp];
         let mut vp = vec![0f32; t * hdp];
         let mut qt = vec![0f32; hd * R];
+        let zeros = vec![0f32; hd];
         let mut p = vec![0f32; R * tp];
         let mut pt = vec![0f32; t * R];
         let mut o = vec![0f32; R * hdp];
@@ -265,11 +266,19 @@ impl pulp::WithSimd for Block<'_> {
             }
             for r0 in (0..rows).step_by(R) {
                 let rr = (rows - r0).min(R);
-                qt.fill(0.0);
-                for r in 0..rr {
-                    let qrow = &qb[(self.row0 + r0 + r) * dq + h * hd..][..hd];
-                    for (c, &x) in qrow.iter().enumerate() {
-                        qt[c * R + r] = x * scale;
+                // depth outer, rows inner: each step writes R contiguous values (the other
+                // order vectorises into scatters, slower than the scores themselves); rows
+                // past the block's end read zeros
+                let qrows: [&[f32]; R] = std::array::from_fn(|r| {
+                    if r < rr {
+                        &qb[(self.row0 + r0 + r) * dq + h * hd..][..hd]
+                    } else {
+                        &zeros[..hd]
+                    }
+                });
+                for (c, qc) in qt.as_chunks_mut::<R>().0.iter_mut().enumerate() {
+                    for (x, qr) in qc.iter_mut().zip(&qrows) {
+                        *x = qr[c] * scale;
                     }
                 }
                 // the block's last row sees the most keys
@@ -298,9 +307,11 @@ impl pulp::WithSimd for Block<'_> {
                     }
                     inv[r] = 1.0 / row_sum(live);
                 }
-                for (j, ptj) in pt.chunks_exact_mut(R).take(nmax).enumerate() {
-                    for (r, x) in ptj.iter_mut().enumerate() {
-                        *x = p[r * tp + j];
+                // keys outer, rows inner (as for qt)
+                let prows: [&[f32]; R] = std::array::from_fn(|r| &p[r * tp..r * tp + nmax]);
+                for (j, ptj) in pt.as_chunks_mut::<R>().0.iter_mut().take(nmax).enumerate() {
+                    for (x, pr) in ptj.iter_mut().zip(&prows) {
+                        *x = pr[j];
                     }
                 }
                 context(simd, &pt, &vp, nmax, hdp, &mut o);
