@@ -139,8 +139,9 @@ pub(crate) fn row_sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Query rows per register block: `R × 2` accumulator registers in the context product (12 of
-/// AVX2's 16, 12 of AVX-512's 32), `R` in the scores product.
+/// Query rows per register block: `R × 2` accumulator registers in both products (12 of AVX2's
+/// 16 and of AVX-512's 32; two key vectors in the scores, two head-width vectors in the
+/// context).
 const R: usize = 6;
 
 /// `p[r][jv·L..] = Σ_c qt[c][r] · kt[c][jv·L..]` for the `nv` key vectors of `L` lanes: `qt` is
