@@ -12,8 +12,9 @@
 //! - [`causal`]: the causal-LM trait every decoder here implements (logits and attentions under
 //!   hooks, query/key vectors), for analyses that work with any of them.
 //! - [`hooks`]: one attention-hook interface (additive bias, post-softmax scale, dL/dA probes).
-//! - [`kernels`]: CPU kernels for hot paths on flex (exact GELU, GGUF-quantised matrix products),
-//!   with burn's ops as the fallback on every other device and under autodiff.
+//! - [`kernels`]: CPU kernels for hot paths on flex (exact GELU, SwiGLU, packed linear layers with
+//!   GELU or add & norm epilogues, multi-head attention on the projections' rows, GGUF-quantised
+//!   matrix products), with burn's ops as the fallback on every other device and under autodiff.
 //! - `hello_lm` (feature `experiment`): the `hello-lm` experiment (a byte-level Llama trained from
 //!   scratch).
 //!
