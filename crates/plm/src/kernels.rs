@@ -1191,73 +1191,25 @@ mod tests {
     fn attention_rows_refuses_bad_shapes() {
         let d = Device::flex();
         let z = |dims: [usize; 3]| Tensor::<3>::zeros(dims, &d);
-        assert!(
-            attention_rows(
-                z([1, 4, 12]),
-                z([1, 4, 12]),
-                z([1, 4, 12]),
-                5,
-                5,
-                None,
-                false
-            )
-            .is_err()
-        );
-        assert!(
-            attention_rows(z([1, 4, 12]), z([1, 4, 8]), z([1, 4, 8]), 3, 2, None, false).is_err()
-        );
-        assert!(
-            attention_rows(
-                z([1, 4, 12]),
-                z([2, 4, 12]),
-                z([2, 4, 12]),
-                3,
-                3,
-                None,
-                false
-            )
-            .is_err()
-        );
-        assert!(
-            attention_rows(
-                z([1, 4, 12]),
-                z([1, 4, 12]),
-                z([1, 5, 12]),
-                3,
-                3,
-                None,
-                false
-            )
-            .is_err()
-        );
-        assert!(
-            attention_rows(
-                z([1, 6, 12]),
-                z([1, 4, 12]),
-                z([1, 4, 12]),
-                3,
-                3,
-                None,
-                true
-            )
-            .is_err()
-        );
+        // (q, k, v, heads, kv heads, causal): 12 columns are not 5 heads; k is not 2 heads of
+        // 4; batches differ; k and v differ; causal with fewer keys than queries
+        for (q, k, v, h, hk, causal) in [
+            ([1, 4, 12], [1, 4, 12], [1, 4, 12], 5, 5, false),
+            ([1, 4, 12], [1, 4, 8], [1, 4, 8], 3, 2, false),
+            ([1, 4, 12], [2, 4, 12], [2, 4, 12], 3, 3, false),
+            ([1, 4, 12], [1, 4, 12], [1, 5, 12], 3, 3, false),
+            ([1, 6, 12], [1, 4, 12], [1, 4, 12], 3, 3, true),
+        ] {
+            let got = attention_rows(z(q), z(k), z(v), h, hk, None, causal);
+            assert!(got.is_err(), "{q:?} {k:?} {v:?} {h}/{hk}");
+        }
+        // a key mask of the wrong length
         let m = Tensor::<2, Bool>::from_data(TensorData::new(vec![false; 5], [1, 5]), &d);
-        assert!(
-            attention_rows(
-                z([1, 4, 12]),
-                z([1, 4, 12]),
-                z([1, 4, 12]),
-                3,
-                3,
-                Some(m),
-                false
-            )
-            .is_err()
-        );
-        assert!(
-            attention_rows(z([1, 4, 12]), z([1, 4, 4]), z([1, 4, 4]), 3, 1, None, false).is_ok()
-        );
+        let (q, kv) = (z([1, 4, 12]), z([1, 4, 12]));
+        assert!(attention_rows(q.clone(), kv.clone(), kv, 3, 3, Some(m), false).is_err());
+        // grouped heads: 3 query heads of 4 over one key/value head
+        let kv = z([1, 4, 4]);
+        assert!(attention_rows(q, kv.clone(), kv, 3, 1, None, false).is_ok());
     }
 
     fn blocks(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
