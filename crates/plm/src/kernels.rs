@@ -258,14 +258,8 @@ pub fn linear_add_norm<const D: usize>(
         }
         let res = HostValues::of(&residual)?;
         let gamma = HostValues::of(&norm.gamma.val())?;
-        let beta = match &norm.beta {
-            Some(b) => Some(HostValues::of(&b.val())?),
-            None => None,
-        };
-        let beta = match &beta {
-            Some(b) => Some(b.values()?),
-            None => None,
-        };
+        let beta = HostValues::of_optional(&norm.beta)?;
+        let beta = HostValues::optional_values(&beta)?;
         let gamma = gamma.values()?;
         if gamma.len() != n || beta.is_some_and(|b| b.len() != n) {
             return None;
@@ -397,6 +391,23 @@ impl HostValues {
         Some(HostValues::Copied(t.clone().into_data()))
     }
 
+    /// [`HostValues::of`] an optional parameter: `Some(None)` when there is none, `None` when
+    /// it cannot be read.
+    fn of_optional(p: &Option<burn::module::Param<Tensor<1>>>) -> Option<Option<Self>> {
+        match p {
+            Some(p) => Some(Some(Self::of(&p.val())?)),
+            None => Some(None),
+        }
+    }
+
+    /// The values of an optional [`HostValues`], as [`HostValues::of_optional`].
+    fn optional_values(v: &Option<Self>) -> Option<Option<&[f32]>> {
+        match v {
+            Some(v) => Some(Some(v.values()?)),
+            None => Some(None),
+        }
+    }
+
     fn values(&self) -> Option<&[f32]> {
         match self {
             #[cfg(feature = "flex")]
@@ -428,14 +439,8 @@ fn linear_host<const D: usize>(
     {
         return None;
     }
-    let bias = match &layer.bias {
-        Some(b) => Some(HostValues::of(&b.val())?),
-        None => None,
-    };
-    let bias = match &bias {
-        Some(b) => Some(b.values()?),
-        None => None,
-    };
+    let bias = HostValues::of_optional(&layer.bias)?;
+    let bias = HostValues::optional_values(&bias)?;
     let w = HostValues::of(&weight)?;
     let packed = crate::sgemm::PackedB::new(w.values()?, k, n, n)?;
     let xs = HostValues::of(x)?;
