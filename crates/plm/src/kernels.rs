@@ -253,7 +253,7 @@ pub fn linear_add_norm<const D: usize>(
         let n = layer.weight.dims()[1];
         let mut out_dims = x.dims();
         out_dims[D - 1] = n;
-        if residual.dims() != out_dims || !host_path(&residual) {
+        if residual.dims() != out_dims || !host_path(&residual) || !packed_applies(layer, &x) {
             return None;
         }
         let res = HostValues::of(&residual)?;
@@ -420,25 +420,32 @@ impl HostValues {
     }
 }
 
+/// Whether [`linear_host`] takes the packed product for `x` (shape, size, device, dtype, CPU,
+/// switch): checked before anything is read to the host.
+fn packed_applies<const D: usize>(layer: &burn::nn::Linear, x: &Tensor<D>) -> bool {
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    layer.weight.dims()[0] == dims[D - 1]
+        && rows >= LINEAR_MIN_ROWS
+        && packed_linear_enabled()
+        && host_path(x)
+        && layer.weight.val().dtype() == DType::F32
+        && crate::sgemm::available()
+}
+
 fn linear_host<const D: usize>(
     layer: &burn::nn::Linear,
     x: &Tensor<D>,
     post: Post<'_>,
 ) -> Option<Tensor<D>> {
+    if !packed_applies(layer, x) {
+        return None;
+    }
     let dims = x.dims();
     let k = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
     let weight = layer.weight.val();
-    let [wk, n] = weight.dims();
-    if wk != k
-        || rows < LINEAR_MIN_ROWS
-        || !packed_linear_enabled()
-        || !host_path(x)
-        || weight.dtype() != DType::F32
-        || !crate::sgemm::available()
-    {
-        return None;
-    }
+    let n = weight.dims()[1];
     let bias = HostValues::of_optional(&layer.bias)?;
     let bias = HostValues::optional_values(&bias)?;
     let w = HostValues::of(&weight)?;
