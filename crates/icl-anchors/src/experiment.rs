@@ -31,6 +31,7 @@ use crate::analysis::{
     Flows, Prediction, class_auc, cumulative_r, isolation_hooks, label_loyalty, predict,
     saliency_flows, word_loyalty,
 };
+use crate::calibrate::{CONTENT_FREE, Calibration};
 use crate::compress::{compressed_cache, keep_only_hooks, predict_on_cache, random_anchors};
 use crate::diagnose::{Diagnosis, diagnose};
 use crate::model::CausalLm;
@@ -62,6 +63,15 @@ pub struct IclAnchorsConfig {
     /// and the share of its most common answer).
     #[config(default = 1)]
     pub demos_per_class: usize,
+    /// Contextual calibration (Zhao et al. 2021; not in the paper): every prediction's
+    /// label-word probabilities are divided by those of content-free queries ("N/A", "",
+    /// "[MASK]") after the same demonstrations, estimated once per seed on the unmodified
+    /// model and used as a fixed readout in every condition (isolation, re-weighting — inside
+    /// its loss too —, compression). On by default because SmolLM2-135M without it answers one
+    /// SST label for every input; `false` gives the paper's raw readout. Each seed records its
+    /// uncalibrated accuracy beside.
+    #[config(default = true)]
+    pub contextual_calibration: bool,
     /// Inputs per seed for the saliency flows.
     #[config(default = 12)]
     pub n_saliency: usize,
@@ -252,6 +262,12 @@ pub struct SeedRecord {
     pub prediction_majority: f64,
     /// ICL accuracy.
     pub accuracy: f64,
+    /// ICL accuracy read without contextual calibration (= `accuracy` when it is off).
+    pub accuracy_uncalibrated: f64,
+    /// Share of the most common predicted class without calibration.
+    pub prediction_majority_uncalibrated: f64,
+    /// The content-free label distribution divided out (`None`: no calibration).
+    pub calibration_prior: Option<Vec<f32>>,
     /// Accuracy after anchor re-weighting.
     pub accuracy_reweighted: f64,
     /// Mean normalised flows `(S_wp, S_pq)` over the first third of the layers.
@@ -333,13 +349,14 @@ struct TrainRw<'a> {
     model: &'a Llama,
     prompts: &'a [(Prompt, usize)],
     ids: &'a [u32],
+    calibration: &'a Calibration,
 }
 
 impl Task<Reweighting> for TrainRw<'_> {
     fn loss(&mut self, rw: &Reweighting, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         let (p, g) = &self.prompts[ctx.step % self.prompts.len()];
         Ok(rw
-            .loss(self.model, p, self.ids, *g)
+            .loss_calibrated(self.model, p, self.ids, *g, self.calibration)
             .map_err(trainer::Error::task)?
             .into())
     }
@@ -670,9 +687,24 @@ fn run_seed(
         rw_items,
     } = test_prompts(s, &mut rng)?;
     let none = AttentionHooks::none();
-    let base: Vec<Prediction> = prompts
+    let cal = if cfg.contextual_calibration {
+        let cf = CONTENT_FREE
+            .iter()
+            .map(|q| build(s.tok, &s.ds.template, &demos, q))
+            .collect::<crate::Result<Vec<_>>>()?;
+        Calibration::estimate(eval_model, &cf, ids, device)?
+    } else {
+        Calibration::identity()
+    };
+    let raw: Vec<Prediction> = prompts
         .iter()
         .map(|p| predict(eval_model, p, ids, &none, cfg.top_k, device))
+        .collect::<crate::Result<_>>()?;
+    let accuracy_uncalibrated = accuracy(&raw, &gold);
+    let prediction_majority_uncalibrated = share_of_most(s.n_classes, raw.iter().map(|p| p.class));
+    let base: Vec<Prediction> = raw
+        .into_iter()
+        .map(|p| cal.apply(p))
         .collect::<crate::Result<_>>()?;
     let icl_accuracy = accuracy(&base, &gold);
     acc.acc0 += icl_accuracy / cfg.seeds.len() as f64;
@@ -711,7 +743,7 @@ fn run_seed(
         acc.flow_n += 1;
     }
     ctx.report_stage(&stage, n_sal, n_sal);
-    let iso = isolation(s, &prompts, &base, &mut rng)?;
+    let iso = isolation(s, &prompts, &base, &cal, &mut rng)?;
     for (ci, &(ll, wl)) in iso.iter().enumerate() {
         acc.iso_acc[ci].1 += ll / cfg.seeds.len() as f64;
         acc.iso_acc[ci].2 += wl / cfg.seeds.len() as f64;
@@ -731,10 +763,10 @@ fn run_seed(
         acc.att_labels
             .push(if cfg.auc_on_gold { g } else { p.class });
     }
-    let after = reweight(s, &demos, &rw_items, &prompts, seed, &mut rng, ctx)?;
+    let after = reweight(s, &demos, &rw_items, &prompts, &cal, seed, &mut rng, ctx)?;
     let reweighted_accuracy = accuracy(&after, &gold);
     acc.acc1 += reweighted_accuracy / cfg.seeds.len() as f64;
-    let comp = compression(s, &demos, &prompts, &base, &gold, &mut rng)?;
+    let comp = compression(s, &demos, &prompts, &base, &gold, &cal, &mut rng)?;
     for (k, &(ll, wl, a)) in comp.iter().enumerate() {
         acc.comp[k].1 += ll / cfg.seeds.len() as f64;
         acc.comp[k].2 += wl / cfg.seeds.len() as f64;
@@ -767,25 +799,17 @@ fn run_seed(
             v.iter().map(|f| f.pq).sum::<f64>() / n,
         )
     };
-    let share_of_most = |classes: &mut dyn Iterator<Item = usize>| {
-        let mut counts = vec![0usize; s.n_classes];
-        let mut n = 0usize;
-        for c in classes {
-            if let Some(x) = counts.get_mut(c) {
-                *x += 1;
-            }
-            n += 1;
-        }
-        counts.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
-    };
     let names = ["first label", "last label", "first random", "last random"];
     let contexts = ["ICL", "Hidden_anchor", "Text_anchor", "Hidden_random"];
     Ok(SeedRecord {
         task: s.ds.name.clone(),
         seed,
-        majority_rate: share_of_most(&mut gold.iter().copied()),
-        prediction_majority: share_of_most(&mut base.iter().map(|p| p.class)),
+        majority_rate: share_of_most(s.n_classes, gold.iter().copied()),
+        prediction_majority: share_of_most(s.n_classes, base.iter().map(|p| p.class)),
         accuracy: icl_accuracy,
+        accuracy_uncalibrated,
+        prediction_majority_uncalibrated,
+        calibration_prior: cal.prior(),
         accuracy_reweighted: reweighted_accuracy,
         shallow: mean_flow(&seed_flows[..third.min(s.nl)]),
         deep: mean_flow(&seed_flows[s.nl.saturating_sub(third)..]),
@@ -802,6 +826,19 @@ fn run_seed(
         seconds: (t_full, t_comp),
         diagnosis_correlation,
     })
+}
+
+/// Share of the most common of `classes` (values ≥ `n_classes` count only in the total).
+fn share_of_most(n_classes: usize, classes: impl Iterator<Item = usize>) -> f64 {
+    let mut counts = vec![0usize; n_classes];
+    let mut n = 0usize;
+    for c in classes {
+        if let Some(x) = counts.get_mut(c) {
+            *x += 1;
+        }
+        n += 1;
+    }
+    counts.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
 }
 
 /// One seed's prompts and the examples they came from.
@@ -938,6 +975,7 @@ fn isolation(
     s: &Setup<'_>,
     prompts: &[Prompt],
     base: &[Prediction],
+    cal: &Calibration,
     rng: &mut trainer::Rng,
 ) -> crate::Result<Vec<(f64, f64)>> {
     // Isolation.
@@ -963,14 +1001,14 @@ fn isolation(
                 labels
             };
             let h = isolation_hooks(p.ids.len(), &pos, layers, s.nh, &s.device);
-            preds.push(predict(
+            preds.push(cal.apply(predict(
                 s.eval_model,
                 p,
                 &s.ids,
                 &h,
                 s.cfg.top_k,
                 &s.device,
-            )?);
+            )?)?);
         }
         out.push((label_loyalty(base, &preds), word_loyalty(base, &preds)));
     }
@@ -986,6 +1024,7 @@ fn reweight(
     demos: &[Example],
     rw_items: &[Example],
     prompts: &[Prompt],
+    cal: &Calibration,
     seed: u64,
     rng: &mut trainer::Rng,
     ctx: &mut RunCtx<'_>,
@@ -1033,6 +1072,7 @@ fn reweight(
                 model: s.model,
                 prompts: &train,
                 ids: &s.ids,
+                calibration: cal,
             },
         )?
         .model
@@ -1043,14 +1083,14 @@ fn reweight(
     prompts
         .iter()
         .map(|p| {
-            predict(
+            cal.apply(predict(
                 s.eval_model,
                 p,
                 &s.ids,
                 &rw.hooks(p)?,
                 s.cfg.top_k,
                 &s.device,
-            )
+            )?)
         })
         .collect()
 }
@@ -1064,6 +1104,7 @@ fn compression(
     prompts: &[Prompt],
     base: &[Prediction],
     gold: &[usize],
+    cal: &Calibration,
     rng: &mut trainer::Rng,
 ) -> crate::Result<Vec<(f64, f64, f64)>> {
     let (cfg, ids, device) = (s.cfg, &s.ids, &s.device);
@@ -1074,23 +1115,23 @@ fn compression(
     let mut text = Vec::new();
     let empty: Vec<Example> = demos.iter().map(|d| (String::new(), d.1)).collect();
     for p in prompts {
-        hidden.push(predict(
+        hidden.push(cal.apply(predict(
             s.eval_model,
             p,
             ids,
             &keep_only_hooks(p, &p.anchor_positions, s.nl, s.nh, &s.device),
             cfg.top_k,
             device,
-        )?);
+        )?)?);
         let keep = random_anchors(p, rng);
-        hrand.push(predict(
+        hrand.push(cal.apply(predict(
             s.eval_model,
             p,
             ids,
             &keep_only_hooks(p, &keep, s.nl, s.nh, &s.device),
             cfg.top_k,
             device,
-        )?);
+        )?)?);
     }
     for (i, _) in prompts.iter().enumerate() {
         let p = &prompts[i];
@@ -1103,7 +1144,7 @@ fn compression(
             ids: ids_all,
             ..tp
         };
-        text.push(predict(s.eval_model, &tpp, ids, &none, cfg.top_k, device)?);
+        text.push(cal.apply(predict(s.eval_model, &tpp, ids, &none, cfg.top_k, device)?)?);
     }
     Ok([base, &hidden, &text, &hrand]
         .into_iter()
@@ -1335,8 +1376,21 @@ fn render(
     let constant: Vec<String> = records
         .iter()
         .map(|r| {
+            let raw = match &r.calibration_prior {
+                Some(prior) => format!(
+                    " (contextual calibration, content-free prior {}; uncalibrated: accuracy {:.3}, {:.0} % most common answer)",
+                    prior
+                        .iter()
+                        .map(|x| format!("{x:.2}"))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    r.accuracy_uncalibrated,
+                    100.0 * r.prediction_majority_uncalibrated
+                ),
+                None => String::new(),
+            };
             format!(
-                "{} seed {}: accuracy {:.3} against a majority rate of {:.3}; {:.0} % of the inputs get the most common answer",
+                "{} seed {}: accuracy {:.3} against a majority rate of {:.3}; {:.0} % of the inputs get the most common answer{raw}",
                 r.task,
                 r.seed,
                 r.accuracy,

@@ -6,6 +6,9 @@
 //!
 //! Choices: label words count by their first token (`LabelTokens::All` uses every token);
 //! compression keeps the query's positions after the full demonstration part.
+//! Optional contextual calibration ([`calibrate`], Zhao et al. 2021; not in the paper) reads the
+//! label-word probabilities relative to a content-free query's, for small models that answer
+//! one label for every input.
 //!
 //! Features: the default is the library alone (what you import into your own Burn model; it
 //! pulls no tokenizers, plotters, hashing or compression crates). `experiment` adds the
@@ -13,6 +16,7 @@
 //! `examples/` shows the library on its own (`cargo run --release -p icl-anchors --example …`).
 
 pub mod analysis;
+pub mod calibrate;
 pub mod compress;
 pub mod diagnose;
 mod error;
@@ -22,6 +26,7 @@ pub mod model;
 pub mod prompt;
 pub mod reweight;
 
+pub use calibrate::Calibration;
 pub use error::{Error, Result};
 pub use model::CausalLm;
 pub use prompt::{LabelTokens, Prompt, Template};

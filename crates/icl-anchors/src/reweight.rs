@@ -8,6 +8,7 @@ use burn::tensor::activation::log_softmax;
 use plm::hooks::AttentionHooks;
 
 use crate::Error;
+use crate::calibrate::Calibration;
 use crate::model::CausalLm;
 use crate::prompt::{LabelTokens, Prompt};
 
@@ -68,13 +69,27 @@ impl Reweighting {
         label_ids: &[u32],
         gold: usize,
     ) -> crate::Result<Tensor<1>> {
+        self.loss_calibrated(model, prompt, label_ids, gold, &Calibration::identity())
+    }
+
+    /// [`Reweighting::loss`] with the label-word logits read through `calibration` (shifted
+    /// by its constant `−log p_cf`), so β is learnt for the readout the predictions use.
+    pub fn loss_calibrated<M: CausalLm>(
+        &self,
+        model: &M,
+        prompt: &Prompt,
+        label_ids: &[u32],
+        gold: usize,
+        calibration: &Calibration,
+    ) -> crate::Result<Tensor<1>> {
         let hooks = self.hooks(prompt)?;
-        label_loss(
+        label_loss_offset(
             model,
             prompt,
             label_ids,
             gold,
             &hooks,
+            calibration.logit_offset(),
             &self.beta.val().device(),
         )
     }
@@ -89,6 +104,29 @@ pub fn label_loss<M: CausalLm>(
     hooks: &AttentionHooks,
     device: &Device,
 ) -> crate::Result<Tensor<1>> {
+    label_loss_offset(model, prompt, label_ids, gold, hooks, None, device)
+}
+
+/// [`label_loss`] with `log_prior` (one value per label word) subtracted from the label-word
+/// logits before the softmax (contextual calibration's readout; `None`: none).
+pub fn label_loss_offset<M: CausalLm>(
+    model: &M,
+    prompt: &Prompt,
+    label_ids: &[u32],
+    gold: usize,
+    hooks: &AttentionHooks,
+    log_prior: Option<&[f32]>,
+    device: &Device,
+) -> crate::Result<Tensor<1>> {
+    if let Some(lp) = log_prior
+        && lp.len() != label_ids.len()
+    {
+        return Err(Error::BadPrompt(format!(
+            "calibration over {} classes for {} label words",
+            lp.len(),
+            label_ids.len()
+        )));
+    }
     if gold >= label_ids.len() {
         return Err(Error::BadPrompt(format!(
             "gold class {gold} of {}",
@@ -106,10 +144,16 @@ pub fn label_loss<M: CausalLm>(
         .slice(s![0..1, q..q + 1, 0..vocab])
         .reshape([1, vocab]);
     let idx: Vec<i64> = label_ids.iter().map(|&t| i64::from(t)).collect();
-    let ll = row.select(
+    let mut ll = row.select(
         1,
         Tensor::<1, Int>::from_data(TensorData::new(idx, [label_ids.len()]), device),
     );
+    if let Some(lp) = log_prior {
+        ll = ll.sub(Tensor::<2>::from_data(
+            TensorData::new(lp.to_vec(), [1, lp.len()]),
+            device,
+        ));
+    }
     Ok(log_softmax(ll, 1)
         .slice(s![0..1, gold..gold + 1])
         .reshape([1])

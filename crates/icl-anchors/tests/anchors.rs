@@ -216,6 +216,64 @@ fn saliency_flows_and_reweighting_gradients() {
 }
 
 #[test]
+fn contextual_calibration_divides_out_the_content_free_prior_in_predictions_and_loss() {
+    use icl_anchors::Calibration;
+    use icl_anchors::calibrate::CONTENT_FREE;
+    let _g = testkit::device_rng_lock();
+    let d = Device::flex().autodiff();
+    d.seed(11);
+    let m = LlamaConfig::new(256, 16, 2, 2, 2, 24)
+        .with_max_seq_len(256)
+        .init(&d)
+        .unwrap();
+    let ids = [b'N' as u32, b'P' as u32];
+    let none = AttentionHooks::none();
+    let cf: Vec<_> = CONTENT_FREE
+        .iter()
+        .map(|q| build(&tok, &Template::sst2(), &demos(), q).unwrap())
+        .collect();
+    let cal = Calibration::estimate(&m, &cf, &ids, &d).unwrap();
+    // the prior by hand: mean of the content-free label distributions
+    let mut prior = [0f64; 2];
+    for p in &cf {
+        let x = predict(&m, p, &ids, &none, 0, &d).unwrap();
+        for c in 0..2 {
+            prior[c] += f64::from(x.probs[c]) / 3.0;
+        }
+    }
+    let got = cal.prior().unwrap();
+    for c in 0..2 {
+        assert!(
+            (f64::from(got[c]) - prior[c]).abs() < 1e-5,
+            "{got:?} vs {prior:?}"
+        );
+    }
+    let p = build(&tok, &Template::sst2(), &demos(), "so good").unwrap();
+    let raw = predict(&m, &p, &ids, &none, 3, &d).unwrap();
+    let calibrated = cal.apply(raw.clone()).unwrap();
+    let r: Vec<f64> = (0..2).map(|c| f64::from(raw.probs[c]) / prior[c]).collect();
+    let want1 = r[1] / (r[0] + r[1]);
+    assert!((f64::from(calibrated.probs[1]) - want1).abs() < 1e-5);
+    assert_eq!(calibrated.class, usize::from(r[1] > r[0]));
+    assert_eq!(calibrated.top_words, raw.top_words);
+    // the re-weighting loss at β = 0 is the calibrated cross-entropy, and differs from the raw one
+    let rw = Reweighting::new(2, 2, 2, &d);
+    let scalar = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()[0];
+    let l_cal = scalar(rw.loss_calibrated(&m, &p, &ids, 1, &cal).unwrap());
+    let l_raw = scalar(rw.loss(&m, &p, &ids, 1).unwrap());
+    assert!(
+        (f64::from(l_cal) + want1.ln()).abs() < 1e-4,
+        "{l_cal} vs {}",
+        -want1.ln()
+    );
+    assert!((f64::from(l_raw) + f64::from(raw.probs[1]).ln()).abs() < 1e-4);
+    assert!(
+        (l_cal - l_raw).abs() > 1e-6,
+        "calibration did not reach the loss"
+    );
+}
+
+#[test]
 fn pca_finds_the_dominant_direction_and_diagnosis_reads_pairs() {
     use icl_anchors::diagnose::{diagnose, pca, pearson};
     // Points along (1, 1, 0) with small noise along (0, 0, 1).
