@@ -3,8 +3,8 @@
 //!
 //! A small decoder given a few demonstrations often prefers one label word whatever the input
 //! (its prior from the demonstrations, their order and the label words' own frequencies).
-//! Contextual calibration estimates that prior from content-free queries ("N/A", "",
-//! "[MASK]") put after the same demonstrations, and divides it out:
+//! Contextual calibration estimates that prior from content-free queries (`"N/A"`, `""`,
+//! `"[MASK]"`) put after the same demonstrations, and divides it out:
 //! `p̂(c | x) ∝ p(c | x) / p_cf(c)`, i.e. the label-word logits are shifted by `−log p_cf`.
 //!
 //! It is not part of Label Words are Anchors; this crate offers it so an analysis can start

@@ -64,8 +64,8 @@ pub struct IclAnchorsConfig {
     #[config(default = 1)]
     pub demos_per_class: usize,
     /// Contextual calibration (Zhao et al. 2021; not in the paper): every prediction's
-    /// label-word probabilities are divided by those of content-free queries ("N/A", "",
-    /// "[MASK]") after the same demonstrations, estimated once per seed on the unmodified
+    /// label-word probabilities are divided by those of content-free queries (`"N/A"`, `""`,
+    /// `"[MASK]"`) after the same demonstrations, estimated once per seed on the unmodified
     /// model and used as a fixed readout in every condition (isolation, re-weighting — inside
     /// its loss too —, compression). On by default because SmolLM2-135M without it answers one
     /// SST label for every input; `false` gives the paper's raw readout. Each seed records its
