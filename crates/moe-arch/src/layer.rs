@@ -23,7 +23,7 @@ use plm::layers::{Init, to_dtype};
 use plm::llama::SwiGlu;
 
 use crate::Error;
-use trainer::host::ToHost;
+use trainer::host::{IntsToHost, ToHost};
 
 /// How routed experts are chosen.
 #[derive(Config, Debug, PartialEq)]
@@ -661,6 +661,7 @@ impl MoeLayer {
         let device = flat.device();
         // Sort the n·k assignments by expert; token of assignment j is j / k.
         let (sorted_experts, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
+        let order_host = plm::kernels::is_flex(&device).then(|| order.clone());
         let tokens = order.clone().div_scalar(k as i64); // [n k]
         let weights = to_dtype(r.weight.clone(), flat.dtype())
             .reshape([n * k, 1])
@@ -687,6 +688,13 @@ impl MoeLayer {
             &counts_rows,
             Some(&weights.clone().reshape([n * k])),
         ) {
+            // each token sums its k rows on the host; burn's scatter-add otherwise
+            if let Some(order) = order_host {
+                let order: Vec<usize> = order.to_i64s()?.into_iter().map(|v| v as usize).collect();
+                if let Some(y) = plm::kernels::sum_assignment_rows(&ys, &order, k) {
+                    return Ok(y);
+                }
+            }
             return Ok(
                 Tensor::<2>::zeros([n, d], (&device, ys.dtype())).select_assign(
                     0,

@@ -564,43 +564,88 @@ pub fn swiglu_experts(
     jobs.sort_by_key(|j| std::cmp::Reverse(counts[j.0]));
     let ok = jobs
         .into_par_iter()
-        .map(|(e, r0, y)| -> Option<()> {
-            let c = counts[e];
-            let f = d_ff[e];
-            let [(g, gb), (u, ub), (dn, db)] = &params[e];
-            let xe = &x[r0 * d..(r0 + c) * d];
-            let pg = crate::sgemm::PackedB::new(g.values()?, d, f, f)?;
-            let pu = crate::sgemm::PackedB::new(u.values()?, d, f, f)?;
-            let pd = crate::sgemm::PackedB::new(dn.values()?, f, d, d)?;
-            let mut gate = vec![0f32; c * f];
-            let mut h = vec![0f32; c * f];
-            let bias = HostValues::optional_values;
-            if !crate::sgemm::gemm(c, xe, d, &pg, bias(gb)?, &mut gate, None) {
-                return None;
-            }
-            let gating = |rr: usize, up: &mut [f32]| {
-                pulp::Arch::new().dispatch(SiluMulInto(up, &gate[rr * f..rr * f + up.len()]));
-            };
-            if !crate::sgemm::gemm(c, xe, d, &pu, bias(ub)?, &mut h, Some(&gating)) {
-                return None;
-            }
-            let scaled = |rr: usize, ys: &mut [f32]| {
-                if let Some(sc) = scale {
-                    for (row, &a) in ys.chunks_exact_mut(d).zip(&sc[r0 + rr..]) {
-                        for v in row {
-                            *v *= a;
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(gate, h): &mut (Vec<f32>, Vec<f32>), (e, r0, y)| -> Option<()> {
+                let c = counts[e];
+                let f = d_ff[e];
+                let [(g, gb), (u, ub), (dn, db)] = &params[e];
+                let xe = &x[r0 * d..(r0 + c) * d];
+                let pg = crate::sgemm::PackedB::new(g.values()?, d, f, f)?;
+                let pu = crate::sgemm::PackedB::new(u.values()?, d, f, f)?;
+                let pd = crate::sgemm::PackedB::new(dn.values()?, f, d, d)?;
+                // the thread's buffers, grown as needed (the products overwrite every value)
+                gate.resize(gate.len().max(c * f), 0.0);
+                h.resize(h.len().max(c * f), 0.0);
+                let (gate, h) = (&mut gate[..c * f], &mut h[..c * f]);
+                let bias = HostValues::optional_values;
+                if !crate::sgemm::gemm(c, xe, d, &pg, bias(gb)?, gate, None) {
+                    return None;
+                }
+                let gating = |rr: usize, up: &mut [f32]| {
+                    pulp::Arch::new().dispatch(SiluMulInto(up, &gate[rr * f..rr * f + up.len()]));
+                };
+                if !crate::sgemm::gemm(c, xe, d, &pu, bias(ub)?, h, Some(&gating)) {
+                    return None;
+                }
+                let scaled = |rr: usize, ys: &mut [f32]| {
+                    if let Some(sc) = scale {
+                        for (row, &a) in ys.chunks_exact_mut(d).zip(&sc[r0 + rr..]) {
+                            for v in row {
+                                *v *= a;
+                            }
                         }
                     }
-                }
-            };
-            let epi: Option<crate::sgemm::Epilogue<'_>> = scale.map(|_| &scaled as _);
-            crate::sgemm::gemm(c, &h, f, &pd, bias(db)?, y, epi).then_some(())
-        })
+                };
+                let epi: Option<crate::sgemm::Epilogue<'_>> = scale.map(|_| &scaled as _);
+                crate::sgemm::gemm(c, h, f, &pd, bias(db)?, y, epi).then_some(())
+            },
+        )
         .collect::<Option<Vec<()>>>();
     ok?;
     Some(Tensor::from_data(
         TensorData::new(out, [rows, d]),
         &xs.device(),
+    ))
+}
+
+/// The combine step of a mixture-of-experts layer: `ys` (`[n · k, d]`) holds the expert
+/// outputs of the `n · k` (token, slot) assignments in expert order, `order[j]` the assignment
+/// (`token · k + slot`) of row `j`; returns `[n, d]` with each token's `k` rows summed. One
+/// pass, parallel over tokens (each gathers its `k` rows), no zero-initialised scatter target.
+/// `None` (the caller then scatter-adds with burn's ops) unless `ys` takes the host path and
+/// `order` is a permutation of `0..n · k`.
+pub fn sum_assignment_rows(ys: &Tensor<2>, order: &[usize], k: usize) -> Option<Tensor<2>> {
+    let [nk, d] = ys.dims();
+    if k == 0 || nk % k != 0 || order.len() != nk || !host_path(ys) {
+        return None;
+    }
+    let mut row_of = vec![usize::MAX; nk];
+    for (j, &a) in order.iter().enumerate() {
+        let slot = row_of.get_mut(a)?;
+        if *slot != usize::MAX {
+            return None;
+        }
+        *slot = j;
+    }
+    let y = HostValues::of(ys)?;
+    let y = y.values()?;
+    let mut out = vec![0f32; nk / k * d];
+    out.par_chunks_mut(d * 64)
+        .zip(row_of.par_chunks(k * 64))
+        .for_each(|(o, rows)| {
+            for (o, rows) in o.chunks_exact_mut(d).zip(rows.chunks_exact(k)) {
+                o.copy_from_slice(&y[rows[0] * d..(rows[0] + 1) * d]);
+                for &r in &rows[1..] {
+                    for (a, &b) in o.iter_mut().zip(&y[r * d..(r + 1) * d]) {
+                        *a += b;
+                    }
+                }
+            }
+        });
+    Some(Tensor::from_data(
+        TensorData::new(out, [nk / k, d]),
+        &ys.device(),
     ))
 }
 
@@ -1211,6 +1256,42 @@ mod tests {
             let xa = Tensor::<2>::zeros([rows, dm], &ad);
             assert!(swiglu_experts(&experts, &xa, &counts, None).is_none());
         }
+    }
+
+    #[test]
+    fn assignment_rows_sum_per_token_as_a_scatter_add_does() {
+        let d = Device::flex();
+        let _guard = testkit::device_rng_lock();
+        d.seed(3);
+        let (n, k, dm) = (150, 3, 20);
+        let ys = Tensor::<2>::random([n * k, dm], burn::tensor::Distribution::Default, &d);
+        // a permutation: assignments sorted by a pseudo-random key
+        let mut order: Vec<usize> = (0..n * k).collect();
+        order.sort_by_key(|&a| (a * 7919) % 101);
+        let idx: Vec<i64> = order.iter().map(|&a| (a / k) as i64).collect();
+        let want = Tensor::<2>::zeros([n, dm], &d).select_assign(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(idx, [n * k]), &d),
+            ys.clone(),
+            burn::tensor::IndexingUpdateOp::Add,
+        );
+        let got = sum_assignment_rows(&ys, &order, k).expect("host path");
+        testkit::assert_allclose(
+            &got.into_data().try_into_vec::<f32>().unwrap(),
+            &want.into_data().try_into_vec::<f32>().unwrap(),
+            1e-6,
+            1e-5,
+            "sum_assignment_rows",
+        );
+        // not a permutation, wrong length, k not dividing the rows
+        let mut dup = order.clone();
+        dup[1] = dup[0];
+        assert!(sum_assignment_rows(&ys, &dup, k).is_none());
+        let mut big = order.clone();
+        big[0] = n * k;
+        assert!(sum_assignment_rows(&ys, &big, k).is_none());
+        assert!(sum_assignment_rows(&ys, &order[1..], k).is_none());
+        assert!(sum_assignment_rows(&ys, &order, 4).is_none());
     }
 
     #[test]
