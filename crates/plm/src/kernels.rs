@@ -180,12 +180,18 @@ impl pulp::WithSimd for SiluMul<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         for (g, &u) in self.0.iter_mut().zip(self.1) {
-            let x = *g;
-            let t = exp_nonpositive(-x.abs());
-            let num = if x >= 0.0 { 1.0 } else { t };
-            *g = x * u * (num / (1.0 + t));
+            *g = silu(*g) * u;
         }
     }
+}
+
+/// `x · σ(x)`, the sigmoid from `e^{−|x|}` (never overflows) and its two branch forms,
+/// `1/(1 + t)` and `t/(1 + t)`; inlined into the callers' vectorised loops.
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    let t = exp_nonpositive(-x.abs());
+    let num = if x >= 0.0 { 1.0 } else { t };
+    x * (num / (1.0 + t))
 }
 
 /// `silu(gate) * up` (SwiGLU's gating, as burn's `activation::silu(gate) * up`), one pass on
@@ -658,9 +664,7 @@ impl pulp::WithSimd for SiluMulInto<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         for (u, &x) in self.0.iter_mut().zip(self.1) {
-            let t = exp_nonpositive(-x.abs());
-            let num = if x >= 0.0 { 1.0 } else { t };
-            *u *= x * (num / (1.0 + t));
+            *u *= silu(x);
         }
     }
 }
