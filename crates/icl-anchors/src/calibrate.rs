@@ -90,8 +90,9 @@ impl Calibration {
             .map(|l| l.iter().map(|x| x.exp()).collect())
     }
 
-    /// The offset added to the label-word logits, `−log p_cf` (`None` for the identity).
-    pub fn logit_offset(&self) -> Option<&[f32]> {
+    /// `log p_cf`, subtracted from the label-word logits by the calibrated readout (`None` for
+    /// the identity).
+    pub fn log_prior(&self) -> Option<&[f32]> {
         self.log_prior.as_deref()
     }
 
@@ -160,14 +161,14 @@ mod tests {
         assert_eq!(p.class, 1);
         let want = 2.0 / 2.75;
         assert!((p.probs[1] - want).abs() < 1e-6, "{:?}", p.probs);
-        assert!((c.logit_offset().unwrap()[0] - 0.8f32.ln()).abs() < 1e-6);
+        assert!((c.log_prior().unwrap()[0] - 0.8f32.ln()).abs() < 1e-6);
     }
 
     #[test]
     fn identity_passes_through() {
         let p = Calibration::identity().apply(pred(&[0.2, 0.8])).unwrap();
         assert_eq!(p, pred(&[0.2, 0.8]));
-        assert!(Calibration::identity().logit_offset().is_none());
+        assert!(Calibration::identity().log_prior().is_none());
     }
 
     #[test]

@@ -73,7 +73,7 @@ impl Reweighting {
     }
 
     /// [`Reweighting::loss`] with the label-word logits read through `calibration` (shifted
-    /// by its constant `−log p_cf`), so β is learnt for the readout the predictions use.
+    /// by its constant `−log p_cf`, [`Calibration::log_prior`]), so β is learnt for the readout the predictions use.
     pub fn loss_calibrated<M: CausalLm>(
         &self,
         model: &M,
@@ -89,7 +89,7 @@ impl Reweighting {
             label_ids,
             gold,
             &hooks,
-            calibration.logit_offset(),
+            calibration.log_prior(),
             &self.beta.val().device(),
         )
     }

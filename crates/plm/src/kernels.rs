@@ -498,7 +498,7 @@ fn linear_host<const D: usize>(
 /// of `xs`.
 ///
 /// One task per expert (the largest first), each running its three products with the packed
-/// kernel back to back on cache-hot buffers: SwiGLU's gating is the up product's epilogue, the
+/// kernel back to back on cache-hot buffers: SwiGLU's gating is the gate product's epilogue, the
 /// scale the down product's. At a few hundred rows per expert this avoids what the per-expert
 /// burn ops pay — a thread fork and join per product, an activation tensor between every two.
 /// `None` (the caller then runs burn's ops) unless `xs` takes the host path (f32 flex, no
@@ -538,9 +538,10 @@ pub fn swiglu_experts(
     }
     let x = HostValues::of(xs)?;
     let x = x.values()?;
-    let scale = row_scale
-        .map(HostValues::of)
-        .map_or(Some(None), |v| v.map(Some))?;
+    let scale = match row_scale {
+        Some(r) => Some(HostValues::of(r)?),
+        None => None,
+    };
     let scale = match &scale {
         Some(v) => Some(v.values()?),
         None => None,
@@ -572,7 +573,7 @@ pub fn swiglu_experts(
         .into_par_iter()
         .map_init(
             || (Vec::new(), Vec::new()),
-            |(gate, h): &mut (Vec<f32>, Vec<f32>), (e, r0, y)| -> Option<()> {
+            |(gate, up): &mut (Vec<f32>, Vec<f32>), (e, r0, y)| -> Option<()> {
                 let c = counts[e];
                 let f = d_ff[e];
                 let [(g, gb), (u, ub), (dn, db)] = &params[e];
@@ -582,29 +583,35 @@ pub fn swiglu_experts(
                 let pd = crate::sgemm::PackedB::new(dn.values()?, f, d, d)?;
                 // the thread's buffers, grown as needed (the products overwrite every value)
                 gate.resize(gate.len().max(c * f), 0.0);
-                h.resize(h.len().max(c * f), 0.0);
-                let (gate, h) = (&mut gate[..c * f], &mut h[..c * f]);
+                up.resize(up.len().max(c * f), 0.0);
+                let (gate, up) = (&mut gate[..c * f], &mut up[..c * f]);
                 let bias = HostValues::optional_values;
-                if !crate::sgemm::gemm(c, xe, d, &pg, bias(gb)?, gate, None) {
+                // up first; the gate product's epilogue then gates its rows in place
+                if !crate::sgemm::gemm(c, xe, d, &pu, bias(ub)?, up, None) {
                     return None;
                 }
-                let gating = |rr: usize, up: &mut [f32]| {
-                    pulp::Arch::new().dispatch(SiluMulInto(up, &gate[rr * f..rr * f + up.len()]));
+                let up = &*up;
+                let gating = |rr: usize, g: &mut [f32]| {
+                    pulp::Arch::new().dispatch(SiluMul(g, &up[rr * f..rr * f + g.len()]));
                 };
-                if !crate::sgemm::gemm(c, xe, d, &pu, bias(ub)?, h, Some(&gating)) {
+                if !crate::sgemm::gemm(c, xe, d, &pg, bias(gb)?, gate, Some(&gating)) {
                     return None;
                 }
-                let scaled = |rr: usize, ys: &mut [f32]| {
-                    if let Some(sc) = scale {
-                        for (row, &a) in ys.chunks_exact_mut(d).zip(&sc[r0 + rr..]) {
-                            for v in row {
-                                *v *= a;
+                let scaled;
+                let epi: Option<crate::sgemm::Epilogue<'_>> = match scale {
+                    Some(sc) => {
+                        scaled = move |rr: usize, ys: &mut [f32]| {
+                            for (row, &a) in ys.chunks_exact_mut(d).zip(&sc[r0 + rr..]) {
+                                for v in row {
+                                    *v *= a;
+                                }
                             }
-                        }
+                        };
+                        Some(&scaled)
                     }
+                    None => None,
                 };
-                let epi: Option<crate::sgemm::Epilogue<'_>> = scale.map(|_| &scaled as _);
-                crate::sgemm::gemm(c, h, f, &pd, bias(db)?, y, epi).then_some(())
+                crate::sgemm::gemm(c, gate, f, &pd, bias(db)?, y, epi).then_some(())
             },
         )
         .collect::<Option<Vec<()>>>();
@@ -653,20 +660,6 @@ pub fn sum_assignment_rows(ys: &Tensor<2>, order: &[usize], k: usize) -> Option<
         TensorData::new(out, [nk / k, d]),
         &ys.device(),
     ))
-}
-
-/// `up ← silu(gate) · up` (see [`SiluMul`], which writes into the gate instead).
-struct SiluMulInto<'a>(&'a mut [f32], &'a [f32]);
-
-impl pulp::WithSimd for SiluMulInto<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for (u, &x) in self.0.iter_mut().zip(self.1) {
-            *u *= silu(x);
-        }
-    }
 }
 
 /// Multi-head scaled dot-product attention, `softmax(q kᵀ / √head_dim + mask) v` per head, on
