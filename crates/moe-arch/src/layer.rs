@@ -661,40 +661,40 @@ impl MoeLayer {
         let device = flat.device();
         // Sort the n·k assignments by expert; token of assignment j is j / k.
         let (sorted_experts, order) = r.idx.clone().reshape([n * k]).sort_with_indices(0); // [n k]
-        let order_host = plm::kernels::is_flex(&device).then(|| order.clone());
         let tokens = order.clone().div_scalar(k as i64); // [n k]
         let weights = to_dtype(r.weight.clone(), flat.dtype())
             .reshape([n * k, 1])
-            .select(0, order); // [n k, 1]
-        let xs = flat.select(0, tokens.clone()); // [n k, d]
+            .select(0, order.clone()); // [n k, 1]
         let counts: Vec<f32> = r.selected.clone().sum_dim(0).to_f32s()?;
-        if self.padded {
-            let counts: Vec<usize> = counts.iter().map(|c| c.round() as usize).collect();
-            let ys = self.run_padded(xs, sorted_experts, &counts) * weights;
-            return Ok(
-                Tensor::<2>::zeros([n, d], (&device, ys.dtype())).select_assign(
-                    0,
-                    tokens,
-                    ys,
-                    IndexingUpdateOp::Add,
-                ),
-            );
-        }
         let counts_rows: Vec<usize> = counts.iter().map(|c| c.round() as usize).collect();
-        // flex, f32, no autodiff: every expert on the host in one pass, scaled by its weights
-        if let Some(ys) = plm::kernels::swiglu_experts(
-            &self.experts,
-            &xs,
-            &counts_rows,
-            Some(&weights.clone().reshape([n * k])),
-        ) {
-            // each token sums its k rows on the host; burn's scatter-add otherwise
-            if let Some(order) = order_host {
-                let order: Vec<usize> = order.to_i64s()?.into_iter().map(|v| v as usize).collect();
+        // flex, f32, no autodiff: every expert on the host in one pass (each gathering its own
+        // tokens' rows), scaled by its weights, then each token sums its k rows
+        if !self.padded && plm::kernels::is_flex(&device) && !device.is_autodiff() {
+            let order: Vec<usize> = order.to_i64s()?.into_iter().map(|v| v as usize).collect();
+            let token_rows: Vec<usize> = order.iter().map(|a| a / k).collect();
+            if let Some(ys) = plm::kernels::swiglu_experts(
+                &self.experts,
+                &flat,
+                Some(&token_rows),
+                &counts_rows,
+                Some(&weights.clone().reshape([n * k])),
+            ) {
                 if let Some(y) = plm::kernels::sum_assignment_rows(&ys, &order, k) {
                     return Ok(y);
                 }
+                return Ok(
+                    Tensor::<2>::zeros([n, d], (&device, ys.dtype())).select_assign(
+                        0,
+                        tokens,
+                        ys,
+                        IndexingUpdateOp::Add,
+                    ),
+                );
             }
+        }
+        let xs = flat.select(0, tokens.clone()); // [n k, d]
+        if self.padded {
+            let ys = self.run_padded(xs, sorted_experts, &counts_rows) * weights;
             return Ok(
                 Tensor::<2>::zeros([n, d], (&device, ys.dtype())).select_assign(
                     0,
@@ -706,8 +706,7 @@ impl MoeLayer {
         }
         let mut outs = Vec::with_capacity(self.n_experts());
         let mut start = 0usize;
-        for (expert, &c) in self.experts.iter().zip(&counts) {
-            let c = c.round() as usize;
+        for (expert, &c) in self.experts.iter().zip(&counts_rows) {
             if c > 0 {
                 let block = xs.clone().slice(s![start..start + c, ..]); // [c, d]
                 outs.push(run_mlp(expert, block.reshape([1, c, d])).reshape([c, d]));

@@ -491,28 +491,33 @@ fn linear_host<const D: usize>(
     Some(Tensor::from_data(TensorData::new(out, shape), &x.device()))
 }
 
-/// Runs a mixture-of-experts layer's routed experts on the host: `xs` (`[rows, d]`) holds the
-/// tokens sorted by expert, `counts[e]` rows for expert `e` in order; each expert's rows go
-/// through `down(silu(gate(x)) · up(x))` and, with `row_scale` (`[rows]`, e.g. the routing
-/// weights), every output row is multiplied by its scale. Returns `[rows, d]` in the row order
-/// of `xs`.
+/// Runs a mixture-of-experts layer's routed experts on the host. The input rows sorted by
+/// expert are `xs` (`[rows, d]`) itself, or with `gather` (`rows` indices into `xs`, which is
+/// then `[tokens, d]`) the rows `xs[gather[j]]`; `counts[e]` of them, in order, go to expert
+/// `e`. Each expert's rows go through `down(silu(gate(x)) · up(x))` and, with `row_scale`
+/// (`[rows]`, e.g. the routing weights), every output row is multiplied by its scale. Returns
+/// `[rows, d]` in the sorted order.
 ///
-/// One task per expert (the largest first), each running its three products with the packed
-/// kernel back to back on cache-hot buffers: SwiGLU's gating is the gate product's epilogue, the
-/// scale the down product's. At a few hundred rows per expert this avoids what the per-expert
+/// One task per expert (the largest first), each gathering its rows into a cache-hot buffer
+/// (no `[rows, d]` copy of the input is ever made) and running its three products with the
+/// packed kernel back to back: SwiGLU's gating is the gate product's epilogue, the scale the
+/// down product's. At a few hundred rows per expert this avoids what the per-expert
 /// burn ops pay — a thread fork and join per product, an activation tensor between every two.
 /// `None` (the caller then runs burn's ops) unless `xs` takes the host path (f32 flex, no
-/// autodiff), every weight is f32, the shapes agree, the CPU has AVX-512 or AVX2 with FMA and
-/// [`packed_linear_enabled`].
+/// autodiff), every weight is f32, the shapes agree (a `gather` index past `xs` included), the
+/// CPU has AVX-512 or AVX2 with FMA and [`packed_linear_enabled`].
 pub fn swiglu_experts(
     experts: &[crate::llama::SwiGlu],
     xs: &Tensor<2>,
+    gather: Option<&[usize]>,
     counts: &[usize],
     row_scale: Option<&Tensor<1>>,
 ) -> Option<Tensor<2>> {
-    let [rows, d] = xs.dims();
+    let [n_in, d] = xs.dims();
+    let rows = gather.map_or(n_in, <[usize]>::len);
     if experts.len() != counts.len()
         || counts.iter().sum::<usize>() != rows
+        || gather.is_some_and(|g| g.iter().any(|&i| i >= n_in))
         || !packed_linear_enabled()
         || !crate::sgemm::available()
         || !host_path(xs)
@@ -572,12 +577,21 @@ pub fn swiglu_experts(
     let ok = jobs
         .into_par_iter()
         .map_init(
-            || (Vec::new(), Vec::new()),
-            |(gate, up): &mut (Vec<f32>, Vec<f32>), (e, r0, y)| -> Option<()> {
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(xbuf, gate, up): &mut (Vec<f32>, Vec<f32>, Vec<f32>), (e, r0, y)| -> Option<()> {
                 let c = counts[e];
                 let f = d_ff[e];
                 let [(g, gb), (u, ub), (dn, db)] = &params[e];
-                let xe = &x[r0 * d..(r0 + c) * d];
+                let xe = match gather {
+                    Some(idx) => {
+                        xbuf.clear();
+                        for &i in &idx[r0..r0 + c] {
+                            xbuf.extend_from_slice(&x[i * d..(i + 1) * d]);
+                        }
+                        &xbuf[..]
+                    }
+                    None => &x[r0 * d..(r0 + c) * d],
+                };
                 let pg = crate::sgemm::PackedB::new(g.values()?, d, f, f)?;
                 let pu = crate::sgemm::PackedB::new(u.values()?, d, f, f)?;
                 let pd = crate::sgemm::PackedB::new(dn.values()?, f, d, d)?;
@@ -1227,7 +1241,7 @@ mod tests {
                 start += c;
             }
             let want = Tensor::cat(want, 0);
-            let got = swiglu_experts(&experts, &xs, &counts, None).expect("host path");
+            let got = swiglu_experts(&experts, &xs, None, &counts, None).expect("host path");
             testkit::assert_allclose(
                 &got.into_data().try_into_vec::<f32>().unwrap(),
                 &want.clone().into_data().try_into_vec::<f32>().unwrap(),
@@ -1235,7 +1249,36 @@ mod tests {
                 1e-4,
                 "swiglu_experts",
             );
-            let got = swiglu_experts(&experts, &xs, &counts, Some(&scale)).expect("host path");
+            // the same rows gathered from a shuffled source (one token twice, one never)
+            let perm: Vec<usize> = (0..rows).map(|j| (j * 37 + 11) % rows).collect();
+            let mut src = vec![0usize; rows + 1];
+            for (j, &p) in perm.iter().enumerate() {
+                src[p] = j;
+            }
+            src[rows] = 0;
+            let src_rows = Tensor::<1, Int>::from_ints(
+                src.iter().map(|&v| v as i64).collect::<Vec<_>>().as_slice(),
+                &d,
+            );
+            let shuffled = xs.clone().select(0, src_rows);
+            let mut gather = perm.clone();
+            gather[0] = rows; // row 0 read from the duplicate at the end
+            let got = swiglu_experts(&experts, &shuffled, Some(&gather), &counts, None)
+                .expect("host path");
+            testkit::assert_allclose(
+                &got.into_data().try_into_vec::<f32>().unwrap(),
+                &want.clone().into_data().try_into_vec::<f32>().unwrap(),
+                1e-5,
+                1e-4,
+                "swiglu_experts gathered",
+            );
+            let past = vec![rows + 1; rows];
+            assert!(swiglu_experts(&experts, &shuffled, Some(&past), &counts, None).is_none());
+            assert!(
+                swiglu_experts(&experts, &shuffled, Some(&gather[1..]), &counts, None).is_none()
+            );
+            let got =
+                swiglu_experts(&experts, &xs, None, &counts, Some(&scale)).expect("host path");
             let want = want * scale.clone().reshape([rows, 1]);
             testkit::assert_allclose(
                 &got.into_data().try_into_vec::<f32>().unwrap(),
@@ -1245,13 +1288,13 @@ mod tests {
                 "swiglu_experts scaled",
             );
             // declined: counts that do not add up, a scale of the wrong length, autodiff
-            assert!(swiglu_experts(&experts, &xs, &[7, 0, 1, 120, 32], None).is_none());
-            assert!(swiglu_experts(&experts, &xs, &counts[..4], None).is_none());
+            assert!(swiglu_experts(&experts, &xs, None, &[7, 0, 1, 120, 32], None).is_none());
+            assert!(swiglu_experts(&experts, &xs, None, &counts[..4], None).is_none());
             let short = Tensor::<1>::zeros([rows - 1], &d);
-            assert!(swiglu_experts(&experts, &xs, &counts, Some(&short)).is_none());
+            assert!(swiglu_experts(&experts, &xs, None, &counts, Some(&short)).is_none());
             let ad = Device::flex().autodiff();
             let xa = Tensor::<2>::zeros([rows, dm], &ad);
-            assert!(swiglu_experts(&experts, &xa, &counts, None).is_none());
+            assert!(swiglu_experts(&experts, &xa, None, &counts, None).is_none());
         }
     }
 
