@@ -40,7 +40,7 @@ use burn::prelude::*;
 use moe_arch::deepseek::{DeepseekHfConfig, DeepseekLm, MoeHfFields};
 use moe_arch::deepseek_v2::{DeepseekV2HfConfig, DeepseekV2Lm};
 use plm::checkpoint::Architecture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use textdata::{ByteCorpus, LmWindows};
 use trainer::report::{Series, markdown_table, write_line_plot};
 use trainer::{BatchCtx, Report, RunCtx, StepLoss, Task, Trainer, TrainerConfig};
@@ -53,6 +53,21 @@ use crate::tasks::{self, Batch, Example, TaskData, masked_cross_entropy, score_b
 use crate::{Error, save_adapter};
 use trainer::claims::{Claim, ClaimResult, Direction};
 use trainer::host::{IntsToHost, ToHost};
+
+/// How a choice task with its own candidate answers (sentiment's two labels) picks its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChoiceReadout {
+    /// The candidate with the highest summed log-likelihood after the prompt.
+    Likelihood,
+    /// The candidate whose log-likelihood exceeds its own mean over the development split's
+    /// prompts by the most (each label's log-likelihood centred on the same model's average
+    /// for it): a prior correction in the spirit of contextual calibration (Zhao et al., 2021),
+    /// estimated on held-out training prompts, never on test ones. A model that prefers one
+    /// label everywhere by the same margin then answers by what the prompt adds; one that
+    /// learned nothing answers near chance instead of a constant. Tasks whose candidates differ
+    /// per example (arithmetic) are read out by the likelihood either way.
+    DevCentred,
+}
 
 /// Configuration of the `esft` experiment.
 #[derive(Config, Debug)]
@@ -73,6 +88,10 @@ pub struct EsftConfig {
     /// base in 200 steps (every method still gave one label to 92–100 % of the test reviews).
     #[config(default = 0.0)]
     pub sentiment_min_rating: f64,
+    /// How sentiment picks its label ([`ChoiceReadout`]); each result also records the plain
+    /// likelihood readout's score and majority share when this is `DevCentred`.
+    #[config(default = "ChoiceReadout::DevCentred")]
+    pub choice_readout: ChoiceReadout,
     /// fortunes-zh's `usr/share/games/fortunes`; `None`: embedded poems.
     #[config(default = "None")]
     pub fortunes_dir: Option<String>,
@@ -384,31 +403,35 @@ struct TaskEval {
     /// per-example choices, the most common position among them): 1 means a constant answer,
     /// which no score of a task with several answers should rest on.
     majority: Option<f64>,
+    /// Score and majority share under the plain likelihood readout, where the configured
+    /// readout ([`ChoiceReadout::DevCentred`]) differs from it.
+    raw: Option<(f64, f64)>,
 }
 
 /// One chunk of a choice task: right answers, the gold answers' summed negative
-/// log-likelihood and answer bytes, and the position each example picked.
+/// log-likelihood and answer bytes, the position each example picked, and the same two counts
+/// under the plain likelihood readout where an offset changed the readout.
 struct ChoiceScore {
     right: usize,
     loss: f64,
     bytes: f64,
     picked: Vec<usize>,
+    raw: Option<(usize, Vec<usize>)>,
 }
 
-/// Scores `chunk` by the most likely of each example's candidates (one pass per candidate
-/// position); the gold answer is one of them, so its row gives the answer loss without another
-/// pass.
-fn score_choices(
+/// Each example's summed log-likelihood of each of its candidates (`[example][position]`, one
+/// pass per candidate position) and the answer bytes of each example's gold candidate; the
+/// gold answer must be one of the candidates.
+fn candidate_log_likelihoods(
     fwd: &dyn Fn(&Batch) -> crate::Result<Tensor<3>>,
     data: &TaskData,
     chunk: &[Example],
     seq_len: usize,
     device: &Device,
-) -> crate::Result<ChoiceScore> {
+) -> crate::Result<(Vec<Vec<f64>>, Vec<f64>)> {
     let cands: Vec<&[Vec<u8>]> = chunk.iter().map(|e| e.candidates(data)).collect();
-    let mut best = vec![(f64::NEG_INFINITY, 0usize); chunk.len()];
-    let mut gold_found = vec![false; chunk.len()];
-    let (mut loss, mut bytes) = (0.0, 0.0);
+    let mut ll: Vec<Vec<f64>> = cands.iter().map(|c| vec![0.0; c.len()]).collect();
+    let mut gold_bytes = vec![None; chunk.len()];
     let most = cands.iter().map(|c| c.len()).max().unwrap_or(0);
     for ci in 0..most {
         let rows: Vec<usize> = (0..chunk.len()).filter(|&r| ci < cands[r].len()).collect();
@@ -422,60 +445,155 @@ fn score_choices(
             .collect();
         let refs: Vec<&Example> = alt.iter().collect();
         let bc = tasks::batch(&refs, seq_len, device);
-        let ll = tasks::row_log_likelihood(fwd(&bc)?, bc.y, bc.w).to_f32s()?;
-        for (k, (&r, &v)) in rows.iter().zip(&ll).enumerate() {
-            if f64::from(v) > best[r].0 {
-                best[r] = (f64::from(v), ci);
-            }
+        let v = tasks::row_log_likelihood(fwd(&bc)?, bc.y, bc.w).to_f32s()?;
+        for (k, (&r, &v)) in rows.iter().zip(&v).enumerate() {
+            ll[r][ci] = f64::from(v);
             if chunk[r].answer == cands[r][ci] {
-                gold_found[r] = true;
-                loss -= f64::from(v);
-                bytes += bc.w_host[k * seq_len..(k + 1) * seq_len]
-                    .iter()
-                    .map(|&x| f64::from(x))
-                    .sum::<f64>();
+                gold_bytes[r] = Some(
+                    bc.w_host[k * seq_len..(k + 1) * seq_len]
+                        .iter()
+                        .map(|&x| f64::from(x))
+                        .sum::<f64>(),
+                );
             }
         }
     }
-    if let Some(r) = gold_found.iter().position(|f| !f) {
-        return Err(Error::InvalidConfig(format!(
-            "{}: an answer ({:?}) is not one of its choices",
-            data.name,
-            String::from_utf8_lossy(&chunk[r].answer)
-        )));
-    }
+    let gold_bytes = gold_bytes
+        .into_iter()
+        .enumerate()
+        .map(|(r, b)| {
+            b.ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "{}: an answer ({:?}) is not one of its choices",
+                    data.name,
+                    String::from_utf8_lossy(&chunk[r].answer)
+                ))
+            })
+        })
+        .collect::<crate::Result<Vec<f64>>>()?;
+    Ok((ll, gold_bytes))
+}
+
+/// The position of the largest of `scores` (the first on ties).
+fn argmax(scores: impl Iterator<Item = f64>) -> usize {
+    scores
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
+}
+
+/// Scores `chunk` by the most likely of each example's candidates after subtracting
+/// `offset[position]` from each candidate's log-likelihood (`None`: the plain likelihood); the
+/// gold answer is one of them, so its row gives the answer loss without another pass.
+fn score_choices(
+    fwd: &dyn Fn(&Batch) -> crate::Result<Tensor<3>>,
+    data: &TaskData,
+    chunk: &[Example],
+    offset: Option<&[f64]>,
+    seq_len: usize,
+    device: &Device,
+) -> crate::Result<ChoiceScore> {
+    let (ll, gold_bytes) = candidate_log_likelihoods(fwd, data, chunk, seq_len, device)?;
+    let gold: Vec<usize> = chunk
+        .iter()
+        .map(|e| {
+            let c = e.candidates(data);
+            c.iter().position(|a| *a == e.answer).unwrap_or(c.len())
+        })
+        .collect();
+    let pick = |off: Option<&[f64]>| -> Vec<usize> {
+        ll.iter()
+            .map(|row| {
+                argmax(
+                    row.iter()
+                        .enumerate()
+                        .map(|(ci, v)| v - off.and_then(|o| o.get(ci)).copied().unwrap_or(0.0)),
+                )
+            })
+            .collect()
+    };
+    let right = |picked: &[usize]| picked.iter().zip(&gold).filter(|(p, g)| p == g).count();
+    let picked = pick(offset);
+    let raw = offset.map(|_| {
+        let p = pick(None);
+        (right(&p), p)
+    });
     Ok(ChoiceScore {
-        right: chunk
-            .iter()
-            .zip(&best)
-            .enumerate()
-            .filter(|(r, (e, (_, ci)))| cands[*r][*ci] == e.answer)
-            .count(),
-        loss,
-        bytes,
-        picked: best.iter().map(|b| b.1).collect(),
+        right: right(&picked),
+        loss: -ll.iter().zip(&gold).map(|(row, &g)| row[g]).sum::<f64>(),
+        bytes: gold_bytes.iter().sum(),
+        picked,
+        raw,
     })
 }
 
-/// [`TaskEval`] of `model` on `examples` of `data`.
+/// The development-centred readout's offsets of a choice task (its own candidates, the same for
+/// every example): each candidate's mean summed log-likelihood over `dev`'s prompts. `None`
+/// for other tasks, for per-example candidates, and without development examples.
+fn choice_prior(
+    fwd: &dyn Fn(&Batch) -> crate::Result<Tensor<3>>,
+    data: &TaskData,
+    dev: &[Example],
+    seq_len: usize,
+    device: &Device,
+) -> crate::Result<Option<Vec<f64>>> {
+    if data.scoring != tasks::Scoring::Choice
+        || data.choices.is_empty()
+        || dev.is_empty()
+        || dev.iter().any(|e| !e.choices.is_empty())
+    {
+        return Ok(None);
+    }
+    let mut sum = vec![0.0; data.choices.len()];
+    for chunk in dev.chunks(32) {
+        let (ll, _) = candidate_log_likelihoods(fwd, data, chunk, seq_len, device)?;
+        for row in ll {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    }
+    Ok(Some(sum.iter().map(|s| s / dev.len() as f64).collect()))
+}
+
+/// The share of the most common of `answers`' counts (`None` without answers).
+fn majority_share<K>(answers: &std::collections::HashMap<K, usize>) -> Option<f64> {
+    let total: usize = answers.values().sum();
+    (total > 0).then(|| *answers.values().max().unwrap_or(&0) as f64 / total as f64)
+}
+
+/// [`TaskEval`] of `model` on `examples` of `data`; a choice task with its own candidates
+/// is read out as `readout` says, centred on `dev`'s prompts for
+/// [`ChoiceReadout::DevCentred`].
+#[allow(clippy::too_many_arguments)]
 fn task_score<M: MoeModel>(
     model: &M,
     data: &TaskData,
     examples: &[Example],
+    readout: ChoiceReadout,
+    dev: &[Example],
     seq_len: usize,
     device: &Device,
 ) -> crate::Result<TaskEval> {
     let (mut ok, mut n) = (0, 0);
     let (mut loss, mut bytes) = (0.0, 0.0);
     let mut answers: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    let mut raw_ok = 0;
+    let mut raw_answers: std::collections::HashMap<usize, usize> = Default::default();
     let fwd = |b: &Batch| -> crate::Result<Tensor<3>> {
         Ok(model
             .forward_moe(b.x.clone(), Some(b.token_mask.clone()))?
             .logits)
     };
+    let prior = match readout {
+        ChoiceReadout::Likelihood => None,
+        ChoiceReadout::DevCentred => choice_prior(&fwd, data, dev, seq_len, device)?,
+    };
     for chunk in examples.chunks(32) {
         if data.scoring == tasks::Scoring::Choice {
-            let c = score_choices(&fwd, data, chunk, seq_len, device)?;
+            let c = score_choices(&fwd, data, chunk, prior.as_deref(), seq_len, device)?;
             ok += c.right;
             n += chunk.len();
             loss += c.loss;
@@ -484,6 +602,12 @@ fn task_score<M: MoeModel>(
                 // keyed by the candidate's position: for the task's own choices the answer
                 // itself, for per-example (shuffled) choices a position bias
                 *answers.entry(p.to_le_bytes().to_vec()).or_default() += 1;
+            }
+            if let Some((r, picked)) = c.raw {
+                raw_ok += r;
+                for p in picked {
+                    *raw_answers.entry(p).or_default() += 1;
+                }
             }
             continue;
         }
@@ -517,11 +641,14 @@ fn task_score<M: MoeModel>(
             }
         }
     }
-    let total: usize = answers.values().sum();
     Ok(TaskEval {
         score: ok as f64 / n.max(1) as f64,
         loss: loss / bytes.max(1.0),
-        majority: (total > 0).then(|| *answers.values().max().unwrap_or(&0) as f64 / total as f64),
+        majority: majority_share(&answers),
+        raw: prior
+            .is_some()
+            .then(|| majority_share(&raw_answers).map(|m| (raw_ok as f64 / n.max(1) as f64, m)))
+            .flatten(),
     })
 }
 
@@ -586,6 +713,9 @@ pub struct MethodResult {
     pub score: f64,
     /// Share of test examples given the most common answer (1: a constant answer).
     pub majority_answer_share: Option<f64>,
+    /// Task score and majority share under the plain likelihood readout, where the configured
+    /// readout differs ([`ChoiceReadout::DevCentred`] on a task with its own labels).
+    pub likelihood_readout: Option<(f64, f64)>,
     /// Held-out answer loss (nats/byte).
     pub task_loss: f64,
     /// General-text loss after fine-tuning (nats/byte; lower = better retention).
@@ -684,6 +814,8 @@ struct Cost {
 struct FtRun<'a> {
     data: &'a TaskData,
     examples: &'a [Example],
+    /// The development examples a [`ChoiceReadout::DevCentred`] readout centres on.
+    dev: &'a [Example],
     lr: f64,
     seed: u64,
 }
@@ -725,13 +857,16 @@ impl<S> Runner<'_, '_, S> {
     }
 
     /// Task result on `examples` and the general-text loss.
-    fn evaluate<M: MoeModel>(
-        &self,
-        model: &M,
-        data: &TaskData,
-        examples: &[Example],
-    ) -> crate::Result<(TaskEval, f64)> {
-        let t = task_score(model, data, examples, self.cfg.seq_len, &self.eval_device)?;
+    fn evaluate<M: MoeModel>(&self, model: &M, run: &FtRun<'_>) -> crate::Result<(TaskEval, f64)> {
+        let t = task_score(
+            model,
+            run.data,
+            run.examples,
+            self.cfg.choice_readout,
+            run.dev,
+            self.cfg.seq_len,
+            &self.eval_device,
+        )?;
         Ok((
             t,
             retention(
@@ -796,7 +931,7 @@ impl<S> Runner<'_, '_, S> {
         method: &str,
         cost: &Cost,
     ) -> crate::Result<MethodResult> {
-        let (t, general_loss) = self.evaluate(model, run.data, run.examples)?;
+        let (t, general_loss) = self.evaluate(model, &run)?;
         Ok(MethodResult {
             task: run.data.name.clone(),
             method: method.to_string(),
@@ -804,6 +939,7 @@ impl<S> Runner<'_, '_, S> {
             lr: run.lr,
             score: t.score,
             majority_answer_share: t.majority,
+            likelihood_readout: t.raw,
             task_loss: t.loss,
             general_loss,
             trainable_params: cost.trainable_params,
@@ -1126,10 +1262,15 @@ fn run_task<M: EsftBase>(
     let n_routed = layers.first().map_or(0, |l| l.n_experts);
     let tdir = runner.ctx.path(&format!("tasks/{}", data.name));
     std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
+    // Every fine-tune trains on the training split without the development examples, so the
+    // first seed's run at the chosen rate is the search's trial at that rate: kept, not redone.
+    let (dev_data, dev) = data.split_dev(cfg.dev_examples);
     let t0 = task_score(
         base_eval,
         data,
         &data.test,
+        cfg.choice_readout,
+        &dev,
         cfg.seq_len,
         &runner.eval_device,
     )?;
@@ -1141,6 +1282,7 @@ fn run_task<M: EsftBase>(
         lr: 0.0,
         score: t0.score,
         majority_answer_share: t0.majority,
+        likelihood_readout: t0.raw,
         task_loss: t0.loss,
         general_loss: base_general_loss,
         trainable_params: 0,
@@ -1211,9 +1353,6 @@ fn run_task<M: EsftBase>(
             _ => None,
         })
     };
-    // Every fine-tune trains on the training split without the development examples, so the
-    // first seed's run at the chosen rate is the search's trial at that rate: kept, not redone.
-    let (dev_data, dev) = data.split_dev(cfg.dev_examples);
     let dir_of = |seed: u64, method: &str| {
         // the first seed's artefacts where a user looks for them, the others beside
         let sdir = if seed == first {
@@ -1229,6 +1368,7 @@ fn run_task<M: EsftBase>(
     let test_run = |lr: f64, seed: u64| FtRun {
         data: &dev_data,
         examples: &data.test,
+        dev: &dev,
         lr,
         seed,
     };
@@ -1258,6 +1398,7 @@ fn run_task<M: EsftBase>(
             let on_dev = FtRun {
                 data: &dev_data,
                 examples: &dev,
+                dev: &dev,
                 lr,
                 seed: first,
             };
@@ -1574,6 +1715,18 @@ fn write_report(
                 } else {
                     "–".into()
                 },
+                if rs.iter().all(|r| r.likelihood_readout.is_some()) {
+                    let raw = |i: usize| {
+                        col(&|r| r.likelihood_readout.map_or(f64::NAN, |p| [p.0, p.1][i]))
+                    };
+                    format!(
+                        "{} / {}",
+                        trainer::claims::format_mean_interval(&raw(0), 1.0, 3),
+                        trainer::claims::format_mean_interval(&raw(1), 1.0, 2)
+                    )
+                } else {
+                    "–".into()
+                },
                 rs[0].trainable_params.to_string(),
                 rs[0]
                     .experts_per_layer
@@ -1597,6 +1750,7 @@ fn write_report(
             "task loss",
             "general loss",
             "majority answer",
+            "likelihood readout (score / majority)",
             "trainable",
             "experts/layer",
             "storage bytes",
@@ -1668,7 +1822,7 @@ fn write_report(
         })
         .collect();
     let body = format!(
-        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± half the 95 % t interval over seeds; majority answer: the share of test examples given the most common answer, or for per-example choices the most common position). Scores: the more likely label (sentiment), {} (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
+        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± half the 95 % t interval over seeds; majority answer: the share of test examples given the most common answer, or for per-example choices the most common position). Scores: {} (sentiment), {} (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
         info.general,
         shape.n_layers,
         shape.d_model,
@@ -1681,6 +1835,11 @@ fn write_report(
         cfg.seq_len,
         cfg.general_mix,
         cfg.seeds,
+        match cfg.choice_readout {
+            ChoiceReadout::Likelihood => "the more likely label",
+            ChoiceReadout::DevCentred =>
+                "the label whose log-likelihood most exceeds its mean over the development prompts (the plain likelihood readout in its own column)",
+        },
         if cfg.arithmetic_choices >= 2 {
             format!(
                 "the more likely of the right number and {} slips",
@@ -1732,6 +1891,84 @@ fn write_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a model that prefers "positive" everywhere but more after a `+`, the likelihood
+    /// readout is constant and the development-centred one answers by the `+`; the gold loss
+    /// does not depend on the readout, and tasks with per-example candidates get no prior.
+    #[test]
+    fn the_dev_centred_readout_answers_by_what_the_prompt_adds() {
+        let device = Device::flex();
+        let fwd = |b: &Batch| -> crate::Result<Tensor<3>> {
+            let [rows, s] = b.x.dims();
+            let x = b.x.clone().to_i64s()?;
+            let mut l = vec![0f32; rows * s * 256];
+            for r in 0..rows {
+                let plus = x[r * s..(r + 1) * s].contains(&i64::from(b'+'));
+                for t in 0..s {
+                    let at = (r * s + t) * 256;
+                    l[at + usize::from(b'p')] = if plus { 3.0 } else { 2.0 };
+                    l[at + usize::from(b'n')] = 1.0;
+                }
+            }
+            Ok(Tensor::<1>::from_floats(l.as_slice(), &device).reshape([rows, s, 256]))
+        };
+        let data = TaskData {
+            name: "sentiment".into(),
+            source: "test".into(),
+            train: Vec::new(),
+            test: Vec::new(),
+            scoring: tasks::Scoring::Choice,
+            choices: ["positive", "negative"]
+                .iter()
+                .map(|l| tasks::chat("", l).answer)
+                .collect(),
+        };
+        let test: Vec<Example> = [
+            ("good +", "positive"),
+            ("bad -", "negative"),
+            ("fine +", "positive"),
+            ("awful -", "negative"),
+        ]
+        .iter()
+        .map(|(c, a)| tasks::chat(c, a))
+        .collect();
+        let dev = vec![
+            tasks::chat("a +", "positive"),
+            tasks::chat("b -", "negative"),
+        ];
+        let plain = score_choices(&fwd, &data, &test, None, 64, &device).unwrap();
+        assert_eq!(plain.picked, vec![0; 4]);
+        assert_eq!(plain.right, 2);
+        assert!(plain.raw.is_none());
+        let prior = choice_prior(&fwd, &data, &dev, 64, &device)
+            .unwrap()
+            .unwrap();
+        // log p(positive) − log p(negative) is the 'p' − 'n' logit gap: 2 after '+', 1 else
+        assert!((prior[0] - prior[1] - 1.5).abs() < 1e-4, "{prior:?}");
+        let centred = score_choices(&fwd, &data, &test, Some(&prior), 64, &device).unwrap();
+        assert_eq!(centred.picked, vec![0, 1, 0, 1]);
+        assert_eq!(centred.right, 4);
+        assert_eq!(centred.raw, Some((2, vec![0; 4])));
+        assert_eq!(centred.loss, plain.loss);
+        assert_eq!(centred.bytes, plain.bytes);
+        assert!(
+            choice_prior(&fwd, &data, &[], 64, &device)
+                .unwrap()
+                .is_none()
+        );
+        let arithmetic = tasks::arithmetic(16, 4, 4, 1);
+        assert!(
+            choice_prior(&fwd, &arithmetic, &arithmetic.test, 64, &device)
+                .unwrap()
+                .is_none()
+        );
+        // an answer outside the labels is a typed error, not a wrong score
+        let odd = [tasks::chat("x", "neutral")];
+        assert!(matches!(
+            score_choices(&fwd, &data, &odd, Some(&prior), 64, &device),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
 
     /// The fused step (one pass over task and general rows) gives the loss of the two
     /// separate passes mixed in proportion, balance loss included.
