@@ -16,9 +16,15 @@
 //!    development split stays out of every run, so the first seed's run is the search's trial
 //!    at the chosen rate, kept rather than redone). Per seed: task score and answer loss on the
 //!    test split, general ability retention (held-out general-text loss), trainable parameters,
-//!    bytes stored, training time. Scores: sentiment and arithmetic by the most likely
-//!    candidate answer (the two labels; the right number among three slips,
-//!    `arithmetic_choices`), Chinese text by next-byte accuracy.
+//!    bytes stored, training time. Scores: sentiment, topic and arithmetic by the most likely
+//!    candidate answer (the two labels; the topics; the right number among three slips,
+//!    `arithmetic_choices`), Chinese text by next-byte accuracy. Sentiment's and topic's labels
+//!    are by default compared after centring each on its mean log-likelihood over the
+//!    development prompts (`choice_readout`, [`ChoiceReadout::DevCentred`]): with the plain
+//!    likelihood every method of the earlier runs gave one label to 92–100 % of the test
+//!    reviews, a constant answer that no comparison can rest on, and labels of different
+//!    lengths would be compared by their length. Each result keeps the plain readout's score
+//!    and majority share beside it.
 //! 4. Routing concentration per task, top-expert overlap between tasks (the diagonal compares
 //!    two disjoint halves of one task's sample), and a p sweep for ESFT-Token (first seed).
 //!
@@ -69,6 +75,20 @@ pub enum ChoiceReadout {
     DevCentred,
 }
 
+/// Share of the general corpus's documents held out (every k-th): retention is measured on them,
+/// and they are the `topic` task's test articles.
+const GENERAL_VALID_FRACTION: f64 = 0.1;
+
+/// Every method the experiment knows, in the order it runs them.
+pub const METHODS: [&str; 6] = [
+    "fft",
+    "lora",
+    "esft-gate",
+    "esft-token",
+    "random-experts",
+    "shared-only",
+];
+
 /// Configuration of the `esft` experiment.
 #[derive(Config, Debug)]
 pub struct EsftConfig {
@@ -78,8 +98,9 @@ pub struct EsftConfig {
     /// `movieReviewSnippets_GroundTruth.txt`; `None`: templated reviews.
     #[config(default = "None")]
     pub movie_path: Option<String>,
-    /// The tasks to run, in this order: any of `sentiment`, `arithmetic`, `chinese`, each at
-    /// most once; the claims average over the ones run.
+    /// The tasks to run, in this order: any of `sentiment`, `topic` (BBC News topics from
+    /// `corpus_dir`, which it needs; test articles are the ones the general corpus holds out),
+    /// `arithmetic`, `chinese`, each at most once; the claims average over the ones run.
     #[config(default = "vec![\"sentiment\".into(), \"arithmetic\".into(), \"chinese\".into()]")]
     pub tasks: Vec<String>,
     /// Sentiment from the movie snippets keeps only sentences whose mean human rating (−4…4) is
@@ -137,6 +158,10 @@ pub struct EsftConfig {
         default = "TrainerConfig::new(600).with_lr(2e-3).with_schedule(trainer::LrSchedule::deepseek(30)).with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))"
     )]
     pub pretrain: TrainerConfig,
+    /// The methods to run, any of [`METHODS`] (`shared-only` only on a base with shared
+    /// experts); the claims compare the ones that ran, and the p sweep needs `esft-token`.
+    #[config(default = "METHODS.iter().map(|m| m.to_string()).collect()")]
+    pub methods: Vec<String>,
     /// Fine-tuning steps per method.
     #[config(default = 200)]
     pub finetune_steps: usize,
@@ -1000,20 +1025,31 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
             "finetune_steps > 0 and 0 < top_k ≤ n_routed".into(),
         ));
     }
+    if let Some(m) = cfg.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+        return Err(Error::InvalidConfig(format!(
+            "unknown method '{m}' (one of {})",
+            METHODS.join(", ")
+        )));
+    }
     if cfg.seeds.is_empty()
+        || cfg.methods.is_empty()
         || cfg.lr_multipliers.is_empty()
         || !cfg.lr_multipliers.iter().all(|m| m.is_finite() && *m > 0.0)
         || !(0.0..1.0).contains(&cfg.general_mix)
         || cfg.batch_size < 2
     {
         return Err(Error::InvalidConfig(
-            "seeds and lr_multipliers (> 0) non-empty, general_mix in [0, 1), batch_size ≥ 2"
+            "seeds, methods and lr_multipliers (> 0) non-empty, general_mix in [0, 1), batch_size ≥ 2"
                 .into(),
         ));
     }
     let eval_device = ctx.device.clone();
     let device = ctx.device.clone().autodiff();
-    let general = ByteCorpus::load(cfg.corpus_dir.as_deref().map(Path::new), 0.1, 0)?;
+    let general = ByteCorpus::load(
+        cfg.corpus_dir.as_deref().map(Path::new),
+        GENERAL_VALID_FRACTION,
+        0,
+    )?;
     let valid = LmWindows::new(general.valid.clone(), cfg.seq_len, cfg.seq_len)?;
     let general_train = LmWindows::new(general.train.clone(), cfg.seq_len, 1)?;
     let path = |s: &Option<String>| s.as_deref().map(PathBuf::from);
@@ -1042,9 +1078,25 @@ pub fn run(cfg: &EsftConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
                 cfg.test_examples,
                 cfg.seed,
             )?,
+            "topic" => {
+                let Some(dir) = path(&cfg.corpus_dir) else {
+                    return Err(Error::InvalidConfig(
+                        "the topic task reads BBC News from corpus_dir: give corpus_dir".into(),
+                    ));
+                };
+                // room for the prompt's frame and the longest topic within seq_len
+                let frame = "User: Article: \nTopic?\n\nAssistant: entertainment\n".len();
+                tasks::topic(
+                    &dir,
+                    GENERAL_VALID_FRACTION,
+                    cfg.seq_len.saturating_sub(frame).max(16),
+                    cfg.test_examples,
+                    cfg.seed,
+                )?
+            }
             other => {
                 return Err(Error::InvalidConfig(format!(
-                    "unknown task '{other}' (sentiment, arithmetic, chinese)"
+                    "unknown task '{other}' (sentiment, topic, arithmetic, chinese)"
                 )));
             }
         });
@@ -1341,6 +1393,7 @@ fn run_task<M: EsftBase>(
     if has_shared {
         methods.push(("shared-only", cfg.lr_esft));
     }
+    methods.retain(|(m, _)| cfg.methods.iter().any(|c| c == m));
     let random_salt = rng.next_u64();
     let experts_of = |method: &str, seed: u64| -> crate::Result<Option<ExpertConfig>> {
         Ok(match method {
@@ -1470,7 +1523,9 @@ fn run_task<M: EsftBase>(
             if c.experts.values().all(Vec::is_empty) {
                 continue;
             }
-            let lr = chosen["esft-token"];
+            let Some(&lr) = chosen.get("esft-token") else {
+                break;
+            };
             let (model, cost) = runner.train_method(
                 base,
                 &dev_data,
@@ -1822,7 +1877,7 @@ fn write_report(
         })
         .collect();
     let body = format!(
-        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± half the 95 % t interval over seeds; majority answer: the share of test examples given the most common answer, or for per-example choices the most common position). Scores: {} (sentiment), {} (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
+        "Base: {base_name}; general loss {base_general_loss:.4} nats/byte on held-out {}. Model: {} layers (the first `first_k_dense_replace` dense), d_model {}, {} shared + {} routed experts of width {}, top-{}. Each method: {} steps of {} × {} bytes, a share {} of the rows general text; seeds {:?} (the table: mean ± half the 95 % t interval over seeds; majority answer: the share of test examples given the most common answer, or for per-example choices the most common position). Scores: {} (sentiment, topic), {} (arithmetic), next-byte accuracy (chinese). Data: {}.\n\n## Claims (paired per-seed differences A − B of the means over tasks; `claims.json`)\n\n{}\n## Learning rates (development split, first seed; lowest answer loss chosen)\n\n{}\n## Routing concentration\n\nRouted experts covering 10 / 20 / 50 % of the token-selection mass (mean over MoE layers) against a uniform router, experts covering 50 % of the gate mass, and the experts selected per layer (Gate p={} / Token p={}).\n\n{}\n![concentration](concentration.svg)\n\n## Top-{} expert overlap between tasks\n\nShared experts per layer among each task's top-{} by token score; the diagonal compares two disjoint halves of the same task's sample.\n\n{}\n## p sweep (ESFT-Token, {})\n\n{}\n",
         info.general,
         shape.n_layers,
         shape.d_model,

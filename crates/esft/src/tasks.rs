@@ -174,6 +174,71 @@ pub fn sentiment(
     })
 }
 
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends at a word boundary (the
+/// whole text when it fits; a single over-long word is cut at a character boundary).
+fn clip_bytes(text: &str, max_bytes: usize) -> &str {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind(' ') {
+        Some(space) if space > 0 => &text[..space],
+        _ => &text[..end],
+    }
+}
+
+/// Topic classification of BBC News articles (the folder's topics, e.g. business,
+/// entertainment, politics, sport, tech) from the headline and the first words of the body,
+/// clipped to `max_bytes` bytes; a choice among the topic names ([`Scoring::Choice`]).
+///
+/// The split follows the general corpus's ([`textdata::ByteCorpus::load`] with the same
+/// `valid_fraction` over the same sorted files): the articles the corpus holds out are the test
+/// articles (at most `n_test`), the rest the training articles, so no test article is in the
+/// base's pretraining text or in the general rows mixed into fine-tuning.
+pub fn topic(
+    dir: &Path,
+    valid_fraction: f64,
+    max_bytes: usize,
+    n_test: usize,
+    seed: u64,
+) -> crate::Result<TaskData> {
+    let (articles, topics) = textdata::readers::read_bbc(dir)?;
+    let (train, held_out) = textdata::split_every_kth(&articles, valid_fraction);
+    if held_out.is_empty() || train.is_empty() || topics.len() < 2 {
+        return Err(Error::InvalidConfig(format!(
+            "topic: {} needs two topic folders and enough articles for a held-out split",
+            dir.display()
+        )));
+    }
+    let encode = |a: &textdata::readers::NewsArticle| {
+        let text = format!("{}. {}", a.title, a.body.replace('\n', " "));
+        chat(
+            &format!("Article: {}\nTopic?", clip_bytes(&text, max_bytes)),
+            &a.topic,
+        )
+    };
+    let mut rng = trainer::Rng::seed_from(seed);
+    let mut train: Vec<Example> = train.iter().map(encode).collect();
+    rng.shuffle(&mut train);
+    let mut test: Vec<Example> = held_out.iter().map(encode).collect();
+    rng.shuffle(&mut test);
+    test.truncate(n_test.max(1));
+    Ok(TaskData {
+        name: "topic".into(),
+        source: format!(
+            "{} (test: the articles the general corpus holds out)",
+            dir.display()
+        ),
+        train,
+        test,
+        scoring: Scoring::Choice,
+        choices: topics.iter().map(|t| chat("", t).answer).collect(),
+    })
+}
+
 /// Generated multi-step arithmetic word problems (two or three operations).
 ///
 /// `n_choices` ≥ 2 scores a test answer as a choice among the right number and `n_choices - 1`
@@ -565,6 +630,62 @@ mod tests {
             s.choices,
             vec![b" positive\n".to_vec(), b" negative\n".to_vec()]
         );
+    }
+
+    /// The topic task's test articles are exactly the ones the general corpus holds out; the
+    /// training articles are all in its training text; prompts fit their byte budget.
+    #[test]
+    fn topic_test_articles_are_the_general_corpus_held_out_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        for topic in ["business", "sport", "tech"] {
+            std::fs::create_dir_all(dir.path().join(topic)).unwrap();
+            for i in 0..17 {
+                std::fs::write(
+                    dir.path().join(topic).join(format!("{i:03}.txt")),
+                    format!("Headline {topic} {i:03}\n\nThe body of {topic} story {i:03} goes on and on for a while.\n"),
+                )
+                .unwrap();
+            }
+        }
+        let corpus = textdata::ByteCorpus::load(Some(dir.path()), 0.1, 0).unwrap();
+        let text = |v: &[u32]| String::from_utf8(v.iter().map(|&b| b as u8).collect()).unwrap();
+        let (train_text, valid_text) = (text(&corpus.train), text(&corpus.valid));
+        let t = topic(dir.path(), 0.1, 40, 1000, 3).unwrap();
+        assert_eq!(t.test.len(), corpus.valid_docs);
+        assert_eq!(t.train.len(), corpus.train_docs);
+        assert_eq!(
+            t.choices,
+            vec![
+                b" business\n".to_vec(),
+                b" sport\n".to_vec(),
+                b" tech\n".to_vec()
+            ]
+        );
+        let headline = |e: &Example| {
+            let p = String::from_utf8(e.prompt.clone()).unwrap();
+            let h = &p[p.find("Headline").unwrap()..];
+            h[..h.find('.').unwrap()].to_string()
+        };
+        for e in &t.test {
+            let h = headline(e);
+            assert!(valid_text.contains(&h) && !train_text.contains(&h), "{h}");
+            // the answer is the article's own folder
+            let topic_name = h.split(' ').nth(1).unwrap();
+            assert_eq!(e.answer, format!(" {topic_name}\n").into_bytes());
+        }
+        for e in &t.train {
+            assert!(train_text.contains(&headline(e)));
+        }
+        for e in t.train.iter().chain(&t.test) {
+            let p = String::from_utf8(e.prompt.clone()).unwrap();
+            let body = &p["User: Article: ".len()..p.find("\nTopic?").unwrap()];
+            assert!(body.len() <= 40, "{body:?}");
+        }
+        assert_eq!(topic(dir.path(), 0.1, 40, 2, 3).unwrap().test.len(), 2);
+        assert_eq!(clip_bytes("héllo wörld", 8), "héllo");
+        assert_eq!(clip_bytes("abcdefgh", 4), "abcd");
+        assert_eq!(clip_bytes("short", 40), "short");
+        assert!(topic(&dir.path().join("missing"), 0.1, 40, 10, 1).is_err());
     }
 
     #[test]

@@ -135,3 +135,48 @@ fn quick_run_fine_tunes_a_user_deepseek_v3_checkpoint_stored_in_bf16() {
     let b = base_model.forward(x, None).unwrap().logits.into_data();
     assert_ne!(a, b, "the adapter changed nothing");
 }
+
+#[test]
+fn a_run_trains_only_the_methods_asked_for_and_rejects_unknown_ones() {
+    let _g = testkit::device_rng_lock();
+    let d = Device::flex();
+    let out = tempfile::tempdir().unwrap();
+    let mut ctx = RunCtx::new(d.clone(), out.path(), "flex");
+    let cfg = EsftConfig::quick()
+        .with_tasks(vec!["sentiment".into()])
+        .with_methods(vec!["fft".into(), "esft-token".into()])
+        .with_lr_multipliers(vec![1.0])
+        .with_seeds(vec![1]);
+    run(&cfg, &mut ctx).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap())
+            .unwrap();
+    let mut methods: Vec<&str> = metrics["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    methods.sort();
+    assert_eq!(methods, ["esft-token", "fft", "vanilla"]);
+    // the default readout keeps the plain likelihood readout beside it
+    assert!(
+        metrics["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["likelihood_readout"].is_array())
+    );
+    for bad in [
+        cfg.clone().with_methods(vec!["fft".into(), "ia3".into()]),
+        cfg.clone().with_methods(vec![]),
+        cfg.clone().with_tasks(vec!["topic".into()]),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut ctx = RunCtx::new(d.clone(), out.path(), "flex");
+        assert!(matches!(
+            run(&bad, &mut ctx),
+            Err(esft::Error::InvalidConfig(_))
+        ));
+    }
+}
