@@ -109,7 +109,7 @@ pub struct EsftConfig {
     /// base in 200 steps (every method still gave one label to 92–100 % of the test reviews).
     #[config(default = 0.0)]
     pub sentiment_min_rating: f64,
-    /// How sentiment picks its label ([`ChoiceReadout`]); each result also records the plain
+    /// How sentiment and topic pick their label ([`ChoiceReadout`]); each result also records the plain
     /// likelihood readout's score and majority share when this is `DevCentred`.
     #[config(default = "ChoiceReadout::DevCentred")]
     pub choice_readout: ChoiceReadout,
@@ -444,16 +444,20 @@ struct ChoiceScore {
     raw: Option<(usize, Vec<usize>)>,
 }
 
+/// Per example: each candidate's summed log-likelihood, and the gold candidate's position and
+/// answer bytes.
+type CandidateScores = (Vec<Vec<f64>>, Vec<(usize, f64)>);
+
 /// Each example's summed log-likelihood of each of its candidates (`[example][position]`, one
-/// pass per candidate position) and the answer bytes of each example's gold candidate; the
-/// gold answer must be one of the candidates.
+/// pass per candidate position) and, per example, its gold candidate's position and answer
+/// bytes; the gold answer must be one of the candidates.
 fn candidate_log_likelihoods(
     fwd: &dyn Fn(&Batch) -> crate::Result<Tensor<3>>,
     data: &TaskData,
     chunk: &[Example],
     seq_len: usize,
     device: &Device,
-) -> crate::Result<(Vec<Vec<f64>>, Vec<f64>)> {
+) -> crate::Result<CandidateScores> {
     let cands: Vec<&[Vec<u8>]> = chunk.iter().map(|e| e.candidates(data)).collect();
     let mut ll: Vec<Vec<f64>> = cands.iter().map(|c| vec![0.0; c.len()]).collect();
     let mut gold_bytes = vec![None; chunk.len()];
@@ -474,12 +478,13 @@ fn candidate_log_likelihoods(
         for (k, (&r, &v)) in rows.iter().zip(&v).enumerate() {
             ll[r][ci] = f64::from(v);
             if chunk[r].answer == cands[r][ci] {
-                gold_bytes[r] = Some(
+                gold_bytes[r] = Some((
+                    ci,
                     bc.w_host[k * seq_len..(k + 1) * seq_len]
                         .iter()
                         .map(|&x| f64::from(x))
                         .sum::<f64>(),
-                );
+                ));
             }
         }
     }
@@ -495,7 +500,7 @@ fn candidate_log_likelihoods(
                 ))
             })
         })
-        .collect::<crate::Result<Vec<f64>>>()?;
+        .collect::<crate::Result<Vec<(usize, f64)>>>()?;
     Ok((ll, gold_bytes))
 }
 
@@ -520,14 +525,7 @@ fn score_choices(
     seq_len: usize,
     device: &Device,
 ) -> crate::Result<ChoiceScore> {
-    let (ll, gold_bytes) = candidate_log_likelihoods(fwd, data, chunk, seq_len, device)?;
-    let gold: Vec<usize> = chunk
-        .iter()
-        .map(|e| {
-            let c = e.candidates(data);
-            c.iter().position(|a| *a == e.answer).unwrap_or(c.len())
-        })
-        .collect();
+    let (ll, gold) = candidate_log_likelihoods(fwd, data, chunk, seq_len, device)?;
     let pick = |off: Option<&[f64]>| -> Vec<usize> {
         ll.iter()
             .map(|row| {
@@ -539,7 +537,13 @@ fn score_choices(
             })
             .collect()
     };
-    let right = |picked: &[usize]| picked.iter().zip(&gold).filter(|(p, g)| p == g).count();
+    let right = |picked: &[usize]| {
+        picked
+            .iter()
+            .zip(&gold)
+            .filter(|(p, (g, _))| p == &g)
+            .count()
+    };
     let picked = pick(offset);
     let raw = offset.map(|_| {
         let p = pick(None);
@@ -547,8 +551,12 @@ fn score_choices(
     });
     Ok(ChoiceScore {
         right: right(&picked),
-        loss: -ll.iter().zip(&gold).map(|(row, &g)| row[g]).sum::<f64>(),
-        bytes: gold_bytes.iter().sum(),
+        loss: -ll
+            .iter()
+            .zip(&gold)
+            .map(|(row, &(g, _))| row[g])
+            .sum::<f64>(),
+        bytes: gold.iter().map(|&(_, b)| b).sum(),
         picked,
         raw,
     })
@@ -1383,17 +1391,15 @@ fn run_task<M: EsftBase>(
     // 3. The methods: (name, trained experts — None for FFT and LoRA —, base learning rate).
     let has_shared = layers.iter().any(|l| l.has_shared);
     let first = cfg.seeds[0];
-    let mut methods: Vec<(&str, f64)> = vec![
-        ("fft", cfg.lr_fft),
-        ("lora", cfg.lr_lora),
-        ("esft-gate", cfg.lr_esft),
-        ("esft-token", cfg.lr_esft),
-        ("random-experts", cfg.lr_esft),
-    ];
-    if has_shared {
-        methods.push(("shared-only", cfg.lr_esft));
-    }
-    methods.retain(|(m, _)| cfg.methods.iter().any(|c| c == m));
+    let methods: Vec<(&str, f64)> = METHODS
+        .iter()
+        .filter(|&&m| cfg.methods.iter().any(|c| c == m) && (m != "shared-only" || has_shared))
+        .map(|&m| match m {
+            "fft" => (m, cfg.lr_fft),
+            "lora" => (m, cfg.lr_lora),
+            _ => (m, cfg.lr_esft),
+        })
+        .collect();
     let random_salt = rng.next_u64();
     let experts_of = |method: &str, seed: u64| -> crate::Result<Option<ExpertConfig>> {
         Ok(match method {
@@ -1774,11 +1780,7 @@ fn write_report(
                     let raw = |i: usize| {
                         col(&|r| r.likelihood_readout.map_or(f64::NAN, |p| [p.0, p.1][i]))
                     };
-                    format!(
-                        "{} / {}",
-                        trainer::claims::format_mean_interval(&raw(0), 1.0, 3),
-                        trainer::claims::format_mean_interval(&raw(1), 1.0, 2)
-                    )
+                    format!("{} / {}", ms(&raw(0), 3), ms(&raw(1), 2))
                 } else {
                     "–".into()
                 },
