@@ -10,7 +10,9 @@
 //! 1. difficulty labels per member: every non-last member trained alone under
 //!    `difficulty_seeds` seeds, right or wrong on each training example (`difficulty_rule`);
 //!    member i's DAR loss reads member i's own labels;
-//! 2. the cascade trained jointly (cross-entropy for every member), without and with DAR;
+//! 2. the cascades without and with DAR, every member fine-tuned alone as the paper's are: without
+//!    DAR a non-last member is its first difficulty-label model, with DAR it is retrained from
+//!    the same seed with its DAR loss; the last member (no DAR) is trained once and shared;
 //! 3. the early-exit baseline: MiniLM-L6 with a head after every layer (PABEE's loss), run with
 //!    entropy (DeeBERT, thresholds as fractions of ln C up to ln C, where every example exits
 //!    at the first layer) and patience (PABEE, from 1) exits;
@@ -219,25 +221,12 @@ fn sample(n: usize, k: usize, rng: &mut trainer::Rng) -> Vec<usize> {
     (0..k).map(|_| rng.below(n)).collect()
 }
 
+/// One member's fine-tuning: cross-entropy, plus `lambda` × its DAR loss when its difficulty
+/// labels are given.
 struct MemberTask<'a> {
     data: &'a Split,
-    max_len: usize,
-    batch: usize,
-    device: Device,
-}
-
-impl Task<Member> for MemberTask<'_> {
-    fn loss(&mut self, model: &Member, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
-        let idx = sample(self.data.ids.len(), self.batch, ctx.rng);
-        let (ids, mask, y) = batch_of(self.data, &idx, self.max_len, &self.device);
-        Ok(cross_entropy(model.forward(ids, mask), y).into())
-    }
-}
-
-struct CascadeTask<'a> {
-    data: &'a Split,
-    /// Difficulty labels of each non-last member.
-    hard: Option<&'a [Vec<bool>]>,
+    /// The member's difficulty label per training example.
+    hard: Option<&'a [bool]>,
     max_len: usize,
     batch: usize,
     eps: f64,
@@ -245,32 +234,26 @@ struct CascadeTask<'a> {
     device: Device,
 }
 
-impl Task<Cascade> for CascadeTask<'_> {
-    fn loss(&mut self, model: &Cascade, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
+impl Task<Member> for MemberTask<'_> {
+    fn loss(&mut self, model: &Member, ctx: &mut BatchCtx<'_>) -> trainer::Result<StepLoss> {
         let idx = sample(self.data.ids.len(), self.batch, ctx.rng);
         let (ids, mask, y) = batch_of(self.data, &idx, self.max_len, &self.device);
-        let all = model.forward_all(ids, mask);
-        let n = all.len();
-        let mut loss = Tensor::<1>::zeros([1], &self.device);
-        let mut dar_total = 0.0;
-        for (i, logits) in all.into_iter().enumerate() {
-            loss = loss + cross_entropy(logits.clone(), y.clone());
-            if let Some(hard) = self.hard.and_then(|h| h.get(i))
-                && self.lambda > 0.0
-                && i + 1 < n
-            {
-                let flags: Vec<bool> = idx.iter().map(|&j| hard[j]).collect();
-                if let Some(d) =
-                    dar_loss(logits, &flags, self.eps, ctx.rng).map_err(trainer::Error::task)?
-                {
-                    dar_total += f64::from(d.clone().into_scalar::<f32>());
-                    loss = loss + d.mul_scalar(self.lambda);
-                }
-            }
+        let logits = model.forward(ids, mask);
+        let mut loss = cross_entropy(logits.clone(), y);
+        let Some(hard) = self.hard.filter(|_| self.lambda > 0.0) else {
+            return Ok(loss.into());
+        };
+        let flags: Vec<bool> = idx.iter().map(|&j| hard[j]).collect();
+        let mut dar = 0.0;
+        if let Some(d) =
+            dar_loss(logits, &flags, self.eps, ctx.rng).map_err(trainer::Error::task)?
+        {
+            dar = f64::from(d.clone().into_scalar::<f32>());
+            loss = loss + d.mul_scalar(self.lambda);
         }
         Ok(StepLoss {
             loss,
-            extra: [("dar".to_string(), dar_total)].into(),
+            extra: [("dar".to_string(), dar)].into(),
         })
     }
 }
@@ -500,17 +483,16 @@ pub fn run(cfg: &CascadeConfig, ctx: &mut RunCtx<'_>) -> crate::Result<Report> {
     let mut results = Vec::new();
     for (si, &seed) in cfg.seeds.iter().enumerate() {
         for t in &tasks {
-            let hard = (0..cfg.members.len() - 1)
+            let (hard, plain): (Vec<_>, Vec<_>) = (0..cfg.members.len() - 1)
                 .map(|m| difficulty(cfg, t, &encoders, m, seed, ctx))
-                .collect::<crate::Result<Vec<_>>>()?;
+                .collect::<crate::Result<Vec<_>>>()?
+                .into_iter()
+                .unzip();
             let hard_share = hard
                 .iter()
                 .map(|h| h.iter().filter(|&&x| x).count() as f64 / h.len().max(1) as f64)
                 .collect();
-            let trained = vec![
-                train_cascade(cfg, t, &encoders, None, seed, ctx)?,
-                train_cascade(cfg, t, &encoders, Some(&hard), seed, ctx)?,
-            ];
+            let trained = train_cascades(cfg, t, &encoders, plain, &hard, seed, ctx)?;
             let ee = train_early_exit(cfg, t, &encoders, seed, ctx)?;
             let eval = evaluate(
                 cfg,
@@ -660,80 +642,32 @@ fn trainer_config(cfg: &CascadeConfig, seed: u64) -> TrainerConfig {
         .with_grad_clip(Some(trainer::GradClip::GlobalNorm(1.0)))
 }
 
-/// Difficulty labels of member `member`: that member trained alone over `difficulty_seeds`
-/// seeds (derived from the pipeline's `seed`), and whether it gets each training example right.
-fn difficulty(
+/// Seed of member `member`'s `s`-th model in the pipeline seeded `seed`.
+fn member_seed(seed: u64, member: usize, s: usize) -> u64 {
+    seed * 1000 + 100 * member as u64 + s as u64
+}
+
+/// Member `member` fine-tuned alone from `seed`, with its DAR loss when `hard` (its difficulty
+/// label per training example) is given.
+fn train_member(
     cfg: &CascadeConfig,
     t: &TaskSet,
     enc: &Encoders,
     member: usize,
     seed: u64,
+    hard: Option<&[bool]>,
     ctx: &mut RunCtx<'_>,
-) -> crate::Result<Vec<bool>> {
-    let device = ctx.device.clone().autodiff();
-    let eval_device = ctx.device.clone();
-    let mut correct = Vec::new();
-    for s in 0..cfg.difficulty_seeds.max(1) {
-        let seed = seed * 1000 + 100 * member as u64 + s as u64;
-        device.seed(seed);
-        let m = Member::new(
-            enc.member(&cfg.members[member])?,
-            t.n_labels,
-            cfg.pooling,
-            0.1,
-            &device,
-        );
-        let mut task = MemberTask {
-            data: &t.train,
-            max_len: t.max_len,
-            batch: cfg.batch_size,
-            device: device.clone(),
-        };
-        let m = Trainer::new(trainer_config(cfg, seed), &device)
-            .with_progress(|p| ctx.report_progress(p))
-            .fit(m, &mut task)?
-            .model
-            .valid();
-        let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| {
-            member_output(&m, i, mk)
-        })?;
-        correct.push(
-            out.predictions
-                .iter()
-                .zip(&t.train.labels)
-                .map(|(p, l)| p == l)
-                .collect::<Vec<_>>(),
-        );
-    }
-    difficulty_labels(&correct, cfg.difficulty_rule)
-}
-
-/// One cascade of the configured members, trained together (with the DAR loss when `hard`
-/// labels, one list per non-last member, are given).
-fn train_cascade(
-    cfg: &CascadeConfig,
-    t: &TaskSet,
-    enc: &Encoders,
-    hard: Option<&[Vec<bool>]>,
-    seed: u64,
-    ctx: &mut RunCtx<'_>,
-) -> crate::Result<Cascade> {
+) -> crate::Result<Member> {
     let device = ctx.device.clone().autodiff();
     device.seed(seed);
-    let members = cfg
-        .members
-        .iter()
-        .map(|s| {
-            Ok(Member::new(
-                enc.member(s)?,
-                t.n_labels,
-                cfg.pooling,
-                0.1,
-                &device,
-            ))
-        })
-        .collect::<crate::Result<Vec<_>>>()?;
-    let mut task = CascadeTask {
+    let m = Member::new(
+        enc.member(&cfg.members[member])?,
+        t.n_labels,
+        cfg.pooling,
+        0.1,
+        &device,
+    );
+    let mut task = MemberTask {
         data: &t.train,
         hard,
         max_len: t.max_len,
@@ -744,9 +678,66 @@ fn train_cascade(
     };
     Ok(Trainer::new(trainer_config(cfg, seed), &device)
         .with_progress(|p| ctx.report_progress(p))
-        .fit(Cascade::new(members)?, &mut task)?
+        .fit(m, &mut task)?
         .model
         .valid())
+}
+
+/// Difficulty labels of member `member`: that member trained alone over `difficulty_seeds`
+/// seeds (derived from the pipeline's `seed`), and whether it gets each training example right.
+/// Returns the labels and the first of those models (the member of the cascade without DAR).
+fn difficulty(
+    cfg: &CascadeConfig,
+    t: &TaskSet,
+    enc: &Encoders,
+    member: usize,
+    seed: u64,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<(Vec<bool>, Member)> {
+    let eval_device = ctx.device.clone();
+    let mut correct = Vec::new();
+    let mut first = None;
+    for s in 0..cfg.difficulty_seeds.max(1) {
+        let m = train_member(cfg, t, enc, member, member_seed(seed, member, s), None, ctx)?;
+        let (out, _) = timed(&t.train, cfg, t.max_len, &eval_device, |i, mk| {
+            member_output(&m, i, mk)
+        })?;
+        correct.push(
+            out.predictions
+                .iter()
+                .zip(&t.train.labels)
+                .map(|(p, l)| p == l)
+                .collect::<Vec<_>>(),
+        );
+        first.get_or_insert(m);
+    }
+    let first = first.ok_or_else(|| Error::InvalidConfig("no difficulty seed".into()))?;
+    Ok((difficulty_labels(&correct, cfg.difficulty_rule)?, first))
+}
+
+/// The cascades without and with DAR: the non-last members of the first are `plain`, those of
+/// the second are retrained from the same seeds with their DAR loss (`hard`, one list per
+/// non-last member), and the last member is trained once and shared.
+fn train_cascades(
+    cfg: &CascadeConfig,
+    t: &TaskSet,
+    enc: &Encoders,
+    plain: Vec<Member>,
+    hard: &[Vec<bool>],
+    seed: u64,
+    ctx: &mut RunCtx<'_>,
+) -> crate::Result<[Cascade; 2]> {
+    let last = cfg.members.len() - 1;
+    let mut dar = hard
+        .iter()
+        .enumerate()
+        .map(|(m, h)| train_member(cfg, t, enc, m, member_seed(seed, m, 0), Some(h), ctx))
+        .collect::<crate::Result<Vec<_>>>()?;
+    let large = train_member(cfg, t, enc, last, member_seed(seed, last, 0), None, ctx)?;
+    let mut plain = plain;
+    plain.push(large.clone());
+    dar.push(large);
+    Ok([Cascade::new(plain)?, Cascade::new(dar)?])
 }
 
 /// The early-exit baselines' model: the large encoder with a classifier after every layer.
@@ -799,6 +790,10 @@ fn evaluate(
     let mut ref_acc = 0.0;
     for (ci, c) in trained.iter().enumerate() {
         for (mi, m) in c.members.iter().enumerate() {
+            if ci == 1 && mi + 1 == n_members {
+                // The last member is shared: it was measured with the first cascade.
+                continue;
+            }
             // Warm-up pass, then the timed one.
             timed(&t.test, cfg, t.max_len, eval_device, |i, mk| {
                 member_output(m, i, mk)

@@ -11,7 +11,9 @@ fn quick_offline_run_writes_curves_and_plots() {
     let _rng = testkit::device_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
-    let r = run(&CascadeConfig::quick(), &mut ctx).unwrap();
+    // threshold 1.0: no member's top probability exceeds it, so every example reaches the last
+    let cfg = CascadeConfig::quick().with_thresholds(vec![0.6, 1.0]);
+    let r = run(&cfg, &mut ctx).unwrap();
     for f in [
         "metrics.json",
         "report.md",
@@ -29,7 +31,6 @@ fn quick_offline_run_writes_curves_and_plots() {
     // cascade, its pair, cascade+DAR, its pair, entropy, patience.
     assert_eq!(curves.len(), 6);
     // one result per seed; difficulty labels for each non-last member
-    let cfg = CascadeConfig::quick();
     let tasks = m["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), cfg.seeds.len());
     assert_eq!(
@@ -49,6 +50,19 @@ fn quick_offline_run_writes_curves_and_plots() {
         (last["layer_speedup"].as_f64().unwrap() - 6.0).abs() < 1e-9,
         "{last}"
     );
+    // both cascades end in the one shared large member: measured once, and at threshold 1.0 both
+    // cascades answer exactly as it does alone
+    let models = tasks[0]["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2 * cfg.members.len() - 1);
+    let large = models[cfg.members.len() - 1]["accuracy"].as_f64().unwrap();
+    for name in ["cascade (3 members)", "cascade+DAR (3 members)"] {
+        let pts = curves.iter().find(|c| c[0] == name).unwrap()[1]
+            .as_array()
+            .unwrap();
+        let at_one = pts.last().unwrap();
+        assert_eq!(at_one["setting"].as_f64().unwrap(), 1.0);
+        assert_eq!(at_one["accuracy"].as_f64().unwrap(), large, "{name}");
+    }
     // every curve has an entry per compared speed-up; claims.json holds those with values
     assert_eq!(
         tasks[0]["at_speedups"].as_array().unwrap().len(),
