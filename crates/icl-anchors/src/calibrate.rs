@@ -96,6 +96,40 @@ impl Calibration {
         self.log_prior.as_deref()
     }
 
+    /// Keeps this calibration only if it reads held-out predictions `raw` (made without it) at
+    /// least as accurately as they read raw, against their `gold` classes; the identity
+    /// otherwise. Returns the readout kept and the two accuracies `(raw, calibrated)`. Errors
+    /// when the lengths differ, there are no predictions, or a class count differs from the
+    /// calibration's.
+    pub fn checked_on(
+        self,
+        raw: &[Prediction],
+        gold: &[usize],
+    ) -> crate::Result<(Self, (f64, f64))> {
+        if raw.is_empty() || raw.len() != gold.len() {
+            return Err(Error::InvalidConfig(format!(
+                "calibration check on {} predictions with {} gold classes",
+                raw.len(),
+                gold.len()
+            )));
+        }
+        let hits = |ps: &mut dyn Iterator<Item = usize>| {
+            ps.zip(gold).filter(|(p, g)| p == *g).count() as f64 / gold.len() as f64
+        };
+        let plain = hits(&mut raw.iter().map(|p| p.class));
+        let calibrated = raw
+            .iter()
+            .map(|p| self.apply(p.clone()).map(|c| c.class))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let with = hits(&mut calibrated.into_iter());
+        let kept = if with >= plain {
+            self
+        } else {
+            Self::identity()
+        };
+        Ok((kept, (plain, with)))
+    }
+
     /// `p` read through the calibration: probabilities ∝ p / p_cf, class their argmax (ties to
     /// the lower class); the vocabulary top-k and attention are unchanged. Errors when the
     /// class counts differ.

@@ -274,6 +274,34 @@ fn contextual_calibration_divides_out_the_content_free_prior_in_predictions_and_
 }
 
 #[test]
+fn a_calibration_is_kept_only_where_it_reads_held_out_inputs_at_least_as_well() {
+    use icl_anchors::Calibration;
+    use icl_anchors::analysis::Prediction;
+    let pred = |p1: f32| Prediction {
+        class: usize::from(p1 > 0.5),
+        probs: vec![1.0 - p1, p1],
+        top_words: vec![],
+        attention_to_labels: vec![],
+    };
+    // raw: always class 1 (p1 0.6..0.9); the prior 0.2/0.8 moves the two weakest to class 0
+    let raw: Vec<_> = [0.6, 0.7, 0.85, 0.9].into_iter().map(pred).collect();
+    let cal = Calibration::from_probs(&[vec![0.2, 0.8]]).unwrap();
+    // gold agrees with the calibrated reading: kept
+    let (kept, accs) = cal.clone().checked_on(&raw, &[0, 0, 1, 1]).unwrap();
+    assert_eq!(accs, (0.5, 1.0));
+    assert_eq!(kept, cal);
+    // gold agrees with the raw reading: dropped
+    let (kept, accs) = cal.clone().checked_on(&raw, &[1, 1, 1, 1]).unwrap();
+    assert_eq!(accs, (1.0, 0.5));
+    assert_eq!(kept, Calibration::identity());
+    // a tie keeps it; bad input is an error
+    let (kept, accs) = cal.clone().checked_on(&raw, &[0, 1, 1, 0]).unwrap();
+    assert_eq!((kept.prior().is_some(), accs), (true, (0.5, 0.5)));
+    assert!(cal.clone().checked_on(&raw, &[0, 1]).is_err());
+    assert!(cal.checked_on(&[], &[]).is_err());
+}
+
+#[test]
 fn pca_finds_the_dominant_direction_and_diagnosis_reads_pairs() {
     use icl_anchors::diagnose::{diagnose, pca, pearson};
     // Points along (1, 1, 0) with small noise along (0, 0, 1).
