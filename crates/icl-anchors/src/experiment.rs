@@ -857,7 +857,6 @@ fn share_of_most(n_classes: usize, classes: impl Iterator<Item = usize>) -> f64 
     counts.iter().copied().max().unwrap_or(0) as f64 / n.max(1) as f64
 }
 
-/// One seed's prompts and the examples they came from.
 /// `calibration_dev_check`: `cal` when it reads the held-out examples `dev` at least as
 /// accurately as the raw readout, the identity otherwise; with both accuracies (`None` when
 /// there are no such examples, as in the synthetic task).
@@ -883,6 +882,7 @@ fn dev_checked(
     Ok((kept, Some(accs)))
 }
 
+/// One seed's prompts and the examples they came from.
 struct SeedPrompts {
     prompts: Vec<Prompt>,
     gold: Vec<usize>,
