@@ -26,6 +26,14 @@
 //!
 //! Offline (no asset paths): templated reviews, a word-level vocabulary and small randomly
 //! initialised BERTs, so the pipeline runs anywhere; the numbers then say nothing about the paper.
+//!
+//! Budget, measured on the 2-core Xeon (flex, release, nothing else running), default settings
+//! with the real MiniLMs: ≈ 25 min per seed on the SST stand-in (2,000 / 1,000 sentences at
+//! ≤ 64 tokens; ≈ 19 of them training) and ≈ 26 min per seed on BBC with `max_len_bbc` 64
+//! (1,780 / 445 articles; ≈ 22 training), plus ≈ 6 min per seed for the offline templated
+//! reviews, which stand in for SST whenever `movie_path` is absent. Three seeds of one real task
+//! fit a 100-minute run; both tasks in one run do not, so run them as two jobs. BBC at the
+//! default 128 tokens has not been timed under this protocol (expect about twice).
 
 use std::path::Path;
 use std::time::Instant;
