@@ -108,3 +108,76 @@ fn accuracy_at_a_speedup_interpolates_inside_the_sweep_only() {
         }
     });
 }
+
+#[test]
+fn unknown_or_empty_task_lists_are_typed_errors() {
+    let _rng = testkit::device_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
+    for tasks in [
+        vec!["sst".to_string(), "mnli".into()],
+        vec!["bbc".into()],
+        vec![],
+    ] {
+        let cfg = CascadeConfig::quick().with_tasks(tasks.clone());
+        let e = run(&cfg, &mut ctx).unwrap_err();
+        assert!(
+            matches!(e, cascade::Error::InvalidConfig(_)),
+            "{tasks:?}: {e}"
+        );
+    }
+}
+
+/// A small BBC-shaped folder: topic folders of `title\nbody` text files.
+fn tiny_bbc(dir: &std::path::Path) {
+    for (t, words) in [
+        ("business", "profits shares market bank"),
+        ("sport", "match goal team season"),
+        ("tech", "phone software internet chips"),
+    ] {
+        std::fs::create_dir_all(dir.join(t)).unwrap();
+        for i in 0..12 {
+            std::fs::write(
+                dir.join(t).join(format!("{i:03}.txt")),
+                format!("{t} story {i}\nthe {words} report number {i} says the {words} rose"),
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn leaving_sst_out_keeps_bbc_split_and_results() {
+    let _rng = testkit::device_rng_lock();
+    let data = tempfile::tempdir().unwrap();
+    tiny_bbc(data.path());
+    let base = CascadeConfig::quick()
+        .with_seeds(vec![1])
+        .with_bbc_dir(Some(data.path().to_string_lossy().into_owned()));
+    let bbc_of = |cfg: &CascadeConfig| -> serde_json::Value {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ctx = RunCtx::new(Device::flex(), dir.path(), "flex");
+        run(cfg, &mut ctx).unwrap();
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("metrics.json")).unwrap(),
+        )
+        .unwrap();
+        let tasks = m["tasks"].as_array().unwrap().clone();
+        let bbc: Vec<_> = tasks.into_iter().filter(|t| t["task"] == "bbc").collect();
+        assert_eq!(bbc.len(), 1);
+        bbc[0].clone()
+    };
+    let both = bbc_of(&base);
+    let alone = bbc_of(&base.clone().with_tasks(vec!["bbc".into()]));
+    assert_eq!(both["sizes"], alone["sizes"]);
+    assert_eq!(both["hard_share"], alone["hard_share"]);
+    let acc = |t: &serde_json::Value| -> Vec<f64> {
+        t["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["accuracy"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(acc(&both), acc(&alone));
+}
