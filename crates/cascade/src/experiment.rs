@@ -451,7 +451,9 @@ fn load_tasks(
         .iter()
         .find(|t| !matches!(t.as_str(), "sst" | "bbc"))
     {
-        return Err(Error::InvalidConfig(format!("task '{t}' (sst | bbc)")));
+        return Err(Error::InvalidConfig(format!(
+            "unknown task '{t}' (expected sst, bbc)"
+        )));
     }
     let wants = |name: &str| cfg.tasks.iter().any(|t| t == name);
     let mut out = Vec::new();

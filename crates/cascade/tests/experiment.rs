@@ -171,13 +171,31 @@ fn leaving_sst_out_keeps_bbc_split_and_results() {
     let alone = bbc_of(&base.clone().with_tasks(vec!["bbc".into()]));
     assert_eq!(both["sizes"], alone["sizes"]);
     assert_eq!(both["hard_share"], alone["hard_share"]);
-    let acc = |t: &serde_json::Value| -> Vec<f64> {
+    // accuracy and ECE of every model alone (ECE reads every test confidence, so a different
+    // split or different weights show), and every curve's accuracy and exits; wall clock differs
+    let models = |t: &serde_json::Value| -> Vec<(f64, f64)> {
         t["models"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["accuracy"].as_f64().unwrap())
+            .map(|m| (m["accuracy"].as_f64().unwrap(), m["ece"].as_f64().unwrap()))
             .collect()
     };
-    assert_eq!(acc(&both), acc(&alone));
+    assert_eq!(models(&both), models(&alone));
+    let curves = |t: &serde_json::Value| -> Vec<(f64, f64, String)> {
+        t["curves"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c[1].as_array().unwrap().clone())
+            .map(|p| {
+                (
+                    p["accuracy"].as_f64().unwrap(),
+                    p["layer_speedup"].as_f64().unwrap(),
+                    p["exit_shares"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(curves(&both), curves(&alone));
 }
