@@ -585,9 +585,14 @@ fn load_encoder(cfg: &FinePurifyConfig, device: &Device) -> crate::Result<Encode
             vocab_words.push(&triggers);
             let v = WordVocab::build(vocab_words);
             device.seed(0);
-            let b = BertConfig::new(v.size(), 32, 2, 2, 64)
-                .with_max_position_embeddings(cfg.max_len)
-                .init(device)?;
+            // Materialised here: burn initialises parameters lazily, at first use, from the
+            // device RNG of that moment, which would be after the first seed's reseeding, so
+            // the encoder (and every later seed's results) would depend on the seed list.
+            let b = trainer::params::fresh_copy(
+                BertConfig::new(v.size(), 32, 2, 2, 64)
+                    .with_max_position_embeddings(cfg.max_len)
+                    .init(device)?,
+            );
             (
                 b,
                 SentenceTokenizer::Words(v),
@@ -1071,4 +1076,33 @@ fn write_report(
             .join(" "),
     );
     Ok((table, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offline encoder is drawn when it is built (from its own seed), not from whichever
+    /// seed's RNG state first touches it, so a seed's results do not depend on the seed list.
+    #[test]
+    fn the_offline_encoder_does_not_depend_on_later_reseeding() {
+        let _rng = testkit::device_rng_lock();
+        let device = Device::flex().autodiff();
+        let cfg = FinePurifyConfig::quick();
+        let weights = |later_seed: u64| {
+            let enc = load_encoder(&cfg, &device).unwrap();
+            device.seed(later_seed);
+            let layer = &enc.encoder.encoder.layer[0];
+            (
+                enc.encoder
+                    .embeddings
+                    .word_embeddings
+                    .weight
+                    .val()
+                    .into_data(),
+                layer.attention.self_attn.query.weight.val().into_data(),
+            )
+        };
+        assert_eq!(weights(1), weights(2));
+    }
 }
