@@ -143,7 +143,7 @@ fn a_run_trains_only_the_methods_asked_for_and_rejects_unknown_ones() {
     let out = tempfile::tempdir().unwrap();
     let mut ctx = RunCtx::new(d.clone(), out.path(), "flex");
     let cfg = EsftConfig::quick()
-        .with_tasks(vec!["sentiment".into()])
+        .with_tasks(Some(vec!["sentiment".into()]))
         .with_methods(vec!["fft".into(), "esft-token".into()])
         .with_lr_multipliers(vec![1.0])
         .with_seeds(vec![1]);
@@ -170,7 +170,8 @@ fn a_run_trains_only_the_methods_asked_for_and_rejects_unknown_ones() {
     for bad in [
         cfg.clone().with_methods(vec!["fft".into(), "ia3".into()]),
         cfg.clone().with_methods(vec![]),
-        cfg.clone().with_tasks(vec!["topic".into()]),
+        cfg.clone().with_tasks(Some(vec!["topic".into()])),
+        cfg.clone().with_tasks(Some(vec![])),
     ] {
         let out = tempfile::tempdir().unwrap();
         let mut ctx = RunCtx::new(d.clone(), out.path(), "flex");
