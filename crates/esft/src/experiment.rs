@@ -36,8 +36,8 @@
 //! default full size (3 tasks × 6 methods × (3 learning rates + 4 further seeds) = 126
 //! fine-tunes, plus pretraining, the p sweep and the evaluations) took 80 minutes with topic,
 //! arithmetic and Chinese (2026-12-08) and 97 with sentiment in topic's place (2026-12-07, a
-//! slower day of the same machine type), inside the 100-minute budget of one run. Shrink `finetune_steps`, `lr_multipliers` or `seeds` in a
-//! config file for a smaller machine.
+//! slower day of the same machine type), inside the 100-minute budget of one run. Shrink
+//! `finetune_steps`, `lr_multipliers` or `seeds` in a config file for a smaller machine.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -104,8 +104,8 @@ pub struct EsftConfig {
     /// `arithmetic`, `chinese`, each at most once; the claims average over the ones run.
     /// `None` ([`EsftConfig::task_names`]): `topic`, `arithmetic`, `chinese` when `corpus_dir`
     /// is given, and `sentiment` in topic's place when it is not (offline). Topic is preferred
-    /// because sentiment does not move on the default byte-level base (every method within
-    /// 0.46–0.59 of 0.50 in the diagnostic runs, FFT's answer loss at a coin flip's).
+    /// because sentiment does not move on the default byte-level base (every method scored
+    /// 0.46–0.59 against chance 0.50 in the diagnostic runs, FFT's answer loss a coin flip's).
     #[config(default = "None")]
     pub tasks: Option<Vec<String>>,
     /// Sentiment from the movie snippets keeps only sentences whose mean human rating (−4…4) is
