@@ -174,8 +174,8 @@ pub struct EsftConfig {
     #[config(default = 5e-4)]
     pub lr_fft: f64,
     /// Learning rate of ESFT and the expert controls. 3e-3 puts the grid (with the default
-    /// `lr_multipliers`: 9e-4, 3e-3, 9e-3) around the rate every expert method chose when the
-    /// base rate was 1e-3, the top of that grid (2026-12-07 full run).
+    /// `lr_multipliers`: 9e-4, 3e-3, 9e-3) around the rate the expert methods chose in 11 of 12
+    /// searches when the base rate was 1e-3, the top of that grid (2026-12-07 full run).
     #[config(default = 3e-3)]
     pub lr_esft: f64,
     /// Learning rate of LoRA.
