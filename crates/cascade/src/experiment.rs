@@ -632,12 +632,10 @@ impl Encoders {
                         .with_with_pooler(true)
                         .init(device)
                 };
-                // burn initialises parameters lazily, at first use, from the device RNG of that
-                // moment: materialise them here, or the first member cut from an encoder would
-                // draw its weights (and shift its head's draws) wherever the run first uses it.
+                // drawn now, not where the first member cut from an encoder is first used
                 let (s, l) = (
-                    trainer::params::fresh_copy(mk(3)?),
-                    trainer::params::fresh_copy(mk(6)?),
+                    trainer::params::materialise(mk(3)?),
+                    trainer::params::materialise(mk(6)?),
                 );
                 (
                     s,

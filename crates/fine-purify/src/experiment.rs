@@ -585,10 +585,8 @@ fn load_encoder(cfg: &FinePurifyConfig, device: &Device) -> crate::Result<Encode
             vocab_words.push(&triggers);
             let v = WordVocab::build(vocab_words);
             device.seed(0);
-            // Materialised here: burn initialises parameters lazily, at first use, from the
-            // device RNG of that moment, which would be after the first seed's reseeding, so
-            // the encoder (and every later seed's results) would depend on the seed list.
-            let b = trainer::params::fresh_copy(
+            // drawn now from seed 0, not from the first seed's RNG where it is first used
+            let b = trainer::params::materialise(
                 BertConfig::new(v.size(), 32, 2, 2, 64)
                     .with_max_position_embeddings(cfg.max_len)
                     .init(device)?,

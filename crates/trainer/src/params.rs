@@ -238,6 +238,28 @@ pub fn fresh_copy<M: Module>(module: M) -> M {
     module.map(&mut Fresh)
 }
 
+/// `module` with every parameter initialised now.
+///
+/// Burn 0.22 initialises a parameter lazily, at its first use, from the device RNG of that
+/// moment. A model built right after `device.seed(s)` but first used after another reseeding
+/// (or after other models drew from the RNG) gets weights that depend on what ran in between,
+/// so an experiment's results would depend on the order of its seeds or tasks. Call this right
+/// after building a model whose weights must come from the seed set before it; a model loaded
+/// from weights or trained straight away does not need it.
+pub fn materialise<M: Module>(module: M) -> M {
+    module.visit(&mut Materialise);
+    module
+}
+
+struct Materialise;
+
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        // reading the value runs the initialisation, shared by every clone of the parameter
+        let _ = param.val();
+    }
+}
+
 struct ForEachGrad<'a, F: FnMut(&mut GradientsParams, ParamId, usize)> {
     grads: &'a mut GradientsParams,
     f: F,

@@ -649,3 +649,19 @@ fn a_step_in_which_no_trainable_parameter_takes_part_updates_nothing() {
     assert_eq!(l.len(), 12);
     assert!(l.iter().all(|v| v.is_finite() && *v > 0.0), "{l:?}");
 }
+
+/// A materialised model keeps the weights of the seed it was built under, whatever reseeding
+/// comes before its first use; without it burn would draw them at that first use.
+#[test]
+fn materialise_draws_the_weights_when_the_model_is_built() {
+    let _serial = testkit::device_rng_lock();
+    let device = Device::flex();
+    let weights = |m: &Linear| m.weight.val().into_data();
+    device.seed(1);
+    let reference = LinearConfig::new(8, 4).init(&device);
+    let reference = weights(&reference);
+    device.seed(1);
+    let kept = trainer::params::materialise(LinearConfig::new(8, 4).init(&device));
+    device.seed(2);
+    assert_eq!(weights(&kept), reference);
+}
